@@ -1,0 +1,274 @@
+"""Vectorised MuJoCo Go1 locomotion task implementing rsl_rl's VecEnv.
+
+Each policy step runs `decimation` physics steps for every environment inside `mujoco.rollout` (C++, one
+thread per core); PD control runs inside MuJoCo as position actuators. Domain randomisation lives in one
+MjModel per environment, re-sampled at every reset. Everything after the physics is batched torch.
+
+Observation groups: "policy" (what a real Go1 measures, see configs/robots/*.yaml) and "privileged"
+(simulator-only state for the critic).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+from rsl_rl.env import VecEnv
+from tensordict import TensorDict
+
+from robot_spec import ObservationHistory, load_robot
+from robot_spec.mjcf import build_model, home_qpos, sensor_slices
+from robot_spec.observation import projected_gravity, roll_pitch, rotate_inverse
+from sim_pretrain.env_config import EnvConfig
+from sim_pretrain.rewards import RewardFunction, RewardInputs, RewardTracker
+
+STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+PRIVILEGED_DIM = 11  # body velocity (3), height (1), foot contacts (4), friction, payload, motor strength
+
+
+class Go1Env(VecEnv):
+    def __init__(self, cfg: EnvConfig, device: str = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.spec = load_robot(cfg.robot)
+        ctrl = self.spec.control
+        self.num_envs = cfg.num_envs
+        self.num_actions = self.spec.num_joints
+        self.dt = ctrl.policy_dt
+        self.decimation = ctrl.decimation
+        self.max_episode_length = int(round(cfg.episode_length_s / self.dt))
+        self.rng = np.random.default_rng(cfg.seed)
+        self.torch_rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+        self._build_physics()
+        self._build_buffers()
+        self.reset_all()
+
+    # ----------------------------------------------------------------- construction
+    def _build_physics(self) -> None:
+        self.base_model = build_model(self.spec, self.cfg.physics)
+        self.models = [copy.copy(self.base_model) for _ in range(self.num_envs)]
+        self.datas = [mujoco.MjData(self.base_model) for _ in range(self.cfg.num_threads)]
+        self.rollout = rollout.Rollout(nthread=self.cfg.num_threads)
+        m = self.base_model
+        self.state_size = mujoco.mj_stateSize(m, STATE_SPEC)
+        self.qpos = slice(1, 1 + m.nq)  # FULLPHYSICS state = [time, qpos, qvel, ...]
+        self.qvel = slice(1 + m.nq, 1 + m.nq + m.nv)
+        self.sensors = sensor_slices(m, self.spec)
+        self.trunk_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "trunk")
+        self.friction_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ["floor", *self.spec.foot_names]]
+
+        data = mujoco.MjData(m)
+        data.qpos[:] = home_qpos(m, self.spec)
+        mujoco.mj_forward(m, data)
+        self.home_state = np.empty(self.state_size)
+        mujoco.mj_getState(m, data, self.home_state, STATE_SPEC)
+
+    def _build_buffers(self) -> None:
+        n, j, dev = self.num_envs, self.num_actions, self.device
+        self.state = np.tile(self.home_state, (n, 1))
+        self.state_out = np.zeros((n, self.decimation, self.state_size))
+        self.sensor_out = np.zeros((n, self.decimation, self.base_model.nsensordata))
+        self.control = np.zeros((n, self.decimation, j))
+        self.prev_targets = np.tile(self.spec.default_pose, (n, 1))
+
+        self.default_pose = torch.tensor(self.spec.default_pose, dtype=torch.float32, device=dev)
+        self.commands = torch.zeros(n, 3, device=dev)
+        self.actions = torch.zeros(n, j, device=dev)
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=dev)
+        self.history = ObservationHistory(self.spec.observation, n, dev)
+        self.tracker = RewardTracker(n, j, len(self.spec.foot_names), dev)
+        lower = torch.tensor(self.spec.position_lower, dtype=torch.float32)
+        upper = torch.tensor(self.spec.position_upper, dtype=torch.float32)
+        self.reward_fn = RewardFunction(self.cfg.rewards, lower, upper, self.dt)
+        self.episode_sums = {name: torch.zeros(n, device=dev) for name in self.cfg.rewards.scales}
+        # Per-environment dynamics, re-sampled at reset: friction, payload, strength, kp/kd factors, latency.
+        self.params = {k: np.ones(n) for k in ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")}
+        self.params["added_mass"][:] = 0.0
+        self.latency = np.zeros(n, dtype=np.int64)
+        self.push_steps = max(1, int(round(self.cfg.randomization.push_interval_s / self.dt)))
+        self.resample_steps = max(1, int(round(self.cfg.commands.resample_s / self.dt)))
+        self.measured: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------- VecEnv API
+    def get_observations(self) -> TensorDict:
+        return self.obs
+
+    def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
+        clip = self.spec.control.action_clip
+        self.actions = torch.clamp(actions.to(self.device), -clip, clip)
+        self._simulate(self.actions)
+        self.episode_length_buf += 1
+        self.measured = self._measure()
+
+        rewards, terms = self.reward_fn(self._reward_inputs(), self.tracker)
+        for name, value in terms.items():
+            self.episode_sums[name] += value
+        terminated = self._terminated()
+        time_outs = self.episode_length_buf >= self.max_episode_length
+        dones = terminated | time_outs
+
+        extras = {"time_outs": time_outs, "log": {}}
+        done_rows = dones.nonzero(as_tuple=False).flatten()
+        if len(done_rows):
+            extras["episode"] = self._episode_log(done_rows, terminated)
+            self._reset_rows(done_rows)
+        self._maybe_resample_commands()
+        self._maybe_push()
+        self.obs = self._observe()
+        return self.obs, rewards, dones, extras
+
+    # ----------------------------------------------------------------- physics
+    def _simulate(self, actions: torch.Tensor) -> None:
+        targets = self.spec.default_pose + self.spec.control.action_scale * actions.cpu().double().numpy()
+        # Actuator latency: the previous target is still applied for the first `latency` physics steps.
+        late = np.arange(self.decimation)[None, :] < self.latency[:, None]
+        self.control[:] = np.where(late[..., None], self.prev_targets[:, None], targets[:, None])
+        self.prev_targets = targets
+        self.rollout.rollout(
+            self.models, self.datas, self.state, self.control, skip_checks=True, nstep=self.decimation,
+            state=self.state_out, sensordata=self.sensor_out,
+        )  # fmt: skip
+        self.state = np.ascontiguousarray(self.state_out[:, -1])
+
+    def _measure(self) -> dict[str, torch.Tensor]:
+        """Everything the task reads, from the physics state after the last step (batched torch)."""
+        state = torch.from_numpy(self.state).to(self.device, torch.float32)
+        sensors = torch.from_numpy(self.sensor_out[:, -1]).to(self.device, torch.float32)
+        qpos, qvel, s = state[:, self.qpos], state[:, self.qvel], self.sensors
+        quat = qpos[:, 3:7]
+        return {
+            "quat": quat,
+            "base_height": qpos[:, 2],
+            "lin_vel": rotate_inverse(quat, qvel[:, :3]),
+            "ang_vel": qvel[:, 3:6],  # a free joint's angular velocity is already in the body frame
+            "projected_gravity": projected_gravity(quat),
+            "joint_pos": qpos[:, 7:],
+            "joint_vel": qvel[:, 6:],
+            "torques": sensors[:, s["actuator_force"]],
+            "foot_contact": sensors[:, s["feet_touch"]] > 1.0,
+            "trunk_force": sensors[:, s["trunk_touch"]].squeeze(-1),
+        }
+
+    def _reward_inputs(self) -> RewardInputs:
+        m = self.measured
+        return RewardInputs(
+            command=self.commands, lin_vel=m["lin_vel"], ang_vel=m["ang_vel"],
+            projected_gravity=m["projected_gravity"], base_height=m["base_height"], joint_pos=m["joint_pos"],
+            joint_vel=m["joint_vel"], torques=m["torques"], action=self.actions, foot_contact=m["foot_contact"],
+        )  # fmt: skip
+
+    def _terminated(self) -> torch.Tensor:
+        t, m = self.cfg.termination, self.measured
+        tilted = (roll_pitch(m["quat"]).abs() > t.max_roll_pitch).any(-1)
+        return (m["trunk_force"] > t.trunk_contact_force) | tilted | (m["base_height"] < t.min_base_height)
+
+    # ----------------------------------------------------------------- observations
+    def _observe(self) -> TensorDict:
+        m, noise = self._measure(), self.cfg.noise
+        raw = {
+            "projected_gravity": m["projected_gravity"],
+            "gyro": m["ang_vel"],
+            "command": self.commands,
+            "joint_pos": m["joint_pos"] - self.default_pose,
+            "joint_vel": m["joint_vel"],
+            "last_action": self.actions,
+        }
+        if noise.enabled:
+            for name in ("projected_gravity", "gyro", "joint_pos", "joint_vel"):
+                raw[name] = raw[name] + getattr(noise, name) * self._randn(raw[name].shape)
+        policy = self.history.push(self.spec.observation.frame(raw))
+        p = self.params
+        dynamics = torch.tensor(
+            np.stack([p["friction"], p["added_mass"], p["motor_strength"]], axis=1), dtype=torch.float32
+        ).to(self.device)
+        privileged = torch.cat(
+            [m["lin_vel"] * 2.0, m["base_height"][:, None], m["foot_contact"].float(), dynamics], dim=-1
+        )
+        return TensorDict({"policy": policy, "privileged": privileged}, batch_size=[self.num_envs], device=self.device)
+
+    # ----------------------------------------------------------------- resets and randomisation
+    def reset_all(self) -> TensorDict:
+        self._reset_rows(torch.arange(self.num_envs, device=self.device))
+        self.measured = self._measure()
+        self.obs = self._observe()
+        return self.obs
+
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        idx = rows.cpu().numpy()
+        r, n = self.cfg.randomization, len(idx)
+        state = np.tile(self.home_state, (n, 1))
+        qpos = state[:, self.qpos]
+        qpos[:, 7:] += self.rng.uniform(-r.init_joint_noise, r.init_joint_noise, (n, self.num_actions))
+        yaw = self.rng.uniform(-np.pi, np.pi, n)
+        qpos[:, 3:7] = np.stack([np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
+        state[:, self.qpos] = qpos
+        self.state[idx] = state
+        self.prev_targets[idx] = self.spec.default_pose
+        for key, rng_range in (
+            ("friction", r.friction), ("added_mass", r.added_mass), ("motor_strength", r.motor_strength),
+            ("kp_factor", r.kp_factor), ("kd_factor", r.kd_factor),
+        ):  # fmt: skip
+            self.params[key][idx] = self.rng.uniform(*rng_range, n)
+        self.latency[idx] = self.rng.integers(r.latency_substeps[0], r.latency_substeps[1] + 1, n)
+        for i in idx:
+            self._apply_dynamics(int(i))
+
+        self.episode_length_buf[rows] = 0
+        self.actions[rows] = 0.0
+        self.tracker.reset(rows)
+        self.history.reset(rows)
+        self._sample_commands(rows)
+
+    def _apply_dynamics(self, i: int) -> None:
+        model, base, p = self.models[i], self.base_model, self.params
+        model.geom_friction[self.friction_geoms, 0] = p["friction"][i]
+        model.body_mass[self.trunk_id] = base.body_mass[self.trunk_id] + p["added_mass"][i]
+        strength = p["motor_strength"][i]
+        kp = self.spec.control.kp * p["kp_factor"][i] * strength
+        kd = self.spec.control.kd * p["kd_factor"][i] * strength
+        model.actuator_gainprm[:, 0] = kp
+        model.actuator_biasprm[:, 1] = -kp
+        model.actuator_biasprm[:, 2] = -kd
+        model.actuator_forcerange[:] = base.actuator_forcerange * strength
+
+    def _sample_commands(self, rows: torch.Tensor) -> None:
+        c, n = self.cfg.commands, len(rows)
+        low = torch.tensor([c.lin_vel_x[0], c.lin_vel_y[0], c.yaw_rate[0]])
+        high = torch.tensor([c.lin_vel_x[1], c.lin_vel_y[1], c.yaw_rate[1]])
+        cmd = low + (high - low) * torch.rand(n, 3, generator=self.torch_rng)
+        cmd[cmd[:, :2].norm(dim=-1) < 0.2, :2] = 0.0  # tiny speeds are hard to tell from standing
+        cmd[torch.rand(n, generator=self.torch_rng) < c.zero_probability] = 0.0
+        self.commands[rows] = cmd.to(self.device)
+
+    def _maybe_resample_commands(self) -> None:
+        due = (self.episode_length_buf % self.resample_steps == 0) & (self.episode_length_buf > 0)
+        rows = due.nonzero(as_tuple=False).flatten()
+        if len(rows):
+            self._sample_commands(rows)
+
+    def _maybe_push(self) -> None:
+        due = (self.episode_length_buf % self.push_steps == 0) & (self.episode_length_buf > 0)
+        idx = due.nonzero(as_tuple=False).flatten().cpu().numpy()
+        if len(idx) and self.cfg.randomization.push_velocity > 0:
+            v = self.cfg.randomization.push_velocity
+            qvel = self.state[idx][:, self.qvel]
+            qvel[:, :2] += self.rng.uniform(-v, v, (len(idx), 2))
+            self.state[idx, self.qvel] = qvel
+
+    def _episode_log(self, rows: torch.Tensor, terminated: torch.Tensor) -> dict[str, torch.Tensor]:
+        log = {}
+        for name, sums in self.episode_sums.items():
+            log[f"rew_{name}"] = torch.mean(sums[rows]) / self.cfg.episode_length_s
+            sums[rows] = 0.0
+        log["/metrics/fall_rate"] = terminated[rows].float().mean()
+        return log
+
+    def _randn(self, shape: torch.Size) -> torch.Tensor:
+        return torch.randn(shape, generator=self.torch_rng).to(self.device)
+
+    def close(self) -> None:
+        self.rollout.close()

@@ -1,0 +1,65 @@
+"""Typed configuration of the simulated Go1 task (loaded from the `env:` section of a training preset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from robot_spec.mjcf import PhysicsOptions
+from sim_pretrain.rewards import RewardConfig
+
+
+@dataclass
+class CommandConfig:
+    lin_vel_x: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    lin_vel_y: list[float] = field(default_factory=lambda: [-0.5, 0.5])
+    yaw_rate: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    resample_s: float = 10.0  # commands change at episode start and every this many seconds
+    zero_probability: float = 0.1  # share of commands that ask the robot to stand
+
+
+@dataclass
+class RandomizationConfig:
+    """Ranges are sampled uniformly per environment at every reset."""
+
+    friction: list[float] = field(default_factory=lambda: [0.5, 1.25])
+    added_mass: list[float] = field(default_factory=lambda: [-1.0, 2.0])  # kg on the trunk
+    motor_strength: list[float] = field(default_factory=lambda: [0.9, 1.1])  # scales torque limit and gains
+    kp_factor: list[float] = field(default_factory=lambda: [0.9, 1.1])  # PD gain realisation error
+    kd_factor: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    latency_substeps: list[int] = field(default_factory=lambda: [0, 2])  # old target held this many sim steps
+    push_interval_s: float = 8.0
+    push_velocity: float = 0.5  # m/s, added to the trunk's horizontal velocity
+    init_joint_noise: float = 0.1  # rad around the default pose at reset
+
+
+@dataclass
+class NoiseConfig:
+    """Observation noise (std, in raw units, before scaling) per term."""
+
+    enabled: bool = True
+    projected_gravity: float = 0.05
+    gyro: float = 0.2
+    joint_pos: float = 0.01
+    joint_vel: float = 1.5
+
+
+@dataclass
+class TerminationConfig:
+    max_roll_pitch: float = 1.0  # rad
+    trunk_contact_force: float = 1.0  # N on the trunk: it touched the ground
+    min_base_height: float = 0.15
+
+
+@dataclass
+class EnvConfig:
+    robot: str = "go1"
+    num_envs: int = 512
+    episode_length_s: float = 20.0
+    num_threads: int = 2  # physics threads (mujoco.rollout)
+    physics: PhysicsOptions = field(default_factory=PhysicsOptions)
+    commands: CommandConfig = field(default_factory=CommandConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    termination: TerminationConfig = field(default_factory=TerminationConfig)
+    seed: int = 0

@@ -1,0 +1,132 @@
+"""legged_gym-style reward terms, defined once for the simulator and for relabelling real-robot logs.
+
+Every term reads only `RewardInputs`, quantities a real robot log also holds (odometry for body
+velocity and height, IMU, joint encoders, torque estimates, foot contacts, the command and actions).
+`RewardTracker` keeps the few quantities that need the previous step, so a log replayed in time order
+gets exactly the reward the simulator gave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class RewardConfig:
+    scales: dict[str, float] = field(
+        default_factory=lambda: {
+            "tracking_lin_vel": 1.0,
+            "tracking_ang_vel": 0.5,
+            "lin_vel_z": -2.0,
+            "ang_vel_xy": -0.05,
+            "orientation": -1.0,
+            "torques": -2.0e-4,
+            "joint_acc": -2.5e-7,
+            "action_rate": -0.01,
+            "feet_air_time": 1.0,
+            "joint_pos_limits": -10.0,
+            "base_height": -10.0,
+        }
+    )
+    tracking_sigma: float = 0.25
+    air_time_target: float = 0.5  # s; steps longer than this are rewarded
+    base_height_target: float = 0.30
+    soft_joint_limit: float = 0.9  # fraction of the joint range that is free of penalty
+    only_positive: bool = True  # clip the total at zero so early episodes are not taught to end themselves
+
+
+@dataclass
+class RewardInputs:
+    """One policy step for a batch; body-frame velocities. Shapes (batch, ·)."""
+
+    command: torch.Tensor  # vx, vy, yaw rate
+    lin_vel: torch.Tensor  # body frame (odometry on a robot)
+    ang_vel: torch.Tensor  # body frame (gyro)
+    projected_gravity: torch.Tensor
+    base_height: torch.Tensor  # (batch,)
+    joint_pos: torch.Tensor  # absolute
+    joint_vel: torch.Tensor
+    torques: torch.Tensor
+    action: torch.Tensor
+    foot_contact: torch.Tensor  # bool (batch, 4)
+
+
+class RewardTracker:
+    """Previous action, joint velocity and feet air time, per batch row."""
+
+    def __init__(self, batch: int, num_joints: int, num_feet: int, device: str | torch.device = "cpu"):
+        self.last_action = torch.zeros(batch, num_joints, device=device)
+        self.last_joint_vel = torch.zeros(batch, num_joints, device=device)
+        self.air_time = torch.zeros(batch, num_feet, device=device)
+        self.last_contact = torch.zeros(batch, num_feet, dtype=torch.bool, device=device)
+
+    def reset(self, rows: torch.Tensor) -> None:
+        for buf in (self.last_action, self.last_joint_vel, self.air_time, self.last_contact):
+            buf[rows] = 0
+
+
+class RewardFunction:
+    def __init__(self, cfg: RewardConfig, joint_lower: torch.Tensor, joint_upper: torch.Tensor, dt: float):
+        unknown = set(cfg.scales) - set(TERMS)
+        if unknown:
+            raise ValueError(f"unknown reward term(s) {sorted(unknown)}; known: {sorted(TERMS)}")
+        self.cfg = cfg
+        self.dt = dt
+        mid, half = (joint_upper + joint_lower) / 2, (joint_upper - joint_lower) / 2
+        self.soft_lower = mid - half * cfg.soft_joint_limit
+        self.soft_upper = mid + half * cfg.soft_joint_limit
+
+    def __call__(self, x: RewardInputs, tracker: RewardTracker) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total reward (scaled by dt, as legged_gym) and each term's contribution; advances the tracker."""
+        terms = {name: TERMS[name](self, x, tracker) * scale * self.dt for name, scale in self.cfg.scales.items()}
+        total = torch.stack(list(terms.values())).sum(0)
+        if self.cfg.only_positive:
+            total = total.clamp(min=0.0)
+        self._advance(x, tracker)
+        return total, terms
+
+    def _advance(self, x: RewardInputs, t: RewardTracker) -> None:
+        t.air_time = torch.where(x.foot_contact, torch.zeros_like(t.air_time), t.air_time + self.dt)
+        t.last_contact = x.foot_contact.clone()
+        t.last_action = x.action.clone()
+        t.last_joint_vel = x.joint_vel.clone()
+
+
+def _tracking_lin_vel(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
+    error = (x.command[:, :2] - x.lin_vel[:, :2]).square().sum(-1)
+    return torch.exp(-error / f.cfg.tracking_sigma)
+
+
+def _tracking_ang_vel(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
+    return torch.exp(-(x.command[:, 2] - x.ang_vel[:, 2]).square() / f.cfg.tracking_sigma)
+
+
+def _feet_air_time(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
+    # Paid once, at touchdown, for the swing that just ended; only while asked to move.
+    touchdown = x.foot_contact & ~t.last_contact
+    swing = t.air_time + f.dt
+    reward = ((swing - f.cfg.air_time_target) * touchdown).sum(-1)
+    return reward * (x.command[:, :2].norm(dim=-1) > 0.1)
+
+
+def _joint_pos_limits(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
+    below = (f.soft_lower.to(x.joint_pos) - x.joint_pos).clamp(min=0)
+    above = (x.joint_pos - f.soft_upper.to(x.joint_pos)).clamp(min=0)
+    return (below + above).sum(-1)
+
+
+TERMS = {
+    "tracking_lin_vel": _tracking_lin_vel,
+    "tracking_ang_vel": _tracking_ang_vel,
+    "lin_vel_z": lambda f, x, t: x.lin_vel[:, 2].square(),
+    "ang_vel_xy": lambda f, x, t: x.ang_vel[:, :2].square().sum(-1),
+    "orientation": lambda f, x, t: x.projected_gravity[:, :2].square().sum(-1),
+    "torques": lambda f, x, t: x.torques.square().sum(-1),
+    "joint_acc": lambda f, x, t: ((x.joint_vel - t.last_joint_vel) / f.dt).square().sum(-1),
+    "action_rate": lambda f, x, t: (x.action - t.last_action).square().sum(-1),
+    "feet_air_time": _feet_air_time,
+    "joint_pos_limits": _joint_pos_limits,
+    "base_height": lambda f, x, t: (x.base_height - f.cfg.base_height_target).square(),
+}
