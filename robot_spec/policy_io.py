@@ -1,0 +1,119 @@
+"""The one policy file format, written by pretraining and fine-tuning and read by deploy.
+
+A policy file is TorchScript (`policy.pt`) holding an `ActorMLP` (observation normalisation + MLP, raw
+observation in, action out) with the robot contract as an extra file, so it can never be run with an
+observation layout or robot it was not trained for. An ONNX twin carries the same contract in its metadata.
+Loading rebuilds a plain eager `ActorMLP` from the stored architecture, so fine-tuning can start from its weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robot_spec.spec import RobotSpec, check_policy_contract
+
+CONTRACT_FILE = "contract.json"
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+class ActorMLP(nn.Module):
+    """actions = mlp((obs − mean) / std): the deployable part of every policy we train."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: list[int], activation: str = "elu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
+        self.architecture = {
+            "obs_dim": obs_dim, "action_dim": action_dim, "hidden_dims": list(hidden_dims), "activation": activation
+        }  # fmt: skip
+        layers: list[nn.Module] = []
+        sizes = [obs_dim, *hidden_dims]
+        for i in range(len(hidden_dims)):
+            layers += [nn.Linear(sizes[i], sizes[i + 1]), ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(sizes[-1], action_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mlp((obs - self.obs_mean) / self.obs_std)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+
+@dataclass
+class LoadedPolicy:
+    actor: ActorMLP
+    contract: dict
+    policy_id: str  # content hash: every log record names the exact policy that produced it
+    path: Path
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+
+def save_policy(actor: ActorMLP, spec: RobotSpec, path: str | Path, info: dict | None = None) -> dict:
+    """Write `path` (TorchScript) and `path.with_suffix('.onnx')`; returns the contract written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if actor.architecture["obs_dim"] != spec.observation.dim or actor.architecture["action_dim"] != spec.num_joints:
+        raise ValueError(
+            f"actor maps {actor.architecture['obs_dim']} -> {actor.architecture['action_dim']}, "
+            f"robot '{spec.name}' needs {spec.observation.dim} -> {spec.num_joints}"
+        )
+    contract = {**spec.policy_contract(), "architecture": actor.architecture, "info": info or {}}
+    actor = _cpu_copy(actor)
+    scripted = torch.jit.script(actor)
+    torch.jit.save(scripted, str(path), _extra_files={CONTRACT_FILE: json.dumps(contract)})
+    _save_onnx(actor, contract, path.with_suffix(".onnx"))
+    return contract
+
+
+def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "cpu") -> LoadedPolicy:
+    """Load a policy file; with `spec`, refuse one trained for another robot or observation layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy file not found: {path}")
+    extra = {CONTRACT_FILE: ""}
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except RuntimeError as err:
+        raise ValueError(f"{path} is not a policy file written by save_policy: {err}") from err
+    if not extra[CONTRACT_FILE]:
+        raise ValueError(f"{path} carries no robot contract; export it with save_policy")
+    contract = json.loads(extra[CONTRACT_FILE])
+    if spec is not None:
+        check_policy_contract(contract, spec, source=str(path))
+    actor = ActorMLP(**contract["architecture"])
+    actor.load_state_dict(scripted.state_dict())
+    actor.eval()
+    policy_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return LoadedPolicy(actor.to(device), contract, policy_id, path)
+
+
+def _cpu_copy(actor: ActorMLP) -> ActorMLP:
+    copy = ActorMLP(**actor.architecture)
+    copy.load_state_dict({k: v.detach().cpu() for k, v in actor.state_dict().items()})
+    return copy.eval()
+
+
+def _save_onnx(actor: ActorMLP, contract: dict, path: Path) -> None:
+    import onnx
+
+    dummy = torch.zeros(1, actor.architecture["obs_dim"])
+    torch.onnx.export(
+        actor, (dummy,), str(path), input_names=["obs"], output_names=["actions"],
+        dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=18, dynamo=False,
+    )  # fmt: skip
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONTRACT_FILE, json.dumps(contract)
+    onnx.save(model, str(path))
