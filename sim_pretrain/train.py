@@ -1,0 +1,152 @@
+"""PPO pretraining of a Go1 locomotion policy with rsl_rl's OnPolicyRunner on the MuJoCo env.
+
+A run folder holds: config.yaml (the exact config used), TensorBoard events, model_<it>.pt checkpoints,
+training_curve.png, and the deployable policy.pt / policy.onnx carrying the robot contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rsl_rl.runners import OnPolicyRunner
+from tqdm import tqdm
+
+from robot_spec import load_robot
+from robot_spec.config import save_config
+from robot_spec.policy_io import ActorMLP, save_policy
+from sim_pretrain.env import Go1Env
+from sim_pretrain.train_config import TrainConfig
+
+
+class StopTraining(Exception):
+    """Raised between iterations after Ctrl-C, so the checkpoint saved is a consistent one."""
+
+
+@dataclass
+class TrainingHistory:
+    iteration: list[int] = field(default_factory=list)
+    mean_return: list[float] = field(default_factory=list)
+    mean_episode_s: list[float] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+
+
+def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | None = None) -> Path:
+    """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.torch_threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    env = Go1Env(cfg.env, device=device)
+    with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints the model summaries
+        runner = OnPolicyRunner(env, cfg.rsl_rl_dict(run_dir.name), log_dir=str(run_dir), device=device)
+    if resume is not None:
+        runner.load(str(resume))
+        tqdm.write(f"resumed from {resume} at iteration {runner.current_learning_iteration}")
+
+    history = TrainingHistory()
+    remaining = cfg.iterations - runner.current_learning_iteration
+    stop_requested = _install_sigint_flag()
+    try:
+        with tqdm(total=max(remaining, 0), desc="PPO", unit="it", dynamic_ncols=True) as bar:
+            _hook_progress(runner, env, bar, history, stop_requested)
+            if remaining > 0:
+                runner.learn(num_learning_iterations=remaining, init_at_random_ep_len=resume is None)
+    except StopTraining:
+        checkpoint = run_dir / f"model_{runner.current_learning_iteration}.pt"
+        runner.save(str(checkpoint))
+        tqdm.write(f"interrupted: saved {checkpoint}; resume with --resume {checkpoint}")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        env.close()
+
+    policy_path = export_policy(runner, env, run_dir, cfg)
+    _save_history(history, run_dir)
+    return policy_path
+
+
+def export_policy(runner: OnPolicyRunner, env: Go1Env, run_dir: Path, cfg: TrainConfig) -> Path:
+    """Convert rsl_rl's actor into the shared ActorMLP and write policy.pt + policy.onnx."""
+    actor = actor_from_rsl_rl(runner.alg.get_policy(), cfg)
+    info = {"source": "sim_pretrain", "run": str(run_dir), "iteration": runner.current_learning_iteration}
+    path = run_dir / "policy.pt"
+    save_policy(actor, env.spec, path, info)
+    return path
+
+
+def actor_from_rsl_rl(model: torch.nn.Module, cfg: TrainConfig) -> ActorMLP:
+    obs_dim = model.obs_dim
+    actor = ActorMLP(obs_dim, model.mlp[-1].out_features, cfg.actor.hidden_dims, cfg.actor.activation)
+    ours = [m for m in actor.mlp if isinstance(m, torch.nn.Linear)]
+    theirs = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    for dst, src in zip(ours, theirs, strict=True):
+        dst.load_state_dict(src.state_dict())
+    norm = model.obs_normalizer
+    if hasattr(norm, "_mean"):
+        actor.obs_mean.copy_(norm._mean.squeeze(0))
+        actor.obs_std.copy_(norm._std.squeeze(0) + norm.eps)
+    return actor.cpu()
+
+
+def _hook_progress(runner: OnPolicyRunner, env: Go1Env, bar: tqdm, history: TrainingHistory, stop) -> None:
+    """Replace rsl_rl's console report by a progress bar; keep its TensorBoard logging."""
+    logger, log = runner.logger, runner.logger.log
+    start = time.time()
+
+    def log_quietly(*args, **kwargs):
+        with contextlib.redirect_stdout(io.StringIO()):
+            log(*args, **kwargs)
+        it = kwargs["it"]
+        if logger.rewbuffer:
+            ret, length = statistics.mean(logger.rewbuffer), statistics.mean(logger.lenbuffer) * env.dt
+            history.iteration.append(it)
+            history.mean_return.append(ret)
+            history.mean_episode_s.append(length)
+            history.wall_s.append(time.time() - start)
+            bar.set_postfix(ret=f"{ret:.2f}", ep_s=f"{length:.1f}", refresh=False)
+        bar.update(1)
+        if stop():
+            raise StopTraining
+
+    logger.log = log_quietly
+
+
+def _install_sigint_flag():
+    """First Ctrl-C: finish the iteration, then save. Second: stop at once."""
+    state = {"requested": False}
+
+    def handler(signum, frame):
+        if state["requested"]:
+            raise KeyboardInterrupt
+        state["requested"] = True
+        tqdm.write("Ctrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: state["requested"]
+
+
+def _save_history(history: TrainingHistory, run_dir: Path) -> None:
+    (run_dir / "training_history.json").write_text(json.dumps(vars(history), indent=1))
+    if not history.iteration:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.plot(history.iteration, history.mean_return)
+    ax1.set(xlabel="iteration", ylabel="mean episode return", title="Return")
+    ax2.plot(history.iteration, history.mean_episode_s)
+    ax2.set(xlabel="iteration", ylabel="s", title="Mean episode length")
+    fig.tight_layout()
+    fig.savefig(run_dir / "training_curve.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+"""Typed training preset: environment, networks and PPO settings (configs/train/<preset>.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim_pretrain.env_config import EnvConfig
+
+
+@dataclass
+class NetworkConfig:
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 128, 64])
+    activation: str = "elu"
+
+
+@dataclass
+class PPOConfig:
+    """rsl_rl PPO arguments (names as rsl_rl spells them)."""
+
+    num_steps_per_env: int = 24
+    num_learning_epochs: int = 5
+    num_mini_batches: int = 4
+    clip_param: float = 0.2
+    gamma: float = 0.99
+    lam: float = 0.95
+    value_loss_coef: float = 1.0
+    entropy_coef: float = 0.01
+    learning_rate: float = 1.0e-3
+    max_grad_norm: float = 1.0
+    schedule: str = "adaptive"
+    desired_kl: float = 0.01
+    init_noise_std: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 500
+    seed: int = 1
+    save_interval: int = 50
+    torch_threads: int = 2
+    obs_normalization: bool = True
+    actor: NetworkConfig = field(default_factory=NetworkConfig)
+    critic: NetworkConfig = field(default_factory=NetworkConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+    def rsl_rl_dict(self, run_name: str) -> dict:
+        """The train_cfg dictionary rsl_rl's OnPolicyRunner expects."""
+        ppo = {k: v for k, v in vars(self.ppo).items() if k not in ("num_steps_per_env", "init_noise_std")}
+        distribution = {"class_name": "GaussianDistribution", "init_std": self.ppo.init_noise_std, "std_type": "scalar"}
+        return {
+            "algorithm": {"class_name": "PPO", **ppo},
+            "actor": {
+                "class_name": "MLPModel", "hidden_dims": self.actor.hidden_dims, "activation": self.actor.activation,
+                "obs_normalization": self.obs_normalization, "distribution_cfg": distribution,
+            },
+            "critic": {
+                "class_name": "MLPModel", "hidden_dims": self.critic.hidden_dims, "activation": self.critic.activation,
+                "obs_normalization": self.obs_normalization,
+            },
+            "obs_groups": {"actor": ["policy"], "critic": ["policy", "privileged"]},
+            "num_steps_per_env": self.ppo.num_steps_per_env,
+            "save_interval": self.save_interval,
+            "logger": "tensorboard",
+            "check_for_nan": True,
+            "run_name": run_name,
+        }  # fmt: skip

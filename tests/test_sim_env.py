@@ -1,0 +1,122 @@
+"""The vectorised Go1 env: rsl_rl VecEnv contract, rewards and terminations on hand-made states, randomisation."""
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from sim_pretrain.env import PRIVILEGED_DIM, Go1Env
+from sim_pretrain.env_config import EnvConfig
+from sim_pretrain.rewards import RewardConfig, RewardFunction, RewardInputs, RewardTracker
+
+
+@pytest.fixture(scope="module")
+def env():
+    cfg = EnvConfig(num_envs=6, num_threads=1, episode_length_s=0.2, seed=3)
+    env = Go1Env(cfg)
+    yield env
+    env.close()
+
+
+def test_vecenv_contract(env, spec):
+    obs = env.get_observations()
+    assert isinstance(obs, TensorDict)
+    assert obs["policy"].shape == (6, spec.observation.dim)
+    assert obs["privileged"].shape == (6, PRIVILEGED_DIM)
+    obs, rew, dones, extras = env.step(torch.zeros(6, 12))
+    assert rew.shape == (6,) and dones.shape == (6,) and dones.dtype == torch.bool
+    assert extras["time_outs"].shape == (6,)
+    # Episodes of 0.2 s = 10 policy steps end as timeouts, not terminations, and are reset.
+    for _ in range(9):
+        obs, rew, dones, extras = env.step(torch.zeros(6, 12))
+    assert dones.all() and extras["time_outs"].all()
+    assert "episode" in extras and (env.episode_length_buf == 0).all()
+
+
+def test_policy_observation_is_what_the_robot_measures(env, spec):
+    env.reset_all()
+    obs, *_ = env.step(torch.zeros(6, 12))
+    s = spec.observation.slices()
+    frame = obs["policy"][:, : spec.observation.frame_dim]
+    # Standing level: gravity points down in the body frame; joints near the default pose; last action echoed.
+    torch.testing.assert_close(frame[:, s["projected_gravity"]][:, 2], -torch.ones(6), atol=0.15, rtol=0)
+    assert frame[:, s["joint_pos"]].abs().max() < 0.5
+    torch.testing.assert_close(frame[:, s["last_action"]], torch.zeros(6, 12))
+    torch.testing.assert_close(frame[:, s["command"]], env.commands * torch.tensor([2.0, 2.0, 0.25]))
+
+
+def test_randomisation_stays_in_its_ranges(env):
+    r = env.cfg.randomization
+    for _ in range(3):
+        env.reset_all()
+        for key, (low, high) in [("friction", r.friction), ("added_mass", r.added_mass),
+                                 ("motor_strength", r.motor_strength), ("kp_factor", r.kp_factor)]:
+            assert (env.params[key] >= low).all() and (env.params[key] <= high).all(), key
+        assert ((env.latency >= r.latency_substeps[0]) & (env.latency <= r.latency_substeps[1])).all()
+        for i, model in enumerate(env.models):  # the sampled values really reach the physics
+            assert model.geom_friction[env.friction_geoms[0], 0] == pytest.approx(env.params["friction"][i])
+            base = env.base_model.body_mass[env.trunk_id]
+            assert model.body_mass[env.trunk_id] == pytest.approx(base + env.params["added_mass"][i])
+    spread = env.params["friction"].max() - env.params["friction"].min()
+    assert spread > 0.05  # really sampled, not a constant
+
+
+def _inputs(n=2, **overrides):
+    x = dict(
+        command=torch.tensor([[1.0, 0.0, 0.0]] * n), lin_vel=torch.zeros(n, 3), ang_vel=torch.zeros(n, 3),
+        projected_gravity=torch.tensor([[0.0, 0.0, -1.0]] * n), base_height=torch.full((n,), 0.3),
+        joint_pos=torch.zeros(n, 12), joint_vel=torch.zeros(n, 12), torques=torch.zeros(n, 12),
+        action=torch.zeros(n, 12), foot_contact=torch.ones(n, 4, dtype=torch.bool),
+    )
+    x.update(overrides)
+    return RewardInputs(**x)
+
+
+def _reward_fn(**scales):
+    cfg = RewardConfig(scales=scales, only_positive=False)
+    return RewardFunction(cfg, -10 * torch.ones(12), 10 * torch.ones(12), dt=0.02)
+
+
+def test_tracking_reward_peaks_at_the_command():
+    f = _reward_fn(tracking_lin_vel=1.0)
+    on = _inputs(lin_vel=torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    total, terms = f(on, RewardTracker(2, 12, 4))
+    assert total[0] == pytest.approx(0.02)  # exp(0) × scale × dt
+    assert total[1] == pytest.approx(0.02 * np.exp(-1 / 0.25))
+
+
+def test_penalties_have_the_right_sign_and_size():
+    f = _reward_fn(orientation=-1.0, action_rate=-0.01)
+    tilted = _inputs(projected_gravity=torch.tensor([[0.0, 0.0, -1.0], [0.6, 0.0, -0.8]]),
+                     action=torch.tensor([[0.0] * 12, [1.0] * 12]))
+    total, terms = f(tilted, RewardTracker(2, 12, 4))
+    assert terms["orientation"][0] == 0 and terms["orientation"][1] == pytest.approx(-0.36 * 0.02)
+    assert terms["action_rate"][1] == pytest.approx(-0.01 * 12 * 0.02)
+
+
+def test_only_positive_clips_the_total():
+    cfg = RewardConfig(scales={"orientation": -1.0}, only_positive=True)
+    f = RewardFunction(cfg, -torch.ones(12), torch.ones(12), dt=0.02)
+    total, _ = f(_inputs(projected_gravity=torch.tensor([[0.6, 0.0, -0.8]] * 2)), RewardTracker(2, 12, 4))
+    assert (total == 0).all()
+
+
+def test_unknown_reward_term_is_named():
+    with pytest.raises(ValueError, match="unknown reward term.*'speed'"):
+        RewardFunction(RewardConfig(scales={"speed": 1.0}), -torch.ones(12), torch.ones(12), 0.02)
+
+
+def test_terminations_on_hand_made_states(env):
+    env.reset_all()
+    env.step(torch.zeros(6, 12))
+    m = env.measured
+    tilt = env.cfg.termination.max_roll_pitch + 0.1
+    m["quat"] = torch.tensor([[np.cos(tilt / 2), np.sin(tilt / 2), 0.0, 0.0]] * 6)  # rolled over
+    m["quat"][0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    m["trunk_force"] = torch.zeros(6)
+    m["base_height"] = torch.full((6,), 0.3)
+    assert env._terminated().tolist() == [False] + [True] * 5
+    m["quat"][:] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    m["trunk_force"][1] = 50.0  # trunk on the ground
+    m["base_height"][2] = 0.05
+    assert env._terminated().tolist() == [False, True, True, False, False, False]
