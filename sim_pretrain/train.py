@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rsl_rl.modules import EmpiricalNormalization
 from rsl_rl.runners import OnPolicyRunner
 from tqdm import tqdm
 
@@ -24,6 +25,9 @@ from robot_spec.config import save_config
 from robot_spec.policy_io import ActorMLP, save_policy
 from sim_pretrain.env import Go1Env
 from sim_pretrain.train_config import TrainConfig
+
+
+NORMALIZER_EPS = EmpiricalNormalization(1).eps  # rsl_rl divides by (std + eps); not stored in checkpoints
 
 
 class StopTraining(Exception):
@@ -75,25 +79,29 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
 
 def export_policy(runner: OnPolicyRunner, env: Go1Env, run_dir: Path, cfg: TrainConfig) -> Path:
     """Convert rsl_rl's actor into the shared ActorMLP and write policy.pt + policy.onnx."""
-    actor = actor_from_rsl_rl(runner.alg.get_policy(), cfg)
+    actor = actor_from_state_dict(runner.alg.get_policy().state_dict(), cfg)
     info = {"source": "sim_pretrain", "run": str(run_dir), "iteration": runner.current_learning_iteration}
     path = run_dir / "policy.pt"
     save_policy(actor, env.spec, path, info)
     return path
 
 
-def actor_from_rsl_rl(model: torch.nn.Module, cfg: TrainConfig) -> ActorMLP:
-    obs_dim = model.obs_dim
-    actor = ActorMLP(obs_dim, model.mlp[-1].out_features, cfg.actor.hidden_dims, cfg.actor.activation)
+def actor_from_checkpoint(path: Path, cfg: TrainConfig) -> ActorMLP:
+    return actor_from_state_dict(torch.load(path, map_location="cpu", weights_only=False)["actor_state_dict"], cfg)
+
+
+def actor_from_state_dict(state: dict, cfg: TrainConfig) -> ActorMLP:
+    """rsl_rl MLPModel weights (mlp.<i>.weight/bias, obs_normalizer._mean/_std) → ActorMLP."""
+    layers = sorted({int(k.split(".")[1]) for k in state if k.startswith("mlp.") and k.endswith(".weight")})
+    first, last = state[f"mlp.{layers[0]}.weight"], state[f"mlp.{layers[-1]}.weight"]
+    actor = ActorMLP(first.shape[1], last.shape[0], cfg.actor.hidden_dims, cfg.actor.activation)
     ours = [m for m in actor.mlp if isinstance(m, torch.nn.Linear)]
-    theirs = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
-    for dst, src in zip(ours, theirs, strict=True):
-        dst.load_state_dict(src.state_dict())
-    norm = model.obs_normalizer
-    if hasattr(norm, "_mean"):
-        actor.obs_mean.copy_(norm._mean.squeeze(0))
-        actor.obs_std.copy_(norm._std.squeeze(0) + norm.eps)
-    return actor.cpu()
+    for dst, i in zip(ours, layers, strict=True):
+        dst.load_state_dict({"weight": state[f"mlp.{i}.weight"], "bias": state[f"mlp.{i}.bias"]})
+    if "obs_normalizer._mean" in state:
+        actor.obs_mean.copy_(state["obs_normalizer._mean"].squeeze(0))
+        actor.obs_std.copy_(state["obs_normalizer._std"].squeeze(0) + NORMALIZER_EPS)
+    return actor.eval()
 
 
 def _hook_progress(runner: OnPolicyRunner, env: Go1Env, bar: tqdm, history: TrainingHistory, stop) -> None:

@@ -1,0 +1,73 @@
+"""Environment throughput: our Go1Env's policy steps/s against the raw physics bound in the same run.
+
+Bound = plain MuJoCo stepping of the same model (mujoco.rollout, same threads, PD targets held for `decimation`
+steps, no Python task logic) divided by the decimation. Target: ≥ 70 % of the bound at ≥ 512 envs on 2 cores.
+
+    python benchmarks/env_throughput.py [--envs 512 1024] [--steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import save  # noqa: E402
+from sim_pretrain.env import STATE_SPEC, Go1Env  # noqa: E402
+from sim_pretrain.env_config import EnvConfig  # noqa: E402
+
+
+def physics_bound(env: Go1Env, steps: int) -> float:
+    """Policy steps/s if all the machine did was step the same models."""
+    m, n, d = env.base_model, env.num_envs, env.decimation
+    models = [copy.copy(m) for _ in range(n)]
+    datas = [mujoco.MjData(m) for _ in range(env.cfg.num_threads)]
+    state = np.tile(env.home_state, (n, 1))
+    control = np.tile(env.spec.default_pose, (n, steps * d, 1)) + 0.1 * np.random.default_rng(0).standard_normal(
+        (n, steps, 1, env.num_actions)
+    ).repeat(d, axis=2).reshape(n, steps * d, -1)
+    out = np.zeros((n, steps * d, mujoco.mj_stateSize(m, STATE_SPEC)))
+    sens = np.zeros((n, steps * d, m.nsensordata))
+    with rollout.Rollout(nthread=env.cfg.num_threads) as r:
+        start = time.perf_counter()
+        r.rollout(models, datas, state, control, skip_checks=True, nstep=steps * d, state=out, sensordata=sens)
+        elapsed = time.perf_counter() - start
+    return n * steps / elapsed
+
+
+def env_rate(env: Go1Env, steps: int) -> float:
+    actions = 0.5 * torch.randn(steps, env.num_envs, env.num_actions)
+    env.step(actions[0])
+    start = time.perf_counter()
+    for a in actions:
+        env.step(a)
+    return env.num_envs * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for n in args.envs:
+        env = Go1Env(EnvConfig(num_envs=n, num_threads=args.threads))
+        ours, bound = env_rate(env, args.steps), physics_bound(env, args.steps)
+        env.close()
+        rows.append({"num_envs": n, "env_steps_per_s": ours, "physics_bound_steps_per_s": bound, "ratio": ours / bound})
+        print(f"{n:5d} envs: env {ours:8.0f} steps/s | physics bound {bound:8.0f} steps/s | {100 * ours / bound:5.1f} %")
+    save("env_throughput", {"threads": args.threads, "steps": args.steps, "target_ratio": 0.7, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
