@@ -1,0 +1,27 @@
+"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection and log checks."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "sim-robot": ("real_robot.sim_robot", "stand-in Go1: MuJoCo + reality-gap profile, Unitree UDP protocol on 127.0.0.1"),
+    "bridge": ("real_robot.bridge", "Unitree SDK ⇄ LCM bridge at 500 Hz with a command watchdog"),
+    "collect": ("real_robot.collect", "run a policy with a command schedule and log trajectories to data_logs/"),
+    "logs": ("real_robot.logs_cli", "summarise and check a log folder"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:10s} {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: real_robot <command> [options]\n\ncommands:\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
