@@ -61,7 +61,7 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     stop_requested = _install_sigint_flag()
     try:
         with tqdm(total=max(remaining, 0), desc="PPO", unit="it", dynamic_ncols=True) as bar:
-            _hook_progress(runner, env, bar, history, stop_requested)
+            _hook_progress(runner, env, bar, history, stop_requested, run_dir)
             if remaining > 0:
                 runner.learn(num_learning_iterations=remaining, init_at_random_ep_len=resume is None)
     except StopTraining:
@@ -73,7 +73,7 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
         env.close()
 
     policy_path = export_policy(runner, env, run_dir, cfg)
-    _save_history(history, run_dir)
+    _plot_history(history, run_dir)
     return policy_path
 
 
@@ -104,7 +104,9 @@ def actor_from_state_dict(state: dict, cfg: TrainConfig) -> ActorMLP:
     return actor.eval()
 
 
-def _hook_progress(runner: OnPolicyRunner, env: Go1Env, bar: tqdm, history: TrainingHistory, stop) -> None:
+def _hook_progress(
+    runner: OnPolicyRunner, env: Go1Env, bar: tqdm, history: TrainingHistory, stop, run_dir: Path
+) -> None:
     """Replace rsl_rl's console report by a progress bar; keep its TensorBoard logging."""
     logger, log = runner.logger, runner.logger.log
     start = time.time()
@@ -120,6 +122,7 @@ def _hook_progress(runner: OnPolicyRunner, env: Go1Env, bar: tqdm, history: Trai
             history.mean_episode_s.append(length)
             history.wall_s.append(time.time() - start)
             bar.set_postfix(ret=f"{ret:.2f}", ep_s=f"{length:.1f}", refresh=False)
+            (run_dir / "training_history.json").write_text(json.dumps(vars(history)))
         bar.update(1)
         if stop():
             raise StopTraining
@@ -141,8 +144,7 @@ def _install_sigint_flag():
     return lambda: state["requested"]
 
 
-def _save_history(history: TrainingHistory, run_dir: Path) -> None:
-    (run_dir / "training_history.json").write_text(json.dumps(vars(history), indent=1))
+def _plot_history(history: TrainingHistory, run_dir: Path) -> None:
     if not history.iteration:
         return
     import matplotlib
