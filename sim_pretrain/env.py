@@ -168,7 +168,7 @@ class Go1Env(VecEnv):
 
     # ----------------------------------------------------------------- observations
     def _observe(self) -> TensorDict:
-        m, noise = self._measure(), self.cfg.noise
+        m, noise = self.measured, self.cfg.noise
         raw = {
             "projected_gravity": m["projected_gravity"],
             "gyro": m["ang_vel"],
