@@ -1,0 +1,71 @@
+"""The deployment gate: a fine-tuned policy replaces the current one only if it is not worse and is safe.
+
+Two checks, both must pass:
+1. offline policy evaluation: its AM-Q score is not below the policy it replaces (scored in the same learned
+   model with the same critics, so the comparison is like for like);
+2. simulation safety: no falls under randomised dynamics across the evaluation command grid.
+The decision, with its reasons and figures, is written next to the result; when it fails, the previous policy
+stays the one to deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class GateConfig:
+    min_score_margin: float = 0.0  # candidate AM-Q must be ≥ incumbent AM-Q + margin
+    max_fall_rate: float = 0.0
+    eval_preset: str = "default"  # configs/eval/<preset>.yaml
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    candidate_score: float | None = None
+    incumbent_score: float | None = None
+    sim_fall_rate: float | None = None
+    sim_tracking_error: float | None = None
+    deployed: str = ""  # path of the policy to deploy after this decision
+
+
+def decide(candidate_score: float, incumbent_score: float, sim_metrics: dict | None, cfg: GateConfig) -> GateDecision:
+    d = GateDecision(passed=True, candidate_score=candidate_score, incumbent_score=incumbent_score)
+    if not candidate_score >= incumbent_score + cfg.min_score_margin:
+        d.passed = False
+        d.reasons.append(
+            f"offline evaluation: AM-Q {candidate_score:.4g} is below the incumbent's {incumbent_score:.4g}"
+            + (f" + margin {cfg.min_score_margin}" if cfg.min_score_margin else "")
+        )
+    if sim_metrics is None:
+        d.passed = False
+        d.reasons.append("simulation safety evaluation was not run")
+    else:
+        d.sim_fall_rate, d.sim_tracking_error = sim_metrics["fall_rate"], sim_metrics["mean_tracking_error"]
+        if d.sim_fall_rate > cfg.max_fall_rate:
+            d.passed = False
+            d.reasons.append(
+                f"simulation safety: fall rate {d.sim_fall_rate:.3f} > {cfg.max_fall_rate} under randomised dynamics"
+            )
+    if d.passed:
+        d.reasons.append("not worse offline and no falls in simulation")
+    return d
+
+
+def apply(decision: GateDecision, candidate: Path, incumbent: Path, out_dir: Path) -> Path:
+    """Write out_dir/deploy/policy.pt (+ .onnx): the candidate if it passed, else the incumbent, and the decision."""
+    chosen = candidate if decision.passed else incumbent
+    target = out_dir / "deploy" / "policy.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pt", ".onnx"):
+        src = chosen.with_suffix(suffix)
+        if src.is_file():
+            shutil.copyfile(src, target.with_suffix(suffix))
+    decision.deployed = str(chosen)
+    (out_dir / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
+    return target
