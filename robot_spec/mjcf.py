@@ -102,11 +102,15 @@ def build_model_xml(spec: RobotSpec, physics: PhysicsOptions = PhysicsOptions())
   <default>
     {_joint_defaults(spec)}
   </default>
-  <visual><global offwidth="640" offheight="480"/></visual>
+  <visual><global offwidth="640" offheight="480"/><headlight ambient="0.5 0.5 0.5" diffuse="0.6 0.6 0.6"/></visual>
+  <asset>
+    <texture name="grid" type="2d" builtin="checker" rgb1="0.25 0.3 0.35" rgb2="0.75 0.75 0.75" width="256" height="256"/>
+    <material name="grid" texture="grid" texrepeat="4 4" texuniform="true"/>
+  </asset>
   <worldbody>
     <light pos="0 0 3" dir="0 0 -1" directional="true"/>
     <geom name="floor" type="plane" size="0 0 0.05" contype="1" conaffinity="2"
-          friction="{physics.floor_friction} 0.005 0.0001" rgba="0.8 0.8 0.8 1"/>
+          friction="{physics.floor_friction} 0.005 0.0001" material="grid"/>
     <body name="trunk" pos="0 0 {spec.spawn_height}">
       <freejoint name="root"/>
       {_inertial(b.trunk)}

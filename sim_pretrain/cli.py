@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", type=Path, help="folder for metrics.json and plots (default: next to the policy)")
     ev.add_argument("--seed", type=int)
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--gait", type=float, nargs=3, metavar=("VX", "VY", "YAW"),
+                    help="also render the gait under this command (gait.gif + gait_filmstrip.png; needs EGL)")
 
     args = parser.parse_args(argv)
     try:
@@ -92,6 +94,10 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = evaluate_policy(policy, cfg, device=args.device)
     out = args.out or args.policy.parent / "eval"
     write_report(metrics, out)
+    if args.gait is not None:
+        from sim_pretrain.render import render_gait
+
+        print(f"gait: {render_gait(policy, list(args.gait), out)}")
     print(f"fall rate {metrics['fall_rate']:.3f}, mean tracking error {metrics['mean_tracking_error']:.3f} m/s, "
           f"mean return {metrics['mean_return']:.2f} -> {out}/metrics.json")
     return 0
