@@ -1,0 +1,130 @@
+"""Stage 3 of Uni-O4: on-policy PPO on robot rollouts, started from the offline result.
+
+The same clipped objective as offline stage 2, now with on-policy advantages (GAE on relabelled rewards), a
+clipped value loss, and the critic V initialised from the offline stage. Observation normalisation stays fixed
+to the offline statistics (it lives inside the policy and V), so the fine-tuned policy deploys unchanged.
+Rollouts arrive as an `OfflineDataset` built from the robot logs, the same path as offline data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from uni_o4.dataset import OfflineDataset, episode_last_mask
+from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
+
+
+@dataclass
+class OnlinePPOConfig:
+    steps_per_update: int = 2048  # ≈ 41 s of robot time at 50 Hz
+    clip: float = 0.05
+    value_clip: float = 0.05
+    entropy_coef: float = 0.01
+    actor_lr: float = 2.0e-5
+    critic_lr: float = 2.0e-4
+    gamma: float = 0.99
+    lam: float = 0.95
+    minibatch_size: int = 128
+    epochs: int = 10
+    max_grad_norm: float = 0.5
+
+
+def gae(data: OfflineDataset, values: torch.Tensor, next_values: torch.Tensor, gamma: float, lam: float):
+    """(advantages, returns) per transition; the recursion restarts at every episode end.
+
+    A true terminal stops bootstrapping; a timeout or a cut episode bootstraps from V(s').
+    """
+    not_terminal = 1.0 - data.terminals.float()
+    deltas = data.rewards + gamma * next_values * not_terminal - values
+    ends = episode_last_mask(data.episode_ids)
+    advantages = torch.zeros_like(deltas)
+    running = torch.zeros((), device=deltas.device)
+    for t in range(len(deltas) - 1, -1, -1):
+        running = deltas[t] + gamma * lam * running * (0.0 if ends[t] else 1.0)
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+class OnlinePPO:
+    """A one-member Gaussian policy and V, updated with clipped PPO on each rollout."""
+
+    def __init__(self, policy: GaussianPolicyEnsemble, value: ValueNet, cfg: OnlinePPOConfig, seed: int = 0):
+        if policy.num_members != 1:
+            raise ValueError(f"online PPO fine-tunes one policy, got an ensemble of {policy.num_members}")
+        self.policy, self.value, self.cfg = policy, value, cfg
+        self.actor_opt = torch.optim.Adam(policy.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(value.parameters(), lr=cfg.critic_lr)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def update(self, data: OfflineDataset) -> dict[str, float]:
+        """One PPO update on one rollout (data in time order, behaviour = the current policy)."""
+        cfg = self.cfg
+        with torch.no_grad():
+            old_log_prob = self.policy.log_prob(data.obs, data.actions)[0]
+            values, next_values = self.value(_state(data, False)), self.value(_state(data, True))
+            advantages, returns = gae(data, values, next_values, cfg.gamma, cfg.lam)
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
+        batches = 0
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(data), generator=self.generator).to(data.obs.device)
+            for idx in order.split(cfg.minibatch_size):
+                out = self._step(data, idx, old_log_prob, advantages, returns, values)
+                for k in stats:
+                    stats[k] += out[k]
+                batches += 1
+        stats = {k: v / max(batches, 1) for k, v in stats.items()}
+        stats["mean_reward"] = float(data.rewards.mean())
+        stats["advantage_std"] = float(advantages.std())
+        return stats
+
+    def _step(self, data, idx, old_log_prob, advantages, returns, old_values) -> dict[str, float]:
+        cfg = self.cfg
+        adv = advantages[idx]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        dist = self.policy.distribution(data.obs[idx])
+        log_prob = dist.log_prob(data.actions[idx]).sum(-1)[0]
+        ratio = (log_prob - old_log_prob[idx]).exp()
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+        entropy = dist.entropy().sum(-1).mean()
+        policy_loss = -surrogate.mean() - cfg.entropy_coef * entropy
+        _descend(self.actor_opt, policy_loss, self.policy, cfg.max_grad_norm)
+
+        state = _state(data, False)[idx]
+        value = self.value(state)
+        clipped = old_values[idx] + (value - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
+        value_loss = torch.max((value - returns[idx]).square(), (clipped - returns[idx]).square()).mean()
+        _descend(self.critic_opt, value_loss, self.value, cfg.max_grad_norm)
+        return {
+            "policy_loss": float(policy_loss),
+            "value_loss": float(value_loss),
+            "entropy": float(entropy),
+            "clip_fraction": float(((ratio - 1).abs() > cfg.clip).float().mean()),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "policy": self.policy.state_dict(), "value": self.value.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+            "generator": self.generator.get_state(),
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.value.load_state_dict(state["value"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.generator.set_state(state["generator"])
+
+
+def _state(data: OfflineDataset, next_: bool) -> torch.Tensor:
+    return data.next_state if next_ else data.state
+
+
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, max_norm: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+    optimizer.step()
