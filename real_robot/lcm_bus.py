@@ -1,0 +1,187 @@
+"""Thin LCM plumbing shared by the bridge, the stand-in robot, deploy and the collector.
+
+- `open_lcm(url)`: an `lcm.LCM`, refusing any URL that could put traffic on the network. Only `memq://`
+  (in-process) and `udpm://...?ttl=0` (multicast that never leaves the host) are accepted.
+- `CHANNELS`: channel name -> message type (real_robot/lcm_types/go1.lcm), the one list of channels.
+  `Channels.with_prefix(p)` (alias `channel_names(p)`) gives every channel name with a prefix, so tests and
+  parallel runs on one host do not hear each other: `channel_names("t1_").pd_target == "t1_pd_target"`.
+- `now_us()`: CLOCK_MONOTONIC in microseconds, the `timestamp_us` of every message.
+- `LcmNode`: typed subscriptions in the caller's thread. A message that does not decode (wrong type, short,
+  garbage) is counted in `node.malformed[name]` and dropped; the handler never raises for it. The newest
+  message of each channel and its receive time are kept in `node.latest[name]`. There is no hidden thread:
+  the control loops that use this are single-threaded on purpose (no handler racing the loop), and they call
+  `node.handle(timeout_s)` where they would otherwise sleep.
+
+    node = LcmNode(url, prefix)
+    node.subscribe("joint_state")
+    node.subscribe("safety_status", lambda msg, received_us: print(msg.reason))
+    node.handle(0.02)                         # wait up to 20 ms, then dispatch everything waiting
+    state = node.latest.get("joint_state")    # Received(msg, received_us) or None
+    node.publish("pd_target", pd_target_t())
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import lcm
+
+from real_robot.lcm_types.go1lcm import (
+    arm_request_t,
+    body_state_t,
+    joint_state_t,
+    odometry_t,
+    pd_target_t,
+    remote_command_t,
+    safety_status_t,
+    sim_control_t,
+)
+
+DEFAULT_LCM_URL = "udpm://239.255.76.67:7667?ttl=0"
+
+CHANNELS: dict[str, type] = {
+    "joint_state": joint_state_t,
+    "body_state": body_state_t,
+    "remote_command": remote_command_t,
+    "pd_target": pd_target_t,
+    "odometry": odometry_t,
+    "safety_status": safety_status_t,
+    "sim_control": sim_control_t,
+    "arm_request": arm_request_t,
+}
+ARM_TARGETS = ("bridge", "deploy", "all")
+
+# LCM treats a subscribed channel as a regular expression: keep prefixes to characters that match themselves.
+_PREFIX = re.compile(r"[A-Za-z0-9_\-]*")
+_DECODE_ERRORS = (ValueError, struct.error)  # generated decode(): bad fingerprint / too few bytes
+_DRAIN_LIMIT = 10_000  # messages dispatched per handle() call at most, so a flood cannot hold the caller forever
+
+
+def now_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+def check_url(url: str | None) -> str:
+    """The URL to use (None/empty -> DEFAULT_LCM_URL); ValueError unless it keeps traffic on this host."""
+    url = url or DEFAULT_LCM_URL
+    parts = urlsplit(url)
+    if parts.scheme == "memq":
+        return url
+    if parts.scheme != "udpm":
+        raise ValueError(f"LCM URL {url!r}: only memq:// or udpm://...?ttl=0 are allowed (traffic stays on this host)")
+    ttl = parse_qs(parts.query).get("ttl")
+    if ttl is None:
+        raise ValueError(f"LCM URL {url!r} has no ttl: add ?ttl=0 so multicast never leaves this host")
+    if ttl != ["0"]:
+        raise ValueError(f"LCM URL {url!r}: ttl must be 0 (got {','.join(ttl)}) so multicast never leaves this host")
+    return url
+
+
+def open_lcm(url: str | None = None) -> lcm.LCM:
+    """An LCM instance on `url` (default DEFAULT_LCM_URL), after `check_url`."""
+    return lcm.LCM(check_url(url))
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The name of every channel, with the run's prefix. Fields match the keys of CHANNELS."""
+
+    joint_state: str = "joint_state"
+    body_state: str = "body_state"
+    remote_command: str = "remote_command"
+    pd_target: str = "pd_target"
+    odometry: str = "odometry"
+    safety_status: str = "safety_status"
+    sim_control: str = "sim_control"
+    arm_request: str = "arm_request"
+
+    @classmethod
+    def with_prefix(cls, prefix: str = "") -> Channels:
+        if not _PREFIX.fullmatch(prefix):
+            raise ValueError(f"channel prefix {prefix!r}: use letters, digits, '_' and '-' only")
+        return cls(**{f.name: prefix + f.name for f in fields(cls)})
+
+    def of(self, name: str) -> str:
+        if name not in CHANNELS:
+            raise ValueError(f"unknown LCM channel {name!r}; known: {', '.join(CHANNELS)}")
+        return getattr(self, name)
+
+
+channel_names = Channels.with_prefix
+
+
+@dataclass(frozen=True)
+class Received:
+    msg: Any
+    received_us: int  # now_us() when the message was dispatched
+
+
+class LcmNode:
+    """Typed publish/subscribe on one LCM instance, pumped by the caller with `handle()`."""
+
+    def __init__(self, url: str | None = None, prefix: str = ""):
+        self.lc = open_lcm(url)
+        self.channels = Channels.with_prefix(prefix)
+        self.latest: dict[str, Received] = {}
+        self.received: Counter[str] = Counter()
+        self.malformed: Counter[str] = Counter()
+        self._subscriptions: list[lcm.LCMSubscription] = []
+
+    def subscribe(self, name: str, callback: Callable[[Any, int], None] | None = None) -> None:
+        """Decode `name`'s messages into `latest[name]`, then call `callback(msg, received_us)` if given."""
+        channel, msg_type = self.channels.of(name), CHANNELS[name]
+
+        def on_message(_channel: str, data: bytes) -> None:
+            received_us = now_us()
+            try:
+                msg = msg_type.decode(data)
+            except _DECODE_ERRORS:
+                self.malformed[name] += 1
+                return
+            self.received[name] += 1
+            self.latest[name] = Received(msg, received_us)
+            if callback is not None:
+                callback(msg, received_us)
+
+        self._subscriptions.append(self.lc.subscribe(channel, on_message))
+
+    def handle(self, timeout_s: float = 0.0) -> int:
+        """Wait up to `timeout_s` for a message, then dispatch every message already waiting; returns how many."""
+        ready, _, _ = select.select([self.lc.fileno()], [], [], max(0.0, timeout_s))
+        dispatched = 0
+        while ready and dispatched < _DRAIN_LIMIT and self.lc.handle_timeout(0) > 0:
+            dispatched += 1
+        return dispatched
+
+    def publish(self, name: str, msg: Any) -> None:
+        channel, msg_type = self.channels.of(name), CHANNELS[name]
+        if not isinstance(msg, msg_type):
+            raise TypeError(f"channel {name!r} carries {msg_type.__name__}, got {type(msg).__name__}")
+        self.lc.publish(channel, msg.encode())
+
+    def close(self) -> None:
+        for subscription in self._subscriptions:
+            self.lc.unsubscribe(subscription)
+        self._subscriptions = []
+
+    def __enter__(self) -> LcmNode:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def publish_arm_request(url: str | None, prefix: str = "", target: str = "all", source: str = "operator") -> None:
+    """Ask the bridge and/or deploy (`target`) to re-arm after a latched safety trip."""
+    if target not in ARM_TARGETS:
+        raise ValueError(f"arm target {target!r}: use one of {', '.join(ARM_TARGETS)}")
+    msg = arm_request_t()
+    msg.timestamp_us, msg.source, msg.target = now_us(), source, target
+    LcmNode(url, prefix).publish("arm_request", msg)

@@ -1,0 +1,106 @@
+"""`real_robot logs FOLDER...`: summarise and check log folders written by real_robot.datalog.
+
+Per folder: episodes, records (steps), robot time, outcomes, safety trips and falls by reason, interrupted
+episodes and torn tail bytes (a writer killed mid-write: not damage), and every damaged file with its byte
+offset. A folder that holds no episodes itself but has log folders inside (e.g. data_logs/) is summarised
+folder by folder. Exit code: 0 all intact, 1 damage found (0 with --skip-damaged, which accepts it),
+2 bad input (missing or non-log folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from real_robot.datalog import EPISODE_GLOB, DamagedLogError, LogError, episode_files, read_episode
+
+EXIT_DAMAGED = 1
+EXIT_BAD_INPUT = 2
+TRIP_OUTCOMES = ("safety_trip", "fall")
+
+
+def summarize(folder: str | Path, skip_damaged: bool = False) -> dict:
+    """Summary of one log folder. Every damaged file is listed; `passed` is False when there is damage,
+    unless `skip_damaged` (the damaged files are then knowingly left out)."""
+    files = episode_files(folder)
+    episodes, damaged = [], []  # small per-episode summaries: the records are not kept
+    for path in tqdm(files, desc=f"checking {folder}", unit="file", leave=False, disable=len(files) < 50):
+        try:
+            episode = read_episode(path)
+        except DamagedLogError as err:
+            damaged.append({"file": str(err.path), "offset": err.offset, "problem": err.problem})
+            continue
+        episodes.append({
+            "file": episode.source, "steps": episode.num_records, "duration_s": round(episode.duration_s, 3),
+            "outcome": episode.outcome, "reason": episode.reason, "dropped_tail_bytes": episode.dropped_tail_bytes,
+        })  # fmt: skip
+    trips = Counter(f"{e['outcome']}: {e['reason']}" for e in episodes if e["outcome"] in TRIP_OUTCOMES)
+    return {
+        "folder": str(folder),
+        "episodes": len(episodes),
+        "steps": sum(e["steps"] for e in episodes),
+        "duration_s": round(sum(e["duration_s"] for e in episodes), 3),
+        "outcomes": dict(sorted(Counter(e["outcome"] for e in episodes).items())),
+        "trips": dict(trips.most_common()),
+        "dropped_tail_bytes": sum(e["dropped_tail_bytes"] for e in episodes),
+        "damaged": damaged,
+        "passed": not damaged or skip_damaged,
+        "per_episode": episodes,
+    }
+
+
+def log_folders(folder: Path) -> list[Path]:
+    """`folder` itself if it holds episodes, else its sub-folders that do (data_logs/ -> one per run)."""
+    if folder.is_dir() and not any(folder.glob(EPISODE_GLOB)):
+        inner = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob(EPISODE_GLOB)))
+        if inner:
+            return inner
+    return [folder]
+
+
+def format_summary(s: dict) -> str:
+    status = "OK" if not s["damaged"] else ("DAMAGED (skipped)" if s["passed"] else "DAMAGED")
+    lines = [
+        f"{s['folder']}: {status}",
+        f"  episodes {s['episodes']}, steps {s['steps']}, robot time {s['duration_s']:.1f} s",
+        "  outcomes: " + (", ".join(f"{k} {v}" for k, v in s["outcomes"].items()) or "none"),
+    ]
+    lines += [f"  trip  {count:4d} × {reason}" for reason, count in s["trips"].items()]
+    if s["dropped_tail_bytes"]:
+        lines.append(f"  torn tails: {s['dropped_tail_bytes']} bytes after the last complete record (writer killed)")
+    lines += [f"  damaged {d['file']} at byte {d['offset']}: {d['problem']}" for d in s["damaged"]]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="real_robot logs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="log folder(s), or a folder of log folders")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="accept damaged files (still listed) and exit 0; readers then load every other file")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON instead of text")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        folders = [inner for folder in args.folders for inner in log_folders(folder)]
+        summaries = [summarize(folder, args.skip_damaged) for folder in folders]
+    except (FileNotFoundError, NotADirectoryError, LogError) as err:
+        print(f"real_robot logs: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({"passed": all(s["passed"] for s in summaries), "folders": summaries}, indent=2))
+    else:
+        print("\n".join(format_summary(s) for s in summaries))
+    return 0 if all(s["passed"] for s in summaries) else EXIT_DAMAGED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
