@@ -1,0 +1,584 @@
+"""`real_robot sim-robot`: a stand-in Go1 that speaks the robot board's low-level UDP protocol on 127.0.0.1.
+
+A MuJoCo Go1 (robot_spec.mjcf) with a reality-gap profile (configs/reality_gap/) plays the robot's controller
+board: it listens on its port for LowCmd packets, runs each motor's PD itself,
+    tau = strength * (Kp' (q_des - q) + Kd' (dq_des - dq) + tau_ff),  Kp' = Kp * kp_factor, Kd' = Kd * kd_factor,
+(q_des = PosStopF or dq_des = VelStopF switches that term off, mode 0 switches the motor off, |tau| is clipped at
+the spec's torque limit * strength), and replies with LowState packets to the address the last LowCmd came from.
+A command acts `actuator_latency_s` after it arrives. The robot starts lying on the ground with its motors off,
+as a Go1 does before low-level control, so a client must soft-start it.
+
+Timing: one board tick is 2 ms of robot time (500 Hz). Real-time mode paces ticks by the wall clock (sleeps to
+absolute deadlines, so no drift). Fast mode (--fast) runs in lockstep: a tick runs when a LowCmd arrives, or after
+FAST_IDLE_TIMEOUT_S of wall time without one, so collection runs faster than real time and time still advances
+when the client dies. LowState.tick is robot time in µs.
+
+LCM (optional): publishes odometry_t on "<prefix>odometry" every 10 ms of robot time (ground truth, as a tracking
+camera would measure; stamped with the clock the bridge uses in the same mode: robot time in fast mode, the host's
+monotonic clock in real-time mode), and listens on "<prefix>sim_control" (sim_control_t):
+    fault         drop_packets   no LowState replies
+                  freeze_state   the same LowState bytes again and again
+                  sensor_spike   + magnitude on joint `motor`'s position reading (motor -1: every joint and the gyro)
+                  sensor_nan     NaN in joint `motor`'s readings (motor -1: every joint and the IMU)
+                  dead_motor     joint `motor` (-1: all) produces no torque
+                  fall           tips the robot over (rolled by `magnitude` rad, default FALL_ROLL)
+                  each but fall lasts duration_s of robot time (0: until clear_faults)
+    clear_faults  ends every fault
+    push          adds `magnitude` m/s of velocity towards world (sticks[0], sticks[1]) (default: +y)
+    reset         back to the start pose, motors off, faults cleared (a real robot would wait for the operator)
+    remote        the emulated remote's sticks: lx, ly, rx, ry = sticks
+Joint indices are in simulator order. The same actions are available in-process on `StandInRobot`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import queue
+import select
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import mujoco
+import numpy as np
+from tqdm import tqdm
+
+from real_robot import unitree_wire as wire
+from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, check_url, now_us
+from real_robot.lcm_types.go1lcm import odometry_t, sim_control_t
+from real_robot.reality_gap import DEFAULT_PROFILE, RealityGapProfile, load_reality_gap
+from robot_spec.config import ConfigError
+from robot_spec.mjcf import build_model, sensor_slices
+from robot_spec.spec import RobotSpec, load_robot
+
+BOARD_DT = 0.002  # the board's 500 Hz loop
+ODOMETRY_PERIOD_TICKS = 5  # 100 Hz
+FAST_IDLE_TIMEOUT_S = 0.02
+MAX_LATE_S = 0.1  # real-time mode: further behind than this, the schedule restarts (counted as an overrun)
+SETTLE_S = 1.0  # the start pose: lie down holding the lying pose this long, then this long with the motors off
+LYING_THIGH_OFFSET = 0.4  # rad further back than the default pose ...
+LYING_CALF_MARGIN = 0.1  # ... and calves folded to this far from their stop: a Go1 lying down
+FALL_ROLL = 2.0  # rad: on its side, past the point of return
+IMU_TEMPERATURE_C = 35
+MOTOR_TEMPERATURE_C = 40
+FAULTS = ("drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "fall")
+ACTIONS = ("fault", "clear_faults", "push", "reset", "remote")
+
+
+@dataclass
+class Fault:
+    motor: int  # simulator joint index, -1 for all
+    magnitude: float
+    until: float  # robot time (s)
+
+    def joints(self, num_joints: int) -> np.ndarray:
+        return np.arange(num_joints) if self.motor < 0 else np.array([self.motor])
+
+
+@dataclass
+class MotorLaw:
+    """The leg motors' PD as the board realises one command, in simulator order:
+        tau = tau_ff + kp (q_des - q) + kd (dq_des - dq), clipped at the (strength-scaled) torque limit.
+    Gains already carry the profile's kp/kd factors and motor strength; a term switched off (PosStopF, VelStopF),
+    a motor in mode 0 and a motor whose command is not finite have zero gains and torque.
+    """
+
+    servo: np.ndarray
+    q_des: np.ndarray
+    dq_des: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    tau_ff: np.ndarray
+
+    @classmethod
+    def off(cls, n: int) -> MotorLaw:
+        return cls(np.zeros(n, bool), *(np.zeros(n) for _ in range(5)))
+
+    @classmethod
+    def realise(cls, servo, q, dq, tau, kp, kd, profile: RealityGapProfile) -> MotorLaw:
+        runs = servo & np.isfinite(np.stack([q, dq, tau, kp, kd])).all(axis=0)
+        position_on = runs & (q < np.float32(wire.POS_STOP_F))
+        velocity_on = runs & (dq < np.float32(wire.VEL_STOP_F))
+        strength = profile.motor_strength
+        return cls(
+            servo=runs,
+            q_des=np.where(position_on, q, 0.0),
+            dq_des=np.where(velocity_on, dq, 0.0),
+            kp=np.where(position_on, kp * profile.kp_factor * strength, 0.0),
+            kd=np.where(velocity_on, kd * profile.kd_factor * strength, 0.0),
+            tau_ff=np.where(runs, tau * strength, 0.0),
+        )
+
+    @classmethod
+    def from_low_cmd(cls, cmd: wire.LowCmd, spec: RobotSpec, profile: RealityGapProfile) -> MotorLaw:
+        fields = (cmd.mode, cmd.q, cmd.dq, cmd.tau, cmd.kp, cmd.kd)
+        mode, q, dq, tau, kp, kd = (spec.from_sdk_order(values[: spec.num_joints]) for values in fields)
+        return cls.realise(mode == wire.SERVO_MODE, q, dq, tau, kp, kd, profile)
+
+    def torque(self, q: np.ndarray, dq: np.ndarray, limit: np.ndarray) -> np.ndarray:
+        return np.clip(self.tau_ff + self.kp * (self.q_des - q) + self.kd * (self.dq_des - dq), -limit, limit)
+
+
+@dataclass
+class Stats:
+    ticks: int = 0
+    commands: int = 0
+    malformed_packets: int = 0
+    states_sent: int = 0
+    overruns: int = 0
+
+
+@dataclass
+class Sensors:
+    """What the board measures this tick, in simulator order, before faults."""
+
+    q: np.ndarray
+    dq: np.ndarray
+    ddq: np.ndarray
+    tau: np.ndarray
+    quaternion: np.ndarray
+    gyro: np.ndarray
+    accelerometer: np.ndarray
+    foot_force: np.ndarray
+
+
+def quat_to_rpy(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
+    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return np.array([roll, pitch, yaw])
+
+
+def rotate_into_body(quat: np.ndarray, world_vec: np.ndarray) -> np.ndarray:
+    inverse, out = np.empty(4), np.empty(3)
+    mujoco.mju_negQuat(inverse, quat)
+    mujoco.mju_rotVecQuat(out, world_vec, inverse)
+    return out
+
+
+def rotated(quat: np.ndarray, rotation_vector: np.ndarray) -> np.ndarray:
+    """`quat` turned by a small rotation (axis * angle, body frame)."""
+    out = quat.copy()
+    mujoco.mju_quatIntegrate(out, rotation_vector, 1.0)
+    return out
+
+
+def build_stand_in_model(spec: RobotSpec, profile: RealityGapProfile) -> mujoco.MjModel:
+    """The spec's model with the profile's physics, and torque-controlled motors (the board runs the PD)."""
+    model = build_model(spec, profile.physics)
+    model.opt.timestep = profile.physics_dt
+    model.actuator_gainprm[:, 0] = 1.0  # position servos -> torque motors: force = ctrl
+    model.actuator_biasprm[:, :3] = 0.0
+    model.actuator_ctrllimited[:] = 0
+    model.actuator_forcerange[:] = np.stack([-spec.torque_limit, spec.torque_limit], axis=1) * profile.motor_strength
+    contact_geoms = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ["floor", *spec.foot_names]]
+    model.geom_friction[contact_geoms, 0] = profile.friction
+    trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "trunk")
+    model.body_mass[trunk] += profile.added_mass
+    model.dof_frictionloss[6:] *= profile.joint_frictionloss_factor
+    model.dof_damping[6:] *= profile.joint_damping_factor
+    return model
+
+
+def lying_pose(spec: RobotSpec) -> np.ndarray:
+    per_leg = len(spec.joints_per_leg)
+    pose = spec.default_pose.copy()
+    pose[1::per_leg] += LYING_THIGH_OFFSET
+    pose[2::per_leg] = spec.position_lower[2::per_leg] + LYING_CALF_MARGIN
+    return pose
+
+
+class StandInRobot:
+    """The stand-in board. Drive it with `step()` (one 2 ms tick) or `serve_forever()` (in a thread or process)."""
+
+    def __init__(
+        self,
+        profile: RealityGapProfile | str = DEFAULT_PROFILE,
+        port: int = 8007,
+        fast: bool = False,
+        seed: int = 0,
+        lcm_url: str | None = DEFAULT_LCM_URL,
+        channel_prefix: str = "",
+        robot: str = "go1",
+    ):
+        self.profile = load_reality_gap(profile) if isinstance(profile, str) else profile
+        substeps = BOARD_DT / self.profile.physics_dt
+        if abs(substeps - round(substeps)) > 1e-9:
+            raise ConfigError(f"profile {self.profile.name}: physics_dt must divide the board's {BOARD_DT} s period")
+        self.substeps = round(substeps)
+        self.spec = load_robot(robot)
+        self.fast = fast
+        self.rng = np.random.default_rng(seed)
+        self.stats = Stats()
+        self._build_physics()
+        self._draw_biases()
+        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.client: tuple[str, int] | None = None  # where LowState goes: the last LowCmd's sender
+        self.remote = wire.RemoteState()
+
+        self.lcm = LcmNode(lcm_url, channel_prefix) if lcm_url else None  # None: no LCM at all
+        if self.lcm is not None:
+            self.lcm.subscribe("sim_control", self._on_sim_control)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self._reset_now()
+
+    # ------------------------------------------------------------------------------------------ construction
+    def _build_physics(self) -> None:
+        spec, self.model = self.spec, build_stand_in_model(self.spec, self.profile)
+        self.data = mujoco.MjData(self.model)
+        self.sensor = sensor_slices(self.model, spec)
+        self.torque_limit = spec.torque_limit * self.profile.motor_strength
+        self.leg_sdk_order = [i // len(spec.joints_per_leg) for i in spec.sdk_index[:: len(spec.joints_per_leg)]]
+        self.start_state = self._settled_lying_state()
+
+    def _settled_lying_state(self) -> np.ndarray:
+        m, d = self.model, self.data
+        d.qpos[:] = m.qpos0
+        d.qpos[7:] = lying_pose(self.spec)
+        mujoco.mj_kinematics(m, d)
+        feet = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f) for f in self.spec.foot_names]
+        d.qpos[2] -= d.site_xpos[feet, 2].min() - self.spec.body.foot_radius  # feet on the ground
+        # A Go1 lies down under its own control, then its motors go off and it comes to rest.
+        n, c = self.spec.num_joints, self.spec.control
+        hold = MotorLaw.realise(np.ones(n, bool), d.qpos[7:].copy(), np.zeros(n), np.zeros(n),
+                                np.full(n, c.kp), np.full(n, c.kd), self.profile)  # fmt: skip
+        for _ in range(round(SETTLE_S / m.opt.timestep)):
+            d.ctrl[:] = hold.torque(d.qpos[7:], d.qvel[6:], self.torque_limit)
+            mujoco.mj_step(m, d)
+        d.ctrl[:] = 0.0
+        mujoco.mj_step(m, d, round(SETTLE_S / m.opt.timestep))
+        state = np.empty(mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS))
+        mujoco.mj_getState(m, d, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        return state
+
+    def _draw_biases(self) -> None:
+        b = self.profile.bias
+        self.bias_q = self._white(b.joint_pos, self.spec.num_joints)
+        self.bias_gyro = self._white(b.gyro, 3)
+        self.bias_accelerometer = self._white(b.accelerometer, 3)
+        self.bias_tilt = self._white(b.orientation, 3)
+
+    # ------------------------------------------------------------------------------------------ in-process API
+    def inject_fault(self, kind: str, motor: int = -1, magnitude: float = 0.0, duration_s: float = 0.0) -> None:
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault '{kind}'; known: {', '.join(FAULTS)}")
+        if not -1 <= motor < self.spec.num_joints:
+            raise ValueError(f"fault motor {motor}: expected a joint index 0..{self.spec.num_joints - 1} or -1 (all)")
+        self._requests.put(lambda: self._start_fault(kind, motor, magnitude, duration_s))
+
+    def clear_faults(self) -> None:
+        self._requests.put(lambda: self.faults.clear())
+
+    def push(self, velocity_xy: tuple[float, float]) -> None:
+        self._requests.put(lambda: self._add_velocity(np.asarray(velocity_xy, dtype=float)))
+
+    def reset(self) -> None:
+        self._requests.put(self._reset_now)
+
+    def set_remote(self, lx: float = 0.0, ly: float = 0.0, rx: float = 0.0, ry: float = 0.0, buttons: int = 0) -> None:
+        remote = wire.RemoteState(lx=lx, ly=ly, rx=rx, ry=ry, buttons=buttons)
+        self._requests.put(lambda: setattr(self, "remote", remote))
+
+    @property
+    def robot_time(self) -> float:
+        """Seconds since the board started (a reset moves the robot, it does not restart the board's clock)."""
+        return self.stats.ticks * BOARD_DT
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.lcm is not None:
+            self.lcm.close()
+
+    def __enter__(self) -> StandInRobot:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ the board's tick
+    def step(self) -> None:
+        """One 2 ms board tick: take commands, run the motors and physics, reply with a LowState."""
+        self._handle_requests()
+        self._expire_faults()
+        self._receive_commands()
+        command = self._command_due()
+        for _ in range(self.substeps):
+            self._physics_step(command)
+        self.stats.ticks += 1
+        self._send_state()
+        if self.stats.ticks % ODOMETRY_PERIOD_TICKS == 0:
+            self._publish_odometry()
+        if self.lcm is not None:
+            self.lcm.handle(0.0)
+
+    def _handle_requests(self) -> None:
+        while True:
+            try:
+                self._requests.get_nowait()()
+            except queue.Empty:
+                return
+
+    def _receive_commands(self) -> None:
+        while True:
+            try:
+                data, address = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:  # ICMP from a client that went away: not a packet
+                continue
+            try:
+                cmd = wire.decode_low_cmd(data)
+            except wire.WireError:
+                self.stats.malformed_packets += 1
+                continue
+            self.stats.commands += 1
+            self.client = address
+            due = self.robot_time + self.profile.actuator_latency_s
+            self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile)))
+
+    def _command_due(self) -> MotorLaw:
+        while self.pending and self.pending[0][0] <= self.robot_time + 1e-9:
+            self.active = self.pending.popleft()[1]
+        return self.active
+
+    def _physics_step(self, law: MotorLaw) -> None:
+        d = self.data
+        q = d.qpos[7:] + self.bias_q  # the motor's own encoder, calibration error included
+        tau = law.torque(q, d.qvel[6:], self.torque_limit)
+        if "dead_motor" in self.faults:
+            tau[self.faults["dead_motor"].joints(self.spec.num_joints)] = 0.0
+        d.ctrl[:] = tau
+        mujoco.mj_step(self.model, d)
+        self.applied_torque = tau
+
+    def _measure(self) -> Sensors:
+        d, s, noise, n, white = self.data, self.sensor, self.profile.noise, self.spec.num_joints, self._white
+        quaternion = rotated(rotated(d.qpos[3:7].copy(), self.bias_tilt), white(noise.orientation, 3))
+        return Sensors(
+            q=d.qpos[7:] + self.bias_q + white(noise.joint_pos, n),
+            dq=d.qvel[6:] + white(noise.joint_vel, n),
+            ddq=d.qacc[6:].copy(),
+            tau=self.applied_torque.copy(),
+            quaternion=quaternion,
+            gyro=d.sensordata[s["gyro"]] + self.bias_gyro + white(noise.gyro, 3),
+            accelerometer=d.sensordata[s["accelerometer"]] + self.bias_accelerometer + white(noise.accelerometer, 3),
+            foot_force=d.sensordata[s["feet_touch"]].copy(),
+        )
+
+    def _white(self, std: float, size: int) -> np.ndarray:
+        return self.rng.normal(0.0, std, size) if std else np.zeros(size)
+
+    def _apply_sensor_faults(self, m: Sensors) -> None:
+        n = self.spec.num_joints
+        if spike := self.faults.get("sensor_spike"):
+            m.q[spike.joints(n)] += spike.magnitude
+            if spike.motor < 0:
+                m.gyro += spike.magnitude
+        if nan := self.faults.get("sensor_nan"):
+            m.q[nan.joints(n)] = np.nan
+            m.dq[nan.joints(n)] = np.nan
+            if nan.motor < 0:
+                m.gyro[:] = m.accelerometer[:] = m.quaternion[:] = np.nan
+
+    def _low_state(self) -> wire.LowState:
+        m = self._measure()
+        self._apply_sensor_faults(m)
+        return wire.LowState(
+            quaternion=m.quaternion,
+            gyroscope=m.gyro,
+            accelerometer=m.accelerometer,
+            rpy=quat_to_rpy(m.quaternion) if np.all(np.isfinite(m.quaternion)) else np.full(3, np.nan),
+            imu_temperature=IMU_TEMPERATURE_C,
+            motor_mode=self._sdk_slots(np.where(self.active.servo, wire.SERVO_MODE, 0)).astype(np.int64),
+            q=self._sdk_slots(m.q),
+            dq=self._sdk_slots(m.dq),
+            ddq=self._sdk_slots(m.ddq),
+            tau_est=self._sdk_slots(m.tau),
+            motor_temperature=self._sdk_slots(np.full(self.spec.num_joints, MOTOR_TEMPERATURE_C)),
+            foot_force=m.foot_force[self.leg_sdk_order],
+            tick=round(self.robot_time * 1e6),
+            wireless_remote=wire.encode_remote(self.remote),
+        )
+
+    def _sdk_slots(self, sim_values: np.ndarray) -> np.ndarray:
+        out = np.zeros(wire.NUM_MOTORS)
+        out[: self.spec.num_joints] = self.spec.to_sdk_order(np.asarray(sim_values, dtype=float))
+        return out
+
+    def _send_state(self) -> None:
+        frozen = "freeze_state" in self.faults and self.last_packet is not None
+        packet = self.last_packet if frozen else wire.encode_low_state(self._low_state())
+        self.last_packet = packet
+        if self.client is None or "drop_packets" in self.faults:
+            return
+        try:
+            self.sock.sendto(packet, self.client)
+            self.stats.states_sent += 1
+        except OSError:  # the client's port is gone; keep serving until another client appears
+            pass
+
+    def _publish_odometry(self) -> None:
+        if self.lcm is None:
+            return
+        d = self.data
+        msg = odometry_t()
+        msg.timestamp_us = round(self.robot_time * 1e6) if self.fast else now_us()
+        msg.position = d.qpos[0:3].tolist()
+        msg.quaternion = d.qpos[3:7].tolist()
+        msg.lin_vel_body = rotate_into_body(d.qpos[3:7], d.qvel[0:3]).tolist()
+        msg.ang_vel_body = d.qvel[3:6].tolist()  # a free joint's angular velocity is in the body frame
+        self.lcm.publish("odometry", msg)
+
+    # ------------------------------------------------------------------------------------------ faults and events
+    def _start_fault(self, kind: str, motor: int, magnitude: float, duration_s: float) -> None:
+        until = self.robot_time + duration_s if duration_s > 0 else math.inf
+        if kind == "fall":  # an event, not a lasting condition
+            self._tip_over(magnitude or FALL_ROLL)
+            return
+        self.faults[kind] = Fault(motor, magnitude, until)
+
+    def _expire_faults(self) -> None:
+        for kind in [k for k, f in self.faults.items() if f.until <= self.robot_time]:
+            del self.faults[kind]
+
+    def _tip_over(self, roll: float) -> None:
+        """Turn the trunk `roll` rad about its long axis and drop it from standing height."""
+        d = self.data
+        d.qpos[3:7] = rotated(d.qpos[3:7].copy(), np.array([roll, 0.0, 0.0]))
+        d.qpos[2] = max(d.qpos[2], self.spec.standing_height)
+        d.qvel[:] = 0.0
+
+    def _add_velocity(self, velocity_xy: np.ndarray) -> None:
+        self.data.qvel[0:2] += velocity_xy
+
+    def _reset_now(self) -> None:
+        mujoco.mj_setState(self.model, self.data, self.start_state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_forward(self.model, self.data)
+        self.faults: dict[str, Fault] = {}
+        self.pending: deque[tuple[float, MotorLaw]] = deque()  # (robot time it acts, command)
+        self.active = MotorLaw.off(self.spec.num_joints)
+        self.applied_torque = np.zeros(self.spec.num_joints)
+        self.last_packet: bytes | None = None  # what freeze_state repeats
+
+    def _on_sim_control(self, msg: sim_control_t, _received_us: int) -> None:
+        try:
+            self._apply_sim_control(msg)
+        except ValueError as err:  # a bad request must not stop the robot
+            print(f"sim-robot: ignored sim_control message: {err}", file=sys.stderr)
+
+    def _apply_sim_control(self, msg: sim_control_t) -> None:
+        if msg.action == "fault":
+            self.inject_fault(msg.fault, msg.motor, msg.magnitude, msg.duration_s)
+        elif msg.action == "clear_faults":
+            self.clear_faults()
+        elif msg.action == "push":
+            direction = np.array(msg.sticks[:2], dtype=float)
+            norm = np.linalg.norm(direction)
+            self.push(msg.magnitude * (direction / norm if norm > 0 else np.array([0.0, 1.0])))
+        elif msg.action == "reset":
+            self.reset()
+        elif msg.action == "remote":
+            lx, ly, rx, ry = msg.sticks
+            self.set_remote(lx=lx, ly=ly, rx=rx, ry=ry)
+        else:
+            raise ValueError(f"unknown action '{msg.action}'; known: {', '.join(ACTIONS)}")
+
+    # ------------------------------------------------------------------------------------------ serving
+    def serve_forever(self, duration_s: float | None = None, progress: bool = False) -> None:
+        """Run ticks until stop() (or `duration_s` of robot time): paced by the wall clock, or lockstep if fast."""
+        self._stop.clear()
+        end = self.robot_time + duration_s if duration_s else math.inf
+        bar = tqdm(total=duration_s, unit="s", desc="robot time", disable=not progress)
+        last_shown = self.robot_time
+        wait = self._wait_for_command if self.fast else self._wait_for_deadline
+        deadline = time.monotonic()
+        while not self._stop.is_set() and self.robot_time < end - 1e-9:
+            deadline = wait(deadline)
+            self.step()
+            if self.robot_time - last_shown >= 1.0:
+                bar.update(round(self.robot_time - last_shown, 3))
+                bar.set_postfix(commands=self.stats.commands, malformed=self.stats.malformed_packets)
+                last_shown = self.robot_time
+        bar.close()
+
+    def _wait_for_command(self, deadline: float) -> float:
+        select.select([self.sock], [], [], FAST_IDLE_TIMEOUT_S)
+        return deadline
+
+    def _wait_for_deadline(self, deadline: float) -> float:
+        """Sleep to the next absolute deadline; if far behind, start a new schedule instead of rushing."""
+        deadline += BOARD_DT
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -MAX_LATE_S:
+            self.stats.overruns += 1
+            deadline = time.monotonic()
+        return deadline
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="real_robot sim-robot",
+        description="Stand-in Go1: MuJoCo with a reality-gap profile, serving the robot board's low-level UDP "
+        "protocol (LowCmd in, LowState out) on 127.0.0.1 for the unmodified Unitree SDK.",
+    )
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"configs/reality_gap/ name (default: {DEFAULT_PROFILE})")
+    p.add_argument("--port", type=int, default=8007, help="UDP port the board listens on (default: 8007, as on a Go1)")
+    p.add_argument("--fast", action="store_true", help="lockstep with the client instead of real time (for collection)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sensor noise and biases (default: 0)")
+    p.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"LCM URL (default: {DEFAULT_LCM_URL})")
+    p.add_argument("--channel-prefix", default="", help="prefix for the LCM channel names (default: none)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this much robot time, s (default: never)")
+    args = p.parse_args(argv)
+    if not 0 <= args.port < 65536:
+        p.error(f"--port {args.port}: expected 0..65535")
+    if args.duration < 0:
+        p.error(f"--duration {args.duration}: expected >= 0")
+    try:
+        check_url(args.lcm_url)
+    except ValueError as err:
+        p.error(str(err))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        robot = StandInRobot(args.profile, args.port, args.fast, args.seed, args.lcm_url, args.channel_prefix)
+    except ValueError as err:  # a ConfigError (unknown profile) or a bad channel prefix
+        print(f"sim-robot: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"sim-robot: cannot listen on 127.0.0.1:{args.port}: {err}", file=sys.stderr)
+        return 1
+    mode = "fast (lockstep)" if args.fast else "real time, 500 Hz"
+    print(f"sim-robot: profile '{robot.profile.name}' on 127.0.0.1:{robot.port}, {mode}; lying down, motors off")
+    with robot:
+        try:
+            robot.serve_forever(args.duration or None, progress=True)
+        except KeyboardInterrupt:
+            pass
+    s = robot.stats
+    print(f"sim-robot: {s.ticks} ticks, {s.commands} commands, {s.malformed_packets} malformed, {s.overruns} overruns")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
