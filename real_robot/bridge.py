@@ -1,0 +1,521 @@
+"""`real_robot bridge`: the Unitree SDK (UDP to the robot's board) ⇄ LCM, at 500 Hz, with a latched watchdog.
+
+Each cycle: read the newest LowState and publish it on LCM in simulator joint/foot order (joint_state,
+body_state, remote_command); apply the newest pd_target as a LowCmd in SDK order (through the SDK's
+PositionLimit and PowerProtect); publish safety_status at ~10 Hz and at once on change.
+
+Until the first valid pd_target arrives, and whenever the watchdog has tripped (no fresh target within a few
+policy periods, a non-finite or negative-gain target, a PowerProtect violation), the robot gets a damping
+command: Kp 0 with q = PosStopF (position loop off), dq 0 with Kd > 0 (velocity loop on), tau 0. A trip
+latches until an arm_request for "bridge"/"all" arrives and a valid target is received after it.
+Targets outside the SDK's position clamp (tau_ff beyond the torque limit) are clamped here and counted, not
+tripped on: PositionLimit would clamp them anyway, and saturating at a joint limit is normal policy behaviour.
+Malformed LCM messages are dropped and counted by the typed subscriber (real_robot.lcm_bus).
+
+Layers: `BridgeCore` (pure: messages and time in, `MotorCommand` out) · `SdkLink` (the real SDK) ·
+`Bridge` (one cycle of I/O) · `run_realtime` / `run_follow` (pacing). Time is one abstraction: wall time in
+real-time mode, the robot's LowState tick in --follow mode (the stand-in running faster than real time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import platform
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode
+from real_robot.lcm_types.go1lcm import (
+    arm_request_t,
+    body_state_t,
+    joint_state_t,
+    pd_target_t,
+    remote_command_t,
+    safety_status_t,
+)
+from real_robot.unitree_wire import LOWLEVEL, POS_STOP_F, SERVO_MODE, decode_remote
+from real_robot.watchdog import Watchdog, WatchdogStatus
+from robot_spec.config import ConfigError, load_config, named_config
+from robot_spec.spec import RobotSpec, load_robot
+
+TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")
+FOLLOW_POLL_S = 100e-6  # --follow: SDK Recv() is non-blocking, so poll for the next LowState this often
+FOLLOW_IDLE_SEND_S = 0.02  # --follow: send anyway after this long without a LowState (see run_follow)
+EXIT_DAMPING_CYCLES = 5  # damping commands sent on shutdown, so the motors do not keep the last target
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    control_hz: int  # LowCmd rate in real-time mode
+    robot_ip: str
+    robot_port: int
+    local_port: int
+    watchdog_periods: int  # policy periods without a fresh pd_target before damping
+    damping_kd: float  # N·m·s/rad per joint in damping mode
+    power_level: int  # SDK Safety.PowerProtect level, 1..10
+    status_hz: float  # safety_status rate (plus one message on every change)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.power_level <= 10:
+            raise ConfigError(f"power_level must be 1..10 (SDK PowerProtect), got {self.power_level}")
+        if self.watchdog_periods < 1 or self.control_hz <= 0 or self.status_hz <= 0:
+            raise ConfigError("watchdog_periods, control_hz and status_hz must be positive")
+        for name in ("robot_port", "local_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ConfigError(f"{name} must be a UDP port 1..65535, got {getattr(self, name)}")
+        if self.damping_kd <= 0:
+            raise ConfigError(f"damping_kd must be positive (damping with Kd 0 is free fall), got {self.damping_kd}")
+
+
+def load_bridge_config(robot: str, **overrides) -> BridgeConfig:
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return load_config(BridgeConfig, named_config("bridge", robot), overrides)
+
+
+# ------------------------------------------------------------------------------------------------ pure core
+@dataclass(frozen=True)
+class MotorCommand:
+    """One LowCmd's leg motors, in SDK motor order."""
+
+    q: np.ndarray
+    dq: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    tau: np.ndarray
+    damping: bool
+
+
+class BridgeCore:
+    """pd_target/arm_request messages and the time in, the motor command out. No sockets, no clock of its own."""
+
+    def __init__(self, spec: RobotSpec, cfg: BridgeConfig):
+        self.spec = spec
+        policy_period_us = round(1e6 * spec.control.policy_dt)
+        self.watchdog = Watchdog(cfg.watchdog_periods * policy_period_us)
+        self.q_lower = spec.per_joint(spec.limits.sdk_position_lower)
+        self.q_upper = spec.per_joint(spec.limits.sdk_position_upper)
+        n = spec.num_joints
+        self.damping = MotorCommand(
+            q=np.full(n, POS_STOP_F), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, cfg.damping_kd), tau=np.zeros(n), damping=True
+        )
+        self.target: MotorCommand | None = None
+        self.counts = {"targets": 0, "rejected": 0, "clamped": 0, "arm_requests": 0}
+
+    def on_pd_target(self, msg: pd_target_t, now_us: int) -> None:
+        fields = {name: np.asarray(getattr(msg, name), dtype=np.float64) for name in TARGET_FIELDS}
+        problem = _target_problem(fields)
+        if problem:
+            self.counts["rejected"] += 1
+            self.watchdog.trip(f"invalid pd_target #{msg.sequence}: {problem}")
+            return
+        q = np.clip(fields["q_des"], self.q_lower, self.q_upper)
+        tau = np.clip(fields["tau_ff"], -self.spec.torque_limit, self.spec.torque_limit)
+        if not (np.array_equal(q, fields["q_des"]) and np.array_equal(tau, fields["tau_ff"])):
+            self.counts["clamped"] += 1
+        sdk = self.spec.to_sdk_order
+        self.target = MotorCommand(sdk(q), sdk(fields["dq_des"]), sdk(fields["kp"]), sdk(fields["kd"]), sdk(tau), damping=False)
+        self.counts["targets"] += 1
+        self.watchdog.target_received(now_us)
+
+    def on_arm_request(self, msg: arm_request_t) -> None:
+        if msg.target in ("bridge", "all"):
+            self.counts["arm_requests"] += 1
+            self.watchdog.arm_requested()
+
+    def on_power_violation(self, level: int) -> None:
+        self.watchdog.trip(f"power_protect: SDK PowerProtect (level {level}) reported a power violation")
+
+    def command(self, now_us: int) -> MotorCommand:
+        return self.target if self.watchdog.check(now_us) else self.damping
+
+
+def _target_problem(fields: dict[str, np.ndarray]) -> str:
+    bad = [name for name, values in fields.items() if not np.all(np.isfinite(values))]
+    if bad:
+        return f"non-finite values in {', '.join(bad)}"
+    if np.any(fields["kp"] < 0) or np.any(fields["kd"] < 0):
+        return "negative gains"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------------ state → LCM
+@dataclass(frozen=True)
+class RobotState:
+    """One LowState, in simulator joint and foot order."""
+
+    tick: int  # the board's µs counter (uint32, wraps)
+    q: np.ndarray
+    dq: np.ndarray
+    tau_est: np.ndarray
+    quaternion: np.ndarray  # w, x, y, z
+    rpy: np.ndarray
+    gyro: np.ndarray
+    accelerometer: np.ndarray
+    foot_force: np.ndarray
+    remote: bytes  # the 40 wirelessRemote bytes
+
+
+def sdk_foot_index(spec: RobotSpec) -> list[int]:
+    """SDK foot slot of each simulator foot: a leg's SDK slot is its hip motor's SDK index ÷ joints per leg."""
+    per_leg = len(spec.joints_per_leg)
+    return [spec.sdk_index[leg * per_leg] // per_leg for leg in range(len(spec.legs))]
+
+
+def read_state(low_state, spec: RobotSpec, foot_index: list[int]) -> RobotState:
+    motors = low_state.motorState[: spec.num_joints]
+    imu = low_state.imu
+    return RobotState(
+        tick=int(low_state.tick),
+        q=spec.from_sdk_order(np.array([m.q for m in motors])),
+        dq=spec.from_sdk_order(np.array([m.dq for m in motors])),
+        tau_est=spec.from_sdk_order(np.array([m.tauEst for m in motors])),
+        quaternion=np.array(imu.quaternion, dtype=np.float64),
+        rpy=np.array(imu.rpy, dtype=np.float64),
+        gyro=np.array(imu.gyroscope, dtype=np.float64),
+        accelerometer=np.array(imu.accelerometer, dtype=np.float64),
+        foot_force=np.array(low_state.footForce, dtype=np.float64)[foot_index],
+        remote=bytes(low_state.wirelessRemote),
+    )
+
+
+def joint_state_msg(state: RobotState, robot_time_us: int, now_us: int) -> joint_state_t:
+    msg = joint_state_t()
+    msg.timestamp_us, msg.robot_tick_us = now_us, robot_time_us
+    msg.q, msg.dq, msg.tau_est = state.q.tolist(), state.dq.tolist(), state.tau_est.tolist()
+    return msg
+
+
+def body_state_msg(state: RobotState, now_us: int) -> body_state_t:
+    msg = body_state_t()
+    msg.timestamp_us = now_us
+    msg.quaternion, msg.rpy = state.quaternion.tolist(), state.rpy.tolist()
+    msg.gyro, msg.accelerometer = state.gyro.tolist(), state.accelerometer.tolist()
+    msg.foot_force = state.foot_force.tolist()
+    return msg
+
+
+def remote_msg(remote: bytes, now_us: int) -> remote_command_t:
+    sticks = decode_remote(remote)
+    msg = remote_command_t()
+    msg.timestamp_us, msg.buttons = now_us, sticks.buttons
+    msg.lx, msg.ly, msg.rx, msg.ry = sticks.lx, sticks.ly, sticks.rx, sticks.ry
+    return msg
+
+
+# ------------------------------------------------------------------------------------------------ clocks
+class Clock(Protocol):
+    def now_us(self) -> int: ...
+
+
+class WallClock:
+    """Real-time mode: the host's monotonic clock."""
+
+    def now_us(self) -> int:
+        return wall_us()
+
+
+class RobotClock:
+    """Robot time: LowState.tick (uint32 µs, wraps every 71.6 min) unwrapped into a monotonic count.
+
+    A robot restart (tick jumping back) reads as a huge step forward, which trips the watchdog: the safe side.
+    """
+
+    def __init__(self) -> None:
+        self._tick: int | None = None
+        self._now_us = 0
+
+    def observe(self, tick: int) -> int:
+        self._now_us = tick if self._tick is None else self._now_us + (tick - self._tick) % (1 << 32)
+        self._tick = tick
+        return self._now_us
+
+    def now_us(self) -> int:
+        return self._now_us
+
+
+# ------------------------------------------------------------------------------------------------ SDK side
+class SdkUnavailable(RuntimeError):
+    """The Unitree SDK extension cannot be imported on this platform."""
+
+
+def load_sdk():
+    try:
+        import unitree_legged_sdk.robot_interface as sdk
+    except ImportError as err:
+        raise SdkUnavailable(
+            f"cannot import the Unitree SDK module unitree_legged_sdk.robot_interface ({err}).\n"
+            "The PyPI wheel unitree-legged-sdk==3.8.20231105 is a CPython 3.11 x86_64 Linux extension only; this is "
+            f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()} ({sys.platform}).\n"
+            "Everything else in the stack works without it; run the bridge on an x86_64 Linux host with Python 3.11."
+        ) from err
+    return sdk
+
+
+class SdkLink:
+    """The robot side: the unmodified Unitree SDK's UDP, LowCmd, LowState and Safety(Go1)."""
+
+    def __init__(self, sdk, cfg: BridgeConfig, num_motors: int):
+        self.udp = sdk.UDP(LOWLEVEL, cfg.local_port, cfg.robot_ip, cfg.robot_port)
+        self.cmd, self.state = sdk.LowCmd(), sdk.LowState()
+        self.safety = sdk.Safety(sdk.LeggedType.Go1)
+        self.power_level = cfg.power_level
+        self.udp.InitCmdData(self.cmd)
+        self._motors = self.cmd.motorCmd[:num_motors]  # live references into self.cmd
+
+    def receive(self) -> bool:
+        """True when a new LowState arrived; Recv() is non-blocking and keeps the newest waiting packet."""
+        if self.udp.Recv() != 0:
+            return False
+        self.udp.GetRecv(self.state)
+        return True
+
+    def write(self, command: MotorCommand) -> None:
+        columns = (command.q.tolist(), command.dq.tolist(), command.kp.tolist(), command.kd.tolist(), command.tau.tolist())
+        for motor, q, dq, kp, kd, tau in zip(self._motors, *columns):
+            motor.mode, motor.q, motor.dq, motor.Kp, motor.Kd, motor.tau = SERVO_MODE, q, dq, kp, kd, tau
+
+    def protect(self) -> bool:
+        """The SDK's own guards on a target command: clamp positions, then check power (False: violation).
+
+        Not used on damping commands: PositionLimit would turn the PosStopF sentinel into a real joint-limit target.
+        """
+        self.safety.PositionLimit(self.cmd)
+        return self.safety.PowerProtect(self.cmd, self.state, self.power_level) >= 0
+
+    def send(self) -> None:
+        self.udp.SetSend(self.cmd)
+        self.udp.Send()
+
+
+def check_port_free(port: int) -> None:
+    """The SDK only prints a bind failure and carries on deaf, so check the local port first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as err:
+            raise ConfigError(f"local UDP port {port} is not free ({err.strerror}); pick another with --local-port") from err
+
+
+# ------------------------------------------------------------------------------------------------ one cycle of I/O
+class Bridge:
+    """Publishes each new LowState on LCM and turns the newest LCM target into one LowCmd per `control()`.
+
+    Malformed LCM messages are dropped (and counted in `node.malformed`) by the typed subscriber.
+    """
+
+    def __init__(self, core: BridgeCore, robot: SdkLink, node: LcmNode, cfg: BridgeConfig, follow: bool):
+        self.core, self.robot, self.node = core, robot, node
+        self.robot_clock = RobotClock()
+        self.clock: Clock = self.robot_clock if follow else WallClock()
+        self.foot_index = sdk_foot_index(core.spec)
+        self.status_period_us = round(1e6 / cfg.status_hz)
+        self._status_sent: WatchdogStatus | None = None
+        self._status_sent_us = 0
+        node.subscribe("pd_target", lambda msg, _received_us: core.on_pd_target(msg, self.clock.now_us()))
+        node.subscribe("arm_request", lambda msg, _received_us: core.on_arm_request(msg))
+
+    def poll_state(self) -> bool:
+        """Publish the newest LowState if one arrived since the last call; True if it did."""
+        if not self.robot.receive():
+            return False
+        state = read_state(self.robot.state, self.core.spec, self.foot_index)
+        robot_time_us = self.robot_clock.observe(state.tick)
+        now = wall_us()
+        self.node.publish("joint_state", joint_state_msg(state, robot_time_us, now))
+        self.node.publish("body_state", body_state_msg(state, now))
+        self.node.publish("remote_command", remote_msg(state.remote, now))
+        return True
+
+    def handle_lcm(self) -> None:
+        self.node.handle(0.0)
+
+    def control(self) -> MotorCommand:
+        """Send one LowCmd: the newest target while the watchdog is live, damping otherwise."""
+        self.handle_lcm()
+        now = self.clock.now_us()
+        command = self.core.command(now)
+        self.robot.write(command)
+        if not command.damping and not self.robot.protect():
+            self.core.on_power_violation(self.robot.power_level)
+            command = self.core.command(now)
+            self.robot.write(command)
+        self.robot.send()
+        self.publish_status(now)
+        return command
+
+    def publish_status(self, now_us: int) -> None:
+        """~status_hz, and at once when the watchdog's state changes."""
+        status = self.core.watchdog.status()
+        if status == self._status_sent and now_us - self._status_sent_us < self.status_period_us:
+            return
+        msg = safety_status_t()
+        msg.timestamp_us, msg.source = wall_us(), "bridge"
+        msg.tripped, msg.reason, msg.trip_count = status.tripped, status.reason, status.trip_count
+        self.node.publish("safety_status", msg)
+        self._status_sent, self._status_sent_us = status, now_us
+
+    def shutdown(self) -> None:
+        """Leave the motors damping rather than holding the last target."""
+        self.robot.write(self.core.damping)
+        for _ in range(EXIT_DAMPING_CYCLES):
+            self.robot.send()
+            time.sleep(0.002)
+
+
+def wall_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+# ------------------------------------------------------------------------------------------------ pacing
+class Pacer:
+    """Absolute deadlines start + k·period, so sleep errors never accumulate; after a stall it re-anchors
+    instead of bursting to catch up."""
+
+    def __init__(self, period_s: float):
+        self.period_ns = round(period_s * 1e9)
+        self.deadline_ns = time.monotonic_ns()
+        self.overruns = 0
+
+    def wait(self) -> None:
+        self.deadline_ns += self.period_ns
+        delay_ns = self.deadline_ns - time.monotonic_ns()
+        if delay_ns > 0:
+            time.sleep(delay_ns / 1e9)
+        elif -delay_ns > self.period_ns:
+            self.overruns += 1
+            self.deadline_ns = time.monotonic_ns()
+
+
+def run_realtime(bridge: Bridge, pacer: Pacer, keep_running: Callable[[], bool], on_cycle: Callable[[], None]) -> None:
+    while keep_running():
+        bridge.poll_state()
+        bridge.control()
+        on_cycle()
+        pacer.wait()
+
+
+def run_follow(
+    bridge: Bridge, keep_running: Callable[[], bool], on_cycle: Callable[[], None], idle_send_s: float = FOLLOW_IDLE_SEND_S
+) -> None:
+    """One LowCmd per received LowState: the stand-in sets the pace (and the watchdog counts its ticks).
+
+    A board only answers a client that commands it, so after `idle_send_s` without a LowState the bridge sends
+    its current command anyway (at start-up that is damping).
+    """
+    last_cycle = time.monotonic()
+    while keep_running():
+        if bridge.poll_state() or time.monotonic() - last_cycle > idle_send_s:
+            bridge.control()
+            on_cycle()
+            last_cycle = time.monotonic()
+        else:
+            bridge.handle_lcm()
+            time.sleep(FOLLOW_POLL_S)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="real_robot bridge",
+        description="Unitree SDK ⇄ LCM bridge: publishes the robot's state on LCM and sends the newest pd_target "
+        "to the robot at 500 Hz; damping until the first target and whenever the watchdog trips (latched until "
+        "an arm_request). Defaults come from configs/bridge/<robot>.yaml.",
+    )
+    p.add_argument("--robot", default="go1", help="robot spec and bridge config name (default: go1)")
+    p.add_argument("--robot-ip", help="the robot board's IPv4 address (default from config: the stand-in on 127.0.0.1)")
+    p.add_argument("--robot-port", type=int, help="the board's low-level UDP port (config default 8007)")
+    p.add_argument("--local-port", type=int, help="this side's UDP port (config default 8090)")
+    p.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"LCM provider URL (default: {DEFAULT_LCM_URL})")
+    p.add_argument("--channel-prefix", default="", help="prefix for every LCM channel name (default: none)")
+    p.add_argument("--power-level", type=int, help="SDK PowerProtect level 1..10 (config default 9)")
+    p.add_argument("--follow", action="store_true", help="step once per received LowState and count the watchdog "
+                   "in robot time (for the stand-in's faster-than-real-time mode)")  # fmt: skip
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.duration < 0:
+        parser.error(f"--duration {args.duration}: expected seconds >= 0")
+    try:
+        spec = load_robot(args.robot)
+        cfg = load_bridge_config(
+            args.robot, robot_ip=args.robot_ip, robot_port=args.robot_port, local_port=args.local_port,
+            power_level=args.power_level,
+        )  # fmt: skip
+        check_address(cfg)
+        sdk = load_sdk()
+        check_port_free(cfg.local_port)
+        node = LcmNode(args.lcm_url, args.channel_prefix)
+    except (ConfigError, SdkUnavailable, ValueError, RuntimeError) as err:  # RuntimeError: LCM could not start
+        print(f"real_robot bridge: {err}", file=sys.stderr)
+        return 2
+    core = BridgeCore(spec, cfg)
+    bridge = Bridge(core, SdkLink(sdk, cfg, spec.num_joints), node, cfg, args.follow)
+    mode = "follow (robot time)" if args.follow else f"real time {cfg.control_hz} Hz"
+    print(f"bridge: robot {cfg.robot_ip}:{cfg.robot_port} from :{cfg.local_port}, LCM {args.lcm_url}, {mode}")
+    print(f"bridge: stopped; {run(bridge, cfg, args.follow, args.duration)}")
+    return 0
+
+
+def check_address(cfg: BridgeConfig) -> None:
+    try:
+        ipaddress.IPv4Address(cfg.robot_ip)
+    except ValueError as err:
+        raise ConfigError(f"--robot-ip {cfg.robot_ip!r} is not an IPv4 address ({err})") from err
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run(bridge: Bridge, cfg: BridgeConfig, follow: bool, duration_s: float) -> str:
+    """Run until Ctrl-C or `duration_s`, with a status bar; always leave the motors damping. Returns a summary."""
+    end = time.monotonic() + duration_s if duration_s > 0 else float("inf")
+    bar = tqdm(unit=" cycles", desc="bridge", mininterval=1.0)
+    pacer = Pacer(1.0 / cfg.control_hz)
+
+    def on_cycle() -> None:
+        bar.update()
+        if bar.n % 500 == 0:
+            status = bridge.core.watchdog.status()
+            state = f"TRIPPED ({status.reason})" if status.tripped else ("live" if bridge.core.watchdog.live else "waiting")
+            clamped, malformed = bridge.core.counts["clamped"], sum(bridge.node.malformed.values())
+            bar.set_postfix_str(f"{state}, trips {status.trip_count}, clamped {clamped}, malformed {malformed}")
+
+    def keep_running() -> bool:
+        return time.monotonic() < end
+
+    # A service manager's SIGTERM stops the bridge like Ctrl-C does: through the damping shutdown.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    try:
+        if follow:
+            run_follow(bridge, keep_running, on_cycle)
+        else:
+            run_realtime(bridge, pacer, keep_running, on_cycle)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bridge.shutdown()
+        bar.close()
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    overruns = "" if follow else f", {pacer.overruns} loop overruns (> 1 period late)"
+    counts = bridge.core.counts | {"malformed": dict(bridge.node.malformed)}
+    return f"{bar.n} cycles{overruns}, trips {bridge.core.watchdog.trip_count}, {counts}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
