@@ -1,0 +1,148 @@
+"""Deploy control loop: policy inference time, state→command latency and loop jitter at 50 Hz, real time.
+
+- inference: one `policy.actor(obs)` under torch.inference_mode with 1 thread (the runtime's setting), and
+  one whole controller step (observation, policy, every safety monitor, PD target), both on a fake state;
+- latency: from the bridge stamping the joint_state that starts a control step (its timestamp_us, the host's
+  monotonic clock) to the runtime publishing that step's pd_target, through LCM, on the stand-in robot in
+  real time (`real_robot sim-robot` + `real_robot bridge` subprocesses);
+- jitter: |wall interval between control steps − 20 ms|.
+Targets: inference < 0.5 ms, state→command p99 < 2 ms, jitter p99 < 1 ms.
+
+    python benchmarks/control_loop.py [--policy policy.pt] [--seconds 20] [--profile none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import save  # noqa: E402
+from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset  # noqa: E402
+from deploy.runtime import Controller, Phase, RobotState, Runtime, StepContext, load_runtime_config  # noqa: E402
+from deploy.safety import SafetyMonitor, load_safety_config  # noqa: E402
+from robot_spec import load_robot  # noqa: E402
+from robot_spec.policy_io import ActorMLP, load_policy, save_policy  # noqa: E402
+
+TARGETS_MS = {"inference": 0.5, "latency_p99": 2.0, "jitter_p99": 1.0}
+DEFAULT_POLICY = Path("/work/policies/policy.pt")
+
+
+def percentiles_ms(values_s) -> dict:
+    values = 1e3 * np.asarray(values_s)
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50": float(p50), "p99": float(p99), "max": float(values.max()), "n": int(len(values))}
+
+
+def make_controller(spec, policy_path: Path, cfg) -> Controller:
+    policy = load_policy(policy_path, spec)
+    commands = ScheduledCommand(load_schedule("walk", load_speed_preset("high")))
+    return Controller(spec, policy, SafetyMonitor(spec, load_safety_config(spec.name)), commands, cfg)
+
+
+def bench_inference(spec, policy_path: Path, calls: int) -> dict:
+    """Back to back ("hot"), and once per control period with the process asleep in between, as in the loop
+    ("cold": on these shared VMs a core that slept 20 ms runs the same code several times slower)."""
+    torch.set_num_threads(1)
+    cfg = load_runtime_config("runtime", {"soft_start_s": 0.0, "stand_s": 0.0})  # straight to the policy
+    controller = make_controller(spec, policy_path, cfg)
+    obs = torch.zeros(1, spec.observation.dim)
+    n = spec.num_joints
+    state = RobotState(
+        robot_tick_us=0, body_tick_us=0, stamp_us=0, received_s=0.0, repeats=0, tick_step_us=2000,
+        q=spec.default_pose.copy(), dq=np.zeros(n), tau_est=np.zeros(n), quaternion=np.array([1.0, 0, 0, 0]),
+        rpy=np.zeros(3), gyro=np.zeros(3), accelerometer=np.array([0, 0, 9.81]), foot_force=np.zeros(4),
+    )  # fmt: skip
+    times = {"policy": [], "controller_step": [], "policy_cold": [], "controller_step_cold": []}
+    for i in range(calls + 100 + calls // 10):  # 100 warm-up calls, then hot, then a tenth as many cold
+        cold = i >= calls + 100
+        if cold:
+            time.sleep(spec.control.policy_dt)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            controller.policy.actor(obs)
+        middle = time.perf_counter()
+        target, _ = controller.step(state, StepContext(i * 20_000, 0.0, 0.02))
+        end = time.perf_counter()
+        state.q = target.q_des.copy()  # a perfect robot: the next step asks no torque the fake state lacks
+        if i >= 100:
+            times["policy" + "_cold" * cold].append(middle - start)
+            times["controller_step" + "_cold" * cold].append(end - middle)
+    assert controller.phase == Phase.POLICY, controller.safety.trip
+    return {f"{name}_ms": percentiles_ms(values) for name, values in times.items()}
+
+
+def bench_loop(spec, policy_path: Path, seconds: float, profile: str) -> dict:
+    from deploy.lcm_io import LcmRobotIO
+    from deploy.loopback import LoopbackRobot
+
+    cfg = load_runtime_config("runtime")
+    with LoopbackRobot(profile=profile, fast=False) as robot:
+        io = LcmRobotIO(robot.lcm_url, robot.prefix)
+        records = []
+        runtime = Runtime(make_controller(spec, policy_path, cfg), io, cfg, on_step=records.append)
+        runtime.wait_for_state()
+        runtime.run(duration_s=seconds)
+        io.close()
+    fresh = [r for r in records if r["state"].repeats == 0 and r["state"].robot_tick_us >= r["robot_tick_us"]]
+    latency = [(r["publish_us"] - r["state"].stamp_us) / 1e6 for r in fresh]
+    delivery = [(r["timestamp_us"] - r["state"].stamp_us) / 1e6 for r in fresh]  # LCM + waking up
+    compute = [(r["publish_us"] - r["timestamp_us"]) / 1e6 for r in fresh]  # controller step + publishing
+    intervals = np.diff([r["timestamp_us"] for r in records]) / 1e6
+    period = spec.control.policy_dt
+    trips = [r["trip"].reason for r in records if r["trip"] is not None]
+    return {
+        "seconds": seconds, "profile": profile, "steps": len(records), "late_or_stale_steps": len(records) - len(fresh),
+        "phases": {p.name.lower(): sum(r["phase"] == p for r in records) for p in Phase},
+        "first_trip": trips[0] if trips else None,
+        "state_to_command_ms": percentiles_ms(latency),
+        "of_which_delivery_ms": percentiles_ms(delivery), "of_which_compute_ms": percentiles_ms(compute),
+        "jitter_ms": percentiles_ms(np.abs(intervals - period)),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", type=Path, help=f"policy file (default: {DEFAULT_POLICY} if present, else "
+                        "a freshly initialised 256-128-64 MLP)")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=20.0, help="real-time loop duration on the stand-in")
+    parser.add_argument("--profile", default="none", help="stand-in reality-gap profile (default: none, it stands)")
+    parser.add_argument("--calls", type=int, default=2000, help="inference calls timed")
+    args = parser.parse_args()
+    spec = load_robot("go1")
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_path = args.policy or (DEFAULT_POLICY if DEFAULT_POLICY.is_file() else None)
+        if policy_path is None:
+            policy_path = Path(tmp) / "policy.pt"
+            save_policy(ActorMLP(spec.observation.dim, spec.num_joints, [256, 128, 64]), spec, policy_path)
+        inference = bench_inference(spec, policy_path, args.calls)
+        for name in ("policy", "controller_step", "policy_cold", "controller_step_cold"):
+            ms = inference[f"{name}_ms"]
+            print(f"{name:21s} p50 {ms['p50']:.3f} ms  p99 {ms['p99']:.3f} ms")
+        loop = bench_loop(spec, policy_path, args.seconds, args.profile)
+    lat, jit = loop["state_to_command_ms"], loop["jitter_ms"]
+    print(f"state->command     p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  max {lat['max']:.3f} ms")
+    for part in ("delivery", "compute"):
+        ms = loop[f"of_which_{part}_ms"]
+        print(f"  of which {part:8s} p50 {ms['p50']:.3f} ms  p99 {ms['p99']:.3f} ms")
+    print(f"loop jitter        p50 {jit['p50']:.3f} ms  p99 {jit['p99']:.3f} ms  max {jit['max']:.3f} ms")
+    print(f"{loop['steps']} steps, phases {loop['phases']}, late/stale steps {loop['late_or_stale_steps']}, "
+          f"first trip {loop['first_trip']}")  # fmt: skip
+    met = {
+        "inference": inference["policy_ms"]["p50"] < TARGETS_MS["inference"],
+        "latency_p99": lat["p99"] < TARGETS_MS["latency_p99"],
+        "jitter_p99": jit["p99"] < TARGETS_MS["jitter_p99"],
+    }
+    print("targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in met.items()))
+    save("control_loop", {"policy": str(policy_path), "targets_ms": TARGETS_MS, "met": met, "inference": inference,
+                          "loop": loop})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

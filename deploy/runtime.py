@@ -1,0 +1,377 @@
+"""The 50 Hz policy runtime: wait for state → SOFT START → POLICY → DAMPING (latched until re-armed).
+
+`Controller` is one control step without I/O: measurements → observation → policy → safety → PD target.
+`Runtime` paces it by the robot's clock (a step every control period of `joint_state.robot_tick_us`), which
+equals real time on a real robot and lets the stand-in's fast mode run faster than real time. The I/O
+(`RobotIO`: LCM in deploy/lcm_io.py, a fake in tests) is injected.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
+from deploy.observation import ObservationBuilder
+from deploy.safety import SafetyInput, SafetyMonitor, Trip
+from robot_spec.config import load_config, named_config
+from robot_spec.policy_io import LoadedPolicy
+from robot_spec.spec import RobotSpec
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    soft_start_s: float = 3.0  # ramp the PD target from the measured pose to the default pose
+    stand_s: float = 1.0  # then hold the default pose before the policy takes over
+    first_state_timeout_s: float = 5.0  # wall time to wait for the bridge's first joint and body state
+    realtime: bool = True  # robot time runs at wall speed (a real robot); false for the stand-in's fast mode
+    late_state_grace: float = 0.5  # periods past due without a new state: step on the old one (monitors judge)
+    host_stall_allowance_s: float = 0.0  # fast mode only: wall time without state that is not yet robot time
+    stop_damping_s: float = 0.5  # on a stop request (Ctrl-C), publish damping this long before exiting
+    torch_threads: int = 1
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
+    keyboard_step_fraction: float = 0.1  # of the speed range per key press
+
+
+def load_runtime_config(name_or_path: str = "runtime", overrides: dict | None = None) -> RuntimeConfig:
+    """configs/deploy/<name>.yaml (runtime, runtime_fast), or a YAML file."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
+        path = named_config("deploy", name_or_path)
+    return load_config(RuntimeConfig, path, overrides)
+
+
+class Phase(IntEnum):
+    SOFT_START = 0
+    POLICY = 1
+    DAMPING = 2
+
+
+@dataclass
+class RobotState:
+    """The newest measurements from the bridge (simulator joint order, body-frame IMU)."""
+
+    robot_tick_us: int  # robot clock of the newest joint state
+    body_tick_us: int  # robot clock when the newest body state arrived
+    stamp_us: int  # sender's monotonic time of the newest joint state
+    received_s: float  # host monotonic time (s) this tick first arrived
+    repeats: int  # joint states received since, repeating this tick (a frozen board)
+    tick_step_us: int  # the board's state period: the smallest tick increment seen (0 until known)
+    q: np.ndarray
+    dq: np.ndarray
+    tau_est: np.ndarray
+    quaternion: np.ndarray  # w, x, y, z
+    rpy: np.ndarray
+    gyro: np.ndarray
+    accelerometer: np.ndarray
+    foot_force: np.ndarray
+
+
+@dataclass
+class Odometry:
+    position: np.ndarray  # world frame
+    quaternion: np.ndarray  # w, x, y, z
+    lin_vel: np.ndarray  # body frame
+    ang_vel: np.ndarray  # body frame
+
+    @classmethod
+    def missing(cls) -> Odometry:
+        """No odometry source: logged as NaN, never as a made-up zero."""
+        return cls(np.full(3, np.nan), np.full(4, np.nan), np.full(3, np.nan), np.full(3, np.nan))
+
+
+@dataclass
+class PdTarget:
+    q_des: np.ndarray
+    dq_des: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    tau_ff: np.ndarray
+
+
+@dataclass
+class StepContext:
+    """What the loop knows about a step besides the state."""
+
+    time_us: int  # robot time of this control step
+    state_age_us: float  # robot time since the newest state was measured
+    step_interval_s: float | None  # since the previous step (wall time in real-time mode, else robot time)
+    remote: RemoteSticks | None = None
+    bridge_trip: str | None = None  # the bridge reports a latched trip: our targets are not being executed
+
+
+@dataclass(frozen=True)
+class BridgeStatus:
+    tripped: bool
+    reason: str
+    stamp_us: int  # the bridge's monotonic clock when it published
+
+
+class RobotIO(Protocol):
+    """What the runtime needs from the robot side (LCM in deploy/lcm_io.py)."""
+
+    state: RobotState | None
+    odometry: Odometry | None
+
+    def poll(self, timeout_s: float) -> None: ...  # handle incoming messages for at most timeout_s
+
+    def remote(self) -> RemoteSticks | None: ...
+
+    def bridge_status(self) -> BridgeStatus | None: ...
+
+    def take_arm_request(self) -> bool: ...  # an operator asked to re-arm since the last call
+
+    def publish_target(self, target: PdTarget, sequence: int) -> None: ...
+
+    def publish_status(self, trip: Trip | None, trip_count: int) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ one step
+class Controller:
+    """One control step, no I/O: the phase machine, the observation, the policy, the monitors, the PD target."""
+
+    def __init__(self, spec: RobotSpec, policy: LoadedPolicy, safety: SafetyMonitor, commands: CommandSource,
+                 cfg: RuntimeConfig):  # fmt: skip
+        self.spec, self.policy, self.safety, self.commands, self.cfg = spec, policy, safety, commands, cfg
+        n, ctrl = spec.num_joints, spec.control
+        self.dt = ctrl.policy_dt
+        self.builder = ObservationBuilder(spec)
+        self.gains = (np.full(n, ctrl.kp), np.full(n, ctrl.kd))
+        self.damping_gains = (np.zeros(n), np.full(n, safety.cfg.damping_kd))
+        self.zeros = np.zeros(n)
+        self.sdk_q_lower = spec.per_joint(spec.limits.sdk_position_lower)
+        self.sdk_q_upper = spec.per_joint(spec.limits.sdk_position_upper)
+        self.device = next(policy.actor.parameters()).device
+        self.last_target: PdTarget | None = None
+        self.phase = Phase.SOFT_START
+        self.phase_start_us: int | None = None  # robot time the phase began (set by its first step)
+        self.ramp_from = spec.default_pose.copy()
+        self.last_action = np.zeros(n)
+
+    def soft_start(self, q: np.ndarray) -> None:
+        """(Re)start: ramp from the measured pose `q` to the default pose, then stand, then the policy."""
+        self.phase, self.phase_start_us = Phase.SOFT_START, None
+        default = self.spec.default_pose  # a non-finite reading must never reach a target (the monitors trip on it)
+        self.ramp_from = np.where(np.isfinite(q), q, default)
+
+    def rearm(self, q: np.ndarray) -> Trip | None:
+        cleared = self.safety.rearm()
+        self.soft_start(q)
+        return cleared
+
+    def step(self, state: RobotState, ctx: StepContext) -> tuple[PdTarget, dict]:
+        """The PD target for this step and everything about it (for logging)."""
+        if self.phase_start_us is None:
+            self.phase_start_us = ctx.time_us
+        if self.phase == Phase.SOFT_START and self._phase_s(ctx) >= self.cfg.soft_start_s + self.cfg.stand_s:
+            self._enter_policy(ctx.time_us)
+        command, obs, proposed = np.zeros(3), np.zeros(self.spec.observation.dim, np.float32), None
+        if self.phase == Phase.POLICY:
+            command = self.commands.command(self._phase_s(ctx), ctx.remote)
+            obs_t = self.builder.build(state.quaternion, state.gyro, command, state.q, state.dq, self.last_action)
+            proposed = self._act(obs_t)
+            obs = obs_t[0].numpy()
+        acting = proposed is not None
+        check = SafetyInput(
+            q=state.q, dq=state.dq, tau_est=state.tau_est, quaternion=state.quaternion, rpy=state.rpy,
+            state_age_us=ctx.state_age_us, step_interval_s=ctx.step_interval_s, bridge_trip=ctx.bridge_trip,
+            commanded_torque=self._commanded_torque(state), obs=obs if acting else None, action=proposed,
+            last_action=self.last_action if acting else None,
+        )  # fmt: skip
+        trip = self.safety.check(check, ctx.time_us)
+        if trip is not None:
+            self.phase = Phase.DAMPING
+        action = proposed if self.phase == Phase.POLICY else self.zeros
+        target = self.last_target = self._target(action, self._phase_s(ctx))
+        if self.phase == Phase.POLICY:
+            self.last_action = action
+        record = {
+            "phase": int(self.phase), "command": command, "obs": obs, "action": action,
+            "proposed_action": proposed if acting else self.zeros, "target": target, "trip": trip,
+            "trip_count": self.safety.trip_count, "context": ctx,
+        }  # fmt: skip
+        return target, record
+
+    def _phase_s(self, ctx: StepContext) -> float:
+        """Robot time since the current phase began."""
+        return (ctx.time_us - self.phase_start_us) / 1e6
+
+    def _enter_policy(self, time_us: int) -> None:
+        self.phase, self.phase_start_us = Phase.POLICY, time_us
+        self.builder.reset()
+        self.last_action = np.zeros(self.spec.num_joints)
+
+    def _act(self, obs: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            action = self.policy.actor(obs.to(self.device))[0].cpu().double().numpy()
+        clip = self.spec.control.action_clip  # as the simulator clips before applying
+        return np.clip(action, -clip, clip)
+
+    def _commanded_torque(self, state: RobotState) -> np.ndarray | None:
+        """The torque the last target asks for at this state, as the board computes it (after the SDK's
+        position clamp, within the torque limit); None while damping, where no motor is asked to work."""
+        t = self.last_target
+        if t is None or not t.kp.any():
+            return None
+        q_des = np.clip(t.q_des, self.sdk_q_lower, self.sdk_q_upper)
+        tau = t.kp * (q_des - state.q) + t.kd * (t.dq_des - state.dq) + t.tau_ff
+        return np.clip(tau, -self.spec.torque_limit, self.spec.torque_limit)
+
+    def _target(self, action: np.ndarray, phase_s: float) -> PdTarget:
+        default = self.spec.default_pose
+        if self.phase == Phase.DAMPING:  # q_des is unused at Kp 0, but must stay finite for the bridge
+            kp, kd = self.damping_gains
+            return PdTarget(default.copy(), self.zeros, kp, kd, self.zeros)
+        kp, kd = self.gains
+        if self.phase == Phase.SOFT_START:
+            alpha = min(1.0, phase_s / self.cfg.soft_start_s) if self.cfg.soft_start_s > 0 else 1.0
+            q_des = (1.0 - alpha) * self.ramp_from + alpha * default
+        else:
+            q_des = default + self.spec.control.action_scale * action
+        return PdTarget(q_des, self.zeros, kp, kd, self.zeros)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+class Runtime:
+    """Paces the controller by the robot clock over a `RobotIO`; `step()` is one control period.
+
+    Robot time "now" is the newest state's tick, extrapolated while no newer tick arrives: by the state
+    messages that repeat the tick (a frozen board still sends, so time visibly passes) and by wall time,
+    which on a real robot is robot time. In the stand-in's fast mode wall time says nothing about robot time
+    (the lockstep simply pauses while the host is busy), so it only counts after `host_stall_allowance_s`.
+    A step runs when a state for the next period arrives, or when robot time is `late_state_grace` periods
+    past it without one: then the controller runs on the old state and the stale-state monitor judges it.
+    """
+
+    def __init__(self, controller: Controller, io: RobotIO, cfg: RuntimeConfig,
+                 on_step: Callable[[dict], None] | None = None):  # fmt: skip
+        self.controller, self.io, self.cfg, self.on_step = controller, io, cfg, on_step
+        self.period_us = int(round(controller.dt * 1e6))
+        self.grace_us = cfg.late_state_grace * self.period_us
+        self.step_count = 0
+        self.next_tick: int | None = None
+        self.prev_tick = 0
+        self.prev_wall = 0.0
+        self.stop_reason: str | None = None
+        self.rearm_requested = False
+        self.armed_at_us = math.inf  # bridge reports count from our first target on (see `step`)
+        torch.set_num_threads(cfg.torch_threads)
+
+    # -- lifecycle
+    def wait_for_state(self) -> RobotState:
+        """Block until the bridge has sent joint and body state; a clear error if it never does."""
+        deadline = time.monotonic() + self.cfg.first_state_timeout_s
+        while self.io.state is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no joint_state/body_state within {self.cfg.first_state_timeout_s:.1f} s: is the bridge running, "
+                    "on the same LCM URL and channel prefix?"
+                )
+            self.io.poll(min(remaining, 0.05))
+        state = self.io.state
+        self.controller.soft_start(state.q)
+        self.next_tick = self.prev_tick = state.robot_tick_us
+        self.prev_wall = time.monotonic()
+        return state
+
+    def request_stop(self, reason: str = "operator_stop") -> None:
+        """Damping from the next step on (latched with `reason`), then `run` returns; safe in a signal handler."""
+        self.stop_reason = self.stop_reason or reason
+
+    def request_rearm(self) -> None:
+        self.rearm_requested = True
+
+    def latch(self, reason: str, detail: str = "") -> None:
+        """Damping from the next step on, latched with `reason` like a safety trip (ends an episode, a run)."""
+        self.controller.safety.trip_now(reason, self.next_tick or 0, detail)
+
+    def run(self, duration_s: float | None = None, max_steps: int | None = None,
+            until: Callable[[dict], bool] | None = None) -> dict | None:  # fmt: skip
+        """Step until `duration_s` of robot time, `max_steps`, `until(record)` or a stop request; the last record."""
+        if self.next_tick is None:
+            self.wait_for_state()
+        limit = max_steps if duration_s is None else int(round(duration_s * 1e6 / self.period_us))
+        record, start = None, self.step_count
+        while limit is None or self.step_count - start < limit:
+            if self.stop_reason is not None:
+                return self._stop()
+            record = self.step()
+            if until is not None and until(record):
+                break
+        return record
+
+    def _stop(self) -> dict | None:
+        self.latch(self.stop_reason, "stop requested")
+        record = None
+        for _ in range(max(1, int(round(self.cfg.stop_damping_s * 1e6 / self.period_us)))):
+            record = self.step()
+        return record
+
+    # -- robot time
+    def robot_now_us(self, state: RobotState, wall: float) -> float:
+        """The newest tick plus the robot time known to have passed since it (see the class notes)."""
+        by_messages = state.repeats * state.tick_step_us
+        allowance = 0.0 if self.cfg.realtime else self.cfg.host_stall_allowance_s
+        by_wall = (wall - state.received_s - allowance) * 1e6
+        return state.robot_tick_us + max(by_messages, by_wall, 0.0)
+
+    def _wait_for_next_period(self) -> float:
+        """Block until the next step is due; robot time now."""
+        while True:
+            state, wall = self.io.state, time.monotonic()
+            now = self.robot_now_us(state, wall)
+            if state.robot_tick_us >= self.next_tick or now >= self.next_tick + self.grace_us:
+                return now
+            self.io.poll((self.next_tick + self.grace_us - now) / 1e6)
+
+    # -- one control period
+    def step(self) -> dict:
+        """Wait for the next period of robot time, run the controller, publish, call `on_step`; the record."""
+        now = self._wait_for_next_period()
+        wall, state = time.monotonic(), self.io.state
+        rearmed = (self.io.take_arm_request() or self.rearm_requested) and self.controller.safety.tripped
+        if rearmed:
+            self.controller.rearm(state.q)
+            self.armed_at_us = math.inf  # the bridge re-arms on our next target: its older reports are moot
+        self.rearm_requested = False
+        target, record = self.controller.step(state, self._context(state, now, wall))
+        self.io.publish_target(target, self.step_count)
+        publish_us = time.monotonic_ns() // 1000
+        if self.armed_at_us == math.inf:  # the bridge's reports count once it has surely seen this target
+            self.armed_at_us = publish_us + 2 * self.period_us
+        self.io.publish_status(record["trip"], record["trip_count"])
+        record.update(
+            step=self.step_count, robot_tick_us=self.next_tick, timestamp_us=int(wall * 1e6), publish_us=publish_us,
+            state=state, odometry=self.io.odometry or Odometry.missing(),
+        )  # fmt: skip
+        self._advance(state, wall)
+        if self.on_step is not None:
+            self.on_step(record)
+        return record
+
+    def _context(self, state: RobotState, now_us: float, wall: float) -> StepContext:
+        if self.step_count == 0:
+            interval = None
+        elif self.cfg.realtime:
+            interval = wall - self.prev_wall
+        else:
+            interval = (state.robot_tick_us - self.prev_tick) / 1e6
+        bridge = self.io.bridge_status()
+        bridge_trip = bridge.reason if bridge and bridge.tripped and bridge.stamp_us > self.armed_at_us else None
+        age_us = max(0.0, now_us - min(state.robot_tick_us, state.body_tick_us))
+        return StepContext(self.next_tick, age_us, interval, self.io.remote(), bridge_trip)
+
+    def _advance(self, state: RobotState, wall: float) -> None:
+        self.step_count += 1
+        self.prev_wall, self.prev_tick = wall, state.robot_tick_us
+        self.next_tick += self.period_us
+        if state.robot_tick_us >= self.next_tick:  # fell a whole period behind the robot: skip, don't burst
+            self.next_tick = state.robot_tick_us + self.period_us

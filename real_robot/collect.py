@@ -1,0 +1,321 @@
+"""`real_robot collect`: run the deployed policy with a command schedule and log trajectories to data_logs/.
+
+The same runtime as `deploy run` (deploy/runtime.py: soft start, policy, safety monitors, damping) writes
+loss-proof logs with real_robot.datalog, one record per 50 Hz control step (`record_schema`). An episode
+starts with a soft start and ends on a safety trip (outcome "safety_trip"), a fall (the roll/pitch monitor:
+"fall"), its time limit ("timeout", the robot is then put in damping) or Ctrl-C ("operator_stop"); its last
+record is the first damping step, which measured what the last action did. Against the stand-in robot the
+collector then resets it (sim_control "reset") and re-arms the bridge and the runtime; on a real robot
+(`--operator-reset`) it keeps damping and waits for the operator to put the robot down and press Enter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, resolve_schedule_path
+from deploy.lcm_io import LcmRobotIO
+from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
+from deploy.safety import SafetyMonitor, load_safety_config
+from real_robot.datalog import LogWriter
+from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
+from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
+from robot_spec.config import ConfigError, to_dict
+from robot_spec.policy_io import LoadedPolicy, load_policy
+from robot_spec.spec import PolicyMismatchError, RobotSpec, load_robot
+
+# Why an episode ended, by the reason its damping was latched with (deploy.safety monitors or a stop).
+FALL_MONITOR = "orientation"
+STOP_OUTCOMES = {"timeout": "timeout", "operator_stop": "operator_stop"}
+
+
+def record_schema(spec: RobotSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """THE log record of one 50 Hz control step (read by uni_o4/log_dataset.py). Joint arrays in simulator
+    order, feet in simulator foot order, float32 unless noted:
+
+    timestamp_us      int64   host CLOCK_MONOTONIC at the step (µs)
+    robot_tick_us     int64   robot time of the step (the bridge's unwrapped LowState tick)
+    step              int32   control step counter of the run (consecutive within an episode: a gap = lost records)
+    phase             uint8   0 soft start, 1 policy, 2 damping
+    q, dq, tau_est    12      joint position (rad, absolute), velocity, estimated torque, as measured
+    quaternion        4       IMU attitude w, x, y, z;  rpy 3, gyro 3 (body), accelerometer 3 (body)
+    foot_force        4       raw foot force readings
+    odom_position     3       odometry (tracking camera / stand-in ground truth), world frame; NaN if none
+    odom_quaternion   4       w, x, y, z;  odom_lin_vel 3, odom_ang_vel 3: body frame
+    command           3       vx, vy, yaw rate the policy was given (0 outside the policy phase)
+    obs               obs_dim exactly what the policy saw (0 outside the policy phase)
+    action            12      the executed action (0 outside the policy phase and on the step that tripped)
+    q_des, kp, kd     12      the PD target published
+    tripped           uint8   1 while a safety trip (or stop) is latched
+    """
+    n, feet, f32 = spec.num_joints, len(spec.foot_names), "float32"
+    return {
+        "timestamp_us": ("int64", ()), "robot_tick_us": ("int64", ()), "step": ("int32", ()), "phase": ("uint8", ()),
+        "q": (f32, (n,)), "dq": (f32, (n,)), "tau_est": (f32, (n,)),
+        "quaternion": (f32, (4,)), "rpy": (f32, (3,)), "gyro": (f32, (3,)), "accelerometer": (f32, (3,)),
+        "foot_force": (f32, (feet,)),
+        "odom_position": (f32, (3,)), "odom_quaternion": (f32, (4,)), "odom_lin_vel": (f32, (3,)),
+        "odom_ang_vel": (f32, (3,)),
+        "command": (f32, (3,)), "obs": (f32, (spec.observation.dim,)), "action": (f32, (n,)),
+        "q_des": (f32, (n,)), "kp": (f32, (n,)), "kd": (f32, (n,)), "tripped": ("uint8", ()),
+    }  # fmt: skip
+
+
+def log_record(record: dict) -> dict:
+    """A runtime step record (deploy.runtime.Runtime.step) as a `record_schema` row."""
+    state, odom, target = record["state"], record["odometry"], record["target"]
+    return {
+        "timestamp_us": np.int64(record["timestamp_us"]), "robot_tick_us": np.int64(record["robot_tick_us"]),
+        "step": np.int32(record["step"]), "phase": np.uint8(record["phase"]),
+        "q": state.q, "dq": state.dq, "tau_est": state.tau_est, "quaternion": state.quaternion, "rpy": state.rpy,
+        "gyro": state.gyro, "accelerometer": state.accelerometer, "foot_force": state.foot_force,
+        "odom_position": odom.position, "odom_quaternion": odom.quaternion, "odom_lin_vel": odom.lin_vel,
+        "odom_ang_vel": odom.ang_vel, "command": record["command"], "obs": record["obs"], "action": record["action"],
+        "q_des": target.q_des, "kp": target.kp, "kd": target.kd, "tripped": np.uint8(record["trip"] is not None),
+    }  # fmt: skip
+
+
+def episode_outcome(trip_reason: str) -> str:
+    if trip_reason == FALL_MONITOR:
+        return "fall"
+    return STOP_OUTCOMES.get(trip_reason, "safety_trip")
+
+
+def run_meta(spec: RobotSpec, policy: LoadedPolicy, runtime_cfg, safety_cfg, **extra) -> dict:
+    """What every episode header records about the run: the policy's identity and contract, the configs."""
+    return {
+        "policy_id": policy.policy_id, "policy_path": str(policy.path), "policy_contract": policy.contract,
+        "robot": spec.name, "runtime_config": to_dict(runtime_cfg), "safety_config": to_dict(safety_cfg), **extra,
+    }  # fmt: skip
+
+
+class RunLog:
+    """Runtime records → log episodes. An episode opens at a soft start and closes with its first damping
+    record; damping steps between episodes are not logged. Use as the runtime's `on_step`."""
+
+    def __init__(self, folder: str | Path, spec: RobotSpec, meta: dict, episode_info: Callable[[], dict] = dict):
+        self.writer = LogWriter(folder, record_schema(spec), meta)
+        self.episode_info = episode_info
+        self.open = False
+        self.policy_steps = 0  # in the open episode
+        self.outcomes: dict[str, int] = {}
+
+    def on_step(self, record: dict) -> str | None:
+        """Log the record; the episode's outcome if this record ended it."""
+        trip = record["trip"]
+        if not self.open:
+            if trip is not None:
+                return None
+            self.writer.start_episode({"first_step": record["step"], **self.episode_info()})
+            self.open, self.policy_steps = True, 0
+        self.writer.append(log_record(record))
+        self.policy_steps += record["phase"] == Phase.POLICY
+        if trip is None:
+            return None
+        outcome = episode_outcome(trip.reason)
+        counts = {"policy_steps": self.policy_steps, "run_safety_trips": record["trip_count"]}
+        self.writer.end_episode(outcome, f"{trip.reason}: {trip.detail}", counts)
+        self.open = False
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        return outcome
+
+    def close(self) -> None:
+        """An episode still open stays without a footer: it reads back as "interrupted"."""
+        self.writer.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------- collecting
+class Collector:
+    """Drives the runtime episode after episode: logs, ends episodes at their time limit, resets, re-arms."""
+
+    def __init__(self, runtime: Runtime, log: RunLog, reset_robot: Callable[[], None], episode_steps: int,
+                 max_steps: int | None = None, max_episodes: int | None = None):  # fmt: skip
+        self.runtime, self.log, self.reset_robot = runtime, log, reset_robot
+        self.episode_steps, self.max_steps, self.max_episodes = episode_steps, max_steps, max_episodes
+        self.steps = self.episodes = self.episode_policy_steps = 0
+        self.episode_over = False
+        total = max_steps if max_steps is not None else max_episodes
+        self.bar = tqdm(total=total, unit=" steps" if max_steps is not None else " episodes", desc="collect")
+        runtime.on_step = self.on_step
+
+    @property
+    def done(self) -> bool:
+        return (self.max_steps is not None and self.steps >= self.max_steps) or (
+            self.max_episodes is not None and self.episodes >= self.max_episodes
+        )
+
+    def on_step(self, record: dict) -> None:
+        outcome = self.log.on_step(record)
+        if record["phase"] == Phase.POLICY and record["trip"] is None:  # a policy step: one transition of data
+            self.steps += 1
+            self.episode_policy_steps += 1
+            if self.max_steps is not None:
+                self.bar.update()
+            if self.episode_policy_steps >= self.episode_steps or self.done:
+                self.runtime.latch("timeout", f"episode time limit ({self.episode_policy_steps} policy steps)")
+        if outcome is not None:
+            self.episodes += 1
+            self.episode_over = True
+            if self.max_episodes is not None:
+                self.bar.update()
+        if outcome is not None or record["step"] % 50 == 0:
+            self.show_progress()
+
+    def show_progress(self) -> None:
+        rate = self.steps / max(self.bar.format_dict["elapsed"], 1e-9)
+        outcomes = ", ".join(f"{name} {count}" for name, count in sorted(self.log.outcomes.items()))
+        self.bar.set_postfix_str(f"{self.steps} policy steps ({rate:.0f}/s), {self.episodes} episodes: {outcomes}")
+
+    def run(self) -> None:
+        """Collect until the step or episode target, or a stop request (Ctrl-C); damping when it returns.
+        Every episode, the first too, starts from a reset robot (in damping until then)."""
+        self.runtime.wait_for_state()
+        self.runtime.latch("reset", "waiting for the robot to be reset")
+        while not self.done and self.runtime.stop_reason is None:
+            self.reset_robot()
+            self.episode_over, self.episode_policy_steps = False, 0
+            self.runtime.run(until=lambda _record: self.episode_over)
+        self.runtime.request_stop("operator_stop")
+        self.runtime.run()  # damping before exiting (between episodes: not logged)
+        self.bar.close()
+
+
+def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float) -> Callable[[], None]:
+    """The stand-in robot to its start pose (lying, motors off), then re-arm the bridge and the runtime."""
+
+    def reset() -> None:
+        msg = sim_control_t()
+        msg.timestamp_us, msg.action, msg.motor = now_us(), "reset", -1
+        node.publish("sim_control", msg)
+        runtime.run(duration_s=settle_s)  # damping while the reset lands
+        rearm(runtime, node)
+
+    return reset
+
+
+def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[], None]:
+    """A real robot: keep damping until the operator has put the robot down and pressed Enter, then re-arm."""
+
+    def reset() -> None:
+        tqdm.write("put the robot down (lying, motors damping), then press Enter to soft-start it; Ctrl-C stops")
+        while runtime.stop_reason is None and not select.select([sys.stdin], [], [], 0.0)[0]:
+            runtime.step()
+        if runtime.stop_reason is None:
+            sys.stdin.readline()
+            rearm(runtime, node)
+
+    return reset
+
+
+def rearm(runtime: Runtime, node: LcmNode) -> None:
+    """Re-arm the bridge (it re-arms on our next target) and the runtime (a soft start from where the robot is)."""
+    msg = arm_request_t()
+    msg.timestamp_us, msg.source, msg.target = now_us(), "collect", "bridge"
+    node.publish("arm_request", msg)
+    runtime.request_rearm()
+
+
+# --------------------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="real_robot collect", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--policy", type=Path, required=True, help="policy file written by save_policy (policy.pt)")
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--steps", type=int, help="stop after this many policy steps (transitions) are logged")
+    amount.add_argument("--episodes", type=int, help="stop after this many episodes (default: until Ctrl-C)")
+    p.add_argument("--episode-s", type=float, default=20.0, help="time limit of an episode's policy phase "
+                   "(robot time, default 20 s)")  # fmt: skip
+    p.add_argument("--schedule", default="walk",
+                   help="command schedule: a YAML file, or the name of configs/deploy/schedule_<name>.yaml "
+                        "(default: walk)")  # fmt: skip
+    p.add_argument("--speed", choices=["low", "high"], default="high",
+                   help="speed preset the schedule must stay within (default: high, the training range)")
+    p.add_argument("--out", type=Path, help="log folder (default: data_logs/collect_<date-time>)")
+    p.add_argument("--operator-reset", action="store_true",
+                   help="a real robot: between episodes keep damping and wait for Enter (default: reset the stand-in "
+                        "robot over sim_control)")  # fmt: skip
+    p.add_argument("--stand-in-profile", help="the stand-in's reality-gap profile, recorded in the log meta")
+    p.add_argument("--reset-settle-s", type=float, default=1.0,
+                   help="robot time to wait in damping after a stand-in reset (default: 1.0)")
+    p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
+    p.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"LCM URL (default: {DEFAULT_LCM_URL})")
+    p.add_argument("--channel-prefix", default="", help="prefix of every LCM channel name (default: none)")
+    p.add_argument("--runtime-config", default="runtime",
+                   help="configs/deploy/<name>.yaml: runtime (real time, default) or runtime_fast (stand-in --fast)")
+    p.add_argument("--device", default="cpu", help="torch device for the policy (default: cpu)")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("steps", "episodes"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+    if args.episode_s <= 0 or args.reset_settle_s < 0:
+        raise ValueError("--episode-s must be positive and --reset-settle-s not negative")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return collect(args)
+    except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"real_robot collect: error: {err}", file=sys.stderr)
+        return 2
+
+
+def collect(args: argparse.Namespace) -> int:
+    check_args(args)
+    spec = load_robot(args.robot)
+    policy = load_policy(args.policy, spec, device=args.device)  # refuses another robot or observation layout
+    preset = load_speed_preset(args.speed)
+    schedule = load_schedule(args.schedule, preset)
+    cfg, safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
+    folder = args.out or Path("data_logs") / f"collect_{time.strftime('%Y%m%d-%H%M%S')}"
+    meta = run_meta(
+        spec, policy, cfg, safety_cfg, command_schedule=to_dict(schedule), speed_preset=to_dict(preset),
+        schedule_file=str(resolve_schedule_path(args.schedule)), stand_in_profile=args.stand_in_profile,
+        reset="operator" if args.operator_reset else "stand-in", lcm_url=args.lcm_url,
+        channel_prefix=args.channel_prefix,
+    )  # fmt: skip
+    io = LcmRobotIO(args.lcm_url, args.channel_prefix)
+    node = LcmNode(args.lcm_url, args.channel_prefix)
+    controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), ScheduledCommand(schedule), cfg)
+    runtime = Runtime(controller, io, cfg)
+    reset = operator_reset(runtime, node) if args.operator_reset else stand_in_reset(runtime, node, args.reset_settle_s)
+    episode_steps = int(round(args.episode_s * spec.control.policy_hz))
+    print(f"collect: policy {policy.policy_id}, schedule {args.schedule}, logging to {folder}")
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: runtime.request_stop("operator_stop"))
+    with RunLog(folder, spec, meta, lambda: {"schedule": args.schedule}) as log:
+        collector = Collector(runtime, log, reset, episode_steps, args.steps, args.episodes)
+        try:
+            collector.run()
+        except TimeoutError as err:
+            print(f"real_robot collect: {err}", file=sys.stderr)
+            return 1
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+            io.close()
+            node.close()
+    outcomes = ", ".join(f"{name} {count}" for name, count in sorted(log.outcomes.items()))
+    print(f"collect: {collector.episodes} episodes ({outcomes}), {collector.steps} policy steps -> {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""real_robot.collect: the record schema, episode boundaries and outcomes, and end to end on the stand-in robot:
+episodes logged and read by the offline dataset; a collector killed with SIGKILL leaves logs that still load."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from deploy.loopback import LoopbackRobot
+from deploy.runtime import Odometry, PdTarget, Phase, RobotState
+from deploy.safety import Trip
+from real_robot.collect import RunLog, episode_outcome, main as collect_main, record_schema
+from real_robot.datalog import read_log_folder
+from robot_spec.policy_io import ActorMLP, save_policy
+
+
+def runtime_record(spec, step: int, phase: Phase, trip: Trip | None = None) -> dict:
+    """A record as deploy.runtime.Runtime.step hands it out."""
+    n = spec.num_joints
+    state = RobotState(
+        robot_tick_us=20_000 * step, body_tick_us=20_000 * step, stamp_us=step, received_s=0.0, repeats=0,
+        tick_step_us=2000, q=spec.default_pose + 0.01 * step, dq=np.zeros(n), tau_est=np.zeros(n),
+        quaternion=np.array([1.0, 0, 0, 0]), rpy=np.zeros(3), gyro=np.zeros(3), accelerometer=np.zeros(3),
+        foot_force=np.zeros(4),
+    )  # fmt: skip
+    target = PdTarget(spec.default_pose, np.zeros(n), np.full(n, 20.0), np.full(n, 0.5), np.zeros(n))
+    return {
+        "step": step, "phase": int(phase), "robot_tick_us": 20_000 * step, "timestamp_us": 1000 + 20_000 * step,
+        "state": state, "odometry": Odometry.missing(), "target": target, "trip": trip, "trip_count": 0,
+        "command": np.array([0.5, 0.0, 0.0]), "obs": np.full(spec.observation.dim, 0.1, np.float32),
+        "action": np.full(n, 0.2),
+    }  # fmt: skip
+
+
+def test_episodes_run_from_a_soft_start_to_the_first_damping_record(spec, tmp_path):
+    fall = Trip("orientation", 0, "roll=1.2")
+    timeline = [  # (phase, trip): two episodes with damping between them
+        *[(Phase.SOFT_START, None)] * 3, *[(Phase.POLICY, None)] * 4, (Phase.DAMPING, fall), (Phase.DAMPING, fall),
+        (Phase.DAMPING, Trip("reset", 0, "")),
+        *[(Phase.SOFT_START, None)] * 2, *[(Phase.POLICY, None)] * 3, (Phase.DAMPING, Trip("timeout", 0, "limit")),
+        *[(Phase.SOFT_START, None)] * 2,  # a third episode, cut short: the process ends here
+    ]
+    outcomes = []
+    with RunLog(tmp_path, spec, {"policy_id": "abc"}, lambda: {"schedule": "walk"}) as log:
+        for step, (phase, trip) in enumerate(timeline):
+            outcomes.append(log.on_step(runtime_record(spec, step, phase, trip)))
+    assert [o for o in outcomes if o] == ["fall", "timeout"]
+    first, second, third = read_log_folder(tmp_path).episodes
+    assert (first.outcome, second.outcome, third.outcome) == ("fall", "timeout", "interrupted")
+    assert first.records["step"].tolist() == list(range(8)) and first.records["tripped"].tolist() == [0] * 7 + [1]
+    assert second.records["step"].tolist() == list(range(10, 16))  # damping between episodes is not logged
+    assert first.counts["policy_steps"] == 4 and first.reason == "orientation: roll=1.2"
+    assert first.meta == {"policy_id": "abc"} and first.info == {"first_step": 0, "schedule": "walk"}
+    assert np.isnan(first.records["odom_position"]).all()  # no odometry source: NaN, not zeros
+    for name, (dtype, shape) in record_schema(spec).items():
+        assert first.records[name].dtype == np.dtype(dtype) and first.records[name].shape[1:] == shape, name
+
+
+def test_outcomes_and_the_schema_the_dataset_reads(spec):
+    assert episode_outcome("orientation") == "fall" and episode_outcome("timeout") == "timeout"
+    assert episode_outcome("operator_stop") == "operator_stop" and episode_outcome("stale_state") == "safety_trip"
+    from uni_o4.log_dataset import CRITIC_FIELDS, RECORD_FIELDS
+
+    schema = record_schema(spec)
+    assert set(RECORD_FIELDS) <= set(schema) and {field for field, _ in CRITIC_FIELDS.values()} <= set(schema)
+    assert schema["obs"] == ("float32", (spec.observation.dim,))
+
+
+def test_bad_arguments_and_a_wrong_policy_are_refused(spec, tmp_path, capsys):
+    assert collect_main(["--policy", str(tmp_path / "none.pt"), "--episodes", "1"]) == 2
+    assert "policy file not found" in capsys.readouterr().err
+    assert collect_main(["--policy", "x.pt", "--steps", "0"]) == 2
+    assert "--steps must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        collect_main(["--policy", "x.pt", "--steps", "5", "--episodes", "2"])
+
+
+# ------------------------------------------------------------------------------------------------ on the wire
+@pytest.fixture(scope="module")
+def robot():
+    pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
+    with LoopbackRobot(profile="none", fast=True) as robot:
+        yield robot
+
+
+@pytest.fixture(scope="module")
+def files(spec, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("collect")
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [32])
+    torch.nn.init.zeros_(actor.mlp[-1].weight)
+    torch.nn.init.zeros_(actor.mlp[-1].bias)
+    save_policy(actor, spec, folder / "policy.pt")
+    runtime = yaml.safe_load(open("configs/deploy/runtime_fast.yaml"))
+    (folder / "quick.yaml").write_text(yaml.safe_dump({**runtime, "soft_start_s": 0.6, "stand_s": 0.4}))
+    return folder
+
+
+def collect_args(robot, files, out, *extra) -> list[str]:
+    return ["--policy", str(files / "policy.pt"), "--runtime-config", str(files / "quick.yaml"), "--out", str(out),
+            "--lcm-url", robot.lcm_url, "--channel-prefix", robot.prefix, "--stand-in-profile", "none",
+            "--reset-settle-s", "0.3", *extra]  # fmt: skip
+
+
+def test_collect_logs_episodes_the_offline_dataset_reads(spec, robot, files, tmp_path):
+    out = tmp_path / "log"
+    assert collect_main(collect_args(robot, files, out, "--episodes", "2", "--episode-s", "0.6")) == 0
+    episodes = read_log_folder(out).episodes
+    assert [e.outcome for e in episodes] == ["timeout", "timeout"]
+    for episode in episodes:
+        r = episode.records
+        assert set(r) == set(record_schema(spec))
+        assert r["phase"][0] == Phase.SOFT_START and r["phase"][-1] == Phase.DAMPING and r["tripped"].sum() == 1
+        assert (r["phase"] == Phase.POLICY).sum() == round(0.6 * spec.control.policy_hz)
+        assert (np.diff(r["step"]) == 1).all() and (np.diff(r["timestamp_us"]) > 0).all()
+        assert np.isfinite(r["odom_position"][-10:]).all()  # the stand-in's odometry was logged
+        meta = episode.meta
+        assert meta["stand_in_profile"] == "none" and meta["policy_contract"]["robot"] == spec.name
+        assert meta["command_schedule"]["segments"] and meta["safety_config"]["damping_kd"] > 0
+    assert episodes[1].records["step"][0] > episodes[0].records["step"][-1]
+    from uni_o4.log_dataset import LogDataConfig, dataset_from_log_folder
+
+    data, report = dataset_from_log_folder(out, spec, LogDataConfig())
+    assert report.transitions == 2 * round(0.6 * spec.control.policy_hz) and report.terminals == 0
+
+
+def test_a_collector_killed_mid_episode_leaves_logs_that_load(spec, robot, files, tmp_path):
+    out = tmp_path / "log"
+    args = collect_args(robot, files, out, "--episodes", "5", "--episode-s", "0.4")
+    collector = subprocess.Popen([sys.executable, "-m", "real_robot.collect", *args],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name == "episode_000001.g1log" for p in out.glob("*.g1log")):  # the second episode began
+            assert time.monotonic() < deadline and collector.poll() is None, "the collector logged no second episode"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(collector.pid, signal.SIGKILL)
+        collector.wait()
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+            collector.wait()
+    episodes = read_log_folder(out).episodes
+    assert episodes[0].outcome == "timeout" and episodes[-1].outcome == "interrupted"
+    assert len(episodes[-1]) > 0 and (np.diff(episodes[-1].records["step"]) == 1).all()
+    from uni_o4.log_dataset import LogDataConfig, dataset_from_log_folder
+
+    data, report = dataset_from_log_folder(out, spec, LogDataConfig())
+    assert report.outcomes["interrupted"] == 1 and report.transitions >= round(0.4 * spec.control.policy_hz)
