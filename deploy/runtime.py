@@ -134,12 +134,18 @@ class RobotIO(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------ one step
+# Online fine-tuning acts with an exploring behaviour instead of the deterministic policy:
+# (observation (1, obs_dim), last action (n,)) -> action (n,). The monitors check its actions like any other.
+Behaviour = Callable[[torch.Tensor, np.ndarray], np.ndarray]
+
+
 class Controller:
     """One control step, no I/O: the phase machine, the observation, the policy, the monitors, the PD target."""
 
     def __init__(self, spec: RobotSpec, policy: LoadedPolicy, safety: SafetyMonitor, commands: CommandSource,
-                 cfg: RuntimeConfig):  # fmt: skip
+                 cfg: RuntimeConfig, behaviour: Behaviour | None = None):  # fmt: skip
         self.spec, self.policy, self.safety, self.commands, self.cfg = spec, policy, safety, commands, cfg
+        self.behaviour = behaviour
         n, ctrl = spec.num_joints, spec.control
         self.dt = ctrl.policy_dt
         self.builder = ObservationBuilder(spec)
@@ -210,7 +216,10 @@ class Controller:
 
     def _act(self, obs: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            action = self.policy.actor(obs.to(self.device))[0].cpu().double().numpy()
+            if self.behaviour is not None:
+                action = np.asarray(self.behaviour(obs, self.last_action), dtype=np.float64)
+            else:
+                action = self.policy.actor(obs.to(self.device))[0].cpu().double().numpy()
         clip = self.spec.control.action_clip  # as the simulator clips before applying
         return np.clip(action, -clip, clip)
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, resolve_schedule_path
 from deploy.lcm_io import LcmRobotIO
-from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
+from deploy.runtime import Behaviour, Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
@@ -270,16 +270,18 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--episode-s must be positive and --reset-settle-s not negative")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, behaviour: Behaviour | None = None, extra_meta: dict | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return collect(args)
+        return collect(args, behaviour, extra_meta)
     except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"real_robot collect: error: {err}", file=sys.stderr)
         return 2
 
 
-def collect(args: argparse.Namespace) -> int:
+def collect(args: argparse.Namespace, behaviour: Behaviour | None = None, extra_meta: dict | None = None) -> int:
+    """The collection run `args` describe; `behaviour` (online fine-tuning) acts instead of the policy's mean,
+    and `extra_meta` (its description) joins the log meta."""
     check_args(args)
     spec = load_robot(args.robot)
     policy = load_policy(args.policy, spec, device=args.device)  # refuses another robot or observation layout
@@ -291,11 +293,12 @@ def collect(args: argparse.Namespace) -> int:
         spec, policy, cfg, safety_cfg, command_schedule=to_dict(schedule), speed_preset=to_dict(preset),
         schedule_file=str(resolve_schedule_path(args.schedule)), stand_in_profile=args.stand_in_profile,
         reset="operator" if args.operator_reset else "stand-in", lcm_url=args.lcm_url,
-        channel_prefix=args.channel_prefix,
+        channel_prefix=args.channel_prefix, behaviour="policy mean" if behaviour is None else "exploring",
+        **(extra_meta or {}),
     )  # fmt: skip
     io = LcmRobotIO(args.lcm_url, args.channel_prefix)
     node = LcmNode(args.lcm_url, args.channel_prefix)
-    controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), ScheduledCommand(schedule), cfg)
+    controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), ScheduledCommand(schedule), cfg, behaviour)
     runtime = Runtime(controller, io, cfg)
     reset = operator_reset(runtime, node) if args.operator_reset else stand_in_reset(runtime, node, args.reset_settle_s)
     episode_steps = int(round(args.episode_s * spec.control.policy_hz))

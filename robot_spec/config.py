@@ -125,7 +125,10 @@ def save_config(obj: Any, path: str | Path) -> Path:
 
 
 def named_config(kind: str, name: str) -> Path:
-    """configs/<kind>/<name>.yaml, or a ConfigError listing the names that exist."""
+    """configs/<kind>/<name>.yaml (or `name` itself, a path to a .yaml file), or a ConfigError listing the
+    names that exist."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name)
     path = CONFIG_DIR / kind / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))

@@ -23,15 +23,25 @@ ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
 class ActorMLP(nn.Module):
-    """actions = mlp((obs − mean) / std): the deployable part of every policy we train."""
+    """actions = mlp((obs − mean) / std): the deployable part of every policy we train.
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: list[int], activation: str = "elu"):
+    With `output_bounds` (low, high per action) the output is squashed into them by a two-sided tanh,
+    u ↦ tanh(u)·(high if u ≥ 0 else −low): the form of a SAC-style policy (Cal-QL)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: list[int], activation: str = "elu",
+                 output_bounds: list[list[float]] | None = None):  # fmt: skip
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
         self.architecture = {
             "obs_dim": obs_dim, "action_dim": action_dim, "hidden_dims": list(hidden_dims), "activation": activation
         }  # fmt: skip
+        self.squashed = output_bounds is not None
+        low, high = output_bounds if output_bounds is not None else ([-1.0] * action_dim, [1.0] * action_dim)
+        if self.squashed:
+            self.architecture["output_bounds"] = [[float(v) for v in low], [float(v) for v in high]]
+        self.register_buffer("out_low", torch.tensor(low, dtype=torch.float32))
+        self.register_buffer("out_high", torch.tensor(high, dtype=torch.float32))
         layers: list[nn.Module] = []
         sizes = [obs_dim, *hidden_dims]
         for i in range(len(hidden_dims)):
@@ -42,7 +52,10 @@ class ActorMLP(nn.Module):
         self.register_buffer("obs_std", torch.ones(obs_dim))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mlp((obs - self.obs_mean) / self.obs_std)
+        u = self.mlp((obs - self.obs_mean) / self.obs_std)
+        if self.squashed:
+            u = torch.tanh(u) * torch.where(u >= 0, self.out_high, -self.out_low)
+        return u
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -93,7 +106,10 @@ def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "
     if spec is not None:
         check_policy_contract(contract, spec, source=str(path))
     actor = ActorMLP(**contract["architecture"])
-    actor.load_state_dict(scripted.state_dict())
+    state = scripted.state_dict()
+    for name in ("out_low", "out_high"):  # files written before squashed outputs existed
+        state.setdefault(name, getattr(actor, name))
+    actor.load_state_dict(state)
     actor.eval()
     policy_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return LoadedPolicy(actor.to(device), contract, policy_id, path)

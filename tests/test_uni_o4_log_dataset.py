@@ -1,8 +1,5 @@
 """uni_o4.log_dataset: relabelled rewards equal the simulator's, phases/terminals/gaps, clear errors."""
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -155,25 +152,38 @@ def test_unknown_outcome_and_missing_folder(spec, tmp_path):
         LogDataConfig(critic_fields=["lidar"])
 
 
-def test_folder_reader_output_is_adapted(spec, tmp_path, monkeypatch):
-    """The reader may give structured arrays; skip_damaged is passed through; an empty folder is an error."""
-    records = _synthetic_records(6, spec)
-    dtype = [(k, v.dtype, v.shape[1:]) for k, v in records.items()]
-    structured = np.zeros(6, dtype=dtype)
-    for k, v in records.items():
-        structured[k] = v
-    answer = {"episodes": [types.SimpleNamespace(records=structured, outcome="operator_stop", source="a.log")]}
-    flags = []
+def _write_log(folder, spec, records, outcome="timeout"):
+    """A real log folder (real_robot.datalog) holding one episode of `records` (other fields zero)."""
+    from real_robot.collect import record_schema
+    from real_robot.datalog import LogWriter
 
-    def read_log_folder(folder, skip_damaged=False):
-        flags.append(skip_damaged)
-        return answer["episodes"]
+    schema = record_schema(spec)
+    n = len(records["q"])
+    full = {k: np.zeros((n, *shape), dtype=dtype) for k, (dtype, shape) in schema.items()}
+    full.update({k: np.asarray(v).astype(full[k].dtype) for k, v in records.items() if k in full})
+    with LogWriter(folder, schema, {"test": True}) as writer:
+        writer.start_episode()
+        writer.append_many(full)
+        writer.end_episode(outcome)
 
-    monkeypatch.setitem(sys.modules, "real_robot.datalog", types.SimpleNamespace(read_log_folder=read_log_folder))
-    (tmp_path / "a.log").write_bytes(b"x")
-    data, report = dataset_from_log_folder(tmp_path, spec, LogDataConfig(), skip_damaged=True)
-    assert len(data) == 5 and report.outcomes == {"operator_stop": 1} and len(report.files_hash) == 16
-    assert flags == [True]
-    answer["episodes"] = []
-    with pytest.raises(ValueError, match="no log episodes"):
+
+def test_log_folders_below_a_root_are_read_together_and_damage_is_reported(spec, tmp_path):
+    """`--offline data_logs/` reads every collect_* folder below it; a damaged file stops the read (naming
+    the file) unless skip_damaged, which uses every intact episode; an empty folder is a clear error."""
+    _write_log(tmp_path / "collect_a", spec, _synthetic_records(6, spec), "operator_stop")
+    _write_log(tmp_path / "collect_b", spec, _synthetic_records(6, spec), "fall")
+    data, report = dataset_from_log_folder(tmp_path, spec, LogDataConfig())
+    assert len(data) == 10 and report.outcomes == {"operator_stop": 1, "fall": 1}
+    assert len(report.files_hash) == 16
+    episode = next((tmp_path / "collect_b").glob("episode_*"))
+    raw = bytearray(episode.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    episode.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=episode.name):
         dataset_from_log_folder(tmp_path, spec, LogDataConfig())
+    with pytest.warns(UserWarning, match=episode.name):
+        data, report = dataset_from_log_folder(tmp_path, spec, LogDataConfig(), skip_damaged=True)
+    assert len(data) == 5 and report.outcomes == {"operator_stop": 1}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no log episodes"):
+        dataset_from_log_folder(tmp_path / "empty", spec, LogDataConfig())

@@ -1,4 +1,10 @@
-"""`uni_o4 finetune --offline LOGS...` and `uni_o4 finetune --online ...`: fine-tuning on robot data."""
+"""`uni_o4 finetune --offline LOGS...`, `uni_o4 finetune --online --policy RESULT` and `uni_o4 pipeline`.
+
+Offline: a dataset from robot logs, fine-tuning with the chosen method, the deployment gate (AM-Q not below
+the incumbent's, no falls in randomised simulation). Online: guarded fine-tuning on the robot through the
+deploy runtime, starting from an offline result. Every run folder holds the config it used, TensorBoard logs,
+a JSON report and plots; rerunning with the same --out resumes.
+"""
 
 from __future__ import annotations
 
@@ -9,92 +15,212 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from robot_spec.config import ConfigError, load_config, named_config
+from real_robot.lcm_bus import DEFAULT_LCM_URL
+from robot_spec.config import ConfigError, load_config, named_config, save_config
+
+ALGOS = ("uni_o4", "iql", "calql", "o3f")
+SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="uni_o4", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uni_o4", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     ft = sub.add_parser("finetune", help="offline fine-tuning on logs, or guarded online fine-tuning on the robot")
     mode = ft.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--offline", type=Path, nargs="+", metavar="LOG_DIR", help="log folders from real_robot collect")
-    mode.add_argument("--online", action="store_true", help="online PPO on the robot (see --policy)")
+    mode.add_argument("--offline", type=Path, nargs="+", metavar="LOG_DIR",
+                      help="log folders from real_robot collect (folders below them are read too)")  # fmt: skip
+    mode.add_argument("--online", action="store_true", help="online fine-tuning on the robot (see --policy)")
     ft.add_argument("--init", type=Path, help="offline: sim-pretrained policy.pt to start from (default: BC)")
-    ft.add_argument("--policy", type=Path, help="online: an offline result folder (or its deploy/policy.pt)")
-    ft.add_argument("--algo", default="uni_o4", choices=["uni_o4"], help="fine-tuning method")
-    ft.add_argument("--preset", default=None, help="configs/finetune/<preset>.yaml (default: the algorithm's)")
+    ft.add_argument("--policy", type=Path, help="online: the output folder of an offline run")
+    ft.add_argument("--algo", default="uni_o4", choices=ALGOS, help="offline: fine-tuning method (default uni_o4)")
+    ft.add_argument("--preset", help="configs/finetune/<preset>.yaml (default: the algorithm's; online: online)")
+    ft.add_argument("--ope-preset", default="uni_o4",
+                    help="offline baselines: Uni-O4 preset whose AM-Q the gate scores with (default uni_o4)")
+    ft.add_argument("--stand-in", metavar="PROFILE",
+                    help="online: run on a stand-in robot with this reality-gap profile (started for each rollout); "
+                         "default: the robot behind the running bridge on --lcm-url, reset by the operator")
+    ft.add_argument("--updates", type=int, help="online: number of updates (overrides the preset)")
+    ft.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"online on a robot: LCM URL ({DEFAULT_LCM_URL})")
+    ft.add_argument("--channel-prefix", default="", help="online on a robot: LCM channel prefix")
     ft.add_argument("--robot", default="go1")
     ft.add_argument("--out", type=Path, help="output folder (default runs/finetune/<time>); reuse it to resume")
     ft.add_argument("--cache", type=Path, help="artefact cache shared across runs (default <out>/cache)")
     ft.add_argument("--skip-damaged", action="store_true", help="report damaged log files and use the rest")
     ft.add_argument("--seed", type=int)
-    ft.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    ft.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    from uni_o4.pipeline import add_pipeline_parser
+
+    add_pipeline_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        if args.command == "pipeline":
+            from uni_o4.pipeline import run_pipeline
+
+            return run_pipeline(args)
         if args.offline:
             return finetune_offline(args)
-        raise ConfigError("--online: see `uni_o4 finetune --online --help` (not built yet in this version)")
+        return finetune_online(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"uni_o4 finetune: error: {err}", file=sys.stderr)
+        print(f"uni_o4 {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
+def _out(args: argparse.Namespace) -> Path:
+    out = args.out or Path("runs") / "finetune" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- offline
 def finetune_offline(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
     from robot_spec import load_robot
-    from robot_spec.policy_io import load_policy, save_policy
-    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
-    from uni_o4 import gate
-    from uni_o4.log_dataset import dataset_from_log_folder
-    from uni_o4.offline import load_offline_config, run_offline
-    from uni_o4.report import plot_offline
+    from robot_spec.policy_io import load_policy
+    from uni_o4.log_dataset import LogDataConfig, dataset_from_log_folder
 
     spec = load_robot(args.robot)
     init = load_policy(args.init, spec) if args.init else None  # refuses a policy for another robot/layout
-    overrides: dict = {"behaviour": {"init": "policy" if init else "bc"}}
+    out = _out(args)
+    data_cfg = offline_config(args, init is not None).data if args.algo == "uni_o4" else LogDataConfig()
+    data, log_report = dataset_from_log_folder(list(args.offline), spec, data_cfg, args.skip_damaged, args.device)
+    print(f"dataset: {len(data)} transitions from {log_report.episodes} episodes "
+          f"({log_report.terminals} terminals) in {' '.join(map(str, args.offline))}")  # fmt: skip
+    source = {"algo": args.algo, "data": [str(p) for p in args.offline], "init": str(args.init or ""),
+              "preset": args.preset or args.algo, "data_hash": log_report.files_hash}  # fmt: skip
+    (out / SOURCE_FILE).write_text(json.dumps(source, indent=2))
+    torch.manual_seed(args.seed if args.seed is not None else 0)
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        train = offline_uni_o4 if args.algo == "uni_o4" else offline_baseline
+        candidate, scores, details = train(args, spec, data, init, out, writer)
+    decision, sim = gate_candidate(args, spec, candidate, scores, out)
+    if args.algo == "uni_o4":
+        from uni_o4.report import plot_offline
+
+        plot_offline(details, decision, out / "offline_report.png")
+    report = {"source": source, "data": asdict(log_report), "offline": details, "sim_eval": sim,
+              "gate": asdict(decision)}  # fmt: skip
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def offline_config(args: argparse.Namespace, has_init: bool):
+    from uni_o4.offline import load_offline_config
+
+    overrides: dict = {"behaviour": {"init": "policy" if has_init else "bc"}}
     if args.seed is not None:
         overrides["seed"] = args.seed
-    cfg = load_offline_config(named_config("finetune", args.preset or args.algo), overrides)
-    out = args.out or Path("runs") / "finetune" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    return load_offline_config(named_config("finetune", args.preset or "uni_o4"), overrides)
 
-    if len(args.offline) != 1:
-        raise ConfigError("give one log folder (its subfolders are read); several folders: collect into one parent")
-    data, log_report = dataset_from_log_folder(args.offline[0], spec, cfg.data, args.skip_damaged, args.device)
-    print(f"dataset: {len(data)} transitions from {log_report.episodes} episodes "
-          f"({log_report.terminals} terminals) in {args.offline[0]}")
-    torch.manual_seed(cfg.seed)
-    with SummaryWriter(str(out / "tensorboard")) as writer:
-        result = run_offline(data, init.actor if init else None, cfg, out, args.device, writer,
-                             obs_layout=spec.observation, cache_dir=args.cache)  # fmt: skip
 
+def offline_uni_o4(args, spec, data, init, out, writer):
+    """Uni-O4 stages 1 and 2; returns (candidate policy file, (candidate, incumbent) AM-Q, summary)."""
+    from robot_spec.policy_io import save_policy
+    from uni_o4.offline import run_offline
+
+    cfg = offline_config(args, init is not None)
+    result = run_offline(data, init.actor if init else None, cfg, out, args.device, writer,
+                         obs_layout=spec.observation, cache_dir=args.cache)  # fmt: skip
     candidate = out / "candidate" / "policy.pt"
     save_policy(result.actor, spec, candidate, {
-        "source": "uni_o4 offline", "init": str(args.init) if args.init else "bc", "data": log_report.files_hash,
-        "am_q": result.final_score, "best_member": result.best_member,
+        "source": "uni_o4 offline", "init": str(args.init or "bc"), "am_q": result.final_score,
+        "best_member": result.best_member,
     })  # fmt: skip
+    return candidate, (result.final_score, result.reference_score), result.summary()
+
+
+def offline_baseline(args, spec, data, init, out, writer):
+    """IQL / Cal-QL / O3F offline training; scored by the same AM-Q yardstick as Uni-O4 for the gate."""
+    import torch
+
+    from deploy.safety import load_safety_config
+    from robot_spec.config import to_dict
+    from robot_spec.policy_io import save_policy
+    from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm, train
+    from uni_o4.offline import amq_scores, load_offline_config
+
+    overrides = {"seed": args.seed} if args.seed is not None else None
+    cfg = load_baseline_config(args.algo, named_config("finetune", args.preset or args.algo), overrides)
+    save_config(cfg, out / "baseline_config.yaml")
+    safe_set = SafeActionSet.from_spec(spec, load_safety_config(args.robot).max_action_delta)
+    start = init.actor if init is not None and args.algo != "calql" else None  # Cal-QL's policy is tanh-squashed
+    algorithm = make_algorithm(args.algo, cfg, data, safe_set, args.device, init_actor=start)
+    history = train(algorithm, lambda: data.sample(cfg.batch_size), cfg.offline_steps, progress=True)
+    for step in range(0, len(history), 100):
+        for key, value in history[step].items():
+            writer.add_scalar(f"{args.algo}/{key}", value, step)
+    torch.save({"algo": args.algo, "config": to_dict(cfg), "state": algorithm.state_dict()}, out / "algorithm.pt")
+    candidate = out / "candidate" / "policy.pt"
+    save_policy(algorithm.export_actor(), spec, candidate, {"source": f"{args.algo} offline"})
+    ope_cfg = load_offline_config(named_config("finetune", args.ope_preset))
+    actors = [algorithm.export_actor()] + ([init.actor] if init is not None else [])
+    scores = amq_scores(data, actors, ope_cfg, args.cache or out / "cache", spec.observation, writer)
+    incumbent = scores[1] if init is not None else float("-inf")
+    return candidate, (scores[0], incumbent), {"algo": args.algo, "steps": len(history), "final": history[-1],
+                                               "am_q": scores}  # fmt: skip
+
+
+def gate_candidate(args, spec, candidate: Path, scores: tuple[float, float], out: Path):
+    """The deployment gate; out/deploy/policy.pt is the candidate if it passed, else the incumbent (--init)."""
+    from robot_spec.policy_io import load_policy
+    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
+    from uni_o4 import gate
+
     gate_cfg = gate.GateConfig()
-    sim = evaluate_policy(load_policy(candidate, spec), load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset)),
-                          device=args.device)  # fmt: skip
-    decision = gate.decide(result.final_score, result.reference_score, sim, gate_cfg)
-    incumbent = args.init if args.init else None
-    if decision.passed or incumbent is not None:
-        gate.apply(decision, candidate, incumbent or candidate, out)
+    eval_cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset))
+    sim = evaluate_policy(load_policy(candidate, spec), eval_cfg, device=args.device)
+    decision = gate.decide(scores[0], scores[1], sim, gate_cfg)
+    if decision.passed or args.init is not None:
+        gate.apply(decision, candidate, args.init or candidate, out)
     else:
         (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
-    plot_offline(result.summary(), decision, out / "offline_report.png")
-    report = {"data": asdict(log_report), "offline": result.summary(), "sim_eval": sim, "gate": asdict(decision)}
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-
     verdict = "passed" if decision.passed else "REFUSED"
-    print(f"AM-Q: initial {result.reference_score:.4g} -> fine-tuned {result.final_score:.4g}; "
-          f"sim falls {sim['fall_rate']:.3f}; gate {verdict}: {'; '.join(decision.reasons)}")
-    if decision.passed or incumbent is not None:
+    print(f"AM-Q: incumbent {scores[1]:.4g} -> candidate {scores[0]:.4g}; sim falls {sim['fall_rate']:.3f}; "
+          f"gate {verdict}: {'; '.join(decision.reasons)}")  # fmt: skip
+    if decision.passed or args.init is not None:
         print(f"policy to deploy: {out / 'deploy' / 'policy.pt'} ({'fine-tuned' if decision.passed else 'previous'})")
     else:
-        print("no policy to deploy: the behaviour-cloned candidate did not pass and there is no previous policy")
+        print("no policy to deploy: the candidate did not pass and there is no previous policy (--init)")
+    return decision, sim
+
+
+# --------------------------------------------------------------------------------------------- online
+def finetune_online(args: argparse.Namespace) -> int:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from robot_spec import load_robot
+    from uni_o4.online import OnlineConfig, OnlineRun, build_learner, robot_rollout, stand_in_rollout
+
+    if args.policy is None or not (args.policy / SOURCE_FILE).is_file():
+        raise FileNotFoundError(f"--online needs --policy: the output folder of `uni_o4 finetune --offline` "
+                                f"(with {SOURCE_FILE}), got {args.policy}")  # fmt: skip
+    spec = load_robot(args.robot)
+    overrides: dict = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.updates is not None:
+        overrides["updates"] = args.updates
+    cfg = load_config(OnlineConfig, named_config("finetune", args.preset or "online"), overrides)
+    source = json.loads((args.policy / SOURCE_FILE).read_text())
+    learner, data_cfg = build_learner(args.policy, source, spec, cfg, args.device)
+    if args.stand_in:
+        rollout = stand_in_rollout(args.stand_in, cfg)
+    else:
+        rollout = robot_rollout(args.lcm_url, args.channel_prefix, cfg)
+    out = _out(args)
+    print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {cfg.episodes_per_rollout} "
+          f"episode(s) on {'the stand-in (' + args.stand_in + ')' if args.stand_in else 'the robot'} -> {out}")
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        state = OnlineRun(learner, spec, data_cfg, cfg, out, rollout, writer).run()
+    rollbacks = sum("rollback" in h for h in state.history)
+    print(f"online: {len(state.history)} rollouts, {rollbacks} rollback(s); best: update {state.best_iteration} "
+          f"-> {out / 'deploy' / 'policy.pt'}")  # fmt: skip
     return 0
 
 

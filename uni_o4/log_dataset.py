@@ -231,21 +231,33 @@ def _critic_obs(segment: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- log folders
 def dataset_from_log_folder(
-    folder: str | Path, spec: RobotSpec, cfg: LogDataConfig, skip_damaged: bool = False,
+    folder: str | Path | list[str | Path], spec: RobotSpec, cfg: LogDataConfig, skip_damaged: bool = False,
     device: str | torch.device = "cpu",
 ) -> tuple[OfflineDataset, LogReport]:  # fmt: skip
-    """Read a folder written by `real_robot collect` (real_robot.datalog.read_log_folder) into a dataset."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"log folder not found: {folder}")
+    """Every log folder written by `real_robot collect` in or below `folder` (or several) as one dataset."""
     from real_robot.datalog import read_log_folder  # the log format's own reader (damage detection lives there)
 
-    episodes = [_as_episode(e) for e in read_log_folder(folder, skip_damaged=skip_damaged)]
+    roots = folder if isinstance(folder, list) else [folder]
+    folders = [f for root in roots for f in log_folders(root)]
+    episodes = [_as_episode(e) for f in folders for e in read_log_folder(f, skip_damaged=skip_damaged)]
     if not episodes:
-        raise ValueError(f"{folder} holds no log episodes")
+        raise ValueError(f"{', '.join(map(str, roots))}: no readable log episodes")
     data, report = dataset_from_episodes(episodes, spec, cfg, device)
-    report.files_hash = files_hash(folder)
+    report.files_hash = files_hash(folders)
     return data, report
+
+
+def log_folders(root: str | Path) -> list[Path]:
+    """The log folders (holding episode files) at or below `root`; a clear error when there are none."""
+    from real_robot.datalog import EPISODE_GLOB
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"log folder not found: {root}")
+    folders = sorted({p.parent for p in root.rglob(EPISODE_GLOB)})
+    if not folders:
+        raise ValueError(f"{root} holds no log episodes (no {EPISODE_GLOB} files in it or below)")
+    return folders
 
 
 def _as_episode(episode) -> LogEpisode:
@@ -260,10 +272,11 @@ def _as_episode(episode) -> LogEpisode:
     return LogEpisode(dict(records), str(outcome), str(source))
 
 
-def files_hash(folder: str | Path) -> str:
-    """Hash of every file's relative path and bytes under `folder` (provenance of a dataset)."""
+def files_hash(folders: list[Path]) -> str:
+    """Hash of every file's name and bytes in `folders` (provenance of a dataset)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        digest.update(path.read_bytes())
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -145,44 +145,22 @@ def run_offline(
     """
     out_dir = Path(out_dir)
     save_config(cfg, out_dir / "offline_config.yaml")
-    store = ArtifactStore(cache_dir if cache_dir is not None else out_dir / "cache")
     data = dataset.to(device)
     seed = cfg.seed
     init_actor = None if init_actor is None else _cpu_actor(init_actor)
+    stage = Stage1(data, cfg, cache_dir if cache_dir is not None else out_dir / "cache", writer, progress)
     parts = {"data": data.content_hash(), "seed": seed, "actor": module_hash(init_actor) if init_actor else None}
-
-    def cached(name: str, key: str, train: Callable[[TrainContext], Any], payload: Callable[[Any], dict], load):
-        """The artefact from the cache, or trained (resuming from its checkpoint) and then cached."""
-        if (saved := store.load(name, key)) is not None:
-            return load(saved)
-        ctx = TrainContext(store.checkpoint_path(name, key), cfg.checkpoint_every, writer, cfg.log_every, progress)
-        artefact = train(ctx)
-        store.save(name, key, payload(artefact))
-        return artefact
 
     def fresh_policy() -> GaussianPolicyEnsemble:
         return build_behaviour_policy(cfg.behaviour, data, init_actor)
 
     keys = {"behaviour": artifact_key(stage="behaviour", cfg=cfg.behaviour, **parts)}
-    policy = cached(
+    policy = stage.cached(
         "behaviour", keys["behaviour"], lambda ctx: train_behaviour(data, init_actor, cfg.behaviour, seed, ctx),
         lambda p: {"policy": p.state_dict()}, lambda saved: _with_state(fresh_policy(), saved["policy"]),
     )  # fmt: skip
-    keys["critics"] = artifact_key(stage="critics", cfg=cfg.critics, data=parts["data"], seed=seed)
-    critics = cached(
-        "critics", keys["critics"], lambda ctx: train_critics(data, cfg.critics, seed, ctx),
-        lambda c: {"critics": c.state_dict()},
-        lambda saved: _with_state(Critics(data.state_dim, data.action_dim, cfg.critics), saved["critics"]),
-    )  # fmt: skip
-    keys["dynamics"] = artifact_key(stage="dynamics", cfg=cfg.dynamics, data=parts["data"], seed=seed)
-    dynamics, dynamics_report = cached(
-        "dynamics", keys["dynamics"], lambda ctx: train_dynamics(data, cfg.dynamics, seed, ctx),
-        lambda out: {"dynamics": out[0].state_dict(), "report": out[1]},
-        lambda saved: (_with_state(EnsembleDynamics(data.state_dim, data.action_dim, cfg.dynamics), saved["dynamics"]),
-                       saved["report"]),
-    )  # fmt: skip
-
-    dynamics, critics = dynamics.to(data.device), critics.to(data.device)
+    critics, dynamics, dynamics_report = stage.critics_and_dynamics()
+    keys.update(stage.keys)
     evaluator = make_evaluator(data, dynamics, critics, cfg.improvement, seed, obs_layout)
     baseline = None
     if init_actor is not None:  # the policy being replaced, scored like the candidates
@@ -192,7 +170,7 @@ def run_offline(
         stage="improvement", cfg=cfg.improvement, upstream=[keys["behaviour"], keys["critics"], keys["dynamics"]],
         obs_layout=obs_layout.describe() if obs_layout is not None else None, **parts,
     )  # fmt: skip
-    improved, history = cached(
+    improved, history = stage.cached(
         "improvement", keys["improvement"],
         lambda ctx: improve_policies(policy.to(data.device), critics, data, evaluator, cfg.improvement, seed, ctx),
         lambda out: {"policy": out[0].state_dict(), "history": vars(out[1])},
@@ -210,6 +188,68 @@ def run_offline(
     )  # fmt: skip
     result.save(out_dir)
     return result
+
+
+class Stage1:
+    """Stage-1 artefacts of one dataset and config, trained once and cached under keys of exactly what made
+    them (data, stage config, seed, upstream artefacts); an interrupted stage resumes from its checkpoint."""
+
+    def __init__(self, data: OfflineDataset, cfg: OfflineConfig, cache_dir: str | Path, writer: Any = None,
+                 progress: bool = True):  # fmt: skip
+        self.data, self.cfg, self.writer, self.progress = data, cfg, writer, progress
+        self.store = ArtifactStore(cache_dir)
+        self.keys: dict[str, str] = {}
+
+    def cached(self, name: str, key: str, train: Callable[[TrainContext], Any], payload: Callable[[Any], dict], load):
+        """The artefact from the cache, or trained (resuming from its checkpoint) and then cached."""
+        if (saved := self.store.load(name, key)) is not None:
+            return load(saved)
+        cfg = self.cfg
+        ctx = TrainContext(self.store.checkpoint_path(name, key), cfg.checkpoint_every, self.writer, cfg.log_every,
+                           self.progress)  # fmt: skip
+        artefact = train(ctx)
+        self.store.save(name, key, payload(artefact))
+        return artefact
+
+    def critics_and_dynamics(self) -> tuple[Critics, EnsembleDynamics, dict]:
+        """IQL critics and the dynamics ensemble (on the data's device), and the dynamics' holdout report."""
+        data, cfg, seed = self.data, self.cfg, self.cfg.seed
+        content = data.content_hash()
+        self.keys["critics"] = artifact_key(stage="critics", cfg=cfg.critics, data=content, seed=seed)
+        critics = self.cached(
+            "critics", self.keys["critics"], lambda ctx: train_critics(data, cfg.critics, seed, ctx),
+            lambda c: {"critics": c.state_dict()},
+            lambda saved: _with_state(Critics(data.state_dim, data.action_dim, cfg.critics), saved["critics"]),
+        )  # fmt: skip
+        self.keys["dynamics"] = artifact_key(stage="dynamics", cfg=cfg.dynamics, data=content, seed=seed)
+        dynamics, report = self.cached(
+            "dynamics", self.keys["dynamics"], lambda ctx: train_dynamics(data, cfg.dynamics, seed, ctx),
+            lambda out: {"dynamics": out[0].state_dict(), "report": out[1]},
+            lambda saved: (_with_state(EnsembleDynamics(data.state_dim, data.action_dim, cfg.dynamics),
+                                       saved["dynamics"]), saved["report"]),
+        )  # fmt: skip
+        return critics.to(data.device), dynamics.to(data.device), report
+
+
+class DeterministicActor:
+    """Any deployable actor (e.g. a baseline's, tanh-squashed) in the shape AM-Q scores: one member, its action."""
+
+    num_members = 1
+
+    def __init__(self, actor: torch.nn.Module):
+        self.actor = actor
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.actor(obs)
+
+
+def amq_scores(data: OfflineDataset, actors: list[torch.nn.Module], cfg: OfflineConfig, cache_dir: str | Path,
+               obs_layout: ObservationLayout | None = None, writer: Any = None) -> list[float]:  # fmt: skip
+    """AM-Q of deployable actors in the learned model with the IQL critics, the yardstick Uni-O4's gate uses
+    (stage-1 models trained once per data and config, cached): how the baselines face the same gate."""
+    critics, dynamics, _ = Stage1(data, cfg, cache_dir, writer).critics_and_dynamics()
+    evaluator = make_evaluator(data, dynamics, critics, cfg.improvement, cfg.seed, obs_layout)
+    return [evaluator.scores(DeterministicActor(a.to(data.device))).item() for a in actors]
 
 
 def make_evaluator(
@@ -235,4 +275,4 @@ def _cpu_actor(actor: ActorMLP) -> ActorMLP:
     return copy.eval()
 
 
-__all__ = ["OfflineConfig", "OfflineResult", "load_offline_config", "make_evaluator", "run_offline"]
+__all__ = ["OfflineConfig", "OfflineResult", "Stage1", "amq_scores", "load_offline_config", "make_evaluator", "run_offline"]

@@ -66,12 +66,14 @@ class OnlinePPO:
             old_log_prob = self.policy.log_prob(data.obs, data.actions)[0]
             values, next_values = self.value(_state(data, False)), self.value(_state(data, True))
             advantages, returns = gae(data, values, next_values, cfg.gamma, cfg.lam)
+            # normalised over the whole rollout (a per-minibatch std is undefined for a 1-row remainder)
+            normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8) if len(data) > 1 else advantages
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
         batches = 0
         for _ in range(cfg.epochs):
             order = torch.randperm(len(data), generator=self.generator).to(data.obs.device)
             for idx in order.split(cfg.minibatch_size):
-                out = self._step(data, idx, old_log_prob, advantages, returns, values)
+                out = self._step(data, idx, old_log_prob, normalised, returns, values)
                 for k in stats:
                     stats[k] += out[k]
                 batches += 1
@@ -83,7 +85,6 @@ class OnlinePPO:
     def _step(self, data, idx, old_log_prob, advantages, returns, old_values) -> dict[str, float]:
         cfg = self.cfg
         adv = advantages[idx]
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         dist = self.policy.distribution(data.obs[idx])
         log_prob = dist.log_prob(data.actions[idx]).sum(-1)[0]
         ratio = (log_prob - old_log_prob[idx]).exp()
@@ -98,9 +99,9 @@ class OnlinePPO:
         value_loss = torch.max((value - returns[idx]).square(), (clipped - returns[idx]).square()).mean()
         _descend(self.critic_opt, value_loss, self.value, cfg.max_grad_norm)
         return {
-            "policy_loss": float(policy_loss),
-            "value_loss": float(value_loss),
-            "entropy": float(entropy),
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy": entropy.item(),
             "clip_fraction": float(((ratio - 1).abs() > cfg.clip).float().mean()),
         }
 

@@ -103,20 +103,6 @@ class SquashedGaussianPolicy(nn.Module):
         return self.squash(self.gaussian(obs)[0][0])
 
 
-class SquashedActor(nn.Module):
-    """Deployable form of the Cal-QL policy: the mean's ActorMLP followed by the two-sided tanh."""
-
-    def __init__(self, actor: ActorMLP, low: torch.Tensor, high: torch.Tensor):
-        super().__init__()
-        self.actor = actor
-        self.register_buffer("low", low.clone())
-        self.register_buffer("high", high.clone())
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        u = self.actor(obs)
-        return torch.tanh(u) * torch.where(u >= 0, self.high, -self.low)
-
-
 @dataclass
 class ConservativeTerms:
     """The push-down side of the CQL term, kept for diagnostics and tests. Shapes: (num_q, n or 2n, B)."""
@@ -237,10 +223,13 @@ class CalQL:
         actions = self.safe_set.project(actions, None if last_action is None else last_action.to(self.device))
         return actions[0] if single else actions
 
-    def export_actor(self) -> SquashedActor:
-        """obs → squashed mean action (CPU). Not an ActorMLP: the shared policy file format needs the squash."""
-        actor = self.policy.gaussian.export_member(0)
-        return SquashedActor(actor, self.safe_set.low, self.safe_set.high).cpu().eval()
+    def export_actor(self) -> ActorMLP:
+        """obs → squashed mean action (CPU), as a deployable ActorMLP with output bounds."""
+        mean = self.policy.gaussian.export_member(0)
+        bounds = [self.safe_set.low.tolist(), self.safe_set.high.tolist()]
+        actor = ActorMLP(**mean.architecture, output_bounds=bounds)
+        actor.load_state_dict({**mean.state_dict(), "out_low": actor.out_low, "out_high": actor.out_high})
+        return actor.cpu().eval()
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict:

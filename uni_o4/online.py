@@ -1,0 +1,367 @@
+"""Guarded online fine-tuning on the robot: `uni_o4 finetune --online --policy <offline result>`.
+
+One iteration per update, every step on the robot going through the deploy runtime and its safety monitors
+(`real_robot collect`, with an exploring behaviour instead of the deterministic policy):
+
+1. rollout: whole episodes, logged as loss-proof logs under <out>/rollouts/update_NNN. Updates happen only
+   between episodes, when the robot is in damping and being reset: never mid-stride.
+2. measure the rollout from its logs (uni_o4.robot_eval): reward per step, falls and safety trips.
+3. regression check against the best rollout so far: worse by more than the tolerance, or more falls and
+   trips → roll the learner back to the best checkpoint (policy, critic, optimisers), record it, no update.
+4. otherwise one update on the rollout (Uni-O4: PPO; IQL/Cal-QL/O3F: gradient steps on offline + online data).
+5. checkpoint (atomic) after every iteration; a rerun with the same --out resumes from it.
+
+The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (a seed baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from deploy.runtime import Behaviour
+from robot_spec.config import save_config
+from robot_spec.policy_io import ActorMLP, load_policy, save_policy
+from robot_spec.spec import RobotSpec
+from uni_o4.artifacts import atomic_save
+from uni_o4.dataset import OfflineDataset
+from uni_o4.log_dataset import LogDataConfig, dataset_from_log_folder
+from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
+from uni_o4.online_ppo import OnlinePPO, OnlinePPOConfig
+from uni_o4.robot_eval import log_metrics
+
+
+@dataclass
+class RegressionConfig:
+    tolerance: float = 0.1  # a rollout's reward per step may fall this fraction of |best| below the best
+    max_incident_increase: float = 0.0  # falls + trips per episode allowed above the best rollout's
+
+
+@dataclass
+class OnlineConfig:
+    updates: int = 10
+    episodes_per_rollout: int = 2
+    episode_s: float = 20.0
+    schedule: str = "walk"  # configs/deploy/schedule_<name>.yaml
+    speed: str = "high"
+    seed: int = 0
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
+    ppo: OnlinePPOConfig = field(default_factory=OnlinePPOConfig)  # Uni-O4
+    offpolicy_steps: int = 1000  # baselines: gradient steps per update
+    offpolicy_batch_size: int = 256  # (the share drawn from online data is the algorithm's mix_ratio)
+
+
+class Learner(Protocol):
+    def behaviour(self) -> Behaviour: ...
+
+    def update(self, rollouts: Path, latest: OfflineDataset) -> dict[str, float]: ...
+
+    def export_actor(self) -> ActorMLP: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------- learners
+class PPOLearner:
+    """Uni-O4 online: PPO from the offline best member, V from the offline critics, normalisation fixed."""
+
+    def __init__(self, policy: GaussianPolicyEnsemble, value: ValueNet, cfg: OnlinePPOConfig, seed: int):
+        self.ppo = OnlinePPO(policy, value, cfg, seed)
+        self.noise = torch.Generator().manual_seed(seed + 1)
+
+    def behaviour(self) -> Behaviour:
+        def act(obs: torch.Tensor, _last_action: np.ndarray) -> np.ndarray:
+            mean, std = self.ppo.policy(obs)
+            return (mean + std * torch.randn(mean.shape, generator=self.noise)).reshape(-1).numpy()
+
+        return act
+
+    def update(self, rollouts: Path, latest: OfflineDataset) -> dict[str, float]:
+        return self.ppo.update(latest)  # on-policy: only the newest rollout
+
+    def export_actor(self) -> ActorMLP:
+        return self.ppo.policy.export_member(0).cpu()
+
+    def state_dict(self) -> dict:
+        return {"ppo": self.ppo.state_dict(), "noise": self.noise.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ppo.load_state_dict(state["ppo"])
+        self.noise.set_state(state["noise"])
+
+
+class OffPolicyLearner:
+    """A seed baseline online: act with its (optimistic, for O3F) behaviour, train on offline + online data."""
+
+    def __init__(self, algorithm, offline: OfflineDataset, data_cfg: LogDataConfig, spec: RobotSpec,
+                 cfg: OnlineConfig):  # fmt: skip
+        self.algorithm, self.offline, self.data_cfg, self.spec, self.cfg = algorithm, offline, data_cfg, spec, cfg
+        self.generator = torch.Generator().manual_seed(cfg.seed + 2)
+
+    def behaviour(self) -> Behaviour:
+        def act(obs: torch.Tensor, last_action: np.ndarray) -> np.ndarray:
+            last = torch.as_tensor(last_action, dtype=torch.float32)
+            return self.algorithm.act(obs[0], deterministic=False, last_action=last).cpu().numpy()
+
+        return act
+
+    def update(self, rollouts: Path, latest: OfflineDataset) -> dict[str, float]:
+        from uni_o4.baselines import mixed_batch, train
+
+        online, _ = dataset_from_log_folder(rollouts, self.spec, self.data_cfg)  # every rollout so far
+        cfg = self.cfg
+
+        def sample():
+            mix = self.algorithm.cfg.mix_ratio
+            return mixed_batch(self.offline, online, cfg.offpolicy_batch_size, mix, self.generator)
+
+        history = train(self.algorithm, sample, cfg.offpolicy_steps)
+        return {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
+
+    def export_actor(self) -> ActorMLP:
+        return self.algorithm.export_actor()
+
+    def state_dict(self) -> dict:
+        return {"algorithm": self.algorithm.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.generator.set_state(state["generator"])
+
+
+# --------------------------------------------------------------------------------------------- the loop
+RolloutFn = Callable[[Path, Path, Behaviour, dict], None]  # (policy file, log folder, behaviour, meta)
+
+
+def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig) -> list[str]:
+    """Why this rollout counts as a regression against the best one so far (empty: it does not)."""
+    if best is None:
+        return []
+    reasons = []
+    floor = best["reward_per_step"] - cfg.tolerance * abs(best["reward_per_step"])
+    if metrics["reward_per_step"] < floor:
+        reasons.append(f"reward per step {metrics['reward_per_step']:.4g} < {floor:.4g} "
+                       f"(best {best['reward_per_step']:.4g} − {cfg.tolerance:.0%})")  # fmt: skip
+    if incidents(metrics) > incidents(best) + cfg.max_incident_increase:
+        reasons.append(f"falls + trips per episode {incidents(metrics):.2f} > best's {incidents(best):.2f}")
+    return reasons
+
+
+def incidents(metrics: dict) -> float:
+    return metrics["fall_rate"] + metrics["trip_rate"]
+
+
+@dataclass
+class OnlineState:
+    """What a checkpoint holds besides the learner: where the loop is and what it has seen."""
+
+    iteration: int = 0
+    best: dict | None = None  # the best rollout's metrics
+    best_iteration: int = -1
+    rolled_back: bool = False  # the last iteration rolled back: this rollout re-measures the best policy
+    history: list[dict] = field(default_factory=list)
+
+
+class OnlineRun:
+    """The guarded loop over `learner`, in `out` (resumes from out/checkpoint.pt)."""
+
+    def __init__(self, learner: Learner, spec: RobotSpec, data_cfg: LogDataConfig, cfg: OnlineConfig, out: Path,
+                 rollout: RolloutFn, writer=None):  # fmt: skip
+        self.learner, self.spec, self.data_cfg, self.cfg, self.out = learner, spec, data_cfg, cfg, Path(out)
+        self.rollout, self.writer = rollout, writer
+        self.state = OnlineState()
+        self.best_learner: dict = copy.deepcopy(learner.state_dict())
+        self.checkpoint = self.out / "checkpoint.pt"
+        self.rollouts = self.out / "rollouts"
+
+    def run(self) -> OnlineState:
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.out / "online_config.yaml")
+        self.resume()
+        while self.state.iteration < self.cfg.updates:
+            self.iterate()
+        self.finish()
+        return self.state
+
+    def resume(self) -> None:
+        if not self.checkpoint.is_file():
+            return
+        saved = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        self.learner.load_state_dict(saved["learner"])
+        self.best_learner = saved["best_learner"]
+        self.state = OnlineState(**saved["state"])
+        print(f"online: resuming at update {self.state.iteration} from {self.checkpoint}")
+
+    def iterate(self) -> None:
+        it = self.state.iteration
+        folder = self.fresh_rollout_folder(it)
+        policy_file = self.out / "policies" / f"update_{it:03d}.pt"
+        save_policy(self.learner.export_actor(), self.spec, policy_file, {"source": "online", "update": it})
+        self.rollout(policy_file, folder, self.learner.behaviour(), {"online_update": it})
+        metrics = log_metrics(folder, self.spec, self.data_cfg)
+        summary = {k: metrics[k] for k in ("episodes", "policy_steps", "mean_return", "reward_per_step",
+                                           "tracking_error_xy", "fall_rate", "trip_rate")}  # fmt: skip
+        entry = {"update": it, "rollout": str(folder), "policy": str(policy_file), **summary}
+        # After a rollback the rollout re-measures the best policy itself: its figure replaces the old one
+        # (which may have been lucky), so noise alone can never stall the loop in rollbacks.
+        remeasure = self.state.rolled_back
+        reasons = [] if remeasure else is_regression(metrics, self.state.best, self.cfg.regression)
+        self.state.rolled_back = bool(reasons)
+        if reasons:
+            self.learner.load_state_dict(copy.deepcopy(self.best_learner))
+            entry["rollback"] = {"to_update": self.state.best_iteration, "reasons": reasons}
+            print(f"online: update {it}: ROLLBACK to the policy of update {self.state.best_iteration}: "
+                  f"{'; '.join(reasons)}")  # fmt: skip
+        else:
+            best = self.state.best
+            if remeasure or best is None or metrics["reward_per_step"] >= best["reward_per_step"]:
+                self.state.best, self.state.best_iteration = summary, it
+                self.best_learner = copy.deepcopy(self.learner.state_dict())
+            data, _ = dataset_from_log_folder(folder, self.spec, self.data_cfg)
+            entry["update_stats"] = self.learner.update(self.rollouts, data)
+            print(f"online: update {it}: reward/step {metrics['reward_per_step']:.4g}, falls {metrics['fall_rate']:.2f}, "
+                  f"trips {metrics['trip_rate']:.2f}, tracking {metrics['tracking_error_xy']:.3f} m/s")  # fmt: skip
+        self.log(entry)
+        self.state.history.append(entry)
+        self.state.iteration = it + 1
+        self.save_checkpoint()
+
+    def fresh_rollout_folder(self, it: int) -> Path:
+        """The rollout's log folder; one left by an interrupted attempt is kept (renamed), never overwritten."""
+        folder = self.rollouts / f"update_{it:03d}"
+        if folder.exists():
+            folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+        return folder
+
+    def log(self, entry: dict) -> None:
+        if self.writer is None:
+            return
+        for key in ("reward_per_step", "mean_return", "tracking_error_xy", "fall_rate", "trip_rate"):
+            self.writer.add_scalar(f"online/{key}", entry[key], entry["update"])
+        self.writer.add_scalar("online/rollback", float("rollback" in entry), entry["update"])
+        for key, value in entry.get("update_stats", {}).items():
+            self.writer.add_scalar(f"update/{key}", value, entry["update"])
+
+    def save_checkpoint(self) -> None:
+        atomic_save({"learner": self.learner.state_dict(), "best_learner": self.best_learner,
+                     "state": asdict(self.state)}, self.checkpoint)  # fmt: skip
+        (self.out / "online_history.json").write_text(json.dumps(self.state.history, indent=2, default=str))
+
+    def finish(self) -> None:
+        """The best policy seen (by its rollout) is the one to deploy: out/deploy/policy.pt."""
+        best = self.state.best_iteration
+        if best < 0:
+            return
+        self.learner.load_state_dict(copy.deepcopy(self.best_learner))
+        save_policy(self.learner.export_actor(), self.spec, self.out / "deploy" / "policy.pt",
+                    {"source": "online", "best_update": best, "rollout": self.state.best})  # fmt: skip
+        plot_online(self.state.history, self.out / "online_curve.png")
+
+
+def plot_online(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    updates = [h["update"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key, label in zip(axes, ("reward_per_step", "tracking_error_xy", "fall_rate"),
+                              ("reward per step", "velocity tracking error (m/s)", "falls per episode")):  # fmt: skip
+        ax.plot(updates, [h[key] for h in history], marker="o")
+        for h in history:
+            if "rollback" in h:
+                ax.axvline(h["update"], color="tab:red", alpha=0.4)
+        ax.set(xlabel="update (rollout before it)", ylabel=label)
+    fig.suptitle("online fine-tuning on the robot (red: rollback)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------- building
+def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineConfig,
+                  device: str = "cpu") -> tuple[Learner, LogDataConfig]:  # fmt: skip
+    """The learner that continues an offline run (`uni_o4 finetune --offline` output folder), and the log→data
+    config it used (the critics read the same measurements online)."""
+    from robot_spec.config import load_config
+
+    if source["algo"] == "uni_o4":
+        from uni_o4.offline import OfflineConfig, OfflineResult
+
+        offline_cfg = load_config(OfflineConfig, result_dir / "offline_config.yaml")
+        result = OfflineResult.load(result_dir, device)
+        policy = result.best_policy()
+        if not gate_passed(result_dir):  # start from what the gate kept deployed, with the offline critic
+            print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
+            deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
+            policy = GaussianPolicyEnsemble.from_actor(deployed, 1, **_std_kwargs(result.policy))
+        return PPOLearner(policy, result.critics.v, cfg.ppo, cfg.seed), offline_cfg.data
+    if not gate_passed(result_dir):
+        raise ValueError(f"the gate refused {source['algo']}'s offline result in {result_dir} (gate.json): online "
+                         "fine-tuning on the robot starts only from a policy that passed it")  # fmt: skip
+    import torch
+
+    from deploy.safety import load_safety_config
+    from robot_spec.config import from_dict
+    from uni_o4.baselines import ALGORITHMS, SafeActionSet, make_algorithm
+
+    saved = torch.load(result_dir / "algorithm.pt", map_location="cpu", weights_only=False)
+    data_cfg = LogDataConfig()
+    offline, _ = dataset_from_log_folder([Path(p) for p in source["data"]], spec, data_cfg, device=device)
+    algo_cfg = from_dict(ALGORITHMS[source["algo"]][0], saved["config"])
+    safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
+    algorithm = make_algorithm(source["algo"], algo_cfg, offline, safe_set, device)
+    algorithm.load_state_dict(saved["state"])
+    return OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg), data_cfg
+
+
+DEPLOYED = Path("deploy") / "policy.pt"
+
+
+def gate_passed(result_dir: Path) -> bool:
+    gate = result_dir / "gate.json"
+    return gate.is_file() and json.loads(gate.read_text())["passed"]
+
+
+def _std_kwargs(policy: GaussianPolicyEnsemble) -> dict:
+    keys = ("state_dependent_std", "init_std", "log_std_bounds")
+    return {k: policy.init_kwargs[k] for k in keys}
+
+
+def stand_in_rollout(profile: str, cfg: OnlineConfig) -> RolloutFn:
+    """Rollouts on a fresh stand-in robot + bridge (fast lockstep, real protocol) for each rollout."""
+    from uni_o4.robot_eval import collect_on_stand_in
+
+    def rollout(policy: Path, folder: Path, behaviour: Behaviour, meta: dict) -> None:
+        seed = cfg.seed * 1000 + meta["online_update"]  # fresh sensor noise each rollout, reproducible
+        collect_on_stand_in(policy, profile, folder, cfg.episodes_per_rollout, cfg.episode_s, cfg.schedule,
+                            cfg.speed, seed, behaviour=behaviour, extra_meta=meta)  # fmt: skip
+
+    return rollout
+
+
+def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> RolloutFn:
+    """Rollouts on the robot behind a running bridge (real time); the operator resets it between episodes."""
+    from real_robot import collect
+
+    def rollout(policy: Path, folder: Path, behaviour: Behaviour, meta: dict) -> None:
+        code = collect.main([
+            "--policy", str(policy), "--episodes", str(cfg.episodes_per_rollout), "--episode-s", str(cfg.episode_s),
+            "--schedule", cfg.schedule, "--speed", cfg.speed, "--out", str(folder), "--operator-reset",
+            "--lcm-url", lcm_url, "--channel-prefix", channel_prefix,
+        ], behaviour, meta)  # fmt: skip
+        if code != 0:
+            raise RuntimeError(f"rollout on the robot failed (exit code {code}); logs so far in {folder}")
+
+    return rollout

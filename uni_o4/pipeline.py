@@ -1,0 +1,199 @@
+"""`uni_o4 pipeline`: the whole sim-to-real loop on the stand-in robot in one command.
+
+    pretrain (sim_pretrain train, quick preset)  →  stand-in Go1 with a reality-gap profile
+    →  deploy and collect (real_robot collect)    →  offline fine-tuning (uni_o4 finetune --offline)
+    →  guarded online fine-tuning (uni_o4 finetune --online)
+
+Each stage runs the same command a user would run alone, into its own folder under --out; a stage whose
+output exists is skipped, so rerunning the command resumes. After each stage its policy is evaluated on the
+stand-in (deterministic, the same command schedule and episodes), and the table of return, velocity-tracking
+error and falls is printed and saved (pipeline.json, pipeline.md, pipeline.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from robot_spec.config import ConfigError
+from uni_o4.cli import ALGOS
+
+
+def add_pipeline_parser(sub) -> None:
+    p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--algo", default="uni_o4", choices=ALGOS, help="fine-tuning method (default uni_o4)")
+    p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
+    p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
+    p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
+    p.add_argument("--collect-steps", type=int, default=20000, help="logged robot steps for offline (default 20000)")
+    p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
+    p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
+    p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
+    p.add_argument("--out", type=Path, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from robot_spec import load_robot
+    from uni_o4.robot_eval import RobotEvalConfig
+
+    if args.collect_steps <= 0 or args.eval_episodes <= 0:
+        raise ValueError("--collect-steps and --eval-episodes must be positive")
+    spec = load_robot("go1")
+    out = args.out or Path("runs") / "pipeline" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"pipeline: {args.algo} on the stand-in ({args.profile}) -> {out}")
+    evaluation = RobotEvalConfig(episodes=args.eval_episodes, seed=args.seed + 100)
+    rows = []
+
+    def evaluate(stage: str, policy: Path, profile: str, note: str = "") -> None:
+        rows.append(evaluate_stage(stage, policy, profile, out / "eval" / stage.replace(" ", "_"), spec, evaluation)
+                    | {"note": note})  # fmt: skip
+        write_table(rows, out)
+
+    policy = pretrain(args, out)
+    evaluate("sim policy, no gap", policy, "none", "the training model over the real protocol")
+    evaluate("sim policy", policy, args.profile)
+    logs = collect(args, policy, out / "data_logs")
+    offline = out / "offline"
+    run_stage(offline / "report.json", [
+        "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
+        "--preset", args.offline_preset or f"{args.algo}_quick", "--out", str(offline), "--cache", str(out / "cache"),
+        "--seed", str(args.seed), "--device", args.device,
+    ])  # fmt: skip
+    gate = json.loads((offline / "gate.json").read_text())
+    evaluate("after offline", offline / "candidate" / "policy.pt", args.profile,
+             f"gate {'passed' if gate['passed'] else 'refused'}")  # fmt: skip
+    online = out / "online"
+    try:
+        run_stage(online / "deploy" / "policy.pt", [
+            "finetune", "--online", "--policy", str(offline), "--stand-in", args.profile,
+            "--preset", args.online_preset, "--out", str(online), "--seed", str(args.seed), "--device", args.device,
+        ])  # fmt: skip
+        evaluate("after online", online / "deploy" / "policy.pt", args.profile, online_note(online))
+    except StageFailed as err:
+        print(f"pipeline: online stage not run: {err}")
+    print_table(rows)
+    print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
+    return 0
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def run_stage(done_marker: Path, argv: list[str]) -> None:
+    """`uni_o4 <argv>` unless its output exists (then the stage was done before)."""
+    from uni_o4.cli import main
+
+    if done_marker.exists():
+        print(f"pipeline: {done_marker.parent} done before, skipped")
+        return
+    print(f"pipeline: uni_o4 {' '.join(argv)}")
+    if main(argv) != 0:
+        raise StageFailed(f"`uni_o4 {' '.join(argv)}` failed")
+
+
+def pretrain(args: argparse.Namespace, out: Path) -> Path:
+    """The sim-pretrained policy: --policy, or `sim_pretrain train` into out/pretrain (skipped when done)."""
+    from sim_pretrain.cli import main as sim_pretrain
+
+    if args.policy is not None:
+        if not args.policy.is_file():
+            raise FileNotFoundError(f"--policy not found: {args.policy}")
+        return args.policy
+    runs = out / "pretrain"
+    done = sorted(runs.glob("go1/*/policy.pt"))
+    if done:
+        print(f"pipeline: pretraining done before: {done[-1]}")
+        return done[-1]
+    argv = ["train", "--robot", "go1", "--preset", args.pretrain_preset, "--runs", str(runs),
+            "--seed", str(args.seed), "--device", args.device]  # fmt: skip
+    print(f"pipeline: sim_pretrain {' '.join(argv)}")
+    if sim_pretrain(argv) != 0:
+        raise ConfigError("pretraining failed")
+    return sorted(runs.glob("go1/*/policy.pt"))[-1]
+
+
+def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
+    """`real_robot collect` of --collect-steps on the stand-in (skipped when a finished log is there)."""
+    from uni_o4.robot_eval import collect_on_stand_in
+
+    marker = folder / "collected.json"
+    if marker.is_file():
+        print(f"pipeline: data collected before: {folder}")
+        return folder
+    if folder.exists():  # an interrupted collection: keep its logs beside, never overwrite them
+        folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+    collect_on_stand_in(policy, args.profile, folder, steps=args.collect_steps, seed=args.seed)
+    marker.write_text(json.dumps({"policy": str(policy), "profile": args.profile, "steps": args.collect_steps}))
+    return folder
+
+
+def evaluate_stage(stage: str, policy: Path, profile: str, folder: Path, spec, cfg) -> dict:
+    from uni_o4.robot_eval import evaluate_on_stand_in
+
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())
+    else:
+        if folder.exists():
+            folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+        metrics = evaluate_on_stand_in(policy, profile, folder, spec, cfg)
+    keys = ("mean_return", "std_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate",
+            "episodes", "policy_steps")  # fmt: skip
+    return {"stage": stage, "profile": profile, "policy": str(policy), **{k: metrics[k] for k in keys}}
+
+
+def online_note(online: Path) -> str:
+    history = json.loads((online / "online_history.json").read_text())
+    steps = sum(h["policy_steps"] for h in history)
+    rollbacks = sum("rollback" in h for h in history)
+    return f"{len(history)} rollouts, {steps} real steps, {rollbacks} rollback(s)"
+
+
+# --------------------------------------------------------------------------------------------- the table
+COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_return", "return", "{:.2f}"),
+           ("std_return", "± (episodes)", "{:.2f}"), ("reward_per_step", "reward/step", "{:.4f}"),
+           ("tracking_error_xy", "tracking err (m/s)", "{:.3f}"), ("fall_rate", "falls/ep", "{:.2f}"),
+           ("trip_rate", "trips/ep", "{:.2f}"), ("policy_steps", "steps", "{}"), ("note", "note", "{}"))  # fmt: skip
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
+    return lines
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n".join(table_lines(rows)))
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    (out / "pipeline.json").write_text(json.dumps(rows, indent=2))
+    (out / "pipeline.md").write_text("\n".join(table_lines(rows)) + "\n")
+    plot_table(rows, out / "pipeline.png")
+
+
+def plot_table(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{r['stage']}\n({r['profile']})" for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, label in zip(axes, ("mean_return", "tracking_error_xy", "fall_rate"),
+                              ("episode return", "velocity tracking error (m/s)", "falls per episode")):  # fmt: skip
+        errors = [r["std_return"] for r in rows] if key == "mean_return" else None
+        ax.bar(range(len(rows)), [r[key] for r in rows], yerr=errors, color="tab:blue", capsize=3)
+        ax.set_xticks(range(len(rows)), names, fontsize=7)
+        ax.set_title(label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

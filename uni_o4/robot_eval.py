@@ -1,0 +1,107 @@
+"""How well a policy does on the robot, measured from its logs: return, velocity tracking, falls.
+
+The return is the simulator's reward (the same definition training used, relabelled from the logged
+measurements by uni_o4/log_dataset.py) summed over an episode's policy phase, so sim and robot figures speak
+the same units. `evaluate_on_stand_in` runs a policy on the stand-in robot over the real protocol (stand-in +
+SDK bridge + `real_robot collect`, deterministic, a fixed command schedule) and measures its logs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploy.runtime import Behaviour
+from real_robot.datalog import read_log_folder
+from robot_spec.spec import RobotSpec
+from uni_o4.log_dataset import LogDataConfig, LogEpisode, episode_segments, make_reward_function, relabel_rewards
+
+
+@dataclass
+class RobotEvalConfig:
+    episodes: int = 4
+    episode_s: float = 20.0
+    schedule: str = "walk"  # configs/deploy/schedule_<name>.yaml
+    speed: str = "high"
+    seed: int = 0  # the stand-in's sensor noise
+
+
+def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) -> dict:
+    """Return, policy steps, mean xy / yaw tracking error (body frame, odometry) and outcome of one episode."""
+    segments = episode_segments(episode)
+    rewards = relabel_rewards(segments, make_reward_function(spec, cfg.rewards), cfg.contact_force_threshold) \
+        if segments else []  # fmt: skip
+    steps = sum(len(r) for r in rewards)
+    if steps:
+        cmd = np.concatenate([s["command"][:-1] for s in segments])
+        lin = np.concatenate([s["odom_lin_vel"][1:] for s in segments])  # what each command led to
+        yaw = np.concatenate([s["gyro"][1:, 2] for s in segments])
+        err_xy = float(np.linalg.norm(lin[:, :2] - cmd[:, :2], axis=1).mean())
+        err_yaw = float(np.abs(yaw - cmd[:, 2]).mean())
+    else:
+        err_xy = err_yaw = float("nan")
+    return {
+        "source": episode.source, "outcome": episode.outcome, "policy_steps": steps,
+        "return": float(sum(r.sum() for r in rewards)), "tracking_error_xy": err_xy, "tracking_error_yaw": err_yaw,
+    }  # fmt: skip
+
+
+def log_metrics(folder: str | Path, spec: RobotSpec, cfg: LogDataConfig | None = None) -> dict:
+    """Per-episode metrics of a log folder and their mean and spread (episodes as the unit)."""
+    cfg = cfg or LogDataConfig()
+    episodes = [LogEpisode(e.records, e.outcome, e.source) for e in read_log_folder(folder)]
+    if not episodes:
+        raise ValueError(f"{folder} holds no log episodes")
+    rows = [episode_metrics(e, spec, cfg) for e in episodes]
+    returns = np.array([r["return"] for r in rows])
+    steps = sum(r["policy_steps"] for r in rows)
+    return {
+        "episodes": len(rows), "policy_steps": steps,
+        "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+        "reward_per_step": float(returns.sum() / max(steps, 1)),
+        "tracking_error_xy": _weighted(rows, "tracking_error_xy"), "tracking_error_yaw": _weighted(rows, "tracking_error_yaw"),
+        "fall_rate": float(np.mean([r["outcome"] == "fall" for r in rows])),
+        "trip_rate": float(np.mean([r["outcome"] == "safety_trip" for r in rows])),
+        "per_episode": rows,
+    }  # fmt: skip
+
+
+def _weighted(rows: list[dict], key: str) -> float:
+    """Mean over steps (an episode that fell early weighs less)."""
+    pairs = [(r[key], r["policy_steps"]) for r in rows if r["policy_steps"]]
+    return float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs)) if pairs else float("nan")
+
+
+def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec: RobotSpec,
+                         cfg: RobotEvalConfig | None = None) -> dict:  # fmt: skip
+    """Run `policy` on the stand-in robot (fast lockstep, real protocol) for cfg.episodes episodes, logging to
+    `out`, and measure the logs. Metrics are also written to out/metrics.json."""
+    cfg = cfg or RobotEvalConfig()
+    out = Path(out)
+    collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed)
+    metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episodes: int | None = None,
+                        episode_s: float = 20.0, schedule: str = "walk", speed: str = "high", seed: int = 0,
+                        steps: int | None = None, behaviour: Behaviour | None = None,
+                        extra_meta: dict | None = None) -> None:  # fmt: skip
+    """`real_robot collect` against a fresh stand-in robot + bridge on loopback (fast mode); `behaviour` and
+    `extra_meta` as in real_robot.collect.collect."""
+    from deploy.loopback import LoopbackRobot
+    from real_robot import collect
+
+    amount = ["--steps", str(steps)] if steps is not None else ["--episodes", str(episodes)]
+    with LoopbackRobot(profile=profile, fast=True, seed=seed) as robot:
+        code = collect.main([
+            "--policy", str(policy), *amount, "--episode-s", str(episode_s), "--schedule", schedule,
+            "--speed", speed, "--runtime-config", "runtime_fast", "--stand-in-profile", profile, "--out", str(out),
+            "--lcm-url", robot.lcm_url, "--channel-prefix", robot.prefix,
+        ], behaviour, extra_meta)  # fmt: skip
+    if code != 0:
+        raise RuntimeError(f"collection on the stand-in ({profile}) failed with exit code {code}")
