@@ -28,6 +28,7 @@ def add_pipeline_parser(sub) -> None:
     p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
     p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
     p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
+    p.add_argument("--data", type=Path, help="log folder(s) collected before: skip collection (e.g. another method's)")
     p.add_argument("--collect-steps", type=int, default=20000, help="logged robot steps for offline (default 20000)")
     p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
     p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
@@ -58,7 +59,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     policy = pretrain(args, out)
     evaluate("sim policy, no gap", policy, "none", "the training model over the real protocol")
     evaluate("sim policy", policy, args.profile)
-    logs = collect(args, policy, out / "data_logs")
+    logs = args.data or collect(args, policy, out / "data_logs")
     offline = out / "offline"
     run_stage(offline / "report.json", [
         "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
