@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     rows = []
 
     def evaluate(stage: str, policy: Path, profile: str, note: str = "") -> None:
-        rows.append(evaluate_stage(stage, policy, profile, out / "eval" / stage.replace(" ", "_"), spec, evaluation)
+        rows.append(evaluate_stage(stage, policy, profile, out / "eval" / re.sub(r"\W+", "_", stage), spec, evaluation)
                     | {"note": note})  # fmt: skip
         write_table(rows, out)
 

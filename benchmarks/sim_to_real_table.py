@@ -1,0 +1,99 @@
+"""The sim-to-real table on the stand-in for every method: sim policy, after offline, after online.
+
+Runs `uni_o4 pipeline` for each method and seed (the first run of a seed collects the logs, the other methods
+reuse them, so every method sees the same data), then saves mean and spread over seeds per method and stage,
+and a plot. A finished pipeline folder is reused, so the script resumes.
+
+    python benchmarks/sim_to_real_table.py --policy /path/to/policy.pt --methods uni_o4 iql o3f calql --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import save  # noqa: E402
+from uni_o4.cli import ALGOS, main as uni_o4  # noqa: E402
+
+METRICS = ("mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", type=Path, help="sim-pretrained policy (default: each pipeline pretrains)")
+    p.add_argument("--methods", nargs="+", default=list(ALGOS), choices=ALGOS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--profile", default="strong")
+    p.add_argument("--collect-steps", type=int, default=20000)
+    p.add_argument("--root", type=Path, default=Path("runs/sim_to_real"))
+    args = p.parse_args()
+
+    runs: dict[str, list[list[dict]]] = {m: [] for m in args.methods}
+    for seed in args.seeds:
+        data = None
+        for method in args.methods:
+            out = args.root / f"{method}_seed{seed}"
+            argv = ["pipeline", "--algo", method, "--profile", args.profile, "--out", str(out), "--seed", str(seed),
+                    "--collect-steps", str(args.collect_steps)]  # fmt: skip
+            argv += ["--policy", str(args.policy)] if args.policy else []
+            argv += ["--data", str(data)] if data else []
+            if uni_o4(argv) != 0:
+                raise SystemExit(f"pipeline failed: {' '.join(argv)}")
+            data = data or out / "data_logs"
+            runs[method].append(json.loads((out / "pipeline.json").read_text()))
+    table = summarise(runs)
+    for method, stages in table.items():
+        for stage, row in stages.items():
+            cells = ", ".join(f"{k} {row[k]['mean']:.4g}±{row[k]['std']:.2g}" for k in METRICS)
+            print(f"{method:7s} {stage:20s} (n={row['seeds']}) {cells}")
+    path = save("sim_to_real_table", {"setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                                       "table": table})
+    plot(table, path.with_suffix(".png"))
+    print(f"saved {path} and {path.with_suffix('.png')}")
+
+
+def summarise(runs: dict[str, list[list[dict]]]) -> dict:
+    """method → stage → metric → mean and std over seeds."""
+    table: dict = {}
+    for method, seeds in runs.items():
+        stages: dict[str, list[dict]] = {}
+        for rows in seeds:
+            for row in rows:
+                stages.setdefault(f"{row['stage']} ({row['profile']})", []).append(row)
+        table[method] = {
+            stage: {"seeds": len(rows), **{k: {"mean": float(np.mean([r[k] for r in rows])),
+                                               "std": float(np.std([r[k] for r in rows]))} for k in METRICS}}
+            for stage, rows in stages.items()
+        }  # fmt: skip
+    return table
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key, label in zip(axes, ("reward_per_step", "tracking_error_xy", "fall_rate"),
+                              ("reward per step", "tracking error (m/s)", "falls per episode")):  # fmt: skip
+        for i, (method, stages) in enumerate(table.items()):
+            names = list(stages)
+            x = np.arange(len(names)) + 0.8 * i / max(len(table), 1)
+            ax.bar(x, [stages[s][key]["mean"] for s in names], width=0.8 / len(table),
+                   yerr=[stages[s][key]["std"] for s in names], label=method, capsize=2)  # fmt: skip
+            ax.set_xticks(np.arange(len(names)) + 0.4 - 0.4 / len(table), names, fontsize=6, rotation=15)
+        ax.set_title(label)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
