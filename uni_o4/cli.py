@@ -83,12 +83,13 @@ def finetune_offline(args: argparse.Namespace) -> int:
 
     from robot_spec import load_robot
     from robot_spec.policy_io import load_policy
-    from uni_o4.log_dataset import LogDataConfig, dataset_from_log_folder
+    from uni_o4.baselines import baseline_data_config
+    from uni_o4.log_dataset import dataset_from_log_folder
 
     spec = load_robot(args.robot)
     init = load_policy(args.init, spec) if args.init else None  # refuses a policy for another robot/layout
     out = _out(args)
-    data_cfg = offline_config(args, init is not None).data if args.algo == "uni_o4" else LogDataConfig()
+    data_cfg = offline_config(args, init is not None).data if args.algo == "uni_o4" else baseline_data_config()
     data, log_report = dataset_from_log_folder(list(args.offline), spec, data_cfg, args.skip_damaged, args.device)
     print(f"dataset: {len(data)} transitions from {log_report.episodes} episodes "
           f"({log_report.terminals} terminals) in {' '.join(map(str, args.offline))}")  # fmt: skip

@@ -227,8 +227,11 @@ class OnlineRun:
             if remeasure or best is None or metrics["reward_per_step"] >= best["reward_per_step"]:
                 self.state.best, self.state.best_iteration = summary, it
                 self.best_learner = copy.deepcopy(self.learner.state_dict())
-            data, _ = dataset_from_log_folder(folder, self.spec, self.data_cfg)
-            entry["update_stats"] = self.learner.update(self.rollouts, data)
+            if metrics["policy_steps"] >= 2:
+                data, _ = dataset_from_log_folder(folder, self.spec, self.data_cfg)
+                entry["update_stats"] = self.learner.update(self.rollouts, data)
+            else:  # every episode tripped before the policy acted: nothing to learn from, nothing changes
+                entry["skipped"] = "no policy steps in the rollout"
             print(f"online: update {it}: reward/step {metrics['reward_per_step']:.4g}, falls {metrics['fall_rate']:.2f}, "
                   f"trips {metrics['trip_rate']:.2f}, tracking {metrics['tracking_error_xy']:.3f} m/s")  # fmt: skip
         self.log(entry)
@@ -314,10 +317,10 @@ def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineCo
 
     from deploy.safety import load_safety_config
     from robot_spec.config import from_dict
-    from uni_o4.baselines import ALGORITHMS, SafeActionSet, make_algorithm
+    from uni_o4.baselines import ALGORITHMS, SafeActionSet, baseline_data_config, make_algorithm
 
     saved = torch.load(result_dir / "algorithm.pt", map_location="cpu", weights_only=False)
-    data_cfg = LogDataConfig()
+    data_cfg = baseline_data_config()
     offline, _ = dataset_from_log_folder([Path(p) for p in source["data"]], spec, data_cfg, device=device)
     algo_cfg = from_dict(ALGORITHMS[source["algo"]][0], saved["config"])
     safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)

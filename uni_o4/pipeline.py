@@ -64,7 +64,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     offline = out / "offline"
     run_stage(offline / "report.json", [
         "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
-        "--preset", args.offline_preset or f"{args.algo}_quick", "--out", str(offline), "--cache", str(out / "cache"),
+        "--preset", args.offline_preset or f"{args.algo}_quick", "--ope-preset", "uni_o4_quick",
+        "--out", str(offline), "--cache", str(out / "cache"),
         "--seed", str(args.seed), "--device", args.device,
     ])  # fmt: skip
     gate = json.loads((offline / "gate.json").read_text())

@@ -29,6 +29,7 @@ from uni_o4.baselines.common import (
 from uni_o4.baselines.iql import IQL, IQLConfig
 from uni_o4.baselines.o3f import O3F, O3FConfig
 from uni_o4.dataset import OfflineDataset
+from uni_o4.log_dataset import LogDataConfig
 
 ALGORITHMS: dict[str, tuple[type, type]] = {
     "iql": (IQLConfig, IQL),
@@ -38,8 +39,14 @@ ALGORITHMS: dict[str, tuple[type, type]] = {
 
 __all__ = [
     "ALGORITHMS", "Algorithm", "CalQL", "CalQLConfig", "IQL", "IQLConfig", "O3F", "O3FConfig", "SafeActionSet",
-    "concat_batches", "load_baseline_config", "make_algorithm", "mixed_batch", "project_to_safe_set", "train",
+    "baseline_data_config", "concat_batches", "load_baseline_config", "make_algorithm", "mixed_batch", "project_to_safe_set", "train",
 ]  # fmt: skip
+
+
+def baseline_data_config() -> LogDataConfig:
+    """How logs become the baselines' data: critics on the policy's observation only, because O3F scores
+    candidate actions with Q while acting, where the runtime has just the observation at hand."""
+    return LogDataConfig(critic_fields=[])
 
 
 def _check_name(name: str) -> None:
