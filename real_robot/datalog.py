@@ -467,6 +467,13 @@ def iter_episodes(folder: str | Path, skip_damaged: bool = False) -> Iterator[Ep
         yield item
 
 
+def set_aside(folder: str | Path) -> None:
+    """A log folder an interrupted run left behind is renamed beside itself, never overwritten or deleted."""
+    folder = Path(folder)
+    if folder.exists():
+        folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+
+
 def read_log_folder(folder: str | Path, skip_damaged: bool = False) -> LogFolder:
     """Every episode of a folder. A damaged file raises DamagedLogError, or with skip_damaged is listed in
     `.damaged` (and warned about) while every other file loads."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from deploy.runtime import Behaviour
+from real_robot.datalog import set_aside
 from robot_spec.config import save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.spec import RobotSpec
@@ -242,8 +242,7 @@ class OnlineRun:
     def fresh_rollout_folder(self, it: int) -> Path:
         """The rollout's log folder; one left by an interrupted attempt is kept (renamed), never overwritten."""
         folder = self.rollouts / f"update_{it:03d}"
-        if folder.exists():
-            folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+        set_aside(folder)
         return folder
 
     def log(self, entry: dict) -> None:

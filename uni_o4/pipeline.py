@@ -18,6 +18,7 @@ import re
 import time
 from pathlib import Path
 
+from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
 from uni_o4.cli import ALGOS
 
@@ -130,8 +131,7 @@ def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
     if marker.is_file():
         print(f"pipeline: data collected before: {folder}")
         return folder
-    if folder.exists():  # an interrupted collection: keep its logs beside, never overwrite them
-        folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+    set_aside(folder)  # an interrupted collection's logs are kept beside
     collect_on_stand_in(policy, args.profile, folder, steps=args.collect_steps, seed=args.seed)
     marker.write_text(json.dumps({"policy": str(policy), "profile": args.profile, "steps": args.collect_steps}))
     return folder
@@ -144,8 +144,7 @@ def evaluate_stage(stage: str, policy: Path, profile: str, folder: Path, spec, c
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
     else:
-        if folder.exists():
-            folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+        set_aside(folder)
         metrics = evaluate_on_stand_in(policy, profile, folder, spec, cfg)
     keys = ("mean_return", "std_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate",
             "episodes", "policy_steps")  # fmt: skip
