@@ -50,6 +50,7 @@ from robot_spec.spec import RobotSpec, load_robot
 TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")
 FOLLOW_POLL_S = 100e-6  # --follow: SDK Recv() is non-blocking, so poll for the next LowState this often
 FOLLOW_IDLE_SEND_S = 0.02  # --follow: send anyway after this long without a LowState (see run_follow)
+FOLLOW_CONTROLLER_WAIT_S = 1.0  # --follow: wall time a due pd_target is waited for before robot time moves on
 EXIT_DAMPING_CYCLES = 5  # damping commands sent on shutdown, so the motors do not keep the last target
 
 
@@ -99,8 +100,8 @@ class BridgeCore:
 
     def __init__(self, spec: RobotSpec, cfg: BridgeConfig):
         self.spec = spec
-        policy_period_us = round(1e6 * spec.control.policy_dt)
-        self.watchdog = Watchdog(cfg.watchdog_periods * policy_period_us)
+        self.policy_period_us = round(1e6 * spec.control.policy_dt)
+        self.watchdog = Watchdog(cfg.watchdog_periods * self.policy_period_us)
         self.q_lower = spec.per_joint(spec.limits.sdk_position_lower)
         self.q_upper = spec.per_joint(spec.limits.sdk_position_upper)
         n = spec.num_joints
@@ -338,6 +339,11 @@ class Bridge:
     def handle_lcm(self) -> None:
         self.node.handle(0.0)
 
+    def target_due(self) -> bool:
+        """Live, and a policy period of robot time has passed since the last target: the controller owes one."""
+        age = self.core.watchdog.target_age_us(self.clock.now_us())
+        return age is not None and age >= self.core.policy_period_us
+
     def control(self) -> MotorCommand:
         """Send one LowCmd: the newest target while the watchdog is live, damping otherwise."""
         self.handle_lcm()
@@ -404,19 +410,35 @@ def run_realtime(bridge: Bridge, pacer: Pacer, keep_running: Callable[[], bool],
 
 
 def run_follow(
-    bridge: Bridge, keep_running: Callable[[], bool], on_cycle: Callable[[], None], idle_send_s: float = FOLLOW_IDLE_SEND_S
+    bridge: Bridge,
+    keep_running: Callable[[], bool],
+    on_cycle: Callable[[], None],
+    idle_send_s: float = FOLLOW_IDLE_SEND_S,
+    controller_wait_s: float = FOLLOW_CONTROLLER_WAIT_S,
 ) -> None:
     """One LowCmd per received LowState: the stand-in sets the pace (and the watchdog counts its ticks).
 
-    A board only answers a client that commands it, so after `idle_send_s` without a LowState the bridge sends
-    its current command anyway (at start-up that is damping).
+    Lockstep with the controller as well: when a target is due (a policy period of robot time since the last),
+    the LowCmd that would advance the robot waits for it, up to `controller_wait_s` of wall time. So a host too
+    busy to run the controller pauses robot time instead of tripping the watchdog, while a controller that has
+    stopped still trips it (after one wait). A board only answers a client that commands it, so after
+    `idle_send_s` without a LowState the bridge sends its current command anyway (at start-up that is damping).
     """
     last_cycle = time.monotonic()
+    state_pending = False
+    wait_deadline: float | None = None  # set when a target falls due, kept (run out) until one arrives
     while keep_running():
-        if bridge.poll_state() or time.monotonic() - last_cycle > idle_send_s:
+        state_pending |= bridge.poll_state()
+        now = time.monotonic()
+        if bridge.target_due():
+            wait_deadline = wait_deadline or now + controller_wait_s
+        else:
+            wait_deadline = None
+        waiting = wait_deadline is not None and now < wait_deadline
+        if not waiting and (state_pending or now - last_cycle > idle_send_s):
             bridge.control()
             on_cycle()
-            last_cycle = time.monotonic()
+            state_pending, last_cycle = False, time.monotonic()
         else:
             bridge.handle_lcm()
             time.sleep(FOLLOW_POLL_S)

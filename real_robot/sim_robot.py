@@ -58,7 +58,7 @@ from robot_spec.spec import RobotSpec, load_robot
 
 BOARD_DT = 0.002  # the board's 500 Hz loop
 ODOMETRY_PERIOD_TICKS = 5  # 100 Hz
-FAST_IDLE_TIMEOUT_S = 0.02
+FAST_IDLE_TIMEOUT_S = 0.2  # slow enough that a bridge waiting for its controller (bridge --follow) barely moves time
 MAX_LATE_S = 0.1  # real-time mode: further behind than this, the schedule restarts (counted as an overrun)
 SETTLE_S = 1.0  # the start pose: lie down holding the lying pose this long, then this long with the motors off
 LYING_THIGH_OFFSET = 0.4  # rad further back than the default pose ...

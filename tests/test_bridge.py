@@ -297,7 +297,8 @@ class WireRig:
         self._stop = threading.Event()
         # The board speaks first here, so no idle sends that would break the lockstep.
         running = lambda: not self._stop.is_set()  # noqa: E731
-        self._thread = threading.Thread(target=run_follow, args=(self.bridge, running, lambda: None, math.inf))
+        # A due target is waited for briefly here (see the late-controller test), so a dying publisher trips soon.
+        self._thread = threading.Thread(target=run_follow, args=(self.bridge, running, lambda: None, math.inf, 0.5))
         self._thread.start()
 
     def step(self, state: LowState | None = None):
@@ -368,6 +369,22 @@ def test_wire_damping_first_then_target_then_latched_damping_on_timeout(spec, ri
     assert not wire_is_damping(rig.step(), cfg)
     rig.step()
     assert not rig.statuses[-1].tripped and rig.statuses[-1].trip_count == 1
+
+
+def test_wire_follow_waits_for_a_late_controller_instead_of_moving_robot_time(spec, rig):
+    # A host too busy to run the controller must pause the lockstep, not let robot time run into the watchdog.
+    rig.step()  # the robot clock starts
+    rig.node.publish("pd_target", pd_target(spec))
+    published_at = []
+    late = threading.Timer(0.3, lambda: (published_at.append(time.monotonic()), rig.node.publish("pd_target", pd_target(spec))))
+    late.start()
+    answered_at = []
+    for _ in range(2 * round(spec.control.policy_dt * 1e6 / TICK_US)):  # two policy periods of robot time
+        assert not wire_is_damping(rig.step(), rig.cfg)
+        answered_at.append(time.monotonic())
+    late.join()
+    assert answered_at[-1] >= published_at[0], "robot time ran on without the due target"
+    assert not rig.bridge.core.watchdog.tripped
 
 
 def test_wire_power_protect_violation_trips_to_damping(spec, rig):
