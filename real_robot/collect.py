@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, resolve_schedule_path
@@ -35,6 +36,7 @@ from robot_spec.spec import PolicyMismatchError, RobotSpec, load_robot
 
 # Why an episode ended, by the reason its damping was latched with (deploy.safety monitors or a stop).
 FALL_MONITOR = "orientation"
+MAX_ACTION_NOISE = 0.5  # action units (× action scale = rad): beyond this the "policy" is mostly noise
 STOP_OUTCOMES = {"timeout": "timeout", "operator_stop": "operator_stop"}
 
 
@@ -249,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator-reset", action="store_true",
                    help="a real robot: between episodes keep damping and wait for Enter (default: reset the stand-in "
                         "robot over sim_control)")  # fmt: skip
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="std of Gaussian noise added to the policy's actions (action units; default 0: the policy "
+                        "mean). Logs with some action spread are what offline fine-tuning can improve from")
+    p.add_argument("--seed", type=int, default=0, help="seed of the action noise (default: 0)")
     p.add_argument("--stand-in-profile", help="the stand-in's reality-gap profile, recorded in the log meta")
     p.add_argument("--reset-settle-s", type=float, default=1.0,
                    help="robot time to wait in damping after a stand-in reset (default: 1.0)")
@@ -268,6 +274,20 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be positive, got {value}")
     if args.episode_s <= 0 or args.reset_settle_s < 0:
         raise ValueError("--episode-s must be positive and --reset-settle-s not negative")
+    if not 0 <= args.action_noise <= MAX_ACTION_NOISE:
+        raise ValueError(f"--action-noise must be in [0, {MAX_ACTION_NOISE}], got {args.action_noise}")
+
+
+def noisy_policy(actor: torch.nn.Module, std: float, seed: int, device: str = "cpu") -> Behaviour:
+    """The policy mean plus N(0, std²) per joint: a known, seeded behaviour policy for offline fine-tuning."""
+    noise = torch.Generator().manual_seed(seed)
+
+    @torch.inference_mode()
+    def act(obs: torch.Tensor, _last_action: np.ndarray) -> np.ndarray:
+        mean = actor(obs.to(device))[0].cpu()
+        return (mean + std * torch.randn(mean.shape, generator=noise, dtype=mean.dtype)).double().numpy()
+
+    return act
 
 
 def main(argv: list[str] | None = None, behaviour: Behaviour | None = None, extra_meta: dict | None = None) -> int:
@@ -289,6 +309,9 @@ def collect(args: argparse.Namespace, behaviour: Behaviour | None = None, extra_
     schedule = load_schedule(args.schedule, preset)
     cfg, safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
     folder = args.out or Path("data_logs") / f"collect_{time.strftime('%Y%m%d-%H%M%S')}"
+    if behaviour is None and args.action_noise > 0:
+        behaviour = noisy_policy(policy.actor, args.action_noise, args.seed, args.device)
+        extra_meta = {"action_noise_std": args.action_noise, "noise_seed": args.seed, **(extra_meta or {})}
     meta = run_meta(
         spec, policy, cfg, safety_cfg, command_schedule=to_dict(schedule), speed_preset=to_dict(preset),
         schedule_file=str(resolve_schedule_path(args.schedule)), stand_in_profile=args.stand_in_profile,

@@ -15,7 +15,7 @@ import yaml
 from deploy.loopback import LoopbackRobot
 from deploy.runtime import Odometry, PdTarget, Phase, RobotState
 from deploy.safety import Trip
-from real_robot.collect import RunLog, episode_outcome, main as collect_main, record_schema
+from real_robot.collect import RunLog, episode_outcome, main as collect_main, noisy_policy, record_schema
 from real_robot.datalog import read_log_folder
 from robot_spec.policy_io import ActorMLP, save_policy
 
@@ -79,6 +79,20 @@ def test_bad_arguments_and_a_wrong_policy_are_refused(spec, tmp_path, capsys):
     assert "--steps must be positive" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         collect_main(["--policy", "x.pt", "--steps", "5", "--episodes", "2"])
+    assert collect_main(["--policy", "x.pt", "--steps", "5", "--action-noise", "-0.1"]) == 2
+    assert "--action-noise must be in" in capsys.readouterr().err
+
+
+def test_noisy_policy_is_the_mean_plus_seeded_gaussian_noise(spec):
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [16])
+    obs = torch.randn(1, spec.observation.dim)
+    mean = actor(obs)[0].detach().double().numpy()
+    draws = lambda seed: noisy_policy(actor, 0.2, seed)(obs, None)  # noqa: E731
+    act = noisy_policy(actor, 0.2, seed=3)
+    noise = np.stack([act(obs, np.zeros(spec.num_joints)) for _ in range(500)]) - mean
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.2) < 0.01
+    np.testing.assert_array_equal(draws(3), draws(3))
+    assert not np.array_equal(draws(3), draws(4))
 
 
 # ------------------------------------------------------------------------------------------------ on the wire
@@ -127,6 +141,17 @@ def test_collect_logs_episodes_the_offline_dataset_reads(spec, robot, files, tmp
 
     data, report = dataset_from_log_folder(out, spec, LogDataConfig())
     assert report.transitions == 2 * round(0.6 * spec.control.policy_hz) and report.terminals == 0
+
+
+def test_action_noise_is_executed_logged_and_described(spec, robot, files, tmp_path):
+    out = tmp_path / "noisy"
+    args = collect_args(robot, files, out, "--episodes", "1", "--episode-s", "0.6", "--action-noise", "0.2")
+    assert collect_main(args) == 0
+    (episode,) = read_log_folder(out).episodes
+    policy_phase = episode.records["phase"] == Phase.POLICY
+    actions = episode.records["action"][policy_phase]  # the policy's mean is 0: what was logged is the noise
+    assert abs(actions.std() - 0.2) < 0.03 and abs(actions.mean()) < 0.03
+    assert episode.meta["action_noise_std"] == 0.2 and episode.meta["behaviour"] == "exploring"
 
 
 def test_a_collector_killed_mid_episode_leaves_logs_that_load(spec, robot, files, tmp_path):

@@ -1,6 +1,7 @@
 """uni_o4.online on the stand-in robot over the real protocol: checkpoint, SIGKILL, resume; rollback on regression."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deploy.runtime import Phase
 from real_robot.datalog import read_log_folder
 from robot_spec.policy_io import ActorMLP
 from uni_o4.log_dataset import LogDataConfig
@@ -132,3 +134,48 @@ def test_regression_rule(metrics, regressed):
     best = {"reward_per_step": 1.0, "fall_rate": 0.0, "trip_rate": 0.0}
     assert bool(is_regression(metrics, best, OnlineConfig().regression)) == regressed
     assert is_regression(metrics, None, OnlineConfig().regression) == []
+
+
+# O3F explores around a standing actor with a small std: it must keep standing. Cal-QL starts from a random
+# actor (its tanh policy cannot start from the pretrained one): its jumps trip the bridge's PowerProtect within a
+# few steps, so only the loop and the safe set are checked on the steps it does take.
+@pytest.mark.parametrize(("algo", "overrides", "min_steps"), [("o3f", {"init_std": 0.1}, 50), ("calql", {}, 1)])
+def test_a_baseline_fine_tunes_online_on_mixed_data_inside_the_safe_set(spec, tmp_path, algo, overrides, min_steps):
+    from deploy.safety import load_safety_config
+    from robot_spec.policy_io import load_policy, save_policy
+    from uni_o4.baselines import SafeActionSet, baseline_data_config, load_baseline_config, make_algorithm
+    from uni_o4.log_dataset import dataset_from_log_folder
+    from uni_o4.online import OffPolicyLearner
+    from uni_o4.robot_eval import collect_on_stand_in
+
+    torch.manual_seed(0)
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [32])
+    torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
+    save_policy(actor, spec, tmp_path / "standing.pt")
+    collect_on_stand_in(tmp_path / "standing.pt", "none", tmp_path / "offline", episodes=1, episode_s=2.0,
+                        schedule="stand", action_noise=0.05)  # fmt: skip
+    data_cfg = baseline_data_config()
+    offline, _ = dataset_from_log_folder(tmp_path / "offline", spec, data_cfg)
+    small = {"actor_hidden_dims": [32], "critic_hidden_dims": [32], "batch_size": 32, **overrides}
+    safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
+    init = {"init_actor": actor} if algo == "o3f" else {}
+    algorithm = make_algorithm(algo, load_baseline_config(algo, overrides=small), offline, safe_set, **init)
+    cfg = OnlineConfig(updates=2, episodes_per_rollout=1, episode_s=2.0, schedule="stand", offpolicy_steps=10,
+                       offpolicy_batch_size=32)  # fmt: skip
+    learner = OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg)
+    state = OnlineRun(learner, spec, data_cfg, cfg, tmp_path / "online", stand_in_rollout("none", cfg)).run()
+
+    assert [h["update"] for h in state.history] == [0, 1]
+    for entry in state.history:
+        if "rollback" not in entry:
+            assert entry["update_stats"] and all(map(math.isfinite, entry["update_stats"].values()))
+    rolled_out = [load_policy(tmp_path / "online" / "policies" / f"update_00{i}.pt", spec).actor for i in (0, 1)]
+    first, second = (dict(actor.named_parameters()) for actor in rolled_out)
+    assert any(not torch.equal(first[k], second[k]) for k in first), "the update changed nothing"
+    # every action executed on the robot was the exploring behaviour's, inside the safe action set
+    for folder in sorted((tmp_path / "online" / "rollouts").iterdir()):
+        for episode in read_log_folder(folder).episodes:
+            acting = episode.records["phase"] == Phase.POLICY
+            actions = torch.as_tensor(episode.records["action"][acting], dtype=torch.float32)
+            assert len(actions) >= min_steps and safe_set.contains(actions[1:], actions[:-1], tol=1e-4).all()
+            assert episode.meta["behaviour"] == "exploring"

@@ -32,6 +32,9 @@ def add_pipeline_parser(sub) -> None:
     p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
     p.add_argument("--data", type=Path, help="log folder(s) collected before: skip collection (e.g. another method's)")
     p.add_argument("--collect-steps", type=int, default=20000, help="logged robot steps for offline (default 20000)")
+    p.add_argument("--collect-noise", type=float, default=0.15,
+                   help="std of the Gaussian noise on the collected actions (action units; default 0.15): logs of "
+                        "the deterministic policy alone leave offline fine-tuning nothing to compare")
     p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
     p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
     p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
@@ -132,8 +135,10 @@ def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
         print(f"pipeline: data collected before: {folder}")
         return folder
     set_aside(folder)  # an interrupted collection's logs are kept beside
-    collect_on_stand_in(policy, args.profile, folder, steps=args.collect_steps, seed=args.seed)
-    marker.write_text(json.dumps({"policy": str(policy), "profile": args.profile, "steps": args.collect_steps}))
+    collect_on_stand_in(policy, args.profile, folder, steps=args.collect_steps, seed=args.seed,
+                        action_noise=args.collect_noise)  # fmt: skip
+    marker.write_text(json.dumps({"policy": str(policy), "profile": args.profile, "steps": args.collect_steps,
+                                  "action_noise": args.collect_noise}))  # fmt: skip
     return folder
 
 

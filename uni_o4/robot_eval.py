@@ -90,9 +90,9 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
 def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episodes: int | None = None,
                         episode_s: float = 20.0, schedule: str = "walk", speed: str = "high", seed: int = 0,
                         steps: int | None = None, behaviour: Behaviour | None = None,
-                        extra_meta: dict | None = None) -> None:  # fmt: skip
-    """`real_robot collect` against a fresh stand-in robot + bridge on loopback (fast mode); `behaviour` and
-    `extra_meta` as in real_robot.collect.collect."""
+                        extra_meta: dict | None = None, action_noise: float = 0.0) -> None:  # fmt: skip
+    """`real_robot collect` against a fresh stand-in robot + bridge on loopback (fast mode); `behaviour`,
+    `extra_meta` and `action_noise` as in real_robot.collect."""
     from deploy.loopback import LoopbackRobot
     from real_robot import collect
 
@@ -102,6 +102,7 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
             "--policy", str(policy), *amount, "--episode-s", str(episode_s), "--schedule", schedule,
             "--speed", speed, "--runtime-config", "runtime_fast", "--stand-in-profile", profile, "--out", str(out),
             "--lcm-url", robot.lcm_url, "--channel-prefix", robot.prefix,
+            "--action-noise", str(action_noise), "--seed", str(seed),
         ], behaviour, extra_meta)  # fmt: skip
     if code != 0:
         raise RuntimeError(f"collection on the stand-in ({profile}) failed with exit code {code}")

@@ -53,6 +53,9 @@ class Algorithm(Protocol):
 
 
 # --------------------------------------------------------------------------------------------- safe actions
+RATE_LIMIT_MARGIN = 1e-3  # relative: the safe set's action-rate limit inside the safety monitor's
+
+
 def project_to_safe_set(
     actions: torch.Tensor, low: torch.Tensor, high: torch.Tensor, max_delta: float,
     last_action: torch.Tensor | None = None,
@@ -84,14 +87,16 @@ class SafeActionSet:
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, max_delta: float) -> SafeActionSet:
-        """Actions whose PD targets stay inside both the URDF and the SDK joint ranges, |a| ≤ action_clip."""
+        """Actions whose PD targets stay inside both the URDF and the SDK joint ranges, |a| ≤ action_clip, and
+        whose rate stays a hair inside the runtime's action-rate monitor (`max_delta`): an action projected onto
+        the limit in float32 must not read as beyond it in float64 and trip the monitor."""
         lower = np.maximum(spec.position_lower, spec.per_joint(spec.limits.sdk_position_lower))
         upper = np.minimum(spec.position_upper, spec.per_joint(spec.limits.sdk_position_upper))
         scale, clip = spec.control.action_scale, spec.control.action_clip
         low = np.maximum((lower - spec.default_pose) / scale, -clip)
         high = np.minimum((upper - spec.default_pose) / scale, clip)
         as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        return cls(as_tensor(low), as_tensor(high), float(max_delta))
+        return cls(as_tensor(low), as_tensor(high), float(max_delta) * (1 - RATE_LIMIT_MARGIN))
 
     @classmethod
     def for_robot(cls, robot: str) -> SafeActionSet:
