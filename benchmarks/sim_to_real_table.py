@@ -1,7 +1,7 @@
 """The sim-to-real table on the stand-in for every method: sim policy, after offline, after online.
 
-Runs `uni_o4 pipeline` for each method and seed (the first run of a seed collects the logs, the other methods
-reuse them, so every method sees the same data), then saves mean and spread over seeds per method and stage,
+Runs `uni_o4 pipeline` for each method and seed (the first run of a seed collects the logs and evaluates the sim
+policy; the other methods reuse both, so every method sees the same data and baseline), then saves mean and spread over seeds per method and stage,
 and a plot. A finished pipeline folder is reused, so the script resumes.
 
     python benchmarks/sim_to_real_table.py --policy /path/to/policy.pt --methods uni_o4 iql o3f calql --seeds 0 1
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,21 +31,24 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--profile", default="strong")
     p.add_argument("--collect-steps", type=int, default=20000)
+    p.add_argument("--eval-episodes", type=int, default=6, help="stand-in episodes per evaluation")
     p.add_argument("--root", type=Path, default=Path("runs/sim_to_real"))
     args = p.parse_args()
 
     runs: dict[str, list[list[dict]]] = {m: [] for m in args.methods}
     for seed in args.seeds:
-        data = None
+        data = first = None
         for method in args.methods:
             out = args.root / f"{method}_seed{seed}"
             argv = ["pipeline", "--algo", method, "--profile", args.profile, "--out", str(out), "--seed", str(seed),
-                    "--collect-steps", str(args.collect_steps)]  # fmt: skip
+                    "--collect-steps", str(args.collect_steps), "--eval-episodes", str(args.eval_episodes)]  # fmt: skip
             argv += ["--policy", str(args.policy)] if args.policy else []
             argv += ["--data", str(data)] if data else []
+            if first is not None:
+                reuse_sim_policy_rows(first, out)
             if uni_o4(argv) != 0:
                 raise SystemExit(f"pipeline failed: {' '.join(argv)}")
-            data = data or out / "data_logs"
+            data, first = data or out / "data_logs", first or out
             runs[method].append(json.loads((out / "pipeline.json").read_text()))
     table = summarise(runs)
     for method, stages in table.items():
@@ -55,6 +59,16 @@ def main() -> None:
                                        "table": table})
     plot(table, path.with_suffix(".png"))
     print(f"saved {path} and {path.with_suffix('.png')}")
+
+
+SIM_POLICY_ROWS = ("sim_policy_no_gap", "sim_policy")  # the pipeline's eval folders of its first two rows
+
+
+def reuse_sim_policy_rows(source: Path, out: Path) -> None:
+    """The sim policy's evaluations do not depend on the method: copy them (the pipeline skips what exists)."""
+    for name in SIM_POLICY_ROWS:
+        if (source / "eval" / name / "metrics.json").is_file() and not (out / "eval" / name).exists():
+            shutil.copytree(source / "eval" / name, out / "eval" / name)
 
 
 def summarise(runs: dict[str, list[list[dict]]]) -> dict:
