@@ -30,9 +30,9 @@ from torch import nn
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
-from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, frozen, q_many, seeded
+from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, frozen, gradient_step, q_many, seeded
 from uni_o4.dataset import Batch
-from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble, soft_update
+from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble
 
 
 @dataclass
@@ -205,13 +205,7 @@ class CalQL:
         }
 
     def update(self, batch: Batch) -> dict[str, float]:
-        losses = self.losses(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        (losses["actor_loss"] + losses["temperature_loss"] + losses["critic_loss"]).backward()
-        self.optimizer.step()
-        soft_update(self.q_target, self.q, self.cfg.polyak)
-        self.num_updates += 1
-        return {name: float(value.detach()) for name, value in losses.items()}
+        return gradient_step(self, self.losses(batch), ("actor_loss", "temperature_loss", "critic_loss"))
 
     # ----------------------------------------------------------------- acting
     @torch.no_grad()

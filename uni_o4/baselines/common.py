@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from robot_spec.spec import RobotSpec
 from uni_o4.dataset import Batch, OfflineDataset
-from uni_o4.networks import QEnsemble
+from uni_o4.networks import QEnsemble, soft_update
 
 Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std) for input normalisation
 
@@ -191,6 +191,17 @@ def critic_input(obs: torch.Tensor, critic_obs: torch.Tensor | None, state_dim: 
             f"(obs {obs.shape[-1]}{'' if critic_obs is None else f' + critic_obs {critic_obs.shape[-1]}'})"
         )
     return state
+
+
+def gradient_step(algorithm, losses: dict[str, torch.Tensor], summed: tuple[str, ...]) -> dict[str, float]:
+    """One step of `algorithm.optimizer` on the sum of the `summed` losses, then the Polyak update of the target
+    Q; every entry of `losses` as a float (the diagnostics)."""
+    algorithm.optimizer.zero_grad(set_to_none=True)
+    sum(losses[name] for name in summed).backward()
+    algorithm.optimizer.step()
+    soft_update(algorithm.q_target, algorithm.q, algorithm.cfg.polyak)
+    algorithm.num_updates += 1
+    return {name: float(value.detach()) for name, value in losses.items()}
 
 
 def adam(groups: list[tuple[nn.Module | list[nn.Parameter], float]]) -> torch.optim.Adam:

@@ -22,10 +22,10 @@ from torch import nn
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
-from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, seeded
+from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, gradient_step, seeded
 from uni_o4.critics import expectile_loss
 from uni_o4.dataset import Batch
-from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble, ValueNet, soft_update
+from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble, ValueNet
 
 
 @dataclass
@@ -134,13 +134,7 @@ class IQL:
         }
 
     def update(self, batch: Batch) -> dict[str, float]:
-        losses = self.losses(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        (losses["value_loss"] + losses["q_loss"] + losses["actor_loss"]).backward()
-        self.optimizer.step()
-        soft_update(self.q_target, self.q, self.cfg.polyak)
-        self.num_updates += 1
-        return {name: float(value.detach()) for name, value in losses.items()}
+        return gradient_step(self, self.losses(batch), ("value_loss", "q_loss", "actor_loss"))
 
     # ----------------------------------------------------------------- acting
     @torch.no_grad()
