@@ -36,6 +36,7 @@ def main() -> None:
     args = p.parse_args()
 
     runs: dict[str, list[list[dict]]] = {m: [] for m in args.methods}
+    curves: dict[str, list[list[dict]]] = {m: [] for m in args.methods}  # online_history.json per seed
     for seed in args.seeds:
         data = first = None
         for method in args.methods:
@@ -50,6 +51,8 @@ def main() -> None:
                 raise SystemExit(f"pipeline failed: {' '.join(argv)}")
             data, first = data or out / "data_logs", first or out
             runs[method].append(json.loads((out / "pipeline.json").read_text()))
+            history = out / "online" / "online_history.json"
+            curves[method].append(json.loads(history.read_text()) if history.is_file() else [])
     table = summarise(runs)
     for method, stages in table.items():
         for stage, row in stages.items():
@@ -58,7 +61,9 @@ def main() -> None:
     path = save("sim_to_real_table", {"setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                                        "table": table})
     plot(table, path.with_suffix(".png"))
-    print(f"saved {path} and {path.with_suffix('.png')}")
+    curve_path = path.with_name("sim_to_real_learning_curve.png")
+    plot_learning_curves(curves, curve_path)
+    print(f"saved {path}, {path.with_suffix('.png')} and {curve_path}")
 
 
 SIM_POLICY_ROWS = ("sim_policy_no_gap", "sim_policy")  # the pipeline's eval folders of its first two rows
@@ -103,6 +108,30 @@ def plot(table: dict, path: Path) -> None:
                    yerr=[stages[s][key]["std"] for s in names], label=method, capsize=2)  # fmt: skip
             ax.set_xticks(np.arange(len(names)) + 0.4 - 0.4 / len(table), names, fontsize=6, rotation=15)
         ax.set_title(label)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_curves(curves: dict[str, list[list[dict]]], path: Path) -> None:
+    """Online rollouts' reward per step and falls against real steps, one line per method and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (method, seeds) in enumerate(curves.items()):
+        for j, history in enumerate(seeds):
+            if not history:
+                continue
+            steps = np.cumsum([h["policy_steps"] for h in history])
+            label = method if j == 0 else None
+            for ax, key in zip(axes, ("reward_per_step", "fall_rate")):
+                ax.plot(steps, [h[key] for h in history], marker="o", color=f"C{i}", alpha=0.7, label=label)
+    for ax, title in zip(axes, ("online rollouts: reward per step", "online rollouts: falls per episode")):
+        ax.set(xlabel="real steps (cumulative)", title=title)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

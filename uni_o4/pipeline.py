@@ -38,6 +38,7 @@ def add_pipeline_parser(sub) -> None:
     p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
     p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
     p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
+    p.add_argument("--eval-episode-s", type=float, default=20.0, help="length of an evaluation episode (default 20 s)")
     p.add_argument("--out", type=Path, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
@@ -47,13 +48,13 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from robot_spec import load_robot
     from uni_o4.robot_eval import RobotEvalConfig
 
-    if args.collect_steps <= 0 or args.eval_episodes <= 0:
-        raise ValueError("--collect-steps and --eval-episodes must be positive")
+    if min(args.collect_steps, args.eval_episodes, args.eval_episode_s) <= 0:
+        raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive")
     spec = load_robot("go1")
     out = args.out or Path("runs") / "pipeline" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     print(f"pipeline: {args.algo} on the stand-in ({args.profile}) -> {out}")
-    evaluation = RobotEvalConfig(episodes=args.eval_episodes, seed=args.seed + 100)
+    evaluation = RobotEvalConfig(episodes=args.eval_episodes, episode_s=args.eval_episode_s, seed=args.seed + 100)
     rows = []
 
     def evaluate(stage: str, policy: Path, profile: str, note: str = "") -> None:

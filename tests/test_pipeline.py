@@ -1,0 +1,40 @@
+"""`uni_o4 pipeline` end to end on tiny settings: every stage runs on the stand-in, the table has a row per stage,
+the collected logs carry their action noise, and a rerun resumes (skips every stage that is done)."""
+
+import json
+
+import pytest
+import yaml
+
+from real_robot.datalog import read_log_folder
+from uni_o4.cli import main
+
+pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the stand-in path needs the Unitree SDK")
+
+STAGES = ["sim policy, no gap", "sim policy", "after offline", "after online"]
+
+
+def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
+    online = tmp_path / "online_tiny.yaml"
+    online.write_text(yaml.safe_dump({"updates": 2, "episodes_per_rollout": 1, "episode_s": 1.0,
+                                      "ppo": {"epochs": 1, "minibatch_size": 32}}))  # fmt: skip
+    out = tmp_path / "pipeline"
+    argv = ["pipeline", "--pretrain-preset", "tiny", "--collect-steps", "150", "--offline-preset", "uni_o4_tiny",
+            "--online-preset", str(online), "--eval-episodes", "1", "--eval-episode-s", "1.0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+
+    rows = json.loads((out / "pipeline.json").read_text())
+    assert [r["stage"] for r in rows] == STAGES
+    assert [r["profile"] for r in rows] == ["none", "strong", "strong", "strong"]
+    assert (out / "pipeline.md").read_text().count("\n") == 2 + len(STAGES) and (out / "pipeline.png").is_file()
+    logs = read_log_folder(out / "data_logs")
+    assert sum(len(e.records["step"]) for e in logs.episodes) >= 150
+    assert all(e.meta["action_noise_std"] == 0.15 for e in logs.episodes)
+    assert (out / "offline" / "gate.json").is_file() and (out / "online" / "deploy" / "policy.pt").is_file()
+
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "pretraining done before" in printed and "data collected before" in printed
+    assert printed.count("done before, skipped") == 2  # offline and online
+    assert json.loads((out / "pipeline.json").read_text()) == rows
