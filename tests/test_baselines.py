@@ -234,6 +234,19 @@ def test_o3f_starts_from_a_pretrained_actor(data, safe_set, spec):
     torch.testing.assert_close(o3f.export_actor()(data.obs[:4]), actor(data.obs[:4]))  # weights and normalisation
 
 
+def test_a_refused_policy_restarts_from_the_deployed_one_with_its_critics(data, safe_set, spec):
+    torch.manual_seed(0)
+    actor, deployed = (ActorMLP(spec.observation.dim, spec.num_joints, [16, 16], "elu") for _ in range(2))
+    deployed.obs_mean.fill_(0.3)
+    cfg = load_baseline_config("o3f", overrides=TINY)
+    o3f = make_algorithm("o3f", cfg, data, safe_set, init_actor=actor)
+    train(o3f, lambda: data.sample(cfg.batch_size), 3)
+    q_before = copy.deepcopy(o3f.q.state_dict())
+    o3f.restart_policy_mean(deployed)
+    torch.testing.assert_close(o3f.export_actor()(data.obs[:4]), deployed(data.obs[:4]))
+    assert all(torch.equal(q_before[k], v) for k, v in o3f.q.state_dict().items())
+
+
 def test_mixed_batch_takes_the_ratio_from_each_source(data):
     online = synthetic_dataset(45, 12, episodes=2, length=20, seed=5)
     online.obs.fill_(7.0)  # marks online rows

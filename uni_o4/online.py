@@ -309,9 +309,10 @@ def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineCo
             deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
             policy = GaussianPolicyEnsemble.from_actor(deployed, 1, **_std_kwargs(result.policy))
         return PPOLearner(policy, result.critics.v, cfg.ppo, cfg.seed), offline_cfg.data
-    if not gate_passed(result_dir):
-        raise ValueError(f"the gate refused {source['algo']}'s offline result in {result_dir} (gate.json): online "
-                         "fine-tuning on the robot starts only from a policy that passed it")  # fmt: skip
+    refused = not gate_passed(result_dir)
+    if refused and source["algo"] == "calql":
+        raise ValueError(f"the gate refused calql's offline result in {result_dir} (gate.json), and Cal-QL's "
+                         "tanh policy cannot restart from the deployed one: nothing safe to fine-tune online")  # fmt: skip
     import torch
 
     from deploy.safety import load_safety_config
@@ -325,6 +326,9 @@ def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineCo
     safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
     algorithm = make_algorithm(source["algo"], algo_cfg, offline, safe_set, device)
     algorithm.load_state_dict(saved["state"])
+    if refused:  # like Uni-O4: start from what the gate kept deployed, with the offline critics
+        print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
+        algorithm.restart_policy_mean(load_policy(result_dir / DEPLOYED, spec, device).actor)
     return OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg), data_cfg
 
 

@@ -98,6 +98,13 @@ class IQL:
             1, self.obs_dim, self.action_dim, cfg.actor_hidden_dims, cfg.actor_activation, **std_kwargs
         )
 
+    def restart_policy_mean(self, actor: ActorMLP) -> None:
+        """The policy mean (and its input normalisation) back to `actor`, critics and std kept: online fine-tuning
+        starts from the policy the gate kept deployed when it refused this one's offline result."""
+        fresh = self._build_policy(actor).to(self.device)
+        self.policy.mean_net.load_state_dict(fresh.mean_net.state_dict())
+        self.policy.normalizer.load_state_dict(fresh.normalizer.state_dict())
+
     def set_normalization(self, obs_stats: Stats | None, state_stats: Stats) -> None:
         """Fix input normalisation from the offline data; obs_stats None keeps the policy's (a pretrained actor's)."""
         if obs_stats is not None:
