@@ -17,7 +17,7 @@ from real_robot.datalog import read_log_folder
 from robot_spec.policy_io import ActorMLP
 from uni_o4.log_dataset import LogDataConfig
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
-from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, is_regression, stand_in_rollout
+from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, is_better, is_regression, stand_in_rollout
 from uni_o4.online_ppo import OnlinePPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +122,13 @@ def test_a_regressing_policy_is_rolled_back_and_the_rollback_logged(spec, tmp_pa
     assert third["fall_rate"] == 0 and third["trip_rate"] == 0
     history = json.loads((tmp_path / "online_history.json").read_text())
     assert history[1]["rollback"]["reasons"]
+
+
+def test_the_best_rollout_is_the_safest_then_the_most_rewarding():
+    safe, falling = ({"reward_per_step": 0.015, "fall_rate": 0.0, "trip_rate": 0.0},
+                     {"reward_per_step": 0.020, "fall_rate": 0.5, "trip_rate": 0.0})  # fmt: skip
+    assert is_better(safe, None) and is_better(safe, falling) and not is_better(falling, safe)
+    assert is_better({**safe, "reward_per_step": 0.016}, safe) and not is_better({**safe, "reward_per_step": 0.01}, safe)
 
 
 @pytest.mark.parametrize(

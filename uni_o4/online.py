@@ -6,8 +6,8 @@ One iteration per update, every step on the robot going through the deploy runti
 1. rollout: whole episodes, logged as loss-proof logs under <out>/rollouts/update_NNN. Updates happen only
    between episodes, when the robot is in damping and being reset: never mid-stride.
 2. measure the rollout from its logs (uni_o4.robot_eval): reward per step, falls and safety trips.
-3. regression check against the best rollout so far: worse by more than the tolerance, or more falls and
-   trips → roll the learner back to the best checkpoint (policy, critic, optimisers), record it, no update.
+3. regression check against the best rollout so far (fewest falls and trips, then most reward per step): worse
+   by more than the tolerance, or more falls and trips → roll the learner back to the best checkpoint (policy, critic, optimisers), record it, no update.
 4. otherwise one update on the rollout (Uni-O4: PPO; IQL/Cal-QL/O3F: gradient steps on offline + online data).
 5. checkpoint (atomic) after every iteration; a rerun with the same --out resumes from it.
 
@@ -161,6 +161,14 @@ def incidents(metrics: dict) -> float:
     return metrics["fall_rate"] + metrics["trip_rate"]
 
 
+def is_better(metrics: dict, best: dict | None) -> bool:
+    """Fewer falls and trips per episode first, then more reward per step: a policy that falls is never the
+    best because it happened to earn more before falling."""
+    if best is None:
+        return True
+    return (-incidents(metrics), metrics["reward_per_step"]) >= (-incidents(best), best["reward_per_step"])
+
+
 @dataclass
 class OnlineState:
     """What a checkpoint holds besides the learner: where the loop is and what it has seen."""
@@ -223,8 +231,7 @@ class OnlineRun:
             print(f"online: update {it}: ROLLBACK to the policy of update {self.state.best_iteration}: "
                   f"{'; '.join(reasons)}")  # fmt: skip
         else:
-            best = self.state.best
-            if remeasure or best is None or metrics["reward_per_step"] >= best["reward_per_step"]:
+            if remeasure or is_better(metrics, self.state.best):
                 self.state.best, self.state.best_iteration = summary, it
                 self.best_learner = copy.deepcopy(self.learner.state_dict())
             if metrics["policy_steps"] >= 2:
