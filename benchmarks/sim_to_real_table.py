@@ -93,20 +93,23 @@ def summarise(runs: dict[str, list[list[dict]]]) -> dict:
 
 
 def plot(table: dict, path: Path) -> None:
+    """Bars per stage (every stage any method reached), one colour per method, spread over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, key, label in zip(axes, ("reward_per_step", "tracking_error_xy", "fall_rate"),
-                              ("reward per step", "tracking error (m/s)", "falls per episode")):  # fmt: skip
-        for i, (method, stages) in enumerate(table.items()):
-            names = list(stages)
-            x = np.arange(len(names)) + 0.8 * i / max(len(table), 1)
-            ax.bar(x, [stages[s][key]["mean"] for s in names], width=0.8 / len(table),
-                   yerr=[stages[s][key]["std"] for s in names], label=method, capsize=2)  # fmt: skip
-            ax.set_xticks(np.arange(len(names)) + 0.4 - 0.4 / len(table), names, fontsize=6, rotation=15)
+    stages = list(dict.fromkeys(stage for rows in table.values() for stage in rows))
+    width = 0.8 / max(len(table), 1)
+    panels = (("mean_return", "episode return"), ("reward_per_step", "reward per step"),
+              ("tracking_error_xy", "tracking error (m/s)"), ("fall_rate", "falls per episode"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 4))
+    for ax, (key, label) in zip(axes, panels):
+        for i, (method, rows) in enumerate(table.items()):
+            reached = [k for k, stage in enumerate(stages) if stage in rows]
+            ax.bar(np.array(reached) + width * i, [rows[stages[k]][key]["mean"] for k in reached], width,
+                   yerr=[rows[stages[k]][key]["std"] for k in reached], label=method, capsize=2)  # fmt: skip
+        ax.set_xticks(np.arange(len(stages)) + 0.4 - width / 2, stages, fontsize=6, rotation=15)
         ax.set_title(label)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
