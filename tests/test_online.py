@@ -186,3 +186,34 @@ def test_a_baseline_fine_tunes_online_on_mixed_data_inside_the_safe_set(spec, tm
             actions = torch.as_tensor(episode.records["action"][acting], dtype=torch.float32)
             assert len(actions) >= min_steps and safe_set.contains(actions[1:], actions[:-1], tol=1e-4).all()
             assert episode.meta["behaviour"] == "exploring"
+
+
+def test_an_offline_baseline_from_a_pretrained_actor_continues_online(spec, tmp_path):
+    """`finetune --offline --algo o3f --init P` then `--online`: the learner is rebuilt with P's architecture and
+    starts from the policy the gate left deployed (the candidate, or P if the gate refused it)."""
+    import yaml
+
+    from robot_spec.policy_io import load_policy, save_policy
+    from uni_o4.cli import main
+    from uni_o4.online import build_learner
+    from uni_o4.robot_eval import collect_on_stand_in
+
+    torch.manual_seed(0)
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [24, 16])
+    torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
+    save_policy(actor, spec, tmp_path / "standing.pt")
+    collect_on_stand_in(tmp_path / "standing.pt", "none", tmp_path / "logs", episodes=1, episode_s=2.0,
+                        schedule="stand", action_noise=0.05)  # fmt: skip
+    preset = yaml.safe_load(open(REPO / "configs" / "finetune" / "o3f_quick.yaml"))
+    (tmp_path / "o3f_tiny.yaml").write_text(yaml.safe_dump({**preset, "offline_steps": 20, "batch_size": 32,
+                                                            "critic_hidden_dims": [32]}))  # fmt: skip
+    out = tmp_path / "offline"
+    assert main(["finetune", "--offline", str(tmp_path / "logs"), "--init", str(tmp_path / "standing.pt"),
+                 "--algo", "o3f", "--preset", str(tmp_path / "o3f_tiny.yaml"), "--ope-preset", "uni_o4_tiny",
+                 "--out", str(out)]) == 0  # fmt: skip
+
+    source = json.loads((out / "finetune.json").read_text())
+    learner, _ = build_learner(out, source, spec, OnlineConfig())
+    obs = torch.randn(5, spec.observation.dim)
+    deployed = load_policy(out / "deploy" / "policy.pt", spec).actor
+    torch.testing.assert_close(learner.export_actor()(obs), deployed(obs))

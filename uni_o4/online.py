@@ -331,11 +331,14 @@ def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineCo
     offline, _ = dataset_from_log_folder([Path(p) for p in source["data"]], spec, data_cfg, device=device)
     algo_cfg = from_dict(ALGORITHMS[source["algo"]][0], saved["config"])
     safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
-    algorithm = make_algorithm(source["algo"], algo_cfg, offline, safe_set, device)
+    deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
+    # IQL/O3F started offline from the --init actor: rebuild with its architecture (the weights come from the state)
+    init = {"init_actor": deployed} if source.get("init") and source["algo"] != "calql" else {}
+    algorithm = make_algorithm(source["algo"], algo_cfg, offline, safe_set, device, **init)
     algorithm.load_state_dict(saved["state"])
     if refused:  # like Uni-O4: start from what the gate kept deployed, with the offline critics
         print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
-        algorithm.restart_policy_mean(load_policy(result_dir / DEPLOYED, spec, device).actor)
+        algorithm.restart_policy_mean(deployed)
     return OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg), data_cfg
 
 
