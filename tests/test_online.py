@@ -143,6 +143,13 @@ def test_regression_rule(metrics, regressed):
     assert is_regression(metrics, None, OnlineConfig().regression) == []
 
 
+def test_a_rollout_safer_than_the_best_is_no_regression_whatever_its_reward():
+    falling_best = {"reward_per_step": 1.0, "fall_rate": 0.5, "trip_rate": 0.0}
+    safe_but_slow = {"reward_per_step": 0.5, "fall_rate": 0.0, "trip_rate": 0.0}
+    assert is_regression(safe_but_slow, falling_best, OnlineConfig().regression) == []
+    assert is_better(safe_but_slow, falling_best)
+
+
 # O3F explores around a standing actor with a small std: it must keep standing. Cal-QL starts from a random
 # actor (its tanh policy cannot start from the pretrained one): its jumps trip the bridge's PowerProtect within a
 # few steps, so only the loop and the safe set are checked on the steps it does take.

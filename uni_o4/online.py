@@ -145,7 +145,7 @@ RolloutFn = Callable[[Path, Path, Behaviour, dict], None]  # (policy file, log f
 
 def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig) -> list[str]:
     """Why this rollout counts as a regression against the best one so far (empty: it does not)."""
-    if best is None:
+    if best is None or incidents(metrics) < incidents(best):  # safer than the best is never a regression
         return []
     reasons = []
     floor = best["reward_per_step"] - cfg.tolerance * abs(best["reward_per_step"])
