@@ -20,9 +20,7 @@ from uni_o4.baselines import (
     train,
 )
 from uni_o4.critics import expectile_loss
-from uni_o4.baselines.common import q_many
 from uni_o4.dataset import Batch
-from uni_o4.networks import QEnsemble
 from uni_o4.synthetic import synthetic_dataset
 
 TINY = {"actor_hidden_dims": [32, 32], "critic_hidden_dims": [32, 32], "batch_size": 64}
@@ -166,18 +164,6 @@ def test_squashed_policy_stays_in_the_box_and_zero_maps_to_zero(data, safe_set):
     actions, log_prob = calql.policy.sample(data.obs[:16], 4, calql.generator)
     assert actions.shape == (4, 16, 12) and log_prob.shape == (4, 16) and torch.isfinite(log_prob).all()
     assert safe_set.contains(actions).all()
-
-
-def test_q_many_is_the_q_function_of_every_pair():
-    torch.manual_seed(0)
-    q = QEnsemble(7, 3, [16, 16], num_q=3)
-    q.normalizer.set_stats(torch.randn(7), torch.rand(7) + 0.5)
-    state, actions = torch.randn(5, 7), torch.randn(4, 5, 3)
-    pairs = q(state.expand(4, 5, 7).reshape(20, 7), actions.reshape(20, 3)).view(3, 4, 5)
-    torch.testing.assert_close(q_many(q, state, actions), pairs)
-    grads = [torch.autograd.grad(v.square().sum(), list(q.parameters())) for v in (q_many(q, state, actions), pairs)]
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
 
 
 # --------------------------------------------------------------------------------------------- learning

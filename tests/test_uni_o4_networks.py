@@ -121,3 +121,15 @@ def test_soft_update_moves_target_by_tau():
     soft_update(dst, src, 0.25)
     for b, d, s in zip(before, dst.parameters(), src.parameters()):
         torch.testing.assert_close(d, 0.75 * b + 0.25 * s)
+
+
+def test_q_ensemble_many_is_the_q_function_of_every_pair():
+    torch.manual_seed(0)
+    q = QEnsemble(7, 3, [16, 16], num_q=3)
+    q.normalizer.set_stats(torch.randn(7), torch.rand(7) + 0.5)
+    state, actions = torch.randn(5, 7), torch.randn(4, 5, 3)
+    pairs = q(state.expand(4, 5, 7).reshape(20, 7), actions.reshape(20, 3)).view(3, 4, 5)
+    torch.testing.assert_close(q.many(state, actions), pairs)
+    grads = [torch.autograd.grad(v.square().sum(), list(q.parameters())) for v in (q.many(state, actions), pairs)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

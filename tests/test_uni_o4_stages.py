@@ -98,6 +98,10 @@ def test_critic_losses_fall(data, kind):
     # Q ranks actions by the known reward: the best action beats the behaviour's actions.
     best = torch.full_like(data.actions, BEST_ACTION)
     assert critics.advantage(data.state, best).mean() > critics.advantage(data.state, data.actions).mean()
+    # n actions per state at once (stage 2's members) equal one action at a time
+    both = torch.stack([best, data.actions])
+    expected = torch.stack([critics.advantage(data.state, a) for a in both])
+    torch.testing.assert_close(critics.advantage(data.state, both), expected)
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,10 @@ class Critics(nn.Module):
 
     @torch.no_grad()
     def advantage(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.q_value(state, action) - self.v(state)
+        """Q(s, a) − V(s): action (B, A) → (B,), or n actions per state (n, B, A) → (n, B) (V computed once)."""
+        many = action.dim() == 3
+        q = self.q_target.many(state, action if many else action[None]).min(0).values
+        return (q if many else q[0]) - self.v(state)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

@@ -68,8 +68,11 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # matmul broadcasts a shared (B, in) input over the members without copying it.
-        return torch.matmul(x, self.weight) + self.bias
+        if self.weight.shape[-1] == 1:  # a one-column batched matmul is several times slower on CPU than a dot
+            return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
+        if x.dim() == 2:  # a shared (B, in) input, broadcast over the members without a copy
+            x = x.expand(self.weight.shape[0], *x.shape)
+        return torch.baddbmm(self.bias, x, self.weight)  # the bias added inside the matmul
 
     @torch.no_grad()
     def load_linear(self, member: int, linear: nn.Linear) -> None:
@@ -168,6 +171,23 @@ class QEnsemble(nn.Module):
     def min(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Pessimistic value: the minimum over the ensemble, (B,)."""
         return self(state, action).min(dim=0).values
+
+    def many(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q of n actions per state, (num_q, n, B) = q(state[b], actions[j, b]); state (B, S), actions (n, B, A).
+
+        The same function as `forward`, with less work for many actions per state (CQL's sampled actions, an
+        ensemble's actions): the state's share of the first layer is computed once per state, not n times.
+        """
+        layers, n, b = self.net.layers, actions.shape[0], actions.shape[1]
+        first = layers[0]
+        state = self.normalizer(state)
+        w_state, w_action = first.weight.split([state.shape[-1], actions.shape[-1]], dim=1)
+        from_state = torch.baddbmm(first.bias, state.expand(self.num_q, *state.shape), w_state)  # (M, B, H)
+        from_action = torch.matmul(actions.reshape(n * b, -1), w_action).view(self.num_q, n, b, -1)  # (M, n, B, H)
+        h = self.net.activation(from_action + from_state[:, None]).view(self.num_q, n * b, -1)
+        for layer in layers[1:-1]:
+            h = self.net.activation(layer(h))
+        return layers[-1](h).view(self.num_q, n, b)
 
 
 class ValueNet(nn.Module):

@@ -90,9 +90,7 @@ class PolicyImprover:
         noise = torch.randn(mean.shape, generator=self.generator, device=self.generator.device).to(mean.device)
         actions = mean + std * noise
         old_log_prob = torch.distributions.Normal(mean, std).log_prob(actions).sum(-1)
-        m, b = mean.shape[:2]
-        state = batch_state.expand(m, *batch_state.shape).reshape(m * b, -1)
-        advantage = self.critics.advantage(state, actions.reshape(m * b, -1)).view(m, b)
+        advantage = self.critics.advantage(batch_state, actions)  # (M, B): member i's actions on the same states
         advantage = (advantage - advantage.mean(1, keepdim=True)) / (advantage.std(1, keepdim=True) + 1e-8)
         return actions, old_log_prob, advantage
 

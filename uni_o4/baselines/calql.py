@@ -30,7 +30,7 @@ from torch import nn
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
-from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, frozen, gradient_step, q_many, seeded
+from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, frozen, gradient_step, seeded
 from uni_o4.dataset import Batch
 from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble
 
@@ -156,7 +156,7 @@ class CalQL:
         cfg = self.cfg
         n = cfg.num_action_samples if cfg.max_target_backup else 1
         next_actions, _ = self.policy.sample(batch.next_obs, n, self.generator)
-        next_q = q_many(self.q_target, batch.next_state, next_actions).min(0).values.max(0).values
+        next_q = self.q_target.many(batch.next_state, next_actions).min(0).values.max(0).values
         return cfg.reward_scale * batch.rewards + cfg.discount * (1.0 - batch.terminals) * next_q
 
     def conservative_terms(self, batch: Batch) -> ConservativeTerms:
@@ -169,7 +169,7 @@ class CalQL:
             here, here_log_prob = self.policy.sample(batch.obs, n, self.generator)
             there, there_log_prob = self.policy.sample(batch.next_obs, n, self.generator)
         actions = torch.cat([batch.actions[None], random_actions, here, there])  # (1 + 3n, B, A)
-        q = q_many(self.q, batch.state, actions)
+        q = self.q.many(batch.state, actions)
         data_q, random_q, policy_q = q[:, 0], q[:, 1 : 1 + n], q[:, 1 + n :]
         returns = cfg.reward_scale * batch.returns
         policy_q_calibrated = torch.maximum(policy_q, returns) if cfg.calibrated else policy_q

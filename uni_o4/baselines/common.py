@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from robot_spec.spec import RobotSpec
 from uni_o4.dataset import Batch, OfflineDataset
-from uni_o4.networks import QEnsemble, soft_update
+from uni_o4.networks import soft_update
 
 Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std) for input normalisation
 
@@ -208,25 +208,3 @@ def adam(groups: list[tuple[nn.Module | list[nn.Parameter], float]]) -> torch.op
     """One Adam over several modules with their own learning rates: one fused step per update."""
     params = [{"params": list(m.parameters()) if isinstance(m, nn.Module) else m, "lr": lr} for m, lr in groups]
     return torch.optim.Adam(params, fused=True)
-
-
-def q_many(q: QEnsemble, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Q of n actions per state, (num_q, n, B) = q(state[b], actions[j, b]); state (B, S), actions (n, B, A).
-
-    The same function as `q`, computed for CQL-style sampling (many actions per state) with less work:
-    the state's share of the first layer is evaluated once per state instead of n times, hidden layers add
-    their bias inside the matmul, and the one-column output layer is a dot product (a batched matmul with a
-    single output column is several times slower on CPU).
-    """
-    layers, activation = q.net.layers, q.net.activation
-    n, b, num_q = actions.shape[0], actions.shape[1], len(layers[0].weight)
-    state = q.normalizer(state)
-    w_state, w_action = layers[0].weight.split([state.shape[-1], actions.shape[-1]], dim=1)
-    from_state = torch.baddbmm(layers[0].bias, state.expand(num_q, *state.shape), w_state)  # (M, B, H)
-    from_action = torch.matmul(actions.reshape(n * b, -1), w_action).view(num_q, n, b, -1)  # (M, n, B, H)
-    h = activation(from_action + from_state[:, None]).view(num_q, n * b, -1)
-    for layer in layers[1:-1]:
-        h = activation(torch.baddbmm(layer.bias, h, layer.weight))
-    out = layers[-1]
-    values = (h * out.weight.transpose(1, 2)).sum(-1) + out.bias[:, :, 0]
-    return values.view(num_q, n, b)
