@@ -51,3 +51,27 @@ def test_update_moves_the_policy_toward_rewarded_actions():
         first_gap = gap if first_gap is None else first_gap
     assert gap < 0.5 * first_gap, (first_gap, gap)
     assert stats["value_loss"] >= 0 and 0 <= stats["clip_fraction"] <= 1
+
+
+def test_update_stops_once_the_policy_has_moved_by_target_kl():
+    def run(target_kl):
+        torch.manual_seed(0)
+        policy = GaussianPolicyEnsemble(1, 3, 2, [16], init_std=0.5)
+        cfg = OnlinePPOConfig(actor_lr=3e-3, epochs=8, minibatch_size=64, clip=0.2, target_kl=target_kl)
+        ppo = OnlinePPO(policy, ValueNet(3, [16]), cfg)
+        obs = torch.randn(512, 3)
+        with torch.no_grad():
+            actions = policy.act(obs, deterministic=False)[0]
+        data = OfflineDataset.from_arrays(
+            obs=obs, actions=actions, rewards=-(actions - 1.0).square().sum(-1), next_obs=obs,
+            terminals=torch.ones(512, dtype=torch.bool), episode_ids=torch.arange(512),
+        )  # fmt: skip
+        before = policy.log_prob(obs, actions)[0].detach()
+        stats = ppo.update(data)
+        after = policy.log_prob(obs, actions)[0].detach()
+        return stats, float((before - after).mean())  # KL(π_rollout ‖ π) on the rollout's own actions
+
+    free, free_kl = run(0.0)
+    stopped, stopped_kl = run(0.01)
+    assert free["epochs"] == 8 and stopped["epochs"] < 1  # stopped within the first epoch
+    assert free_kl > 0.1 and stopped_kl < 0.05  # the minibatch that crossed 0.01 is still taken

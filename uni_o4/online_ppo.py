@@ -8,6 +8,7 @@ Rollouts arrive as an `OfflineDataset` built from the robot logs, the same path 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,7 @@ class OnlinePPOConfig:
     minibatch_size: int = 128
     epochs: int = 10
     max_grad_norm: float = 0.5
+    target_kl: float = 0.02  # stop the update's epochs once a minibatch's KL from the rollout policy exceeds it (0: never)
 
 
 def gae(data: OfflineDataset, values: torch.Tensor, next_values: torch.Tensor, gamma: float, lam: float):
@@ -68,26 +70,34 @@ class OnlinePPO:
             advantages, returns = gae(data, values, next_values, cfg.gamma, cfg.lam)
             # normalised over the whole rollout (a per-minibatch std is undefined for a 1-row remainder)
             normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8) if len(data) > 1 else advantages
-        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "kl": 0.0}
         batches = 0
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(data), generator=self.generator).to(data.obs.device)
-            for idx in order.split(cfg.minibatch_size):
-                out = self._step(data, idx, old_log_prob, normalised, returns, values)
-                for k in stats:
-                    stats[k] += out[k]
-                batches += 1
+        for idx in self._minibatches(len(data), data.obs.device):
+            out = self._step(data, idx, old_log_prob, normalised, returns, values)
+            for k in stats:
+                stats[k] += out[k]
+            batches += 1
+            # A rollout on hardware is small and noisy: the policy stops once it has moved by target_kl from
+            # the rollout's policy, however many epochs are left (the critic stops with it).
+            if cfg.target_kl and out["kl"] > cfg.target_kl:
+                break
         stats = {k: v / max(batches, 1) for k, v in stats.items()}
+        stats["epochs"] = batches / math.ceil(len(data) / cfg.minibatch_size)
         stats["mean_reward"] = float(data.rewards.mean())
         stats["advantage_std"] = float(advantages.std())
         return stats
+
+    def _minibatches(self, n: int, device: torch.device):
+        for _ in range(self.cfg.epochs):
+            yield from torch.randperm(n, generator=self.generator).to(device).split(self.cfg.minibatch_size)
 
     def _step(self, data, idx, old_log_prob, advantages, returns, old_values) -> dict[str, float]:
         cfg = self.cfg
         adv = advantages[idx]
         dist = self.policy.distribution(data.obs[idx])
         log_prob = dist.log_prob(data.actions[idx]).sum(-1)[0]
-        ratio = (log_prob - old_log_prob[idx]).exp()
+        log_ratio = log_prob - old_log_prob[idx]
+        ratio = log_ratio.exp()
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
         entropy = dist.entropy().sum(-1).mean()
         policy_loss = -surrogate.mean() - cfg.entropy_coef * entropy
@@ -103,6 +113,7 @@ class OnlinePPO:
             "value_loss": value_loss.item(),
             "entropy": entropy.item(),
             "clip_fraction": float(((ratio - 1).abs() > cfg.clip).float().mean()),
+            "kl": float((ratio - 1 - log_ratio).mean()),  # KL(π_rollout ‖ π) estimate, ≥ 0
         }
 
     def state_dict(self) -> dict:
