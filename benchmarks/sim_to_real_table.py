@@ -32,7 +32,9 @@ def main() -> None:
     p.add_argument("--profile", default="strong")
     p.add_argument("--collect-steps", type=int, default=20000)
     p.add_argument("--eval-episodes", type=int, default=6, help="stand-in episodes per evaluation")
+    p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset of the online stage")
     p.add_argument("--root", type=Path, default=Path("runs/sim_to_real"))
+    p.add_argument("--name", default="sim_to_real_table", help="results file name under benchmarks/results/")
     args = p.parse_args()
 
     runs: dict[str, list[list[dict]]] = {m: [] for m in args.methods}
@@ -42,7 +44,8 @@ def main() -> None:
         for method in args.methods:
             out = args.root / f"{method}_seed{seed}"
             argv = ["pipeline", "--algo", method, "--profile", args.profile, "--out", str(out), "--seed", str(seed),
-                    "--collect-steps", str(args.collect_steps), "--eval-episodes", str(args.eval_episodes)]  # fmt: skip
+                    "--collect-steps", str(args.collect_steps), "--eval-episodes", str(args.eval_episodes),
+                    "--online-preset", args.online_preset]  # fmt: skip
             argv += ["--policy", str(args.policy)] if args.policy else []
             argv += ["--data", str(data)] if data else []
             if first is not None:
@@ -58,10 +61,10 @@ def main() -> None:
         for stage, row in stages.items():
             cells = ", ".join(f"{k} {row[k]['mean']:.4g}±{row[k]['std']:.2g}" for k in METRICS)
             print(f"{method:7s} {stage:20s} (n={row['seeds']}) {cells}")
-    path = save("sim_to_real_table", {"setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    path = save(args.name, {"setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                                        "table": table})
     plot(table, path.with_suffix(".png"))
-    curve_path = path.with_name("sim_to_real_learning_curve.png")
+    curve_path = path.with_name(f"{args.name}_learning_curve.png")
     plot_learning_curves(curves, curve_path)
     print(f"saved {path}, {path.with_suffix('.png')} and {curve_path}")
 
