@@ -14,6 +14,7 @@ import torch
 
 from deploy.runtime import Phase
 from real_robot.datalog import read_log_folder
+from robot_spec.config import ConfigError
 from robot_spec.policy_io import ActorMLP
 from uni_o4.log_dataset import LogDataConfig
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
@@ -122,6 +123,24 @@ def test_a_regressing_policy_is_rolled_back_and_the_rollback_logged(spec, tmp_pa
     assert third["fall_rate"] == 0 and third["trip_rate"] == 0
     history = json.loads((tmp_path / "online_history.json").read_text())
     assert history[1]["rollback"]["reasons"]
+
+
+def test_a_rollout_can_be_sized_in_policy_steps(spec, tmp_path):
+    torch.manual_seed(0)
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [32])
+    torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
+    policy = GaussianPolicyEnsemble.from_actor(actor, 1, init_std=0.05)
+    learner = PPOLearner(policy, ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
+    cfg = OnlineConfig(updates=1, rollout_steps=130, episode_s=2.0, schedule="stand")  # 100 steps per episode
+    state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path,
+                      stand_in_rollout("none", cfg)).run()  # fmt: skip
+    assert state.history[0]["policy_steps"] == 130 and state.history[0]["episodes"] == 2
+
+
+@pytest.mark.parametrize("bad", [{"rollout_steps": 1}, {"updates": 0}, {"episode_s": 0.0}])
+def test_an_impossible_online_config_is_refused(bad):
+    with pytest.raises(ConfigError):
+        OnlineConfig(**bad)
 
 
 def test_the_best_rollout_is_the_safest_then_the_most_rewarding():

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="online: run on a stand-in robot with this reality-gap profile (started for each rollout); "
                          "default: the robot behind the running bridge on --lcm-url, reset by the operator")
     ft.add_argument("--updates", type=int, help="online: number of updates (overrides the preset)")
+    ft.add_argument("--rollout-steps", type=int,
+                    help="online: policy steps per rollout (overrides the preset's episodes per rollout)")
     ft.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"online on a robot: LCM URL ({DEFAULT_LCM_URL})")
     ft.add_argument("--channel-prefix", default="", help="online on a robot: LCM channel prefix")
     ft.add_argument("--robot", default="go1")
@@ -207,6 +209,8 @@ def finetune_online(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     if args.updates is not None:
         overrides["updates"] = args.updates
+    if args.rollout_steps is not None:
+        overrides["rollout_steps"] = args.rollout_steps
     cfg = load_config(OnlineConfig, named_config("finetune", args.preset or "online"), overrides)
     source = json.loads((args.policy / SOURCE_FILE).read_text())
     learner, data_cfg = build_learner(args.policy, source, spec, cfg, args.device)
@@ -215,8 +219,8 @@ def finetune_online(args: argparse.Namespace) -> int:
     else:
         rollout = robot_rollout(args.lcm_url, args.channel_prefix, cfg)
     out = _out(args)
-    print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {cfg.episodes_per_rollout} "
-          f"episode(s) on {'the stand-in (' + args.stand_in + ')' if args.stand_in else 'the robot'} -> {out}")
+    size = f"{cfg.rollout_steps} steps" if cfg.rollout_steps else f"{cfg.episodes_per_rollout} episode(s)"
+    print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {size} on {'the stand-in (' + args.stand_in + ')' if args.stand_in else 'the robot'} -> {out}")
     with SummaryWriter(str(out / "tensorboard")) as writer:
         state = OnlineRun(learner, spec, data_cfg, cfg, out, rollout, writer).run()
     rollbacks = sum("rollback" in h for h in state.history)

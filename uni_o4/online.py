@@ -28,7 +28,7 @@ import torch
 
 from deploy.runtime import Behaviour
 from real_robot.datalog import set_aside
-from robot_spec.config import save_config
+from robot_spec.config import ConfigError, save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.spec import RobotSpec
 from uni_o4.artifacts import atomic_save
@@ -49,6 +49,7 @@ class RegressionConfig:
 class OnlineConfig:
     updates: int = 10
     episodes_per_rollout: int = 2
+    rollout_steps: int | None = None  # instead: a rollout of this many policy steps (its last episode cut short)
     episode_s: float = 20.0
     schedule: str = "walk"  # configs/deploy/schedule_<name>.yaml
     speed: str = "high"
@@ -57,6 +58,12 @@ class OnlineConfig:
     ppo: OnlinePPOConfig = field(default_factory=OnlinePPOConfig)  # Uni-O4
     offpolicy_steps: int = 1000  # baselines: gradient steps per update
     offpolicy_batch_size: int = 256  # (the share drawn from online data is the algorithm's mix_ratio)
+
+    def __post_init__(self) -> None:
+        if self.updates < 1 or self.episodes_per_rollout < 1 or self.episode_s <= 0:
+            raise ConfigError("online: updates and episodes_per_rollout must be ≥ 1 and episode_s > 0")
+        if self.rollout_steps is not None and self.rollout_steps < 2:
+            raise ConfigError(f"online: rollout_steps must be ≥ 2 (one PPO update needs data), got {self.rollout_steps}")
 
 
 class Learner(Protocol):
@@ -362,7 +369,7 @@ def stand_in_rollout(profile: str, cfg: OnlineConfig) -> RolloutFn:
     def rollout(policy: Path, folder: Path, behaviour: Behaviour, meta: dict) -> None:
         seed = cfg.seed * 1000 + meta["online_update"]  # fresh sensor noise each rollout, reproducible
         collect_on_stand_in(policy, profile, folder, cfg.episodes_per_rollout, cfg.episode_s, cfg.schedule,
-                            cfg.speed, seed, behaviour=behaviour, extra_meta=meta)  # fmt: skip
+                            cfg.speed, seed, steps=cfg.rollout_steps, behaviour=behaviour, extra_meta=meta)  # fmt: skip
 
     return rollout
 
@@ -373,7 +380,7 @@ def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> Rollo
 
     def rollout(policy: Path, folder: Path, behaviour: Behaviour, meta: dict) -> None:
         code = collect.main([
-            "--policy", str(policy), "--episodes", str(cfg.episodes_per_rollout), "--episode-s", str(cfg.episode_s),
+            "--policy", str(policy), *rollout_amount(cfg), "--episode-s", str(cfg.episode_s),
             "--schedule", cfg.schedule, "--speed", cfg.speed, "--out", str(folder), "--operator-reset",
             "--lcm-url", lcm_url, "--channel-prefix", channel_prefix,
         ], behaviour, meta)  # fmt: skip
@@ -381,3 +388,10 @@ def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> Rollo
             raise RuntimeError(f"rollout on the robot failed (exit code {code}); logs so far in {folder}")
 
     return rollout
+
+
+def rollout_amount(cfg: OnlineConfig) -> list[str]:
+    """`real_robot collect`'s arguments for one rollout's size."""
+    if cfg.rollout_steps is not None:
+        return ["--steps", str(cfg.rollout_steps)]
+    return ["--episodes", str(cfg.episodes_per_rollout)]

@@ -20,7 +20,6 @@ from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
 
 @dataclass
 class OnlinePPOConfig:
-    steps_per_update: int = 2048  # ≈ 41 s of robot time at 50 Hz
     clip: float = 0.05
     value_clip: float = 0.05
     entropy_coef: float = 0.01
