@@ -112,7 +112,7 @@ class OnlinePPO:
             "value_loss": value_loss.item(),
             "entropy": entropy.item(),
             "clip_fraction": float(((ratio - 1).abs() > cfg.clip).float().mean()),
-            "kl": float((ratio - 1 - log_ratio).mean()),  # KL(π_rollout ‖ π) estimate, ≥ 0
+            "kl": float((ratio - 1 - log_ratio).detach().mean()),  # KL(π_rollout ‖ π) estimate, ≥ 0
         }
 
     def state_dict(self) -> dict:
