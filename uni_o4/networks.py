@@ -23,10 +23,14 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }  # fmt: skip
 
 
-def activation(name: str) -> nn.Module:
+IN_PLACE = ("relu", "elu")  # their backward needs only their output: safe in place after a matmul
+
+
+def activation(name: str, in_place: bool = False) -> nn.Module:
+    """`in_place`: overwrite the input (no new activation buffer) where the backward allows it."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[name](inplace=True) if in_place and name in IN_PLACE else ACTIVATIONS[name]()
 
 
 def mlp(in_dim: int, out_dim: int, hidden_dims: Sequence[int], activation_name: str = "relu") -> nn.Sequential:
@@ -99,7 +103,7 @@ class EnsembleMLP(nn.Module):
         self.activation_name = activation_name
         sizes = [in_dim, *hidden_dims, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(num_members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.activation = activation(activation_name)
+        self.activation = activation(activation_name, in_place=True)  # applied only to fresh layer outputs
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Output of the last hidden layer, (M, B, hidden[-1])."""
