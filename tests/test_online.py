@@ -15,7 +15,7 @@ import torch
 from deploy.runtime import Phase
 from real_robot.datalog import read_log_folder
 from robot_spec.config import ConfigError
-from robot_spec.policy_io import ActorMLP
+from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from uni_o4.log_dataset import LogDataConfig
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
 from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, is_better, is_regression, stand_in_rollout
@@ -45,7 +45,7 @@ def standing_learner(spec, seed=0):
     return PPOLearner(policy, ValueNet(spec.observation.dim, (32,)), ppo, seed)
 
 def config(updates, tolerance=10.0):
-    return OnlineConfig(updates=updates, episodes_per_rollout=1, episode_s=2.0, schedule="stand",
+    return OnlineConfig(updates=updates, episodes_per_rollout=1, episode_s=2.0, schedule="stand", acceptance_episodes=1,
                         regression=RegressionConfig(tolerance=tolerance, max_incident_increase=1.0))
 """
 
@@ -113,7 +113,7 @@ def test_a_regressing_policy_is_rolled_back_and_the_rollback_logged(spec, tmp_pa
     torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
     policy = GaussianPolicyEnsemble.from_actor(actor, 1, init_std=0.05)
     learner = SabotagingLearner(policy, ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
-    cfg = OnlineConfig(updates=3, episodes_per_rollout=1, episode_s=2.0, schedule="stand")
+    cfg = OnlineConfig(updates=3, episodes_per_rollout=1, episode_s=2.0, schedule="stand", acceptance_episodes=1)
     run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, stand_in_rollout("none", cfg))
     state = run.run()
     first, second, third = state.history
@@ -141,6 +141,42 @@ def test_a_rollout_can_be_sized_in_policy_steps(spec, tmp_path):
 def test_an_impossible_online_config_is_refused(bad):
     with pytest.raises(ConfigError):
         OnlineConfig(**bad)
+
+
+@pytest.mark.parametrize(("online_falls", "accepted"), [(0.0, True), (0.5, False)])
+def test_the_best_online_policy_is_deployed_only_if_no_worse_than_the_start(spec, tmp_path, monkeypatch,
+                                                                            online_falls, accepted):  # fmt: skip
+    actors = {it: ActorMLP(spec.observation.dim, spec.num_joints, [8]) for it in (0, 2)}
+    for it, actor in actors.items():
+        save_policy(actor, spec, tmp_path / "policies" / f"update_{it:03d}.pt")
+    calls = []
+
+    def rollout(policy, folder, behaviour, meta, episodes):
+        calls.append((policy.name, behaviour, meta["online_update"], episodes))
+        folder.mkdir(parents=True)
+
+    def measured(folder, *_):  # the online policy earns more per step; its falls are the parameter
+        falls = online_falls if folder.name == "online" else 0.0
+        return {"episodes": 3, "policy_steps": 300, "mean_return": 1.0, "tracking_error_xy": 0.1, "trip_rate": 0.0,
+                "reward_per_step": 0.02 if folder.name == "online" else 0.01, "fall_rate": falls}  # fmt: skip
+
+    monkeypatch.setattr("uni_o4.online.log_metrics", measured)
+    cfg = OnlineConfig(updates=4, acceptance_episodes=3)
+    learner = PPOLearner(GaussianPolicyEnsemble.from_actor(actors[0], 1), ValueNet(spec.observation.dim, (8,)),
+                         OnlinePPOConfig(), 0)  # fmt: skip
+    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, rollout)
+    run.state.best_iteration, run.state.best = 2, {"reward_per_step": 0.03}
+    run.finish()
+    # both deterministic (no exploring behaviour), the same episodes and the same seed
+    assert calls == [("update_000.pt", None, 4, 3), ("update_002.pt", None, 4, 3)]
+    verdict = json.loads((tmp_path / "acceptance.json").read_text())
+    assert verdict["accepted"] == accepted and bool(verdict["reasons"]) != accepted
+    deployed = load_policy(tmp_path / "deploy" / "policy.pt", spec).actor
+    expected = actors[2 if accepted else 0]
+    for a, b in zip(deployed.mlp.state_dict().values(), expected.mlp.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    run.finish()  # a rerun reuses the verdict: no more robot time
+    assert len(calls) == 2
 
 
 def test_the_best_rollout_is_the_safest_then_the_most_rewarding():
@@ -193,7 +229,8 @@ def test_a_baseline_fine_tunes_online_on_mixed_data_inside_the_safe_set(spec, tm
     safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
     init = {"init_actor": actor} if algo == "o3f" else {}
     algorithm = make_algorithm(algo, load_baseline_config(algo, overrides=small), offline, safe_set, **init)
-    cfg = OnlineConfig(updates=2, episodes_per_rollout=1, episode_s=2.0, schedule="stand", offpolicy_steps=10,
+    cfg = OnlineConfig(updates=2, episodes_per_rollout=1, episode_s=2.0, schedule="stand", acceptance_episodes=1,
+                       offpolicy_steps=10,
                        offpolicy_batch_size=32)  # fmt: skip
     learner = OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg)
     state = OnlineRun(learner, spec, data_cfg, cfg, tmp_path / "online", stand_in_rollout("none", cfg)).run()

@@ -10,6 +10,10 @@ One iteration per update, every step on the robot going through the deploy runti
    by more than the tolerance, or more falls and trips → roll the learner back to the best checkpoint (policy, critic, optimisers), record it, no update.
 4. otherwise one update on the rollout (Uni-O4: PPO; IQL/Cal-QL/O3F: gradient steps on offline + online data).
 5. checkpoint (atomic) after every iteration; a rerun with the same --out resumes from it.
+6. acceptance: the best policy (by its rollout) and the starting policy run deterministically for the same
+   episodes in the same conditions; the online one is deployed (out/deploy/policy.pt) only if it is no worse
+   on falls + trips and reward per step, else the starting policy stays. Short exploring rollouts are too
+   noisy to pick a policy by; this check is what keeps online fine-tuning from deploying a regression.
 
 The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (a seed baseline).
 """
@@ -56,12 +60,17 @@ class OnlineConfig:
     seed: int = 0
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     ppo: OnlinePPOConfig = field(default_factory=OnlinePPOConfig)  # Uni-O4
+    # At the end the best online policy and the starting policy run deterministically this many episodes each,
+    # in the same conditions; the online one is deployed only if it is no worse on falls + trips and reward per
+    # step, else the starting policy stays (0: no check, the best rollout's policy is deployed).
+    acceptance_episodes: int = 4
     offpolicy_steps: int = 1000  # baselines: gradient steps per update
     offpolicy_batch_size: int = 256  # (the share drawn from online data is the algorithm's mix_ratio)
 
     def __post_init__(self) -> None:
-        if self.updates < 1 or self.episodes_per_rollout < 1 or self.episode_s <= 0:
-            raise ConfigError("online: updates and episodes_per_rollout must be ≥ 1 and episode_s > 0")
+        if self.updates < 1 or self.episodes_per_rollout < 1 or self.episode_s <= 0 or self.acceptance_episodes < 0:
+            raise ConfigError("online: updates and episodes_per_rollout must be ≥ 1, episode_s > 0, "
+                              "acceptance_episodes ≥ 0")  # fmt: skip
         if self.rollout_steps is not None and self.rollout_steps < 2:
             raise ConfigError(f"online: rollout_steps must be ≥ 2 (one PPO update needs data), got {self.rollout_steps}")
 
@@ -147,7 +156,9 @@ class OffPolicyLearner:
 
 
 # --------------------------------------------------------------------------------------------- the loop
-RolloutFn = Callable[[Path, Path, Behaviour, dict], None]  # (policy file, log folder, behaviour, meta)
+# (policy file, log folder, behaviour (None: the policy file's deterministic actions), meta, episodes (None: a
+# rollout's size from the config))
+RolloutFn = Callable[[Path, Path, Behaviour | None, dict, int | None], None]
 
 
 def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig) -> list[str]:
@@ -187,6 +198,9 @@ class OnlineState:
     history: list[dict] = field(default_factory=list)
 
 
+SUMMARY = ("episodes", "policy_steps", "mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
+
+
 class OnlineRun:
     """The guarded loop over `learner`, in `out` (resumes from out/checkpoint.pt)."""
 
@@ -220,12 +234,11 @@ class OnlineRun:
     def iterate(self) -> None:
         it = self.state.iteration
         folder = self.fresh_rollout_folder(it)
-        policy_file = self.out / "policies" / f"update_{it:03d}.pt"
+        policy_file = self.policy_file(it)
         save_policy(self.learner.export_actor(), self.spec, policy_file, {"source": "online", "update": it})
-        self.rollout(policy_file, folder, self.learner.behaviour(), {"online_update": it})
+        self.rollout(policy_file, folder, self.learner.behaviour(), {"online_update": it}, None)
         metrics = log_metrics(folder, self.spec, self.data_cfg)
-        summary = {k: metrics[k] for k in ("episodes", "policy_steps", "mean_return", "reward_per_step",
-                                           "tracking_error_xy", "fall_rate", "trip_rate")}  # fmt: skip
+        summary = {k: metrics[k] for k in SUMMARY}
         entry = {"update": it, "rollout": str(folder), "policy": str(policy_file), **summary}
         # After a rollback the rollout re-measures the best policy itself: its figure replaces the old one
         # (which may have been lucky), so noise alone can never stall the loop in rollbacks.
@@ -274,14 +287,43 @@ class OnlineRun:
         (self.out / "online_history.json").write_text(json.dumps(self.state.history, indent=2, default=str))
 
     def finish(self) -> None:
-        """The best policy seen (by its rollout) is the one to deploy: out/deploy/policy.pt."""
+        """Deploy (out/deploy/policy.pt) the best policy seen, by its rollout, if it passes the acceptance check."""
         best = self.state.best_iteration
         if best < 0:
             return
-        self.learner.load_state_dict(copy.deepcopy(self.best_learner))
-        save_policy(self.learner.export_actor(), self.spec, self.out / "deploy" / "policy.pt",
-                    {"source": "online", "best_update": best, "rollout": self.state.best})  # fmt: skip
+        deployed, acceptance = best, None
+        if best > 0 and self.cfg.acceptance_episodes:
+            acceptance = self.acceptance(best)
+            deployed = best if acceptance["accepted"] else 0
+        actor = load_policy(self.policy_file(deployed), self.spec).actor
+        save_policy(actor, self.spec, self.out / "deploy" / "policy.pt",
+                    {"source": "online", "update": deployed, "best_update": best, "rollout": self.state.best,
+                     "acceptance": acceptance})  # fmt: skip
         plot_online(self.state.history, self.out / "online_curve.png")
+
+    def policy_file(self, it: int) -> Path:
+        return self.out / "policies" / f"update_{it:03d}.pt"
+
+    def acceptance(self, best: int) -> dict:
+        """The best online policy against the starting one: deterministic, the same episodes and conditions
+        (one seed for both), logged like every rollout; out/acceptance.json (a rerun reuses it)."""
+        verdict_file = self.out / "acceptance.json"
+        if verdict_file.is_file():
+            return json.loads(verdict_file.read_text())
+        measured = {}
+        for name, it in (("start", 0), ("online", best)):
+            folder = self.out / "acceptance" / name
+            set_aside(folder)
+            meta = {"online_update": self.cfg.updates, "acceptance": name}  # the same seed for both on the stand-in
+            self.rollout(self.policy_file(it), folder, None, meta, self.cfg.acceptance_episodes)
+            measured[name] = log_metrics(folder, self.spec, self.data_cfg)
+        reasons = is_regression(measured["online"], measured["start"], RegressionConfig(tolerance=0.0))
+        verdict = {"accepted": not reasons, "reasons": reasons, "online_update": best,
+                   **{name: {k: m[k] for k in SUMMARY} for name, m in measured.items()}}  # fmt: skip
+        outcome = f"the online policy (update {best}) is deployed" if not reasons else "the starting policy stays"
+        print(f"online: acceptance: {outcome}{': ' + '; '.join(reasons) if reasons else ''}")
+        verdict_file.write_text(json.dumps(verdict, indent=2))
+        return verdict
 
 
 def plot_online(history: list[dict], path: Path) -> None:
@@ -366,10 +408,11 @@ def stand_in_rollout(profile: str, cfg: OnlineConfig) -> RolloutFn:
     """Rollouts on a fresh stand-in robot + bridge (fast lockstep, real protocol) for each rollout."""
     from uni_o4.robot_eval import collect_on_stand_in
 
-    def rollout(policy: Path, folder: Path, behaviour: Behaviour, meta: dict) -> None:
+    def rollout(policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict, episodes: int | None) -> None:
         seed = cfg.seed * 1000 + meta["online_update"]  # fresh sensor noise each rollout, reproducible
-        collect_on_stand_in(policy, profile, folder, cfg.episodes_per_rollout, cfg.episode_s, cfg.schedule,
-                            cfg.speed, seed, steps=cfg.rollout_steps, behaviour=behaviour, extra_meta=meta)  # fmt: skip
+        steps = None if episodes else cfg.rollout_steps
+        collect_on_stand_in(policy, profile, folder, episodes or cfg.episodes_per_rollout, cfg.episode_s,
+                            cfg.schedule, cfg.speed, seed, steps=steps, behaviour=behaviour, extra_meta=meta)  # fmt: skip
 
     return rollout
 
@@ -378,9 +421,9 @@ def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> Rollo
     """Rollouts on the robot behind a running bridge (real time); the operator resets it between episodes."""
     from real_robot import collect
 
-    def rollout(policy: Path, folder: Path, behaviour: Behaviour, meta: dict) -> None:
+    def rollout(policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict, episodes: int | None) -> None:
         code = collect.main([
-            "--policy", str(policy), *rollout_amount(cfg), "--episode-s", str(cfg.episode_s),
+            "--policy", str(policy), *rollout_amount(cfg, episodes), "--episode-s", str(cfg.episode_s),
             "--schedule", cfg.schedule, "--speed", cfg.speed, "--out", str(folder), "--operator-reset",
             "--lcm-url", lcm_url, "--channel-prefix", channel_prefix,
         ], behaviour, meta)  # fmt: skip
@@ -390,8 +433,8 @@ def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> Rollo
     return rollout
 
 
-def rollout_amount(cfg: OnlineConfig) -> list[str]:
-    """`real_robot collect`'s arguments for one rollout's size."""
-    if cfg.rollout_steps is not None:
+def rollout_amount(cfg: OnlineConfig, episodes: int | None) -> list[str]:
+    """`real_robot collect`'s arguments for a rollout's size: `episodes`, or the config's."""
+    if episodes is None and cfg.rollout_steps is not None:
         return ["--steps", str(cfg.rollout_steps)]
-    return ["--episodes", str(cfg.episodes_per_rollout)]
+    return ["--episodes", str(episodes or cfg.episodes_per_rollout)]

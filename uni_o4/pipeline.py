@@ -161,7 +161,13 @@ def online_note(online: Path) -> str:
     history = json.loads((online / "online_history.json").read_text())
     steps = sum(h["policy_steps"] for h in history)
     rollbacks = sum("rollback" in h for h in history)
-    return f"{len(history)} rollouts, {steps} real steps, {rollbacks} rollback(s)"
+    note = f"{len(history)} rollouts, {rollbacks} rollback(s)"
+    acceptance_file = online / "acceptance.json"
+    if acceptance_file.is_file():
+        acceptance = json.loads(acceptance_file.read_text())
+        steps += acceptance["start"]["policy_steps"] + acceptance["online"]["policy_steps"]
+        note += ", acceptance: " + ("online policy deployed" if acceptance["accepted"] else "starting policy kept")
+    return f"{note}, {steps} real steps"
 
 
 # --------------------------------------------------------------------------------------------- the table
