@@ -161,17 +161,18 @@ class OffPolicyLearner:
 RolloutFn = Callable[[Path, Path, Behaviour | None, dict, int | None], None]
 
 
-def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig) -> list[str]:
-    """Why this rollout counts as a regression against the best one so far (empty: it does not)."""
+def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig, name: str = "best") -> list[str]:
+    """Why this rollout counts as a regression against the `name` one, by default the best so far (empty: it
+    does not)."""
     if best is None or incidents(metrics) < incidents(best):  # safer than the best is never a regression
         return []
     reasons = []
     floor = best["reward_per_step"] - cfg.tolerance * abs(best["reward_per_step"])
     if metrics["reward_per_step"] < floor:
         reasons.append(f"reward per step {metrics['reward_per_step']:.4g} < {floor:.4g} "
-                       f"(best {best['reward_per_step']:.4g} − {cfg.tolerance:.0%})")  # fmt: skip
+                       f"({name} {best['reward_per_step']:.4g} − {cfg.tolerance:.0%})")  # fmt: skip
     if incidents(metrics) > incidents(best) + cfg.max_incident_increase:
-        reasons.append(f"falls + trips per episode {incidents(metrics):.2f} > best's {incidents(best):.2f}")
+        reasons.append(f"falls + trips per episode {incidents(metrics):.2f} > {name}'s {incidents(best):.2f}")
     return reasons
 
 
@@ -317,7 +318,7 @@ class OnlineRun:
             meta = {"online_update": self.cfg.updates, "acceptance": name}  # the same seed for both on the stand-in
             self.rollout(self.policy_file(it), folder, None, meta, self.cfg.acceptance_episodes)
             measured[name] = log_metrics(folder, self.spec, self.data_cfg)
-        reasons = is_regression(measured["online"], measured["start"], RegressionConfig(tolerance=0.0))
+        reasons = is_regression(measured["online"], measured["start"], RegressionConfig(tolerance=0.0), "start")
         verdict = {"accepted": not reasons, "reasons": reasons, "online_update": best,
                    **{name: {k: m[k] for k in SUMMARY} for name, m in measured.items()}}  # fmt: skip
         outcome = f"the online policy (update {best}) is deployed" if not reasons else "the starting policy stays"
