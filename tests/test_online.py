@@ -95,6 +95,14 @@ def test_an_online_run_killed_mid_run_resumes_and_continues(tmp_path):
     assert (out / "deploy" / "policy.pt").is_file() and (out / "online_curve.png").is_file()
 
 
+def standing_policy(spec):
+    """Its mean is the default pose (a zero action), with a small exploration std."""
+    torch.manual_seed(0)
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [32])
+    torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
+    return GaussianPolicyEnsemble.from_actor(actor, 1, init_std=0.05)
+
+
 class SabotagingLearner(PPOLearner):
     """Its first update drives every joint to an extreme offset: the next rollout must trip or fall."""
 
@@ -108,10 +116,7 @@ class SabotagingLearner(PPOLearner):
 
 
 def test_a_regressing_policy_is_rolled_back_and_the_rollback_logged(spec, tmp_path):
-    torch.manual_seed(0)
-    actor = ActorMLP(spec.observation.dim, spec.num_joints, [32])
-    torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
-    policy = GaussianPolicyEnsemble.from_actor(actor, 1, init_std=0.05)
+    policy = standing_policy(spec)
     learner = SabotagingLearner(policy, ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
     cfg = OnlineConfig(updates=3, episodes_per_rollout=1, episode_s=2.0, schedule="stand", acceptance_episodes=1)
     run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, stand_in_rollout("none", cfg))
@@ -126,10 +131,7 @@ def test_a_regressing_policy_is_rolled_back_and_the_rollback_logged(spec, tmp_pa
 
 
 def test_a_rollout_can_be_sized_in_policy_steps(spec, tmp_path):
-    torch.manual_seed(0)
-    actor = ActorMLP(spec.observation.dim, spec.num_joints, [32])
-    torch.nn.init.zeros_(actor.mlp[-1].weight), torch.nn.init.zeros_(actor.mlp[-1].bias)
-    policy = GaussianPolicyEnsemble.from_actor(actor, 1, init_std=0.05)
+    policy = standing_policy(spec)
     learner = PPOLearner(policy, ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
     cfg = OnlineConfig(updates=1, rollout_steps=130, episode_s=2.0, schedule="stand")  # 100 steps per episode
     state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path,
