@@ -329,11 +329,18 @@ class LoopbackRig:
         self.runtime = Runtime(self.controller, self.io, cfg, on_step=self._on_step)
         self.user_on_step = on_step
         self.runtime.wait_for_state()
-        self.runtime.run(max_steps=10)
-        if self.controller.safety.tripped:  # the bridge latched when the last runtime stopped: re-arm both
-            robot.arm("all")
-            self.runtime.run(max_steps=5)
-        assert not self.controller.safety.tripped, self.controller.safety.trip
+        self._arm()
+
+    def _arm(self) -> None:
+        """Run until the runtime and the bridge are both armed. Between tests no controller runs, so the bridge may
+        have latched a watchdog trip, and its status (~10 Hz) can reach the runtime after a few steps."""
+        for _ in range(20):
+            self.runtime.run(max_steps=10)
+            status = self.io.bridge_status()
+            if not self.controller.safety.tripped and status is not None and not status.tripped:
+                return
+            self.robot.arm("all")
+        raise AssertionError(f"not armed: {self.controller.safety.trip}, bridge {self.io.bridge_status()}")
 
     def _on_step(self, record):
         self.records[record["step"]] = record
