@@ -91,6 +91,8 @@ def test_an_online_run_killed_mid_run_resumes_and_continues(tmp_path):
     folders = sorted((out / "rollouts").iterdir())
     assert {f"update_00{i}" for i in range(3)} <= {f.name for f in folders}
     for folder in folders:
+        if "_interrupted_" in folder.name and not any(folder.glob("episode_*.g1log")):
+            continue  # killed before its first episode began: nothing was logged, so nothing is lost
         assert len(read_log_folder(folder)) >= 1
     assert (out / "deploy" / "policy.pt").is_file() and (out / "online_curve.png").is_file()
 

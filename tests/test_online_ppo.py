@@ -47,7 +47,7 @@ def test_update_moves_the_policy_toward_rewarded_actions():
             episode_ids=torch.arange(512),
         )
         stats = ppo.update(data)
-        gap = float((policy.act(obs)[0].mean(0) - target).norm())
+        gap = float((policy.act(obs)[0].mean(0) - target).norm().detach())
         first_gap = gap if first_gap is None else first_gap
     assert gap < 0.5 * first_gap, (first_gap, gap)
     assert stats["value_loss"] >= 0 and 0 <= stats["clip_fraction"] <= 1
