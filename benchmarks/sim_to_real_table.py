@@ -1,8 +1,8 @@
 """The sim-to-real table on the stand-in for every method: sim policy, after offline, after online.
 
 Runs `uni_o4 pipeline` for each method and seed (the first run of a seed collects the logs and evaluates the sim
-policy; the other methods reuse both, so every method sees the same data and baseline), then saves mean and spread over seeds per method and stage,
-and a plot. A finished pipeline folder is reused, so the script resumes.
+policy; the other methods reuse both, so every method sees the same data and baseline), then saves mean and
+spread over seeds per method and stage, and a plot. A finished pipeline folder is reused, so the script resumes.
 
     python benchmarks/sim_to_real_table.py --policy /path/to/policy.pt --methods uni_o4 iql o3f calql --seeds 0 1
 """

@@ -267,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def amount_args(episodes: int | None, steps: int | None) -> list[str]:
+    """The command line's size of a collection: `steps` policy steps if given, else `episodes` episodes."""
+    return ["--steps", str(steps)] if steps is not None else ["--episodes", str(episodes)]
+
+
 def check_args(args: argparse.Namespace) -> None:
     for name in ("steps", "episodes"):
         value = getattr(args, name)

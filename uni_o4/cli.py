@@ -220,7 +220,8 @@ def finetune_online(args: argparse.Namespace) -> int:
         rollout = robot_rollout(args.lcm_url, args.channel_prefix, cfg)
     out = _out(args)
     size = f"{cfg.rollout_steps} steps" if cfg.rollout_steps else f"{cfg.episodes_per_rollout} episode(s)"
-    print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {size} on {'the stand-in (' + args.stand_in + ')' if args.stand_in else 'the robot'} -> {out}")
+    where = f"the stand-in ({args.stand_in})" if args.stand_in else "the robot"
+    print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {size} on {where} -> {out}")
     with SummaryWriter(str(out / "tensorboard")) as writer:
         state = OnlineRun(learner, spec, data_cfg, cfg, out, rollout, writer).run()
     rollbacks = sum("rollback" in h for h in state.history)

@@ -7,7 +7,8 @@ One iteration per update, every step on the robot going through the deploy runti
    between episodes, when the robot is in damping and being reset: never mid-stride.
 2. measure the rollout from its logs (uni_o4.robot_eval): reward per step, falls and safety trips.
 3. regression check against the best rollout so far (fewest falls and trips, then most reward per step): worse
-   by more than the tolerance, or more falls and trips → roll the learner back to the best checkpoint (policy, critic, optimisers), record it, no update.
+   by more than the tolerance, or more falls and trips → roll the learner back to the best checkpoint (policy,
+   critic, optimisers), record it, no update.
 4. otherwise one update on the rollout (Uni-O4: PPO; IQL/Cal-QL/O3F: gradient steps on offline + online data).
 5. checkpoint (atomic) after every iteration; a rerun with the same --out resumes from it.
 6. acceptance: the best policy (by its rollout) and the starting policy run deterministically for the same
@@ -72,7 +73,8 @@ class OnlineConfig:
             raise ConfigError("online: updates and episodes_per_rollout must be ≥ 1, episode_s > 0, "
                               "acceptance_episodes ≥ 0")  # fmt: skip
         if self.rollout_steps is not None and self.rollout_steps < 2:
-            raise ConfigError(f"online: rollout_steps must be ≥ 2 (one PPO update needs data), got {self.rollout_steps}")
+            raise ConfigError(f"online: rollout_steps must be ≥ 2 (one PPO update needs data), "
+                              f"got {self.rollout_steps}")  # fmt: skip
 
 
 class Learner(Protocol):
@@ -411,9 +413,9 @@ def stand_in_rollout(profile: str, cfg: OnlineConfig) -> RolloutFn:
 
     def rollout(policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict, episodes: int | None) -> None:
         seed = cfg.seed * 1000 + meta["online_update"]  # fresh sensor noise each rollout, reproducible
-        steps = None if episodes else cfg.rollout_steps
-        collect_on_stand_in(policy, profile, folder, episodes or cfg.episodes_per_rollout, cfg.episode_s,
-                            cfg.schedule, cfg.speed, seed, steps=steps, behaviour=behaviour, extra_meta=meta)  # fmt: skip
+        episodes, steps = rollout_size(cfg, episodes)
+        collect_on_stand_in(policy, profile, folder, episodes, cfg.episode_s, cfg.schedule, cfg.speed, seed,
+                            steps=steps, behaviour=behaviour, extra_meta=meta)  # fmt: skip
 
     return rollout
 
@@ -423,8 +425,9 @@ def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> Rollo
     from real_robot import collect
 
     def rollout(policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict, episodes: int | None) -> None:
+        amount = collect.amount_args(*rollout_size(cfg, episodes))
         code = collect.main([
-            "--policy", str(policy), *rollout_amount(cfg, episodes), "--episode-s", str(cfg.episode_s),
+            "--policy", str(policy), *amount, "--episode-s", str(cfg.episode_s),
             "--schedule", cfg.schedule, "--speed", cfg.speed, "--out", str(folder), "--operator-reset",
             "--lcm-url", lcm_url, "--channel-prefix", channel_prefix,
         ], behaviour, meta)  # fmt: skip
@@ -434,8 +437,8 @@ def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> Rollo
     return rollout
 
 
-def rollout_amount(cfg: OnlineConfig, episodes: int | None) -> list[str]:
-    """`real_robot collect`'s arguments for a rollout's size: `episodes`, or the config's."""
+def rollout_size(cfg: OnlineConfig, episodes: int | None) -> tuple[int | None, int | None]:
+    """(episodes, policy steps) of a rollout: `episodes` when given (the acceptance check), else the config's."""
     if episodes is None and cfg.rollout_steps is not None:
-        return ["--steps", str(cfg.rollout_steps)]
-    return ["--episodes", str(episodes or cfg.episodes_per_rollout)]
+        return None, cfg.rollout_steps
+    return episodes or cfg.episodes_per_rollout, None

@@ -30,7 +30,7 @@ class OnlinePPOConfig:
     minibatch_size: int = 128
     epochs: int = 10
     max_grad_norm: float = 0.5
-    target_kl: float = 0.02  # stop the update's epochs once a minibatch's KL from the rollout policy exceeds it (0: never)
+    target_kl: float = 0.02  # stop an update once a minibatch's KL from the rollout's policy exceeds it (0: never)
 
 
 def gae(data: OfflineDataset, values: torch.Tensor, next_values: torch.Tensor, gamma: float, lam: float):

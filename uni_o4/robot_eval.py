@@ -96,7 +96,7 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
     from deploy.loopback import LoopbackRobot
     from real_robot import collect
 
-    amount = ["--steps", str(steps)] if steps is not None else ["--episodes", str(episodes)]
+    amount = collect.amount_args(episodes, steps)
     with LoopbackRobot(profile=profile, fast=True, seed=seed) as robot:
         code = collect.main([
             "--policy", str(policy), *amount, "--episode-s", str(episode_s), "--schedule", schedule,
