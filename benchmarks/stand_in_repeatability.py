@@ -1,8 +1,9 @@
 """Repeatability of a stand-in evaluation: the same policy, seed and episodes evaluated twice (fast mode).
 
-A bit-reproducible stand-in would give identical logs. Reported per profile: each run's return and falls, the
-first robot tick after the reset, the largest joint-angle difference at the first logged record and the largest
-observation difference over the episode (how far the two runs drift apart).
+The stand-in in lockstep repeats from its seeds, so the two runs' logs should be identical. Reported per profile:
+each run's return and falls, the first robot tick of the first episode (when the run happened to start: it
+differs), the largest difference of every logged measurement over all episodes, and whether the logs are
+identical.
 
     python benchmarks/stand_in_repeatability.py --policy policy.pt [--profiles none strong] [--episodes 2]
 """
@@ -24,13 +25,27 @@ from uni_o4.robot_eval import RobotEvalConfig, evaluate_on_stand_in  # noqa: E40
 
 
 def compare(first: Path, second: Path) -> dict:
-    """How the first episodes of two runs differ."""
-    a, b = (read_log_folder(f).episodes[0].records for f in (first, second))
-    n = min(len(a["q"]), len(b["q"]))
+    """How two runs' logs differ: every episode, every logged measurement (host timestamps and the robot's
+    absolute tick excepted: they say when, not what)."""
+    runs = [read_log_folder(f).episodes for f in (first, second)]
+    a, b = (episodes[0].records for episodes in runs)
+    diffs = {}
+    for ep_a, ep_b in zip(*runs):
+        for key in ep_a.records:
+            if key in ("timestamp_us", "robot_tick_us", "step"):
+                continue
+            x, y = ep_a.records[key], ep_b.records[key]
+            n = min(len(x), len(y))
+            diff = float(np.nanmax(np.abs(x[:n].astype(np.float64) - y[:n]), initial=0.0))
+            diffs[key] = max(diffs.get(key, 0.0), diff)
+    lengths = [[len(e.records["q"]) for e in episodes] for episodes in runs]
     return {
         "first_tick_us": [int(a["robot_tick_us"][0]), int(b["robot_tick_us"][0])],
         "start_q_max_diff_rad": float(np.abs(a["q"][0] - b["q"][0]).max()),
-        "obs_max_diff": float(np.abs(a["obs"][:n] - b["obs"][:n]).max()),
+        "obs_max_diff": diffs["obs"],
+        "records_per_episode": lengths,
+        "identical": lengths[0] == lengths[1] and not any(diffs.values()),
+        "max_diff_by_field": diffs,
     }
 
 
@@ -58,7 +73,7 @@ def main() -> None:
             r = results[profile]
             print(f"{profile:8s} returns {[round(m['mean_return'], 4) for m in r['runs']]}, falls "
                   f"{[m['fall_rate'] for m in r['runs']]}, first tick {r['first_tick_us']} us, start q Δ "
-                  f"{r['start_q_max_diff_rad']:.2e} rad, obs Δ {r['obs_max_diff']:.3g}")  # fmt: skip
+                  f"{r['start_q_max_diff_rad']:.2e} rad, obs Δ {r['obs_max_diff']:.3g}, identical: {r['identical']}")  # fmt: skip
     save("stand_in_repeatability", {"setting": {**vars(args), "policy": str(args.policy)}, "profiles": results})
 
 

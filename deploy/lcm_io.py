@@ -39,7 +39,6 @@ class LcmRobotIO:
         self.odometry: Odometry | None = None
         self._joint: joint_state_t | None = None
         self._body: body_state_t | None = None
-        self._body_tick_us = 0
         self._tick: tuple[int, float, int] | None = None  # newest tick, host time it arrived, states repeating it
         self._tick_step_us = 0
         self._arm_requested = False
@@ -71,7 +70,6 @@ class LcmRobotIO:
 
     def _on_body_state(self, msg: body_state_t, _received_us: int) -> None:
         self._body = msg
-        self._body_tick_us = self._tick[0] if self._tick else 0  # no tick of its own: as old as the joint state beside it
         self._rebuild_state()
 
     def _rebuild_state(self) -> None:
@@ -79,7 +77,7 @@ class LcmRobotIO:
         if joint is None or body is None:
             return
         self.state = RobotState(
-            robot_tick_us=joint.robot_tick_us, body_tick_us=self._body_tick_us, stamp_us=joint.timestamp_us,
+            robot_tick_us=joint.robot_tick_us, body_tick_us=body.robot_tick_us, stamp_us=joint.timestamp_us,
             received_s=self._tick[1], repeats=self._tick[2], tick_step_us=self._tick_step_us,
             q=_array(joint.q), dq=_array(joint.dq), tau_est=_array(joint.tau_est), quaternion=_array(body.quaternion),
             rpy=_array(body.rpy), gyro=_array(body.gyro), accelerometer=_array(body.accelerometer),
@@ -114,9 +112,9 @@ class LcmRobotIO:
         return requested
 
     # -- outgoing
-    def publish_target(self, target: PdTarget, sequence: int) -> None:
+    def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None:
         msg = pd_target_t()
-        msg.timestamp_us, msg.sequence = now_us(), sequence
+        msg.timestamp_us, msg.sequence, msg.robot_tick_us = now_us(), sequence, robot_tick_us
         for name in ("q_des", "dq_des", "kp", "kd", "tau_ff"):
             setattr(msg, name, getattr(target, name).tolist())
         self.node.publish("pd_target", msg)

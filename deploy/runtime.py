@@ -59,7 +59,7 @@ class RobotState:
     """The newest measurements from the bridge (simulator joint order, body-frame IMU)."""
 
     robot_tick_us: int  # robot clock of the newest joint state
-    body_tick_us: int  # robot clock when the newest body state arrived
+    body_tick_us: int  # robot clock of the newest body state
     stamp_us: int  # sender's monotonic time of the newest joint state
     received_s: float  # host monotonic time (s) this tick first arrived
     repeats: int  # joint states received since, repeating this tick (a frozen board)
@@ -128,7 +128,7 @@ class RobotIO(Protocol):
 
     def take_arm_request(self) -> bool: ...  # an operator asked to re-arm since the last call
 
-    def publish_target(self, target: PdTarget, sequence: int) -> None: ...
+    def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None: ...  # answers that state
 
     def publish_status(self, trip: Trip | None, trip_count: int) -> None: ...
 
@@ -255,8 +255,9 @@ class Runtime:
     messages that repeat the tick (a frozen board still sends, so time visibly passes) and by wall time,
     which on a real robot is robot time. In the stand-in's fast mode wall time says nothing about robot time
     (the lockstep simply pauses while the host is busy), so it only counts after `host_stall_allowance_s`.
-    A step runs when a state for the next period arrives, or when robot time is `late_state_grace` periods
-    past it without one: then the controller runs on the old state and the stale-state monitor judges it.
+    A step runs when the joint and body states of the next period's tick have both arrived (never on an IMU
+    reading older than the joint angles beside it), or when robot time is `late_state_grace` periods past it
+    without them: then the controller runs on the old state and the stale-state monitor judges it.
     """
 
     def __init__(self, controller: Controller, io: RobotIO, cfg: RuntimeConfig,
@@ -337,7 +338,7 @@ class Runtime:
         while True:
             state, wall = self.io.state, time.monotonic()
             now = self.robot_now_us(state, wall)
-            if state.robot_tick_us >= self.next_tick or now >= self.next_tick + self.grace_us:
+            if min(state.robot_tick_us, state.body_tick_us) >= self.next_tick or now >= self.next_tick + self.grace_us:
                 return now
             self.io.poll((self.next_tick + self.grace_us - now) / 1e6)
 
@@ -352,7 +353,7 @@ class Runtime:
             self.armed_at_us = math.inf  # the bridge re-arms on our next target: its older reports are moot
         self.rearm_requested = False
         target, record = self.controller.step(state, self._context(state, now, wall))
-        self.io.publish_target(target, self.step_count)
+        self.io.publish_target(target, self.step_count, state.robot_tick_us)
         publish_us = time.monotonic_ns() // 1000
         if self.armed_at_us == math.inf:  # the bridge's reports count once it has surely seen this target
             self.armed_at_us = publish_us + 2 * self.period_us

@@ -109,9 +109,11 @@ class BridgeCore:
             q=np.full(n, POS_STOP_F), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, cfg.damping_kd), tau=np.zeros(n), damping=True
         )
         self.target: MotorCommand | None = None
+        self.answered_tick_us: int | None = None  # the robot tick the newest target answers
         self.counts = {"targets": 0, "rejected": 0, "clamped": 0, "arm_requests": 0}
 
     def on_pd_target(self, msg: pd_target_t, now_us: int) -> None:
+        self.answered_tick_us = msg.robot_tick_us
         fields = {name: np.asarray(getattr(msg, name), dtype=np.float64) for name in TARGET_FIELDS}
         problem = _target_problem(fields)
         if problem:
@@ -195,9 +197,9 @@ def joint_state_msg(state: RobotState, robot_time_us: int, now_us: int) -> joint
     return msg
 
 
-def body_state_msg(state: RobotState, now_us: int) -> body_state_t:
+def body_state_msg(state: RobotState, robot_time_us: int, now_us: int) -> body_state_t:
     msg = body_state_t()
-    msg.timestamp_us = now_us
+    msg.timestamp_us, msg.robot_tick_us = now_us, robot_time_us
     msg.quaternion, msg.rpy = state.quaternion.tolist(), state.rpy.tolist()
     msg.gyro, msg.accelerometer = state.gyro.tolist(), state.accelerometer.tolist()
     msg.foot_force = state.foot_force.tolist()
@@ -332,7 +334,7 @@ class Bridge:
         robot_time_us = self.robot_clock.observe(state.tick)
         now = wall_us()
         self.node.publish("joint_state", joint_state_msg(state, robot_time_us, now))
-        self.node.publish("body_state", body_state_msg(state, now))
+        self.node.publish("body_state", body_state_msg(state, robot_time_us, now))
         self.node.publish("remote_command", remote_msg(state.remote, now))
         return True
 
@@ -340,9 +342,10 @@ class Bridge:
         self.node.handle(0.0)
 
     def target_due(self) -> bool:
-        """Live, and a policy period of robot time has passed since the last target: the controller owes one."""
-        age = self.core.watchdog.target_age_us(self.clock.now_us())
-        return age is not None and age >= self.core.policy_period_us
+        """--follow: a policy period of robot time has passed since the state the newest target answers, so the
+        controller owes the next one (any target counts, damping ones too: the pace is not the watchdog's job)."""
+        answered = self.core.answered_tick_us
+        return answered is not None and self.robot_clock.now_us() >= answered + self.core.policy_period_us
 
     def control(self) -> MotorCommand:
         """Send one LowCmd: the newest target while the watchdog is live, damping otherwise."""
@@ -418,11 +421,13 @@ def run_follow(
 ) -> None:
     """One LowCmd per received LowState: the stand-in sets the pace (and the watchdog counts its ticks).
 
-    Lockstep with the controller as well: when a target is due (a policy period of robot time since the last),
-    the LowCmd that would advance the robot waits for it, up to `controller_wait_s` of wall time. So a host too
-    busy to run the controller pauses robot time instead of tripping the watchdog, while a controller that has
-    stopped still trips it (after one wait). A board only answers a client that commands it, so after
-    `idle_send_s` without a LowState the bridge sends its current command anyway (at start-up that is damping).
+    Lockstep with the controller as well: a target answers the state of one robot tick; a policy period later
+    the robot holds (no LowCmd) until the next target arrives, up to `controller_wait_s` of wall time. So each
+    target acts for exactly one policy period of robot ticks whatever the host's timing (runs on the stand-in
+    repeat from a seed), a host too busy to run the controller pauses robot time instead of tripping the
+    watchdog, and a controller that has stopped still trips it (after one wait). A board only answers a client
+    that commands it, so after `idle_send_s` without a LowState the bridge sends its current command anyway (at
+    start-up that is damping).
     """
     last_cycle = time.monotonic()
     state_pending = False

@@ -7,6 +7,8 @@ starts with a soft start and ends on a safety trip (outcome "safety_trip"), a fa
 record is the first damping step, which measured what the last action did. Against the stand-in robot the
 collector then resets it (sim_control "reset") and re-arms the bridge and the runtime; on a real robot
 (`--operator-reset`) it keeps damping and waits for the operator to put the robot down and press Enter.
+On the stand-in (fast mode) a collection repeats exactly from its seeds: each reset lands at a robot tick fixed
+relative to the lockstep and restarts the sensor noise with a stream of (--seed, episode).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from robot_spec.spec import PolicyMismatchError, RobotSpec, load_robot
 FALL_MONITOR = "orientation"
 MAX_ACTION_NOISE = 0.5  # action units (× action scale = rad): beyond this the "policy" is mostly noise
 STOP_OUTCOMES = {"timeout": "timeout", "operator_stop": "operator_stop"}
+NOISE_STREAMS_PER_SEED = 100_000  # the stand-in's sensor noise streams: one per (--seed, episode)
 
 
 def record_schema(spec: RobotSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -145,7 +148,7 @@ class RunLog:
 class Collector:
     """Drives the runtime episode after episode: logs, ends episodes at their time limit, resets, re-arms."""
 
-    def __init__(self, runtime: Runtime, log: RunLog, reset_robot: Callable[[], None], episode_steps: int,
+    def __init__(self, runtime: Runtime, log: RunLog, reset_robot: Callable[[int], None], episode_steps: int,
                  max_steps: int | None = None, max_episodes: int | None = None):  # fmt: skip
         self.runtime, self.log, self.reset_robot = runtime, log, reset_robot
         self.episode_steps, self.max_steps, self.max_episodes = episode_steps, max_steps, max_episodes
@@ -189,7 +192,7 @@ class Collector:
         self.runtime.wait_for_state()
         self.runtime.latch("reset", "waiting for the robot to be reset")
         while not self.done and self.runtime.stop_reason is None:
-            self.reset_robot()
+            self.reset_robot(self.episodes)
             self.episode_over, self.episode_policy_steps = False, 0
             self.runtime.run(until=lambda _record: self.episode_over)
         self.runtime.request_stop("operator_stop")
@@ -197,23 +200,32 @@ class Collector:
         self.bar.close()
 
 
-def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float) -> Callable[[], None]:
-    """The stand-in robot to its start pose (lying, motors off), then re-arm the bridge and the runtime."""
+def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float, seed: int) -> Callable[[int], None]:
+    """The stand-in robot to its start pose (lying, motors off) with episode `episode`'s sensor noise stream,
+    then re-arm the bridge and the runtime.
 
-    def reset() -> None:
+    The reset is scheduled two policy periods after the state of our last step: in lockstep (bridge --follow)
+    the robot holds one period after it until our next target, which we publish after the request, so the
+    request is always there in time and lands on the same tick relative to our steps in every run.
+    """
+
+    def reset(episode: int) -> None:
+        runtime.run(max_steps=2)  # damping; the first steps of a run establish the lockstep
         msg = sim_control_t()
         msg.timestamp_us, msg.action, msg.motor = now_us(), "reset", -1
+        msg.at_robot_us = runtime.prev_tick + 2 * runtime.period_us
+        msg.seed = 1 + seed * NOISE_STREAMS_PER_SEED + episode % NOISE_STREAMS_PER_SEED
         node.publish("sim_control", msg)
-        runtime.run(duration_s=settle_s)  # damping while the reset lands
+        runtime.run(duration_s=settle_s)  # damping while the reset lands and the robot settles
         rearm(runtime, node)
 
     return reset
 
 
-def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[], None]:
+def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[int], None]:
     """A real robot: keep damping until the operator has put the robot down and pressed Enter, then re-arm."""
 
-    def reset() -> None:
+    def reset(_episode: int) -> None:
         tqdm.write("put the robot down (lying, motors damping), then press Enter to soft-start it; Ctrl-C stops")
         while runtime.stop_reason is None and not select.select([sys.stdin], [], [], 0.0)[0]:
             runtime.step()
@@ -254,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-noise", type=float, default=0.0,
                    help="std of Gaussian noise added to the policy's actions (action units; default 0: the policy "
                         "mean). Logs with some action spread are what offline fine-tuning can improve from")
-    p.add_argument("--seed", type=int, default=0, help="seed of the action noise (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the action noise and of each episode's sensor noise on the stand-in (default: 0)")
     p.add_argument("--stand-in-profile", help="the stand-in's reality-gap profile, recorded in the log meta")
     p.add_argument("--reset-settle-s", type=float, default=1.0,
                    help="robot time to wait in damping after a stand-in reset (default: 1.0)")
@@ -277,8 +290,8 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ValueError(f"--{name} must be positive, got {value}")
-    if args.episode_s <= 0 or args.reset_settle_s < 0:
-        raise ValueError("--episode-s must be positive and --reset-settle-s not negative")
+    if args.episode_s <= 0 or args.reset_settle_s < 0 or args.seed < 0:
+        raise ValueError("--episode-s must be positive, --reset-settle-s and --seed not negative")
     if not 0 <= args.action_noise <= MAX_ACTION_NOISE:
         raise ValueError(f"--action-noise must be in [0, {MAX_ACTION_NOISE}], got {args.action_noise}")
 
@@ -328,7 +341,8 @@ def collect(args: argparse.Namespace, behaviour: Behaviour | None = None, extra_
     node = LcmNode(args.lcm_url, args.channel_prefix)
     controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), ScheduledCommand(schedule), cfg, behaviour)
     runtime = Runtime(controller, io, cfg)
-    reset = operator_reset(runtime, node) if args.operator_reset else stand_in_reset(runtime, node, args.reset_settle_s)
+    reset = operator_reset(runtime, node) if args.operator_reset else \
+        stand_in_reset(runtime, node, args.reset_settle_s, args.seed)  # fmt: skip
     episode_steps = int(round(args.episode_s * spec.control.policy_hz))
     print(f"collect: policy {policy.policy_id}, schedule {args.schedule}, logging to {folder}")
     previous_handler = signal.signal(signal.SIGINT, lambda *_: runtime.request_stop("operator_stop"))

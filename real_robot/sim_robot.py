@@ -13,6 +13,11 @@ absolute deadlines, so no drift). Fast mode (--fast) runs in lockstep: a tick ru
 FAST_IDLE_TIMEOUT_S of wall time without one, so collection runs faster than real time and time still advances
 when the client dies. LowState.tick is robot time in µs.
 
+Reproducible from a seed in fast mode: what happens after a reset depends only on the commands that follow it,
+tick by tick, when the reset is scheduled at a robot time (`at_robot_us`, which a client in lockstep can do
+exactly) and restarts the sensor noise (`seed`). Odometry is counted from the reset and sent before the tick's
+LowState, so a client stepping on that LowState has already received it.
+
 LCM (optional): publishes odometry_t on "<prefix>odometry" every 10 ms of robot time (ground truth, as a tracking
 camera would measure; stamped with the clock the bridge uses in the same mode: robot time in fast mode, the host's
 monotonic clock in real-time mode), and listens on "<prefix>sim_control" (sim_control_t):
@@ -25,7 +30,10 @@ monotonic clock in real-time mode), and listens on "<prefix>sim_control" (sim_co
                   each but fall lasts duration_s of robot time (0: until clear_faults)
     clear_faults  ends every fault
     push          adds `magnitude` m/s of velocity towards world (sticks[0], sticks[1]) (default: +y)
-    reset         back to the start pose, motors off, faults cleared (a real robot would wait for the operator)
+    reset         back to the start pose, motors off, faults cleared (a real robot would wait for the operator);
+                  seed > 0 restarts the sensor noise with that stream
+Any action with at_robot_us > 0 waits for that robot time (one that arrives too late acts at once, counted in
+stats.late_requests).
     remote        the emulated remote's sticks: lx, ly, rx, ry = sticks
 Joint indices are in simulator order. The same actions are available in-process on `StandInRobot`.
 """
@@ -58,7 +66,10 @@ from robot_spec.spec import RobotSpec, load_robot
 
 BOARD_DT = 0.002  # the board's 500 Hz loop
 ODOMETRY_PERIOD_TICKS = 5  # 100 Hz
-FAST_IDLE_TIMEOUT_S = 0.2  # slow enough that a bridge waiting for its controller (bridge --follow) barely moves time
+# Longer than a lockstep bridge waits for its controller (bridge.FOLLOW_CONTROLLER_WAIT_S): while a live bridge
+# holds the robot for a slow controller, no idle tick moves robot time (that would make runs irreproducible).
+FAST_IDLE_TIMEOUT_S = 2.0
+STOP_POLL_S = 0.05  # fast mode: how soon stop() ends serve_forever while no command comes
 MAX_LATE_S = 0.1  # real-time mode: further behind than this, the schedule restarts (counted as an overrun)
 SETTLE_S = 1.0  # the start pose: lie down holding the lying pose this long, then this long with the motors off
 LYING_THIGH_OFFSET = 0.4  # rad further back than the default pose ...
@@ -66,6 +77,7 @@ LYING_CALF_MARGIN = 0.1  # ... and calves folded to this far from their stop: a 
 FALL_ROLL = 2.0  # rad: on its side, past the point of return
 IMU_TEMPERATURE_C = 35
 MOTOR_TEMPERATURE_C = 40
+RESET_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # everything mj_step reads, solver warm start included
 FAULTS = ("drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "fall")
 ACTIONS = ("fault", "clear_faults", "push", "reset", "remote")
 
@@ -131,6 +143,7 @@ class Stats:
     malformed_packets: int = 0
     states_sent: int = 0
     overruns: int = 0
+    late_requests: int = 0  # scheduled sim_control actions that arrived after their robot time
 
 
 @dataclass
@@ -213,12 +226,13 @@ class StandInRobot:
             raise ConfigError(f"profile {self.profile.name}: physics_dt must divide the board's {BOARD_DT} s period")
         self.substeps = round(substeps)
         self.spec = load_robot(robot)
-        self.fast = fast
+        self.fast, self.seed = fast, seed
         self.rng = np.random.default_rng(seed)
         self.stats = Stats()
         self._build_physics()
         self._draw_biases()
-        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[float, Callable[[], None]]] = queue.SimpleQueue()  # (at s, action)
+        self._scheduled: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
         self.client: tuple[str, int] | None = None  # where LowState goes: the last LowCmd's sender
         self.remote = wire.RemoteState()
@@ -257,8 +271,8 @@ class StandInRobot:
             mujoco.mj_step(m, d)
         d.ctrl[:] = 0.0
         mujoco.mj_step(m, d, round(SETTLE_S / m.opt.timestep))
-        state = np.empty(mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS))
-        mujoco.mj_getState(m, d, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        state = np.empty(mujoco.mj_stateSize(m, RESET_STATE))
+        mujoco.mj_getState(m, d, state, RESET_STATE)
         return state
 
     def _draw_biases(self) -> None:
@@ -269,25 +283,29 @@ class StandInRobot:
         self.bias_tilt = self._white(b.orientation, 3)
 
     # ------------------------------------------------------------------------------------------ in-process API
-    def inject_fault(self, kind: str, motor: int = -1, magnitude: float = 0.0, duration_s: float = 0.0) -> None:
+    # Thread-safe: each action runs at the start of the board's next tick, or of the first at robot time `at_s`.
+    def inject_fault(self, kind: str, motor: int = -1, magnitude: float = 0.0, duration_s: float = 0.0,
+                     at_s: float = 0.0) -> None:  # fmt: skip
         if kind not in FAULTS:
             raise ValueError(f"unknown fault '{kind}'; known: {', '.join(FAULTS)}")
         if not -1 <= motor < self.spec.num_joints:
             raise ValueError(f"fault motor {motor}: expected a joint index 0..{self.spec.num_joints - 1} or -1 (all)")
-        self._requests.put(lambda: self._start_fault(kind, motor, magnitude, duration_s))
+        self._requests.put((at_s, lambda: self._start_fault(kind, motor, magnitude, duration_s)))
 
-    def clear_faults(self) -> None:
-        self._requests.put(lambda: self.faults.clear())
+    def clear_faults(self, at_s: float = 0.0) -> None:
+        self._requests.put((at_s, lambda: self.faults.clear()))
 
-    def push(self, velocity_xy: tuple[float, float]) -> None:
-        self._requests.put(lambda: self._add_velocity(np.asarray(velocity_xy, dtype=float)))
+    def push(self, velocity_xy: tuple[float, float], at_s: float = 0.0) -> None:
+        self._requests.put((at_s, lambda: self._add_velocity(np.asarray(velocity_xy, dtype=float))))
 
-    def reset(self) -> None:
-        self._requests.put(self._reset_now)
+    def reset(self, seed: int = 0, at_s: float = 0.0) -> None:
+        """Back to the start pose; `seed` > 0 also restarts the sensor noise (stream `seed` of this robot's seed)."""
+        self._requests.put((at_s, lambda: self._reset_now(seed)))
 
-    def set_remote(self, lx: float = 0.0, ly: float = 0.0, rx: float = 0.0, ry: float = 0.0, buttons: int = 0) -> None:
+    def set_remote(self, lx: float = 0.0, ly: float = 0.0, rx: float = 0.0, ry: float = 0.0, buttons: int = 0,
+                   at_s: float = 0.0) -> None:  # fmt: skip
         remote = wire.RemoteState(lx=lx, ly=ly, rx=rx, ry=ry, buttons=buttons)
-        self._requests.put(lambda: setattr(self, "remote", remote))
+        self._requests.put((at_s, lambda: setattr(self, "remote", remote)))
 
     @property
     def robot_time(self) -> float:
@@ -318,18 +336,27 @@ class StandInRobot:
         for _ in range(self.substeps):
             self._physics_step(command)
         self.stats.ticks += 1
-        self._send_state()
-        if self.stats.ticks % ODOMETRY_PERIOD_TICKS == 0:
+        self.ticks_since_reset += 1
+        if self.ticks_since_reset % ODOMETRY_PERIOD_TICKS == 0:
             self._publish_odometry()
+        self._send_state()
         if self.lcm is not None:
             self.lcm.handle(0.0)
 
     def _handle_requests(self) -> None:
+        """Run the actions that are due, in the order they were requested."""
         while True:
             try:
-                self._requests.get_nowait()()
+                at_s, action = self._requests.get_nowait()
             except queue.Empty:
-                return
+                break
+            if at_s and at_s < self.robot_time - 1e-9:
+                self.stats.late_requests += 1
+            self._scheduled.append((at_s, action))
+        due = [entry for entry in self._scheduled if entry[0] <= self.robot_time + 1e-9]
+        self._scheduled = [entry for entry in self._scheduled if entry[0] > self.robot_time + 1e-9]
+        for _at, action in due:
+            action()
 
     def _receive_commands(self) -> None:
         while True:
@@ -464,9 +491,12 @@ class StandInRobot:
     def _add_velocity(self, velocity_xy: np.ndarray) -> None:
         self.data.qvel[0:2] += velocity_xy
 
-    def _reset_now(self) -> None:
-        mujoco.mj_setState(self.model, self.data, self.start_state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    def _reset_now(self, seed: int = 0) -> None:
+        mujoco.mj_setState(self.model, self.data, self.start_state, RESET_STATE)
         mujoco.mj_forward(self.model, self.data)
+        if seed > 0:
+            self.rng = np.random.default_rng([self.seed, seed])
+        self.ticks_since_reset = 0
         self.faults: dict[str, Fault] = {}
         self.pending: deque[tuple[float, MotorLaw]] = deque()  # (robot time it acts, command)
         self.active = MotorLaw.off(self.spec.num_joints)
@@ -480,19 +510,20 @@ class StandInRobot:
             print(f"sim-robot: ignored sim_control message: {err}", file=sys.stderr)
 
     def _apply_sim_control(self, msg: sim_control_t) -> None:
+        at_s = msg.at_robot_us / 1e6
         if msg.action == "fault":
-            self.inject_fault(msg.fault, msg.motor, msg.magnitude, msg.duration_s)
+            self.inject_fault(msg.fault, msg.motor, msg.magnitude, msg.duration_s, at_s)
         elif msg.action == "clear_faults":
-            self.clear_faults()
+            self.clear_faults(at_s)
         elif msg.action == "push":
             direction = np.array(msg.sticks[:2], dtype=float)
             norm = np.linalg.norm(direction)
-            self.push(msg.magnitude * (direction / norm if norm > 0 else np.array([0.0, 1.0])))
+            self.push(msg.magnitude * (direction / norm if norm > 0 else np.array([0.0, 1.0])), at_s)
         elif msg.action == "reset":
-            self.reset()
+            self.reset(msg.seed, at_s)
         elif msg.action == "remote":
             lx, ly, rx, ry = msg.sticks
-            self.set_remote(lx=lx, ly=ly, rx=rx, ry=ry)
+            self.set_remote(lx=lx, ly=ly, rx=rx, ry=ry, at_s=at_s)
         else:
             raise ValueError(f"unknown action '{msg.action}'; known: {', '.join(ACTIONS)}")
 
@@ -515,7 +546,11 @@ class StandInRobot:
         bar.close()
 
     def _wait_for_command(self, deadline: float) -> float:
-        select.select([self.sock], [], [], FAST_IDLE_TIMEOUT_S)
+        """Until a LowCmd is waiting, FAST_IDLE_TIMEOUT_S has passed or stop() (checked every STOP_POLL_S)."""
+        idle_until = time.monotonic() + FAST_IDLE_TIMEOUT_S
+        while not self._stop.is_set() and (remaining := idle_until - time.monotonic()) > 0:
+            if select.select([self.sock], [], [], min(remaining, STOP_POLL_S))[0]:
+                break
         return deadline
 
     def _wait_for_deadline(self, deadline: float) -> float:

@@ -43,10 +43,6 @@ class Watchdog:
         if self.tripped and self._arm_requested:
             self.tripped, self.reason, self._arm_requested = False, "", False
 
-    def target_age_us(self, now_us: int) -> int | None:
-        """Time since the last target while live; None otherwise (nothing to wait for)."""
-        return now_us - self._last_target_us if self.live else None
-
     def arm_requested(self) -> None:
         """Operator asks to re-arm; takes effect with the next valid target. Ignored when not tripped."""
         if self.tripped:

@@ -172,7 +172,7 @@ class FakeRobot:
         arm, self.arm = self.arm, False
         return arm
 
-    def publish_target(self, target, sequence):
+    def publish_target(self, target, sequence, robot_tick_us):
         self.targets.append(target)
 
     def publish_status(self, trip, trip_count):

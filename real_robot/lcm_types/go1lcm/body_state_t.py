@@ -9,11 +9,11 @@ import struct
 
 class body_state_t(object):
 
-    __slots__ = ["timestamp_us", "quaternion", "rpy", "gyro", "accelerometer", "foot_force"]
+    __slots__ = ["timestamp_us", "robot_tick_us", "quaternion", "rpy", "gyro", "accelerometer", "foot_force"]
 
-    __typenames__ = ["int64_t", "double", "double", "double", "double", "double"]
+    __typenames__ = ["int64_t", "int64_t", "double", "double", "double", "double", "double"]
 
-    __dimensions__ = [None, [4], [3], [3], [3], [4]]
+    __dimensions__ = [None, None, [4], [3], [3], [3], [4]]
 
     def __init__(self):
         self.timestamp_us = 0
@@ -22,8 +22,14 @@ class body_state_t(object):
         LCM Type: int64_t
         """
 
+        self.robot_tick_us = 0
+        """ LCM Type: int64_t """
         self.quaternion = [ 0.0 for dim0 in range(4) ]
-        """ LCM Type: double[4] """
+        """
+        LowState.tick of the board (the joint state of the same tick beside it)
+        LCM Type: double[4]
+        """
+
         self.rpy = [ 0.0 for dim0 in range(3) ]
         """
         w, x, y, z
@@ -52,7 +58,7 @@ class body_state_t(object):
         return buf.getvalue()
 
     def _encode_one(self, buf):
-        buf.write(struct.pack(">q", self.timestamp_us))
+        buf.write(struct.pack(">qq", self.timestamp_us, self.robot_tick_us))
         buf.write(struct.pack('>4d', *self.quaternion[:4]))
         buf.write(struct.pack('>3d', *self.rpy[:3]))
         buf.write(struct.pack('>3d', *self.gyro[:3]))
@@ -72,7 +78,7 @@ class body_state_t(object):
     @staticmethod
     def _decode_one(buf):
         self = body_state_t()
-        self.timestamp_us = struct.unpack(">q", buf.read(8))[0]
+        self.timestamp_us, self.robot_tick_us = struct.unpack(">qq", buf.read(16))
         self.quaternion = struct.unpack('>4d', buf.read(32))
         self.rpy = struct.unpack('>3d', buf.read(24))
         self.gyro = struct.unpack('>3d', buf.read(24))
@@ -83,7 +89,7 @@ class body_state_t(object):
     @staticmethod
     def _get_hash_recursive(parents):
         if body_state_t in parents: return 0
-        tmphash = (0x778dced0dc55ed1b) & 0xffffffffffffffff
+        tmphash = (0x6762a05e6028815a) & 0xffffffffffffffff
         tmphash  = (((tmphash<<1)&0xffffffffffffffff) + (tmphash>>63)) & 0xffffffffffffffff
         return tmphash
     _packed_fingerprint = None

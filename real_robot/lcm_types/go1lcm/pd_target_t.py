@@ -9,11 +9,11 @@ import struct
 
 class pd_target_t(object):
 
-    __slots__ = ["timestamp_us", "sequence", "q_des", "dq_des", "kp", "kd", "tau_ff"]
+    __slots__ = ["timestamp_us", "sequence", "robot_tick_us", "q_des", "dq_des", "kp", "kd", "tau_ff"]
 
-    __typenames__ = ["int64_t", "int64_t", "double", "double", "double", "double", "double"]
+    __typenames__ = ["int64_t", "int64_t", "int64_t", "double", "double", "double", "double", "double"]
 
-    __dimensions__ = [None, None, [12], [12], [12], [12], [12]]
+    __dimensions__ = [None, None, None, [12], [12], [12], [12], [12]]
 
     def __init__(self):
         self.timestamp_us = 0
@@ -24,8 +24,14 @@ class pd_target_t(object):
 
         self.sequence = 0
         """ LCM Type: int64_t """
+        self.robot_tick_us = 0
+        """ LCM Type: int64_t """
         self.q_des = [ 0.0 for dim0 in range(12) ]
-        """ LCM Type: double[12] """
+        """
+        the state this target answers (bridge --follow paces the stand-in by it)
+        LCM Type: double[12]
+        """
+
         self.dq_des = [ 0.0 for dim0 in range(12) ]
         """ LCM Type: double[12] """
         self.kp = [ 0.0 for dim0 in range(12) ]
@@ -42,7 +48,7 @@ class pd_target_t(object):
         return buf.getvalue()
 
     def _encode_one(self, buf):
-        buf.write(struct.pack(">qq", self.timestamp_us, self.sequence))
+        buf.write(struct.pack(">qqq", self.timestamp_us, self.sequence, self.robot_tick_us))
         buf.write(struct.pack('>12d', *self.q_des[:12]))
         buf.write(struct.pack('>12d', *self.dq_des[:12]))
         buf.write(struct.pack('>12d', *self.kp[:12]))
@@ -62,7 +68,7 @@ class pd_target_t(object):
     @staticmethod
     def _decode_one(buf):
         self = pd_target_t()
-        self.timestamp_us, self.sequence = struct.unpack(">qq", buf.read(16))
+        self.timestamp_us, self.sequence, self.robot_tick_us = struct.unpack(">qqq", buf.read(24))
         self.q_des = struct.unpack('>12d', buf.read(96))
         self.dq_des = struct.unpack('>12d', buf.read(96))
         self.kp = struct.unpack('>12d', buf.read(96))
@@ -73,7 +79,7 @@ class pd_target_t(object):
     @staticmethod
     def _get_hash_recursive(parents):
         if pd_target_t in parents: return 0
-        tmphash = (0xbfa46be3497c31) & 0xffffffffffffffff
+        tmphash = (0xd5afaa71a9eed764) & 0xffffffffffffffff
         tmphash  = (((tmphash<<1)&0xffffffffffffffff) + (tmphash>>63)) & 0xffffffffffffffff
         return tmphash
     _packed_fingerprint = None

@@ -9,11 +9,11 @@ import struct
 
 class sim_control_t(object):
 
-    __slots__ = ["timestamp_us", "action", "fault", "motor", "magnitude", "duration_s", "sticks"]
+    __slots__ = ["timestamp_us", "action", "fault", "motor", "magnitude", "duration_s", "sticks", "at_robot_us", "seed"]
 
-    __typenames__ = ["int64_t", "string", "string", "int32_t", "double", "double", "double"]
+    __typenames__ = ["int64_t", "string", "string", "int32_t", "double", "double", "double", "int64_t", "int64_t"]
 
-    __dimensions__ = [None, None, None, None, None, None, [4]]
+    __dimensions__ = [None, None, None, None, None, None, [4], None, None]
 
     def __init__(self):
         self.timestamp_us = 0
@@ -50,6 +50,18 @@ class sim_control_t(object):
         LCM Type: double[4]
         """
 
+        self.at_robot_us = 0
+        """
+        lx, ly, rx, ry for action "remote"
+        LCM Type: int64_t
+        """
+
+        self.seed = 0
+        """
+        robot time the action takes effect (0: at once)
+        LCM Type: int64_t
+        """
+
 
     def encode(self):
         buf = BytesIO()
@@ -69,6 +81,7 @@ class sim_control_t(object):
         buf.write(b"\0")
         buf.write(struct.pack(">idd", self.motor, self.magnitude, self.duration_s))
         buf.write(struct.pack('>4d', *self.sticks[:4]))
+        buf.write(struct.pack(">qq", self.at_robot_us, self.seed))
 
     @staticmethod
     def decode(data: bytes):
@@ -90,12 +103,13 @@ class sim_control_t(object):
         self.fault = buf.read(__fault_len)[:-1].decode('utf-8', 'replace')
         self.motor, self.magnitude, self.duration_s = struct.unpack(">idd", buf.read(20))
         self.sticks = struct.unpack('>4d', buf.read(32))
+        self.at_robot_us, self.seed = struct.unpack(">qq", buf.read(16))
         return self
 
     @staticmethod
     def _get_hash_recursive(parents):
         if sim_control_t in parents: return 0
-        tmphash = (0x3e9992144bc7fd20) & 0xffffffffffffffff
+        tmphash = (0x9e2d2e3167dddbde) & 0xffffffffffffffff
         tmphash  = (((tmphash<<1)&0xffffffffffffffff) + (tmphash>>63)) & 0xffffffffffffffff
         return tmphash
     _packed_fingerprint = None
