@@ -415,7 +415,7 @@ def stand_in_rollout(profile: str, cfg: OnlineConfig) -> RolloutFn:
         seed = cfg.seed * 1000 + meta["online_update"]  # fresh sensor noise each rollout, reproducible
         episodes, steps = rollout_size(cfg, episodes)
         collect_on_stand_in(policy, profile, folder, episodes, cfg.episode_s, cfg.schedule, cfg.speed, seed,
-                            steps=steps, behaviour=behaviour, extra_meta=meta)  # fmt: skip
+                            steps=steps, behaviour=behaviour, extra_meta=meta, robot_seed=cfg.seed)  # fmt: skip
 
     return rollout
 

@@ -54,7 +54,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "pipeline" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     print(f"pipeline: {args.algo} on the stand-in ({args.profile}) -> {out}")
-    evaluation = RobotEvalConfig(episodes=args.eval_episodes, episode_s=args.eval_episode_s, seed=args.seed + 100)
+    # One stand-in robot (--seed) all along, as on hardware; evaluations meet other sensor noise than collection.
+    evaluation = RobotEvalConfig(episodes=args.eval_episodes, episode_s=args.eval_episode_s, seed=args.seed + 100,
+                                 robot_seed=args.seed)  # fmt: skip
     rows = []
 
     def evaluate(stage: str, policy: Path, profile: str, note: str = "") -> None:
@@ -137,7 +139,7 @@ def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
         return folder
     set_aside(folder)  # an interrupted collection's logs are kept beside
     collect_on_stand_in(policy, args.profile, folder, steps=args.collect_steps, seed=args.seed,
-                        action_noise=args.collect_noise)  # fmt: skip
+                        action_noise=args.collect_noise, robot_seed=args.seed)  # fmt: skip
     marker.write_text(json.dumps({"policy": str(policy), "profile": args.profile, "steps": args.collect_steps,
                                   "action_noise": args.collect_noise}))  # fmt: skip
     return folder

@@ -26,7 +26,8 @@ class RobotEvalConfig:
     episode_s: float = 20.0
     schedule: str = "walk"  # configs/deploy/schedule_<name>.yaml
     speed: str = "high"
-    seed: int = 0  # the stand-in's sensor noise
+    seed: int = 0  # the stand-in's sensor noise, per episode
+    robot_seed: int = 0  # which stand-in robot: its calibration errors (the same robot all along: keep it fixed)
 
 
 def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) -> dict:
@@ -81,7 +82,8 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
     `out`, and measure the logs. Metrics are also written to out/metrics.json."""
     cfg = cfg or RobotEvalConfig()
     out = Path(out)
-    collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed)
+    collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed,
+                        robot_seed=cfg.robot_seed)  # fmt: skip
     metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -90,14 +92,17 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
 def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episodes: int | None = None,
                         episode_s: float = 20.0, schedule: str = "walk", speed: str = "high", seed: int = 0,
                         steps: int | None = None, behaviour: Behaviour | None = None,
-                        extra_meta: dict | None = None, action_noise: float = 0.0) -> None:  # fmt: skip
+                        extra_meta: dict | None = None, action_noise: float = 0.0,
+                        robot_seed: int = 0) -> None:  # fmt: skip
     """`real_robot collect` against a fresh stand-in robot + bridge on loopback (fast mode); `behaviour`,
-    `extra_meta` and `action_noise` as in real_robot.collect."""
+    `extra_meta` and `action_noise` as in real_robot.collect. `robot_seed` picks the robot (its sensor biases),
+    `seed` the sensor noise of each episode and the action noise: a pipeline collects, fine-tunes and evaluates
+    on one robot, as it would on hardware."""
     from deploy.loopback import LoopbackRobot
     from real_robot import collect
 
     amount = collect.amount_args(episodes, steps)
-    with LoopbackRobot(profile=profile, fast=True, seed=seed) as robot:
+    with LoopbackRobot(profile=profile, fast=True, seed=robot_seed) as robot:
         code = collect.main([
             "--policy", str(policy), *amount, "--episode-s", str(episode_s), "--schedule", schedule,
             "--speed", speed, "--runtime-config", "runtime_fast", "--stand-in-profile", profile, "--out", str(out),
