@@ -1,5 +1,8 @@
 """The 50 Hz policy runtime: wait for state → SOFT START → POLICY → DAMPING (latched until re-armed).
 
+A soft start may also hold: ramp to the default pose and stand there until released (the robot stands while
+online fine-tuning computes an update between rollouts).
+
 `Controller` is one control step without I/O: measurements → observation → policy → safety → PD target.
 `Runtime` paces it by the robot's clock (a step every control period of `joint_state.robot_tick_us`), which
 equals real time on a real robot and lets the stand-in's fast mode run faster than real time. The I/O
@@ -160,23 +163,39 @@ class Controller:
         self.phase_start_us: int | None = None  # robot time the phase began (set by its first step)
         self.ramp_from = spec.default_pose.copy()
         self.last_action = np.zeros(n)
+        self.holding = False  # the soft start stands until released instead of handing over to the policy
+        self.last_pd_q_des: np.ndarray | None = None  # of the last target that was not damping
 
-    def soft_start(self, q: np.ndarray) -> None:
-        """(Re)start: ramp from the measured pose `q` to the default pose, then stand, then the policy."""
-        self.phase, self.phase_start_us = Phase.SOFT_START, None
+    def soft_start(self, q: np.ndarray, hold: bool = False) -> None:
+        """(Re)start: ramp from the measured pose `q` to the default pose, then stand, then the policy. `hold`
+        (the robot is up, just out of the policy phase): ramp from the last PD target instead, so the legs keep
+        their support, and stand until the next soft start."""
+        self.phase, self.phase_start_us, self.holding = Phase.SOFT_START, None, hold
         default = self.spec.default_pose  # a non-finite reading must never reach a target (the monitors trip on it)
-        self.ramp_from = np.where(np.isfinite(q), q, default)
+        start = self.last_pd_q_des if hold and self.last_pd_q_des is not None else q
+        self.ramp_from = np.where(np.isfinite(start), start, default)
 
-    def rearm(self, q: np.ndarray) -> Trip | None:
+    def rearm(self, q: np.ndarray, hold: bool = False) -> Trip | None:
         cleared = self.safety.rearm()
-        self.soft_start(q)
+        self.soft_start(q, hold)
         return cleared
+
+    def use(self, policy: LoadedPolicy, commands: CommandSource, behaviour: Behaviour | None) -> None:
+        """Act with another policy, command source and behaviour from the next policy phase on."""
+        self.policy, self.commands, self.behaviour = policy, commands, behaviour
+        self.device = next(policy.actor.parameters()).device
+
+    @property
+    def standing(self) -> bool:
+        """Holding the default pose (not damping, not walking)."""
+        return self.holding and self.phase == Phase.SOFT_START and not self.safety.tripped
 
     def step(self, state: RobotState, ctx: StepContext) -> tuple[PdTarget, dict]:
         """The PD target for this step and everything about it (for logging)."""
         if self.phase_start_us is None:
             self.phase_start_us = ctx.time_us
-        if self.phase == Phase.SOFT_START and self._phase_s(ctx) >= self.cfg.soft_start_s + self.cfg.stand_s:
+        if self.phase == Phase.SOFT_START and not self.holding and \
+                self._phase_s(ctx) >= self.cfg.soft_start_s + self.cfg.stand_s:  # fmt: skip
             self._enter_policy(ctx.time_us)
         command, obs, proposed = np.zeros(3), np.zeros(self.spec.observation.dim, np.float32), None
         if self.phase == Phase.POLICY:
@@ -244,6 +263,7 @@ class Controller:
             q_des = (1.0 - alpha) * self.ramp_from + alpha * default
         else:
             q_des = default + self.spec.control.action_scale * action
+        self.last_pd_q_des = q_des
         return PdTarget(q_des, self.zeros, kp, kd, self.zeros)
 
 
@@ -271,6 +291,7 @@ class Runtime:
         self.prev_wall = 0.0
         self.stop_reason: str | None = None
         self.rearm_requested = False
+        self.rearm_hold = False  # the requested re-arm holds the default pose (Controller.soft_start)
         self.armed_at_us = math.inf  # bridge reports count from our first target on (see `step`)
         torch.set_num_threads(cfg.torch_threads)
 
@@ -296,8 +317,8 @@ class Runtime:
         """Damping from the next step on (latched with `reason`), then `run` returns; safe in a signal handler."""
         self.stop_reason = self.stop_reason or reason
 
-    def request_rearm(self) -> None:
-        self.rearm_requested = True
+    def request_rearm(self, hold: bool = False) -> None:
+        self.rearm_requested, self.rearm_hold = True, hold
 
     def latch(self, reason: str, detail: str = "") -> None:
         """Damping from the next step on, latched with `reason` like a safety trip (ends an episode, a run)."""
@@ -349,7 +370,7 @@ class Runtime:
         wall, state = time.monotonic(), self.io.state
         rearmed = (self.io.take_arm_request() or self.rearm_requested) and self.controller.safety.tripped
         if rearmed:
-            self.controller.rearm(state.q)
+            self.controller.rearm(state.q, self.rearm_hold)
             self.armed_at_us = math.inf  # the bridge re-arms on our next target: its older reports are moot
         self.rearm_requested = False
         target, record = self.controller.step(state, self._context(state, now, wall))

@@ -17,6 +17,7 @@ import argparse
 import select
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,7 @@ FALL_MONITOR = "orientation"
 MAX_ACTION_NOISE = 0.5  # action units (× action scale = rad): beyond this the "policy" is mostly noise
 STOP_OUTCOMES = {"timeout": "timeout", "operator_stop": "operator_stop"}
 NOISE_STREAMS_PER_SEED = 100_000  # the stand-in's sensor noise streams: one per (--seed, episode)
+CONTROL_SWITCH_INTERVAL_S = 0.001  # Session.keep_control: how long another thread may hold the interpreter
 
 
 def record_schema(spec: RobotSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -154,6 +156,7 @@ class Collector:
         self.episode_steps, self.max_steps, self.max_episodes = episode_steps, max_steps, max_episodes
         self.steps = self.episodes = self.episode_policy_steps = 0
         self.episode_over = False
+        self.last_outcome: str | None = None
         total = max_steps if max_steps is not None else max_episodes
         self.bar = tqdm(total=total, unit=" steps" if max_steps is not None else " episodes", desc="collect")
         runtime.on_step = self.on_step
@@ -175,7 +178,7 @@ class Collector:
                 self.runtime.latch("timeout", f"episode time limit ({self.episode_policy_steps} policy steps)")
         if outcome is not None:
             self.episodes += 1
-            self.episode_over = True
+            self.episode_over, self.last_outcome = True, outcome
             if self.max_episodes is not None:
                 self.bar.update()
         if outcome is not None or record["step"] % 50 == 0:
@@ -186,22 +189,28 @@ class Collector:
         outcomes = ", ".join(f"{name} {count}" for name, count in sorted(self.log.outcomes.items()))
         self.bar.set_postfix_str(f"{self.steps} policy steps ({rate:.0f}/s), {self.episodes} episodes: {outcomes}")
 
-    def run(self) -> None:
-        """Collect until the step or episode target, or a stop request (Ctrl-C); damping when it returns.
-        Every episode, the first too, starts from a reset robot (in damping until then)."""
-        self.runtime.wait_for_state()
-        self.runtime.latch("reset", "waiting for the robot to be reset")
+    def run(self, stand_after: bool = False) -> None:
+        """Collect until the step or episode target, or a stop request (Ctrl-C). Every episode, the first too,
+        starts from a reset robot. At the end the robot damps, or with `stand_after` (online fine-tuning: it
+        stands while the update computes) it ramps back to the default pose and holds it, if the last episode
+        ended upright at its time limit."""
+        if self.runtime.next_tick is None:
+            self.runtime.wait_for_state()
         while not self.done and self.runtime.stop_reason is None:
             self.reset_robot(self.episodes)
             self.episode_over, self.episode_policy_steps = False, 0
             self.runtime.run(until=lambda _record: self.episode_over)
-        self.runtime.request_stop("operator_stop")
-        self.runtime.run()  # damping before exiting (between episodes: not logged)
         self.bar.close()
+        self.runtime.on_step = None  # steps from here on belong to no episode
+        if stand_after and self.last_outcome == "timeout" and self.runtime.stop_reason is None:
+            self.runtime.request_rearm(hold=True)
+        else:
+            self.runtime.latch("collection_over", "the collection is over")
 
 
-def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float, seed: int) -> Callable[[int], None]:
-    """The stand-in robot to its start pose (lying, motors off) with episode `episode`'s sensor noise stream,
+def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float,
+                   seed: Callable[[], int]) -> Callable[[int], None]:  # fmt: skip
+    """The stand-in robot to its start pose (lying, motors off) with the sensor noise stream of (`seed()`, episode),
     then re-arm the bridge and the runtime.
 
     The reset is scheduled two policy periods after the state of our last step: in lockstep (bridge --follow)
@@ -210,11 +219,12 @@ def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float, seed: int) 
     """
 
     def reset(episode: int) -> None:
+        runtime.latch("reset", "resetting the stand-in")
         runtime.run(max_steps=2)  # damping; the first steps of a run establish the lockstep
         msg = sim_control_t()
         msg.timestamp_us, msg.action, msg.motor = now_us(), "reset", -1
         msg.at_robot_us = runtime.prev_tick + 2 * runtime.period_us
-        msg.seed = 1 + seed * NOISE_STREAMS_PER_SEED + episode % NOISE_STREAMS_PER_SEED
+        msg.seed = 1 + seed() * NOISE_STREAMS_PER_SEED + episode % NOISE_STREAMS_PER_SEED
         node.publish("sim_control", msg)
         runtime.run(duration_s=settle_s)  # damping while the reset lands and the robot settles
         rearm(runtime, node)
@@ -226,12 +236,20 @@ def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[int], None]:
     """A real robot: keep damping until the operator has put the robot down and pressed Enter, then re-arm."""
 
     def reset(_episode: int) -> None:
-        tqdm.write("put the robot down (lying, motors damping), then press Enter to soft-start it; Ctrl-C stops")
+        standing = runtime.controller.standing
+        if standing:
+            tqdm.write("the robot stands: press Enter to start the next episode from here; Ctrl-C stops")
+        else:
+            runtime.latch("reset", "waiting for the operator")
+            tqdm.write("put the robot down (lying, motors damping), then press Enter to soft-start it; Ctrl-C stops")
         while runtime.stop_reason is None and not select.select([sys.stdin], [], [], 0.0)[0]:
             runtime.step()
         if runtime.stop_reason is None:
             sys.stdin.readline()
-            rearm(runtime, node)
+            if standing and runtime.controller.standing:  # from the stance: a soft start that hands over
+                runtime.controller.soft_start(runtime.io.state.q)
+            else:
+                rearm(runtime, node)
 
     return reset
 
@@ -320,46 +338,130 @@ def main(argv: list[str] | None = None, behaviour: Behaviour | None = None, extr
 def collect(args: argparse.Namespace, behaviour: Behaviour | None = None, extra_meta: dict | None = None) -> int:
     """The collection run `args` describe; `behaviour` (online fine-tuning) acts instead of the policy's mean,
     and `extra_meta` (its description) joins the log meta."""
-    check_args(args)
-    spec = load_robot(args.robot)
-    policy = load_policy(args.policy, spec, device=args.device)  # refuses another robot or observation layout
-    preset = load_speed_preset(args.speed)
-    schedule = load_schedule(args.schedule, preset)
-    cfg, safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
-    folder = args.out or Path("data_logs") / f"collect_{time.strftime('%Y%m%d-%H%M%S')}"
-    if behaviour is None and args.action_noise > 0:
-        behaviour = noisy_policy(policy.actor, args.action_noise, args.seed, args.device)
-        extra_meta = {"action_noise_std": args.action_noise, "noise_seed": args.seed, **(extra_meta or {})}
-    meta = run_meta(
-        spec, policy, cfg, safety_cfg, command_schedule=to_dict(schedule), speed_preset=to_dict(preset),
-        schedule_file=str(resolve_schedule_path(args.schedule)), stand_in_profile=args.stand_in_profile,
-        reset="operator" if args.operator_reset else "stand-in", lcm_url=args.lcm_url,
-        channel_prefix=args.channel_prefix, behaviour="policy mean" if behaviour is None else "exploring",
-        **(extra_meta or {}),
-    )  # fmt: skip
-    io = LcmRobotIO(args.lcm_url, args.channel_prefix)
-    node = LcmNode(args.lcm_url, args.channel_prefix)
-    controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), ScheduledCommand(schedule), cfg, behaviour)
-    runtime = Runtime(controller, io, cfg)
-    reset = operator_reset(runtime, node) if args.operator_reset else \
-        stand_in_reset(runtime, node, args.reset_settle_s, args.seed)  # fmt: skip
-    episode_steps = int(round(args.episode_s * spec.control.policy_hz))
-    print(f"collect: policy {policy.policy_id}, schedule {args.schedule}, logging to {folder}")
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: runtime.request_stop("operator_stop"))
-    with RunLog(folder, spec, meta, lambda: {"schedule": args.schedule}) as log:
-        collector = Collector(runtime, log, reset, episode_steps, args.steps, args.episodes)
-        try:
-            collector.run()
-        except TimeoutError as err:
-            print(f"real_robot collect: {err}", file=sys.stderr)
-            return 1
-        finally:
-            signal.signal(signal.SIGINT, previous_handler)
-            io.close()
-            node.close()
-    outcomes = ", ".join(f"{name} {count}" for name, count in sorted(log.outcomes.items()))
-    print(f"collect: {collector.episodes} episodes ({outcomes}), {collector.steps} policy steps -> {folder}")
+    try:
+        with Session(args) as session:
+            session.collect(args, behaviour, extra_meta)
+    except TimeoutError as err:
+        print(f"real_robot collect: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+class Session:
+    """The runtime on the robot for one collection or several in a row (online fine-tuning), from the robot,
+    LCM, runtime-config and reset settings of the first `args`. Between collections that end standing, the
+    robot holds the default pose while the control loop runs in a thread (`keep_control`) and the caller does
+    other work; closing leaves it damping."""
+
+    def __init__(self, args: argparse.Namespace):
+        check_args(args)
+        self.spec = spec = load_robot(args.robot)
+        self.cfg, self.safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
+        self.operator_reset, self.lcm = args.operator_reset, (args.lcm_url, args.channel_prefix)
+        policy = load_policy(args.policy, spec, device=args.device)  # refuses another robot or observation layout
+        commands = ScheduledCommand(load_schedule(args.schedule, load_speed_preset(args.speed)))
+        self.io = LcmRobotIO(args.lcm_url, args.channel_prefix)
+        self.node = LcmNode(args.lcm_url, args.channel_prefix)
+        self.controller = Controller(spec, policy, SafetyMonitor(spec, self.safety_cfg), commands, self.cfg)
+        self.runtime = Runtime(self.controller, self.io, self.cfg)
+        self.seed = args.seed  # the current collection's: its stand-in resets draw their noise streams from it
+        self.reset = operator_reset(self.runtime, self.node) if args.operator_reset else \
+            stand_in_reset(self.runtime, self.node, args.reset_settle_s, lambda: self.seed)  # fmt: skip
+        self.keeper: threading.Thread | None = None  # keep_control's thread
+        self.release_control = threading.Event()
+        self.switch_interval = sys.getswitchinterval()
+        self.previous_sigint = signal.signal(signal.SIGINT, lambda *_: self.runtime.request_stop("operator_stop"))
+
+    def collect(self, args: argparse.Namespace, behaviour: Behaviour | None = None, extra_meta: dict | None = None,
+                stand_after: bool = False) -> Collector:  # fmt: skip
+        """One collection: `args`' policy, schedule, amount, seed and log folder (see `collect`); with
+        `stand_after` the robot then stands (Collector.run) and the control loop goes on (`keep_control`)."""
+        check_args(args)
+        self.take_control()
+        spec = self.spec
+        policy = load_policy(args.policy, spec, device=args.device)
+        preset = load_speed_preset(args.speed)
+        schedule = load_schedule(args.schedule, preset)
+        folder = args.out or Path("data_logs") / f"collect_{time.strftime('%Y%m%d-%H%M%S')}"
+        if behaviour is None and args.action_noise > 0:
+            behaviour = noisy_policy(policy.actor, args.action_noise, args.seed, args.device)
+            extra_meta = {"action_noise_std": args.action_noise, "noise_seed": args.seed, **(extra_meta or {})}
+        meta = run_meta(
+            spec, policy, self.cfg, self.safety_cfg, command_schedule=to_dict(schedule), speed_preset=to_dict(preset),
+            schedule_file=str(resolve_schedule_path(args.schedule)), stand_in_profile=args.stand_in_profile,
+            reset="operator" if self.operator_reset else "stand-in", lcm_url=self.lcm[0], channel_prefix=self.lcm[1],
+            behaviour="policy mean" if behaviour is None else "exploring", **(extra_meta or {}),
+        )  # fmt: skip
+        self.controller.use(policy, ScheduledCommand(schedule), behaviour)
+        self.seed = args.seed
+        episode_steps = int(round(args.episode_s * spec.control.policy_hz))
+        print(f"collect: policy {policy.policy_id}, schedule {args.schedule}, logging to {folder}")
+        with RunLog(folder, spec, meta, lambda: {"schedule": args.schedule}) as log:
+            collector = Collector(self.runtime, log, self.reset, episode_steps, args.steps, args.episodes)
+            collector.run(stand_after)
+        if stand_after:
+            self.keep_control()
+        outcomes = ", ".join(f"{name} {count}" for name, count in sorted(log.outcomes.items()))
+        print(f"collect: {collector.episodes} episodes ({outcomes}), {collector.steps} policy steps -> {folder}")
+        return collector
+
+    @property
+    def standing(self) -> bool:
+        return self.controller.standing or (self.runtime.rearm_requested and self.runtime.rearm_hold)
+
+    @property
+    def stopped(self) -> bool:
+        """An operator asked to stop (Ctrl-C): the robot is damping and stays so."""
+        return self.runtime.stop_reason is not None
+
+    def keep_control(self) -> None:
+        """Keep the control loop going in a thread until the next `collect` or `close`: the robot holds its
+        stance (a collection that ended standing) or keeps damping, never a policy step, while the caller does
+        other work (online fine-tuning: measure the rollout, update, checkpoint). A stop request (Ctrl-C) turns
+        the stance into damping. Fast mode is paced at real time, so the stand-in and the bridge leave the CPU
+        to that work."""
+        if self.keeper is not None or self.runtime.next_tick is None:
+            return
+        self.release_control.clear()
+        self.switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # the control thread gets the interpreter back quickly
+        self.keeper = threading.Thread(target=self._control_loop, name="keep_control", daemon=True)
+        self.keeper.start()
+
+    def _control_loop(self) -> None:
+        while not self.release_control.is_set():
+            if self.runtime.stop_reason is not None:
+                self.runtime.latch(self.runtime.stop_reason, "stop requested")
+            self.runtime.step()
+            if not self.cfg.realtime:
+                time.sleep(self.controller.dt)
+
+    def take_control(self) -> None:
+        """Back to the caller's thread (it finishes its current step first)."""
+        if self.keeper is None:
+            return
+        self.release_control.set()
+        self.keeper.join()
+        self.keeper = None
+        sys.setswitchinterval(self.switch_interval)
+
+    def close(self) -> None:
+        """Damping, then let go of LCM and the Ctrl-C handler."""
+        try:
+            self.take_control()
+            if self.runtime.next_tick is not None:
+                self.runtime.request_stop("operator_stop")
+                self.runtime.run()
+        finally:
+            signal.signal(signal.SIGINT, self.previous_sigint)
+            self.io.close()
+            self.node.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
 
 
 if __name__ == "__main__":

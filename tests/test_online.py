@@ -18,7 +18,7 @@ from robot_spec.config import ConfigError
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from uni_o4.log_dataset import LogDataConfig
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
-from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, is_better, is_regression, stand_in_rollout
+from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, StandInRobotLink, is_better, is_regression
 from uni_o4.online_ppo import OnlinePPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ from robot_spec import load_robot
 from robot_spec.policy_io import ActorMLP
 from uni_o4.log_dataset import LogDataConfig
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
-from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, RegressionConfig, stand_in_rollout
+from uni_o4.online import OnlineConfig, OnlineRun, PPOLearner, RegressionConfig, StandInRobotLink
 from uni_o4.online_ppo import OnlinePPOConfig
 
 torch.set_num_threads(1)
@@ -53,7 +53,7 @@ RUN = SETUP + """
 spec = load_robot("go1")
 cfg = config(int(sys.argv[2]))
 OnlineRun(standing_learner(spec), spec, LogDataConfig(critic_fields=[]), cfg, Path(sys.argv[1]),
-          stand_in_rollout("none", cfg)).run()
+          StandInRobotLink("none", cfg)).run()
 """
 
 
@@ -121,7 +121,7 @@ def test_a_regressing_policy_is_rolled_back_and_the_rollback_logged(spec, tmp_pa
     policy = standing_policy(spec)
     learner = SabotagingLearner(policy, ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
     cfg = OnlineConfig(updates=3, episodes_per_rollout=1, episode_s=2.0, schedule="stand", acceptance_episodes=1)
-    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, stand_in_rollout("none", cfg))
+    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, StandInRobotLink("none", cfg))
     state = run.run()
     first, second, third = state.history
     assert "rollback" not in first and "rollback" in second and second["rollback"]["to_update"] == 0
@@ -137,7 +137,7 @@ def test_a_rollout_can_be_sized_in_policy_steps(spec, tmp_path):
     learner = PPOLearner(policy, ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
     cfg = OnlineConfig(updates=1, rollout_steps=130, episode_s=2.0, schedule="stand")  # 100 steps per episode
     state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path,
-                      stand_in_rollout("none", cfg)).run()  # fmt: skip
+                      StandInRobotLink("none", cfg)).run()  # fmt: skip
     assert state.history[0]["policy_steps"] == 130 and state.history[0]["episodes"] == 2
 
 
@@ -155,9 +155,12 @@ def test_the_best_online_policy_is_deployed_only_if_no_worse_than_the_start(spec
         save_policy(actor, spec, tmp_path / "policies" / f"update_{it:03d}.pt")
     calls = []
 
-    def rollout(policy, folder, behaviour, meta, episodes):
-        calls.append((policy.name, behaviour, meta["online_update"], episodes))
-        folder.mkdir(parents=True)
+    class Robot:
+        standing = False
+
+        def rollout(self, policy, folder, behaviour, meta, episodes):
+            calls.append((policy.name, behaviour, meta["online_update"], episodes))
+            folder.mkdir(parents=True)
 
     def measured(folder, *_):  # the online policy earns more per step; its falls are the parameter
         falls = online_falls if folder.name == "online" else 0.0
@@ -168,7 +171,7 @@ def test_the_best_online_policy_is_deployed_only_if_no_worse_than_the_start(spec
     cfg = OnlineConfig(updates=4, acceptance_episodes=3)
     learner = PPOLearner(GaussianPolicyEnsemble.from_actor(actors[0], 1), ValueNet(spec.observation.dim, (8,)),
                          OnlinePPOConfig(), 0)  # fmt: skip
-    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, rollout)
+    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, Robot())
     run.state.best_iteration, run.state.best = 2, {"reward_per_step": 0.03}
     run.finish()
     # both deterministic (no exploring behaviour), the same episodes and the same seed
@@ -237,7 +240,7 @@ def test_a_baseline_fine_tunes_online_on_mixed_data_inside_the_safe_set(spec, tm
                        offpolicy_steps=10,
                        offpolicy_batch_size=32)  # fmt: skip
     learner = OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg)
-    state = OnlineRun(learner, spec, data_cfg, cfg, tmp_path / "online", stand_in_rollout("none", cfg)).run()
+    state = OnlineRun(learner, spec, data_cfg, cfg, tmp_path / "online", StandInRobotLink("none", cfg)).run()
 
     assert [h["update"] for h in state.history] == [0, 1]
     for entry in state.history:
@@ -284,3 +287,31 @@ def test_an_offline_baseline_from_a_pretrained_actor_continues_online(spec, tmp_
     obs = torch.randn(5, spec.observation.dim)
     deployed = load_policy(out / "deploy" / "policy.pt", spec).actor
     torch.testing.assert_close(learner.export_actor()(obs), deployed(obs))
+
+
+def test_the_robot_stands_while_an_update_computes(spec, tmp_path):
+    """Between rollouts the control loop keeps running and holds the default pose while the learner works."""
+    import numpy as np
+
+    cfg = OnlineConfig(updates=2, episodes_per_rollout=1, episode_s=1.0, schedule="stand", acceptance_episodes=0)
+    robot = StandInRobotLink("none", cfg)
+    seen = []
+
+    class SlowLearner(PPOLearner):
+        def update(self, rollouts, latest):
+            session, start = robot.session, robot.session.runtime.step_count
+            time.sleep(1.0)  # an update that takes a while
+            state = session.io.state
+            seen.append((session.standing, session.runtime.step_count - start,
+                         np.abs(state.q - spec.default_pose).max(), np.abs(state.rpy[:2]).max()))  # fmt: skip
+            return super().update(rollouts, latest)
+
+    learner = SlowLearner(standing_policy(spec), ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
+    state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, robot).run()
+    assert [h["robot_during_update"] for h in state.history] == ["standing", "standing"]
+    for update, (standing, steps, joint_error, tilt) in enumerate(seen):
+        records = read_log_folder(tmp_path / "rollouts" / f"update_{update:03d}").episodes[-1].records
+        stance = np.abs(records["q"][records["phase"] == Phase.POLICY][-1] - spec.default_pose).max()
+        assert standing and steps >= 25  # the loop ran (paced at real time: 50 steps/s) ...
+        assert joint_error < stance + 0.05 and tilt < 0.1  # ... and the robot kept the stance it walked off in
+    assert robot.session is None and robot.loopback is None  # closed: damping, processes gone

@@ -198,7 +198,7 @@ def finetune_online(args: argparse.Namespace) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     from robot_spec import load_robot
-    from uni_o4.online import OnlineConfig, OnlineRun, build_learner, robot_rollout, stand_in_rollout
+    from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink, build_learner
 
     if args.policy is None or not (args.policy / SOURCE_FILE).is_file():
         raise FileNotFoundError(f"--online needs --policy: the output folder of `uni_o4 finetune --offline` "
@@ -215,15 +215,22 @@ def finetune_online(args: argparse.Namespace) -> int:
     source = json.loads((args.policy / SOURCE_FILE).read_text())
     learner, data_cfg = build_learner(args.policy, source, spec, cfg, args.device)
     if args.stand_in:
-        rollout = stand_in_rollout(args.stand_in, cfg)
+        robot = StandInRobotLink(args.stand_in, cfg)
     else:
-        rollout = robot_rollout(args.lcm_url, args.channel_prefix, cfg)
+        robot = RobotLink(cfg, ["--lcm-url", args.lcm_url, "--channel-prefix", args.channel_prefix])
     out = _out(args)
     size = f"{cfg.rollout_steps} steps" if cfg.rollout_steps else f"{cfg.episodes_per_rollout} episode(s)"
     where = f"the stand-in ({args.stand_in})" if args.stand_in else "the robot"
     print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {size} on {where} -> {out}")
     with SummaryWriter(str(out / "tensorboard")) as writer:
-        state = OnlineRun(learner, spec, data_cfg, cfg, out, rollout, writer).run()
+        try:
+            state = OnlineRun(learner, spec, data_cfg, cfg, out, robot, writer).run()
+        except TimeoutError as err:  # no state from the bridge
+            print(f"uni_o4 finetune --online: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"online: stopped by the operator (the robot is damping); rerun with --out {out} to resume")
+            return 130
     rollbacks = sum("rollback" in h for h in state.history)
     print(f"online: {len(state.history)} rollouts, {rollbacks} rollback(s); best: update {state.best_iteration} "
           f"-> {out / 'deploy' / 'policy.pt'}")  # fmt: skip

@@ -4,7 +4,8 @@ One iteration per update, every step on the robot going through the deploy runti
 (`real_robot collect`, with an exploring behaviour instead of the deterministic policy):
 
 1. rollout: whole episodes, logged as loss-proof logs under <out>/rollouts/update_NNN. Updates happen only
-   between episodes, when the robot is in damping and being reset: never mid-stride.
+   between rollouts, never mid-stride: the robot stands (the runtime holds the default pose, its monitors on)
+   while the update computes, or rests in damping if the rollout's last episode ended in a fall or a trip.
 2. measure the rollout from its logs (uni_o4.robot_eval): reward per step, falls and safety trips.
 3. regression check against the best rollout so far (fewest falls and trips, then most reward per step): worse
    by more than the tolerance, or more falls and trips → roll the learner back to the best checkpoint (policy,
@@ -158,9 +159,17 @@ class OffPolicyLearner:
 
 
 # --------------------------------------------------------------------------------------------- the loop
-# (policy file, log folder, behaviour (None: the policy file's deterministic actions), meta, episodes (None: a
-# rollout's size from the config))
-RolloutFn = Callable[[Path, Path, Behaviour | None, dict, int | None], None]
+class OnlineRobot(Protocol):
+    """Where the rollouts run (`StandInRobotLink`, `RobotLink`)."""
+
+    def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
+                episodes: int | None) -> None: ...  # fmt: skip
+    # behaviour None: the policy file's deterministic actions; episodes None: a rollout's size from the config
+
+    @property
+    def standing(self) -> bool: ...  # between rollouts: the robot holds its stance (the last one ended upright)
+
+    def close(self) -> None: ...
 
 
 def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig, name: str = "best") -> list[str]:
@@ -208,9 +217,9 @@ class OnlineRun:
     """The guarded loop over `learner`, in `out` (resumes from out/checkpoint.pt)."""
 
     def __init__(self, learner: Learner, spec: RobotSpec, data_cfg: LogDataConfig, cfg: OnlineConfig, out: Path,
-                 rollout: RolloutFn, writer=None):  # fmt: skip
+                 robot: OnlineRobot, writer=None):  # fmt: skip
         self.learner, self.spec, self.data_cfg, self.cfg, self.out = learner, spec, data_cfg, cfg, Path(out)
-        self.rollout, self.writer = rollout, writer
+        self.robot, self.writer = robot, writer
         self.state = OnlineState()
         self.best_learner: dict = copy.deepcopy(learner.state_dict())
         self.checkpoint = self.out / "checkpoint.pt"
@@ -220,9 +229,12 @@ class OnlineRun:
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.out / "online_config.yaml")
         self.resume()
-        while self.state.iteration < self.cfg.updates:
-            self.iterate()
-        self.finish()
+        try:
+            while self.state.iteration < self.cfg.updates:
+                self.iterate()
+            self.finish()
+        finally:
+            self.robot.close()
         return self.state
 
     def resume(self) -> None:
@@ -239,7 +251,7 @@ class OnlineRun:
         folder = self.fresh_rollout_folder(it)
         policy_file = self.policy_file(it)
         save_policy(self.learner.export_actor(), self.spec, policy_file, {"source": "online", "update": it})
-        self.rollout(policy_file, folder, self.learner.behaviour(), {"online_update": it}, None)
+        self.robot.rollout(policy_file, folder, self.learner.behaviour(), {"online_update": it}, None)
         metrics = log_metrics(folder, self.spec, self.data_cfg)
         summary = {k: metrics[k] for k in SUMMARY}
         entry = {"update": it, "rollout": str(folder), "policy": str(policy_file), **summary}
@@ -258,6 +270,7 @@ class OnlineRun:
                 self.state.best, self.state.best_iteration = summary, it
                 self.best_learner = copy.deepcopy(self.learner.state_dict())
             if metrics["policy_steps"] >= 2:
+                entry["robot_during_update"] = "standing" if self.robot.standing else "damping"
                 data, _ = dataset_from_log_folder(folder, self.spec, self.data_cfg)
                 entry["update_stats"] = self.learner.update(self.rollouts, data)
             else:  # every episode tripped before the policy acted: nothing to learn from, nothing changes
@@ -318,7 +331,7 @@ class OnlineRun:
             folder = self.out / "acceptance" / name
             set_aside(folder)
             meta = {"online_update": self.cfg.updates, "acceptance": name}  # the same seed for both on the stand-in
-            self.rollout(self.policy_file(it), folder, None, meta, self.cfg.acceptance_episodes)
+            self.robot.rollout(self.policy_file(it), folder, None, meta, self.cfg.acceptance_episodes)
             measured[name] = log_metrics(folder, self.spec, self.data_cfg)
         reasons = is_regression(measured["online"], measured["start"], RegressionConfig(tolerance=0.0), "start")
         verdict = {"accepted": not reasons, "reasons": reasons, "online_update": best,
@@ -407,34 +420,69 @@ def _std_kwargs(policy: GaussianPolicyEnsemble) -> dict:
     return {k: policy.init_kwargs[k] for k in keys}
 
 
-def stand_in_rollout(profile: str, cfg: OnlineConfig) -> RolloutFn:
-    """Rollouts on a fresh stand-in robot + bridge (fast lockstep, real protocol) for each rollout."""
-    from uni_o4.robot_eval import collect_on_stand_in
+class RobotLink:
+    """Rollouts on the robot behind a running bridge (real time), all in one `real_robot collect` session whose
+    control loop never stops: between rollouts the robot stands (or damps after a fall) while the learner
+    measures, updates and checkpoints; the operator starts each episode (Enter)."""
 
-    def rollout(policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict, episodes: int | None) -> None:
-        seed = cfg.seed * 1000 + meta["online_update"]  # fresh sensor noise each rollout, reproducible
-        episodes, steps = rollout_size(cfg, episodes)
-        collect_on_stand_in(policy, profile, folder, episodes, cfg.episode_s, cfg.schedule, cfg.speed, seed,
-                            steps=steps, behaviour=behaviour, extra_meta=meta, robot_seed=cfg.seed)  # fmt: skip
+    def __init__(self, cfg: OnlineConfig, connection: list[str], session_args: tuple[str, ...] = ("--operator-reset",)):
+        self.cfg, self.connection, self.session_args = cfg, connection, list(session_args)
+        self.session = None
 
-    return rollout
+    def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
+                episodes: int | None) -> None:  # fmt: skip
+        from real_robot import collect
+
+        if self.session is not None and self.session.stopped:
+            raise KeyboardInterrupt("stopped by the operator")
+        args = collect.build_parser().parse_args([
+            "--policy", str(policy), *collect.amount_args(*rollout_size(self.cfg, episodes)),
+            "--episode-s", str(self.cfg.episode_s), "--schedule", self.cfg.schedule, "--speed", self.cfg.speed,
+            "--out", str(folder), "--seed", str(self.noise_seed(meta)), *self.session_args, *self.connection,
+        ])  # fmt: skip
+        if self.session is None:
+            self.session = collect.Session(args)
+        self.session.collect(args, behaviour, meta, stand_after=True)
+        if self.session.stopped:  # a rollout cut short by the operator is not learnt from
+            raise KeyboardInterrupt("stopped by the operator")
+
+    def noise_seed(self, meta: dict) -> int:
+        return self.cfg.seed * 1000 + meta["online_update"]  # fresh sensor and action noise each rollout
+
+    @property
+    def standing(self) -> bool:
+        return self.session is not None and self.session.standing
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
 
-def robot_rollout(lcm_url: str, channel_prefix: str, cfg: OnlineConfig) -> RolloutFn:
-    """Rollouts on the robot behind a running bridge (real time); the operator resets it between episodes."""
-    from real_robot import collect
+class StandInRobotLink(RobotLink):
+    """Rollouts on a stand-in robot + bridge on loopback (fast lockstep, real protocol), started at the first
+    rollout and kept for the whole run: one robot (seed cfg.seed), reset before every episode."""
 
-    def rollout(policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict, episodes: int | None) -> None:
-        amount = collect.amount_args(*rollout_size(cfg, episodes))
-        code = collect.main([
-            "--policy", str(policy), *amount, "--episode-s", str(cfg.episode_s),
-            "--schedule", cfg.schedule, "--speed", cfg.speed, "--out", str(folder), "--operator-reset",
-            "--lcm-url", lcm_url, "--channel-prefix", channel_prefix,
-        ], behaviour, meta)  # fmt: skip
-        if code != 0:
-            raise RuntimeError(f"rollout on the robot failed (exit code {code}); logs so far in {folder}")
+    def __init__(self, profile: str, cfg: OnlineConfig):
+        super().__init__(cfg, [], ("--runtime-config", "runtime_fast", "--stand-in-profile", profile))
+        self.profile, self.loopback = profile, None
 
-    return rollout
+    def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
+                episodes: int | None) -> None:  # fmt: skip
+        if self.loopback is None:
+            from deploy.loopback import LoopbackRobot
+
+            self.loopback = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed).__enter__()
+            self.connection = ["--lcm-url", self.loopback.lcm_url, "--channel-prefix", self.loopback.prefix]
+        super().rollout(policy, folder, behaviour, meta, episodes)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.loopback is not None:
+                self.loopback.stop()
+                self.loopback = None
 
 
 def rollout_size(cfg: OnlineConfig, episodes: int | None) -> tuple[int | None, int | None]:
