@@ -75,3 +75,29 @@ def test_update_stops_once_the_policy_has_moved_by_target_kl():
     stopped, stopped_kl = run(0.01)
     assert free["epochs"] == 8 and stopped["epochs"] < 1  # stopped within the first epoch
     assert free_kl > 0.1 and stopped_kl < 0.05  # the minibatch that crossed 0.01 is still taken
+
+
+def test_critic_warmup_updates_fit_v_alone_then_the_policy_moves():
+    torch.manual_seed(0)
+    policy, value = GaussianPolicyEnsemble(1, 3, 2, [16], init_std=0.5), ValueNet(3, [16])
+    ppo = OnlinePPO(policy, value, OnlinePPOConfig(actor_lr=3e-3, critic_lr=3e-3, epochs=2, minibatch_size=64,
+                                                   clip=0.2, target_kl=0.0, critic_warmup_updates=1))  # fmt: skip
+    obs = torch.randn(256, 3)
+    with torch.no_grad():
+        actions = policy.act(obs, deterministic=False)[0]
+    data = OfflineDataset.from_arrays(
+        obs=obs, actions=actions, rewards=-(actions - 1.0).square().sum(-1), next_obs=obs,
+        terminals=torch.ones(256, dtype=torch.bool), episode_ids=torch.arange(256),
+    )  # fmt: skip
+
+    def snapshot(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    policy_before, value_before = snapshot(policy), snapshot(value)
+    assert ppo.update(data)["critic_only"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(policy_before, snapshot(policy)))
+    assert not all(torch.equal(a, b) for a, b in zip(value_before, snapshot(value)))
+    restored = OnlinePPO(policy, value, ppo.cfg)
+    restored.load_state_dict(ppo.state_dict())  # the warm-up count survives a resume
+    assert restored.update(data)["critic_only"] == 0.0
+    assert not all(torch.equal(a, b) for a, b in zip(policy_before, snapshot(policy)))

@@ -31,6 +31,9 @@ class OnlinePPOConfig:
     epochs: int = 10
     max_grad_norm: float = 0.5
     target_kl: float = 0.02  # stop an update once a minibatch's KL from the rollout's policy exceeds it (0: never)
+    # The first updates fit V alone: the offline V was fitted to the behaviour data, and advantages from a V that
+    # is off by more than the per-step reward differences steer the policy by noise.
+    critic_warmup_updates: int = 0
 
 
 def gae(data: OfflineDataset, values: torch.Tensor, next_values: torch.Tensor, gamma: float, lam: float):
@@ -59,10 +62,13 @@ class OnlinePPO:
         self.actor_opt = torch.optim.Adam(policy.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(value.parameters(), lr=cfg.critic_lr)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.updates_done = 0
 
     def update(self, data: OfflineDataset) -> dict[str, float]:
-        """One PPO update on one rollout (data in time order, behaviour = the current policy)."""
+        """One PPO update on one rollout (data in time order, behaviour = the current policy); during the
+        critic warm-up, V alone."""
         cfg = self.cfg
+        train_policy = self.updates_done >= cfg.critic_warmup_updates
         with torch.no_grad():
             old_log_prob = self.policy.log_prob(data.obs, data.actions)[0]
             values, next_values = self.value(_state(data, False)), self.value(_state(data, True))
@@ -72,7 +78,7 @@ class OnlinePPO:
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "kl": 0.0}
         batches = 0
         for idx in self._minibatches(len(data), data.obs.device):
-            out = self._step(data, idx, old_log_prob, normalised, returns, values)
+            out = self._step(data, idx, old_log_prob, normalised, returns, values, train_policy)
             for k in stats:
                 stats[k] += out[k]
             batches += 1
@@ -80,7 +86,9 @@ class OnlinePPO:
             # the rollout's policy, however many epochs are left (the critic stops with it).
             if cfg.target_kl and out["kl"] > cfg.target_kl:
                 break
+        self.updates_done += 1
         stats = {k: v / max(batches, 1) for k, v in stats.items()}
+        stats["critic_only"] = float(not train_policy)
         stats["epochs"] = batches / math.ceil(len(data) / cfg.minibatch_size)
         stats["mean_reward"] = float(data.rewards.mean())
         stats["advantage_std"] = float(advantages.std())
@@ -90,7 +98,7 @@ class OnlinePPO:
         for _ in range(self.cfg.epochs):
             yield from torch.randperm(n, generator=self.generator).to(device).split(self.cfg.minibatch_size)
 
-    def _step(self, data, idx, old_log_prob, advantages, returns, old_values) -> dict[str, float]:
+    def _step(self, data, idx, old_log_prob, advantages, returns, old_values, train_policy=True) -> dict[str, float]:
         cfg = self.cfg
         adv = advantages[idx]
         dist = self.policy.distribution(data.obs[idx])
@@ -100,7 +108,8 @@ class OnlinePPO:
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
         entropy = dist.entropy().sum(-1).mean()
         policy_loss = -surrogate.mean() - cfg.entropy_coef * entropy
-        _descend(self.actor_opt, policy_loss, self.policy, cfg.max_grad_norm)
+        if train_policy:
+            _descend(self.actor_opt, policy_loss, self.policy, cfg.max_grad_norm)
 
         state = _state(data, False)[idx]
         value = self.value(state)
@@ -119,7 +128,7 @@ class OnlinePPO:
         return {
             "policy": self.policy.state_dict(), "value": self.value.state_dict(),
             "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state(), "updates_done": self.updates_done,
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
@@ -128,6 +137,7 @@ class OnlinePPO:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.generator.set_state(state["generator"])
+        self.updates_done = state.get("updates_done", 0)  # checkpoints from before the warm-up: counted from 0
 
 
 def _state(data: OfflineDataset, next_: bool) -> torch.Tensor:
