@@ -42,9 +42,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def marked_target(spec, sequence: int) -> pd_target_t:
+def marked_target(spec, sequence: int, tick_us: int) -> pd_target_t:
+    """A target answering the newest state (tick_us), as the runtime's are (bridge --follow paces by it)."""
     msg = pd_target_t()
-    msg.timestamp_us, msg.sequence = time.monotonic_ns() // 1000, sequence
+    msg.timestamp_us, msg.sequence, msg.robot_tick_us = time.monotonic_ns() // 1000, sequence, tick_us
     q = spec.default_pose.copy()
     q[MARK_JOINT] = mark_value(sequence)
     msg.q_des, msg.kp, msg.kd = q.tolist(), [spec.control.kp] * 12, [spec.control.kd] * 12
@@ -107,7 +108,7 @@ def measure(seconds: float, follow: bool) -> dict:
                 # A stall here or in the bridge longer than the watchdog's limit trips it (as it should): re-arm
                 # before every target so one stall costs one sample, and count the trips.
                 node.publish("arm_request", rearm)
-                msg = marked_target(spec, sequence)
+                msg = marked_target(spec, sequence, tick_us)
                 pending[mark_value(sequence)] = time.monotonic_ns()
                 node.publish("pd_target", msg)
                 sequence += 1
