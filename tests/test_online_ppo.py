@@ -59,13 +59,8 @@ def test_update_stops_once_the_policy_has_moved_by_target_kl():
         policy = GaussianPolicyEnsemble(1, 3, 2, [16], init_std=0.5)
         cfg = OnlinePPOConfig(actor_lr=3e-3, epochs=8, minibatch_size=64, clip=0.2, target_kl=target_kl)
         ppo = OnlinePPO(policy, ValueNet(3, [16]), cfg)
-        obs = torch.randn(512, 3)
-        with torch.no_grad():
-            actions = policy.act(obs, deterministic=False)[0]
-        data = OfflineDataset.from_arrays(
-            obs=obs, actions=actions, rewards=-(actions - 1.0).square().sum(-1), next_obs=obs,
-            terminals=torch.ones(512, dtype=torch.bool), episode_ids=torch.arange(512),
-        )  # fmt: skip
+        data = one_step_rollout(policy, 512)
+        obs, actions = data.obs, data.actions
         before = policy.log_prob(obs, actions)[0].detach()
         stats = ppo.update(data)
         after = policy.log_prob(obs, actions)[0].detach()
@@ -82,13 +77,7 @@ def test_critic_warmup_updates_fit_v_alone_then_the_policy_moves():
     policy, value = GaussianPolicyEnsemble(1, 3, 2, [16], init_std=0.5), ValueNet(3, [16])
     ppo = OnlinePPO(policy, value, OnlinePPOConfig(actor_lr=3e-3, critic_lr=3e-3, epochs=2, minibatch_size=64,
                                                    clip=0.2, target_kl=0.0, critic_warmup_updates=1))  # fmt: skip
-    obs = torch.randn(256, 3)
-    with torch.no_grad():
-        actions = policy.act(obs, deterministic=False)[0]
-    data = OfflineDataset.from_arrays(
-        obs=obs, actions=actions, rewards=-(actions - 1.0).square().sum(-1), next_obs=obs,
-        terminals=torch.ones(256, dtype=torch.bool), episode_ids=torch.arange(256),
-    )  # fmt: skip
+    data = one_step_rollout(policy, 256)
 
     def snapshot(module):
         return [p.detach().clone() for p in module.parameters()]
@@ -101,3 +90,14 @@ def test_critic_warmup_updates_fit_v_alone_then_the_policy_moves():
     restored.load_state_dict(ppo.state_dict())  # the warm-up count survives a resume
     assert restored.update(data)["critic_only"] == 0.0
     assert not all(torch.equal(a, b) for a, b in zip(policy_before, snapshot(policy)))
+
+
+def one_step_rollout(policy: GaussianPolicyEnsemble, n: int) -> OfflineDataset:
+    """`n` one-step episodes of `policy` on random states, rewarded for actions near 1."""
+    obs = torch.randn(n, 3)
+    with torch.no_grad():
+        actions = policy.act(obs, deterministic=False)[0]
+    return OfflineDataset.from_arrays(
+        obs=obs, actions=actions, rewards=-(actions - 1.0).square().sum(-1), next_obs=obs,
+        terminals=torch.ones(n, dtype=torch.bool), episode_ids=torch.arange(n),
+    )  # fmt: skip
