@@ -11,6 +11,7 @@ message and can inject faults (sim_control) or re-arm (arm_request).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -26,6 +27,14 @@ from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
 from real_robot.sim_robot import BOARD_DT
 
 REPO = Path(__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child (Linux): SIGTERM when the process that started it dies, however it dies (kill -9 too), so a
+    killed run leaves no stand-in or bridge behind. Elsewhere the children outlive a killed parent."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_udp_port() -> int:
@@ -73,7 +82,7 @@ class LoopbackRobot:
         log = open(Path(self.logs.name) / f"{name}.log", "wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return subprocess.Popen([sys.executable, "-m", "real_robot.cli", *args], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)  # fmt: skip
 
     def wait_for(self, channel: str, timeout_s: float) -> None:
         """Until the observer has received a message on `channel`; a clear error naming the process logs."""

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -531,3 +532,31 @@ def test_the_bridge_watchdog_damps_when_deploy_is_killed(robot, policy_file):
         if deploy.poll() is None:
             deploy.kill()
             deploy.wait()
+
+
+def test_a_killed_run_leaves_no_stand_in_or_bridge_behind(tmp_path):
+    pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import time\nfrom deploy.loopback import LoopbackRobot\n"
+        "with LoopbackRobot(profile='none', fast=True) as robot:\n"
+        "    print(*[p.pid for p in robot.processes], flush=True)\n    time.sleep(60)\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.Popen([sys.executable, str(script)], cwd=repo, stdout=subprocess.PIPE, text=True)
+    children = [int(pid) for pid in run.stdout.readline().split()]
+    assert len(children) == 2
+    run.kill()  # SIGKILL: no cleanup code of the run's own can help
+    run.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
