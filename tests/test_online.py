@@ -315,3 +315,29 @@ def test_the_robot_stands_while_an_update_computes(spec, tmp_path):
         assert standing and steps >= 25  # the loop ran (paced at real time: 50 steps/s) ...
         assert joint_error < stance + 0.05 and tilt < 0.1  # ... and the robot kept the stance it walked off in
     assert robot.session is None and robot.loopback is None  # closed: damping, processes gone
+
+
+def test_rollouts_of_an_unchanged_policy_re_measure_it_and_never_roll_back(spec, tmp_path, monkeypatch):
+    """During a critic warm-up the policy does not change: a worse rollout is noise, not a regression (a rollback
+    would also throw the warm-up away)."""
+    rewards = iter([0.02, 0.01, 0.005])
+    measured = {"episodes": 2, "policy_steps": 100, "mean_return": 1.0, "tracking_error_xy": 0.1, "trip_rate": 0.0,
+                "fall_rate": 0.0}  # fmt: skip
+    monkeypatch.setattr("uni_o4.online.log_metrics", lambda *_: {**measured, "reward_per_step": next(rewards)})
+    monkeypatch.setattr("uni_o4.online.dataset_from_log_folder", lambda *_: (None, None))
+
+    class Robot:
+        standing = True
+
+        def rollout(self, policy, folder, behaviour, meta, episodes):
+            folder.mkdir(parents=True)
+
+        def close(self):
+            pass
+
+    learner = PPOLearner(standing_policy(spec), ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(), 0)
+    learner.update = lambda rollouts, data: {"critic_only": 1.0}  # V alone: the policy stays as it is
+    cfg = OnlineConfig(updates=3, acceptance_episodes=0)
+    state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, Robot()).run()
+    assert not any("rollback" in h for h in state.history)
+    assert state.best_iteration == 2 and state.best["reward_per_step"] == 0.005  # the latest measure of it

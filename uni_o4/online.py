@@ -23,6 +23,7 @@ The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -206,6 +207,7 @@ class OnlineState:
     iteration: int = 0
     best: dict | None = None  # the best rollout's metrics
     best_iteration: int = -1
+    best_weights: str | None = None  # fingerprint of the best rollout's policy weights
     rolled_back: bool = False  # the last iteration rolled back: this rollout re-measures the best policy
     history: list[dict] = field(default_factory=list)
 
@@ -250,14 +252,17 @@ class OnlineRun:
         it = self.state.iteration
         folder = self.fresh_rollout_folder(it)
         policy_file = self.policy_file(it)
-        save_policy(self.learner.export_actor(), self.spec, policy_file, {"source": "online", "update": it})
+        actor = self.learner.export_actor()
+        save_policy(actor, self.spec, policy_file, {"source": "online", "update": it})
         self.robot.rollout(policy_file, folder, self.learner.behaviour(), {"online_update": it}, None)
         metrics = log_metrics(folder, self.spec, self.data_cfg)
         summary = {k: metrics[k] for k in SUMMARY}
         entry = {"update": it, "rollout": str(folder), "policy": str(policy_file), **summary}
-        # After a rollback the rollout re-measures the best policy itself: its figure replaces the old one
-        # (which may have been lucky), so noise alone can never stall the loop in rollbacks.
-        remeasure = self.state.rolled_back
+        # After a rollback, or while updates leave the policy as it is (a critic warm-up), the rollout
+        # re-measures the best policy itself: its figure replaces the old one (which may have been lucky), so
+        # noise alone can never stall the loop in rollbacks or undo a warm-up.
+        weights = weights_fingerprint(actor)
+        remeasure = self.state.rolled_back or weights == self.state.best_weights
         reasons = [] if remeasure else is_regression(metrics, self.state.best, self.cfg.regression)
         self.state.rolled_back = bool(reasons)
         if reasons:
@@ -267,7 +272,7 @@ class OnlineRun:
                   f"{'; '.join(reasons)}")  # fmt: skip
         else:
             if remeasure or is_better(metrics, self.state.best):
-                self.state.best, self.state.best_iteration = summary, it
+                self.state.best, self.state.best_iteration, self.state.best_weights = summary, it, weights
                 self.best_learner = copy.deepcopy(self.learner.state_dict())
             if metrics["policy_steps"] >= 2:
                 entry["robot_during_update"] = "standing" if self.robot.standing else "damping"
@@ -340,6 +345,11 @@ class OnlineRun:
         print(f"online: acceptance: {outcome}{': ' + '; '.join(reasons) if reasons else ''}")
         verdict_file.write_text(json.dumps(verdict, indent=2))
         return verdict
+
+
+def weights_fingerprint(actor: torch.nn.Module) -> str:
+    weights = b"".join(t.detach().cpu().numpy().tobytes() for t in actor.state_dict().values())
+    return hashlib.sha256(weights).hexdigest()
 
 
 def plot_online(history: list[dict], path: Path) -> None:
