@@ -435,7 +435,8 @@ class RobotLink:
     control loop never stops: between rollouts the robot stands (or damps after a fall) while the learner
     measures, updates and checkpoints; the operator starts each episode (Enter)."""
 
-    def __init__(self, cfg: OnlineConfig, connection: list[str], session_args: tuple[str, ...] = ("--operator-reset",)):
+    def __init__(self, cfg: OnlineConfig, connection: list[str],
+                 session_args: tuple[str, ...] = ("--operator-reset",)):  # fmt: skip
         self.cfg, self.connection, self.session_args = cfg, connection, list(session_args)
         self.session = None
 
