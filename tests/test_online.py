@@ -341,3 +341,21 @@ def test_rollouts_of_an_unchanged_policy_re_measure_it_and_never_roll_back(spec,
     state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, Robot()).run()
     assert not any("rollback" in h for h in state.history)
     assert state.best_iteration == 2 and state.best["reward_per_step"] == 0.005  # the latest measure of it
+
+
+def test_a_best_policy_rolled_back_to_the_start_is_not_put_to_acceptance(spec, tmp_path):
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [8])
+    for it in (0, 3):  # update 3's rollout measured the starting weights again (after rollbacks)
+        save_policy(actor, spec, tmp_path / "policies" / f"update_{it:03d}.pt", {"update": it})
+
+    class Robot:
+        def rollout(self, *args):
+            raise AssertionError("no acceptance rollouts for an unchanged policy")
+
+    learner = PPOLearner(GaussianPolicyEnsemble.from_actor(actor, 1), ValueNet(spec.observation.dim, (8,)),
+                         OnlinePPOConfig(), 0)  # fmt: skip
+    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), OnlineConfig(), tmp_path, Robot())
+    run.state.best_iteration, run.state.best = 3, {"reward_per_step": 0.03}
+    run.finish()
+    info = load_policy(tmp_path / "deploy" / "policy.pt", spec).contract["info"]
+    assert info["changed"] is False and info["update"] == 0 and info["acceptance"] is None

@@ -312,18 +312,25 @@ class OnlineRun:
         best = self.state.best_iteration
         if best < 0:
             return
-        deployed, acceptance = best, None
-        if best > 0 and self.cfg.acceptance_episodes:
+        # Rollbacks can bring the best back to the starting weights: then there is nothing to accept.
+        changed = best > 0 and self.weights(best) != self.weights(0)
+        deployed, acceptance = (best if changed else 0), None
+        if changed and self.cfg.acceptance_episodes:
             acceptance = self.acceptance(best)
             deployed = best if acceptance["accepted"] else 0
         actor = load_policy(self.policy_file(deployed), self.spec).actor
         save_policy(actor, self.spec, self.out / "deploy" / "policy.pt",
                     {"source": "online", "update": deployed, "best_update": best, "rollout": self.state.best,
-                     "acceptance": acceptance})  # fmt: skip
+                     "changed": changed, "acceptance": acceptance})  # fmt: skip
+        if not changed:
+            print("online: no change survived the regression checks: the starting policy stays")
         plot_online(self.state.history, self.out / "online_curve.png")
 
     def policy_file(self, it: int) -> Path:
         return self.out / "policies" / f"update_{it:03d}.pt"
+
+    def weights(self, it: int) -> str:
+        return weights_fingerprint(load_policy(self.policy_file(it), self.spec).actor)
 
     def acceptance(self, best: int) -> dict:
         """The best online policy against the starting one: deterministic, the same episodes and conditions

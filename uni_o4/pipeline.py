@@ -20,6 +20,7 @@ from pathlib import Path
 
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
+from robot_spec.policy_io import load_policy
 from uni_o4.cli import ALGOS
 
 
@@ -169,6 +170,8 @@ def online_note(online: Path) -> str:
         acceptance = json.loads(acceptance_file.read_text())
         steps += acceptance["start"]["policy_steps"] + acceptance["online"]["policy_steps"]
         note += ", acceptance: " + ("online policy deployed" if acceptance["accepted"] else "starting policy kept")
+    elif not load_policy(online / "deploy" / "policy.pt").contract["info"].get("changed", True):
+        note += ", every change rolled back: starting policy kept"
     return f"{note}, {steps} real steps"
 
 
