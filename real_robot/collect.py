@@ -375,9 +375,9 @@ class Session:
     def collect(self, args: argparse.Namespace, behaviour: Behaviour | None = None, extra_meta: dict | None = None,
                 stand_after: bool = False) -> Collector:  # fmt: skip
         """One collection: `args`' policy, schedule, amount, seed and log folder (see `collect`); with
-        `stand_after` the robot then stands (Collector.run) and the control loop goes on (`keep_control`)."""
+        `stand_after` the robot then stands (Collector.run) and the control loop goes on (`keep_control`).
+        Everything slow (loading, opening the log) happens before the control loop comes back to this thread."""
         check_args(args)
-        self.take_control()
         spec = self.spec
         policy = load_policy(args.policy, spec, device=args.device)
         preset = load_speed_preset(args.speed)
@@ -392,11 +392,12 @@ class Session:
             reset="operator" if self.operator_reset else "stand-in", lcm_url=self.lcm[0], channel_prefix=self.lcm[1],
             behaviour="policy mean" if behaviour is None else "exploring", **(extra_meta or {}),
         )  # fmt: skip
-        self.controller.use(policy, ScheduledCommand(schedule), behaviour)
-        self.seed = args.seed
         episode_steps = int(round(args.episode_s * spec.control.policy_hz))
         print(f"collect: policy {policy.policy_id}, schedule {args.schedule}, logging to {folder}")
         with RunLog(folder, spec, meta, lambda: {"schedule": args.schedule}) as log:
+            self.take_control()
+            self.controller.use(policy, ScheduledCommand(schedule), behaviour)
+            self.seed = args.seed
             collector = Collector(self.runtime, log, self.reset, episode_steps, args.steps, args.episodes)
             collector.run(stand_after)
         if stand_after:
