@@ -353,6 +353,8 @@ class StandInRobot:
             if at_s and at_s < self.robot_time - 1e-9:
                 self.stats.late_requests += 1
             self._scheduled.append((at_s, action))
+        if not self._scheduled:  # the usual tick: nothing asked for
+            return
         due = [entry for entry in self._scheduled if entry[0] <= self.robot_time + 1e-9]
         self._scheduled = [entry for entry in self._scheduled if entry[0] > self.robot_time + 1e-9]
         for _at, action in due:

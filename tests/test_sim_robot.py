@@ -280,6 +280,12 @@ def test_dead_motor_fall_push_reset_and_remote(make_robot):
     assert client.state.tick == round(robot.robot_time * 1e6)  # the board's clock runs on through a reset
 
 
+def test_fast_mode_never_idles_while_a_lockstep_bridge_waits_for_its_controller():
+    from real_robot.bridge import FOLLOW_CONTROLLER_WAIT_S
+
+    assert sim_robot.FAST_IDLE_TIMEOUT_S > FOLLOW_CONTROLLER_WAIT_S  # an idle tick would make runs irreproducible
+
+
 def test_a_scheduled_seeded_reset_makes_what_follows_repeat_exactly(make_robot):
     """Two boards that ran different histories measure the same, tick for tick, after the same scheduled reset
     with the same noise stream; another stream measures differently (noise is on: the check is not vacuous)."""
