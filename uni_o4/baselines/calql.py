@@ -11,6 +11,11 @@ Critic (twin Q, Polyak target): TD error to r + γ·(1 − terminal)·Q_target(s
 The calibration is the max with G(s), the Monte-Carlo return-to-go of the data: the push-down never drives
 Q at policy actions below what the behaviour policy is known to achieve. `calibrated: false` gives plain CQL.
 
+Precision. The 3n sampled actions are nearly all of Cal-QL's arithmetic (3n + 1 Q evaluations per state, with
+gradients). `penalty_precision` runs those in bfloat16 (float32 accumulation) where the hardware has it: a
+push-down through a softmax over samples tolerates 3 significant digits. Q at the data's actions, the TD
+target and the actor stay float32, because a TD error is a small difference of large values.
+
 Actor: SAC with an automatically tuned entropy temperature. Actions are bounded to the robot's safe
 action box by a two-sided tanh, a = tanh(u)·(high if u ≥ 0 else −low), which maps u = 0 to the zero
 action (the default pose) although the box is not centred on it. Online, batches mix offline and online
@@ -30,7 +35,18 @@ from torch import nn
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
-from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, frozen, gradient_step, seeded
+from uni_o4.baselines.common import (
+    PRECISIONS,
+    SafeActionSet,
+    Stats,
+    adam,
+    as_batch,
+    autocast,
+    frozen,
+    gradient_step,
+    resolve_precision,
+    seeded,
+)
 from uni_o4.dataset import Batch
 from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble
 
@@ -61,8 +77,11 @@ class CalQLConfig:
     batch_size: int = 256
     offline_steps: int = 100_000
     mix_ratio: float = 0.5  # online: fraction of each batch drawn from the online data
+    penalty_precision: str = "auto"  # the sampled actions' Q: auto (bfloat16 where native), float32, bfloat16
 
     def __post_init__(self) -> None:
+        if self.penalty_precision not in PRECISIONS:
+            raise ConfigError(f"penalty_precision must be one of {PRECISIONS}, got {self.penalty_precision!r}")
         if self.actor_activation not in DEPLOYABLE_ACTIVATIONS:
             raise ConfigError(f"actor_activation must be one of {sorted(DEPLOYABLE_ACTIVATIONS)}")
         if self.num_q < 2 or self.num_action_samples < 1:
@@ -141,6 +160,7 @@ class CalQL:
             [(self.policy, cfg.actor_lr), (self.q, cfg.critic_lr), ([self.log_temperature], cfg.temperature_lr)]
         )
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.penalty_dtype = resolve_precision(cfg.penalty_precision, self.device)
         self.num_updates = 0
 
     def set_normalization(self, obs_stats: Stats | None, state_stats: Stats) -> None:
@@ -168,9 +188,10 @@ class CalQL:
             random_actions = low + (high - low) * torch.rand(shape, generator=self.generator, device=self.device)
             here, here_log_prob = self.policy.sample(batch.obs, n, self.generator)
             there, there_log_prob = self.policy.sample(batch.next_obs, n, self.generator)
-        actions = torch.cat([batch.actions[None], random_actions, here, there])  # (1 + 3n, B, A)
-        q = self.q.many(batch.state, actions)
-        data_q, random_q, policy_q = q[:, 0], q[:, 1 : 1 + n], q[:, 1 + n :]
+        data_q = self.q(batch.state, batch.actions)
+        with autocast(self.device, self.penalty_dtype):
+            sampled_q = self.q.many(batch.state, torch.cat([random_actions, here, there])).float()  # (M, 3n, B)
+        random_q, policy_q = sampled_q[:, :n], sampled_q[:, n:]
         returns = cfg.reward_scale * batch.returns
         policy_q_calibrated = torch.maximum(policy_q, returns) if cfg.calibrated else policy_q
         log_uniform = -(high - low).log().sum()

@@ -204,6 +204,34 @@ def gradient_step(algorithm, losses: dict[str, torch.Tensor], summed: tuple[str,
     return {name: float(value.detach()) for name, value in losses.items()}
 
 
+# --------------------------------------------------------------------------------------------- precision
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware (elsewhere bf16 is emulated, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # AVX512-BF16 or AMX; the probes are private, so their absence reads as "no"
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """float32 or bfloat16 for `precision` in PRECISIONS ("auto": bfloat16 where the device has it natively)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return getattr(torch, precision)
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Matrix products in `dtype` (bfloat16 with float32 accumulation) inside; a no-op for float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+
 def adam(groups: list[tuple[nn.Module | list[nn.Parameter], float]]) -> torch.optim.Adam:
     """One Adam over several modules with their own learning rates: one fused step per update."""
     params = [{"params": list(m.parameters()) if isinstance(m, nn.Module) else m, "lr": lr} for m, lr in groups]
