@@ -2,7 +2,9 @@
 
 Same synthetic data on both sides (48-d observations, 12-d actions, 100 episodes × 1000 steps, a few true
 terminals), batch 256, the same network sizes (every MLP 256-256, twin Q, Cal-QL with 10 action samples per
-group and max target backup), the same torch thread count. Two figures per algorithm:
+group and max target backup), the same torch thread count. Our Cal-QL runs twice: at its default precision
+(`penalty_precision: auto`, the sampled actions' Q in bfloat16 where the CPU has it) and all in float32, the
+arithmetic d3rlpy does. Two figures per algorithm:
 - loop:    sample a batch from the dataset + one update (what a training loop pays per step);
 - update:  one update on an already prepared batch (the learning computation alone).
 Each measurement runs in a fresh subprocess: d3rlpy in its own venv (it is not a project dependency), ours
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 48, 12, 256, [256, 256]
 EPISODES, EPISODE_LENGTH = 100, 1000
 ALGORITHMS = ("iql", "calql")
+FLOAT32_SIDE = "ours_float32"  # our Cal-QL without bfloat16
 CHUNK = 5  # steps timed together
 DEFAULT_BENCH_PYTHON = "/work/bench-venv/bin/python"
 
@@ -67,7 +70,7 @@ def rate(step: Callable[[], object], n: int, warmup: int = 5) -> dict[str, float
 
 
 # --------------------------------------------------------------------------------------------- ours
-def ours_steps(algorithm: str) -> dict[str, Callable[[], object]]:
+def ours_steps(algorithm: str, precision: str = "auto") -> dict[str, Callable[[], object]]:
     import torch
 
     sys.path.insert(0, str(REPO))
@@ -78,7 +81,7 @@ def ours_steps(algorithm: str) -> dict[str, Callable[[], object]]:
     data = OfflineDataset.from_arrays(**arrays, discount=0.99)
     sizes = {"actor_hidden_dims": HIDDEN, "critic_hidden_dims": HIDDEN, "batch_size": BATCH, "num_q": 2}
     if algorithm == "calql":
-        sizes |= {"num_action_samples": 10, "max_target_backup": True}
+        sizes |= {"num_action_samples": 10, "max_target_backup": True, "penalty_precision": precision}
     cfg = load_baseline_config(algorithm, overrides=sizes)
     algo = make_algorithm(algorithm, cfg, data, SafeActionSet.for_robot("go1"))
     generator = torch.Generator().manual_seed(0)
@@ -127,7 +130,10 @@ def measure(side: str, algorithm: str, steps: int, threads: int) -> dict[str, di
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    steps_fns = ours_steps(algorithm) if side == "ours" else d3rlpy_steps(algorithm)
+    if side == "d3rlpy":
+        steps_fns = d3rlpy_steps(algorithm)
+    else:
+        steps_fns = ours_steps(algorithm, "float32" if side == FLOAT32_SIDE else "auto")
     return {kind: rate(fn, steps) for kind, fn in steps_fns.items()}
 
 
@@ -149,19 +155,24 @@ def compare(bench_python: str, algorithms: list[str], steps: int, rounds: int, t
     best: dict[str, dict] = {}
     jobs = [(a, r) for a in algorithms for r in range(rounds)]
     for algorithm, _ in tqdm(jobs, desc=f"{threads} thread(s)"):
-        for side, python in (("ours", sys.executable), ("d3rlpy", bench_python)):
+        sides = [("ours", sys.executable), ("d3rlpy", bench_python)]
+        if algorithm == "calql":
+            sides.insert(1, (FLOAT32_SIDE, sys.executable))
+        for side, python in sides:
             for kind, stats in run_worker(python, side, algorithm, steps, threads).items():
                 slot = best.setdefault(algorithm, {}).setdefault(side, {}).setdefault(kind, {})
                 for stat, value in stats.items():
                     slot[stat] = max(slot.get(stat, 0.0), value)
     speedup = {}
     for algorithm, sides in best.items():
-        for kind, ours in sides["ours"].items():
-            theirs = sides["d3rlpy"][kind]
-            ratio = speedup[f"{algorithm}_{kind}"] = {stat: ours[stat] / theirs[stat] for stat in ours}
-            print(f"{threads} thread(s) {algorithm:6s} {kind:6s} ours {ours['best']:6.1f} steps/s "
-                  f"(median {ours['median']:6.1f})   d3rlpy {theirs['best']:6.1f} (median {theirs['median']:6.1f})   "
-                  f"{ratio['best']:4.2f}x (median {ratio['median']:4.2f}x)")  # fmt: skip
+        for side in (s for s in sides if s != "d3rlpy"):
+            for kind, ours in sides[side].items():
+                theirs = sides["d3rlpy"][kind]
+                ratio = {stat: ours[stat] / theirs[stat] for stat in ours}
+                speedup[f"{algorithm}_{kind}" + ("" if side == "ours" else f"_{side}")] = ratio
+                print(f"{threads} thread(s) {algorithm:6s} {kind:6s} {side:12s} {ours['best']:6.1f} steps/s "
+                      f"(median {ours['median']:6.1f})   d3rlpy {theirs['best']:6.1f} "
+                      f"(median {theirs['median']:6.1f})   {ratio['best']:4.2f}x (median {ratio['median']:4.2f}x)")
     return {"steps_per_s": best, "speedup": speedup}
 
 
@@ -173,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="torch thread counts (both sides)")
     parser.add_argument("--bench-python", default=DEFAULT_BENCH_PYTHON, help="python of the venv holding d3rlpy")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
-    parser.add_argument("--worker", choices=("ours", "d3rlpy"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ours", FLOAT32_SIDE, "d3rlpy"), help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < CHUNK or args.rounds < 1 or min(args.threads) < 1:
