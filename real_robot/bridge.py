@@ -152,8 +152,9 @@ def _target_problem(fields: dict[str, np.ndarray]) -> str:
 
 # ------------------------------------------------------------------------------------------------ state → LCM
 @dataclass(frozen=True)
-class RobotState:
-    """One LowState, in simulator joint and foot order."""
+class LowStateReading:
+    """One LowState as the bridge reads it, in simulator joint and foot order (the runtime's view of the robot,
+    assembled from the LCM messages built from this, is deploy.runtime.RobotState)."""
 
     tick: int  # the board's µs counter (uint32, wraps)
     q: np.ndarray
@@ -173,10 +174,10 @@ def sdk_foot_index(spec: RobotSpec) -> list[int]:
     return [spec.sdk_index[leg * per_leg] // per_leg for leg in range(len(spec.legs))]
 
 
-def read_state(low_state, spec: RobotSpec, foot_index: list[int]) -> RobotState:
+def read_state(low_state, spec: RobotSpec, foot_index: list[int]) -> LowStateReading:
     motors = low_state.motorState[: spec.num_joints]
     imu = low_state.imu
-    return RobotState(
+    return LowStateReading(
         tick=int(low_state.tick),
         q=spec.from_sdk_order(np.array([m.q for m in motors])),
         dq=spec.from_sdk_order(np.array([m.dq for m in motors])),
@@ -190,14 +191,14 @@ def read_state(low_state, spec: RobotSpec, foot_index: list[int]) -> RobotState:
     )
 
 
-def joint_state_msg(state: RobotState, robot_time_us: int, now_us: int) -> joint_state_t:
+def joint_state_msg(state: LowStateReading, robot_time_us: int, now_us: int) -> joint_state_t:
     msg = joint_state_t()
     msg.timestamp_us, msg.robot_tick_us = now_us, robot_time_us
     msg.q, msg.dq, msg.tau_est = state.q.tolist(), state.dq.tolist(), state.tau_est.tolist()
     return msg
 
 
-def body_state_msg(state: RobotState, robot_time_us: int, now_us: int) -> body_state_t:
+def body_state_msg(state: LowStateReading, robot_time_us: int, now_us: int) -> body_state_t:
     msg = body_state_t()
     msg.timestamp_us, msg.robot_tick_us = now_us, robot_time_us
     msg.quaternion, msg.rpy = state.quaternion.tolist(), state.rpy.tolist()
