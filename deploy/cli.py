@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deploy.commands import KeyboardCommand, load_speed_preset, make_command_source
+from deploy.commands import load_speed_preset, make_command_source
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from robot_spec.config import ConfigError, to_dict
@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", choices=["low", "high"], required=True,
                      help="command ranges from configs/deploy/speed_<speed>.yaml (high = the training range)")
     run.add_argument("--commands", default="remote",
-                     help="remote (operator sticks), keyboard (w/a/s/d/q/e, space = stop; needs a terminal) or "
-                          "schedule:<YAML file, or name of configs/deploy/schedule_<name>.yaml> (default: remote)")
+                     help="remote (operator sticks), keyboard (w/a/s/d/q/e, space = stop; needs a terminal), "
+                          "schedule:<YAML file, or name of configs/deploy/schedule_<name>.yaml> or ros2[:<topic>] "
+                          "(geometry_msgs/Twist, default /cmd_vel; a stale one = stop) (default: remote)")
     run.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     run.add_argument("--duration", type=float, help="stop (damping) after this many seconds of robot time")
     run.add_argument("--log-dir", type=Path,
@@ -101,7 +102,7 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
     cfg, safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
     preset = load_speed_preset(args.speed)
     commands = make_command_source(args.commands, preset, cfg.remote, cfg.keyboard_step_fraction)
-    if isinstance(commands, KeyboardCommand):
+    if hasattr(commands, "__enter__"):  # the keyboard's terminal mode, ROS 2's node
         stack.enter_context(commands)
     io = LcmRobotIO(args.lcm_url, args.channel_prefix)
     stack.callback(io.close)

@@ -1,4 +1,5 @@
-"""Where the velocity command (vx, vy, yaw rate) comes from: the operator's remote, a schedule, or a keyboard.
+"""Where the velocity command (vx, vy, yaw rate) comes from: the operator's remote, a schedule, a keyboard or
+ROS 2 (deploy.ros2).
 
 Every source answers `command(t_s, remote)` with t_s the robot time since the policy phase began and
 `remote` the newest remote-control sticks (or None); its answer always lies inside the speed preset
@@ -215,12 +216,16 @@ class KeyboardCommand:
 
 def make_command_source(spec: str, preset: SpeedPreset, remote: RemoteConfig, keyboard_step_fraction: float = 0.1
                         ) -> CommandSource:  # fmt: skip
-    """`remote`, `keyboard` or `schedule:<file or name>`."""
+    """`remote`, `keyboard`, `schedule:<file or name>` or `ros2[:<topic>]` (geometry_msgs/Twist, deploy.ros2)."""
     if spec == "remote":
         return RemoteCommand(preset, remote)
     if spec == "keyboard":
         return KeyboardCommand(preset, keyboard_step_fraction)
     if spec.startswith("schedule:"):
         return ScheduledCommand(load_schedule(spec.split(":", 1)[1], preset))
-    raise ValueError(f"unknown command source {spec!r}; use remote, keyboard or schedule:<file>")
+    if spec == "ros2" or spec.startswith("ros2:"):
+        from deploy.ros2 import DEFAULT_TOPIC, Ros2Command
+
+        return Ros2Command(preset, remote, spec.split(":", 1)[1] if ":" in spec else DEFAULT_TOPIC)
+    raise ValueError(f"unknown command source {spec!r}; use remote, keyboard, schedule:<file> or ros2[:<topic>]")
 

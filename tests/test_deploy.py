@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from deploy.commands import (
     ScheduledCommand,
     load_schedule,
     load_speed_preset,
+    make_command_source,
 )
 from deploy.lcm_io import LcmRobotIO
 from deploy.loopback import LoopbackRobot
@@ -455,6 +457,86 @@ def test_the_operators_remote_steers_through_the_bridge(spec, robot, policy_file
                                    atol=1e-6)  # fmt: skip
     finally:
         robot.sim_control("remote")
+        rig.close()
+
+
+# ------------------------------------------------------------------------------------------------ ROS 2 commands
+class TwistPublisher:
+    """A ROS 2 node of its own publishing geometry_msgs/Twist (vx, vy, yaw rate) at 20 Hz: a teleop node."""
+
+    def __init__(self, topic: str):
+        import rclpy
+        from geometry_msgs.msg import Twist
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("test_teleop", context=self.context)
+        self.publisher, self.twist_type = self.node.create_publisher(Twist, topic, 10), Twist
+        self.command: tuple[float, float, float] | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.05):
+            if self.command is not None:
+                msg = self.twist_type()
+                msg.linear.x, msg.linear.y, msg.angular.z = self.command
+                self.publisher.publish(msg)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def ros2_commands(monkeypatch):
+    """`--commands ros2:<topic>` as deploy builds it, and a publisher on that topic; a domain of this process's."""
+    pytest.importorskip("rclpy", reason="the ros2 extra (CPython 3.11 on x86_64)")
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))  # concurrent runs on one host stay apart
+    topic = f"/test_cmd_vel_{os.getpid()}"
+    commands = make_command_source(f"ros2:{topic}", load_speed_preset("low"), RemoteConfig(timeout_s=0.3))
+    publisher = TwistPublisher(topic)
+    yield commands, publisher
+    publisher.close()
+    commands.close()
+
+
+def test_ros2_twist_is_clipped_to_the_preset_and_a_silent_publisher_stops_the_robot(ros2_commands):
+    commands, publisher = ros2_commands
+    preset = load_speed_preset("low")
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"  # set before rclpy.init: this host only
+    np.testing.assert_array_equal(commands.command(0.0), 0.0)  # nothing heard yet: stand
+    publisher.command = (10.0, -10.0, 0.1)
+    assert wait_for(lambda: commands.command(0.0)[0] > 0), "no Twist arrived"
+    np.testing.assert_allclose(commands.command(0.0), [preset.high[0], preset.low[1], 0.1])
+    publisher.command = (float("nan"), 0.0, 0.0)  # dropped; the last good command stands until it goes stale
+    assert wait_for(lambda: commands.dropped >= 2)
+    publisher.command = None  # the publisher goes quiet
+    assert wait_for(lambda: not commands.command(0.0).any(), timeout_s=2.0)
+
+
+def test_a_ros2_twist_steers_through_the_bridge(spec, robot, policy_file, ros2_commands):
+    commands, publisher = ros2_commands
+    publisher.command = (0.2, 0.1, -0.3)
+    assert wait_for(lambda: commands.command(0.0).any()), "no Twist arrived"
+    rig = LoopbackRig(spec, robot, policy_file, commands=commands)
+    try:
+        record = rig.run_to_policy(extra_steps=10)
+        np.testing.assert_allclose(record["command"], load_speed_preset("low").clip(np.array([0.2, 0.1, -0.3])))
+    finally:
         rig.close()
 
 
