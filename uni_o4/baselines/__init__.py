@@ -39,7 +39,8 @@ ALGORITHMS: dict[str, tuple[type, type]] = {
 
 __all__ = [
     "ALGORITHMS", "Algorithm", "CalQL", "CalQLConfig", "IQL", "IQLConfig", "O3F", "O3FConfig", "SafeActionSet",
-    "baseline_data_config", "concat_batches", "load_baseline_config", "make_algorithm", "mixed_batch", "project_to_safe_set", "train",
+    "baseline_data_config", "concat_batches", "load_baseline_config", "make_algorithm", "mixed_batch",
+    "project_to_safe_set", "train",
 ]  # fmt: skip
 
 
