@@ -43,6 +43,7 @@ MAX_ACTION_NOISE = 0.5  # action units (× action scale = rad): beyond this the 
 STOP_OUTCOMES = {"timeout": "timeout", "operator_stop": "operator_stop"}
 NOISE_STREAMS_PER_SEED = 100_000  # the stand-in's sensor noise streams: one per (--seed, episode)
 CONTROL_SWITCH_INTERVAL_S = 0.001  # Session.keep_control: how long another thread may hold the interpreter
+MAX_FAILED_STARTS = 5  # resets in a row whose re-arm tripped at once: the robot cannot start, stop the collection
 
 
 def record_schema(spec: RobotSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -147,6 +148,10 @@ class RunLog:
 
 
 # --------------------------------------------------------------------------------------------- collecting
+class EpisodeStartError(RuntimeError):
+    """Episode after episode, the robot tripped as soon as it was re-armed (Collector.run gives up)."""
+
+
 class Collector:
     """Drives the runtime episode after episode: logs, ends episodes at their time limit, resets, re-arms."""
 
@@ -184,6 +189,12 @@ class Collector:
         if outcome is not None or record["step"] % 50 == 0:
             self.show_progress()
 
+    def start_failed(self, record: dict) -> bool:
+        """The runtime is tripped although no episode began: the re-arm after the reset tripped at once (say,
+        stale state after a host stall). Nothing would ever re-arm it, so the collector resets again."""
+        return not self.episode_over and not self.log.open and record["trip"] is not None \
+            and not self.runtime.rearm_requested  # fmt: skip
+
     def show_progress(self) -> None:
         rate = self.steps / max(self.bar.format_dict["elapsed"], 1e-9)
         outcomes = ", ".join(f"{name} {count}" for name, count in sorted(self.log.outcomes.items()))
@@ -196,10 +207,21 @@ class Collector:
         ended upright at its time limit."""
         if self.runtime.next_tick is None:
             self.runtime.wait_for_state()
+        failed_starts = 0
         while not self.done and self.runtime.stop_reason is None:
             self.reset_robot(self.episodes)
             self.episode_over, self.episode_policy_steps = False, 0
-            self.runtime.run(until=lambda _record: self.episode_over)
+            record = self.runtime.run(until=lambda r: self.episode_over or self.start_failed(r))
+            if record is None or not self.start_failed(record):
+                failed_starts = 0
+                continue
+            failed_starts += 1
+            trip = record["trip"]
+            tqdm.write(f"collect: the episode did not start ({trip.reason}: {trip.detail}); resetting again")
+            if failed_starts >= MAX_FAILED_STARTS:
+                self.bar.close()
+                raise EpisodeStartError(f"the robot tripped at the start of {failed_starts} episodes in a row, "
+                                        f"the last on {trip.reason}: {trip.detail}")  # fmt: skip
         self.bar.close()
         self.runtime.on_step = None  # steps from here on belong to no episode
         if stand_after and self.last_outcome == "timeout" and self.runtime.stop_reason is None:
@@ -341,7 +363,7 @@ def collect(args: argparse.Namespace, behaviour: Behaviour | None = None, extra_
     try:
         with Session(args) as session:
             session.collect(args, behaviour, extra_meta)
-    except TimeoutError as err:
+    except (TimeoutError, EpisodeStartError) as err:  # every episode logged so far stays in the log folder
         print(f"real_robot collect: {err}", file=sys.stderr)
         return 1
     return 0

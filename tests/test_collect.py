@@ -15,7 +15,16 @@ import yaml
 from deploy.loopback import LoopbackRobot
 from deploy.runtime import Odometry, PdTarget, Phase, RobotState
 from deploy.safety import Trip
-from real_robot.collect import RunLog, episode_outcome, main as collect_main, noisy_policy, record_schema
+from real_robot.collect import (
+    MAX_FAILED_STARTS,
+    Collector,
+    EpisodeStartError,
+    RunLog,
+    episode_outcome,
+    main as collect_main,
+    noisy_policy,
+    record_schema,
+)
 from real_robot.datalog import read_log_folder
 from robot_spec.policy_io import ActorMLP, save_policy
 
@@ -60,6 +69,54 @@ def test_episodes_run_from_a_soft_start_to_the_first_damping_record(spec, tmp_pa
     assert np.isnan(first.records["odom_position"]).all()  # no odometry source: NaN, not zeros
     for name, (dtype, shape) in record_schema(spec).items():
         assert first.records[name].dtype == np.dtype(dtype) and first.records[name].shape[1:] == shape, name
+
+
+class ScriptedRuntime:
+    """Hands Collector the records of a script: after each reset, the phases and trips of one episode start."""
+
+    def __init__(self, spec, starts: list[list[tuple[Phase, Trip | None]]]):
+        self.spec, self.starts = spec, starts
+        self.next_tick, self.stop_reason, self.rearm_requested, self.on_step = 0, None, False, None
+        self.steps, self.latched = 0, []
+
+    def reset(self, _episode: int) -> None:
+        self.script = iter(self.starts.pop(0))
+        self.rearm_requested = True
+
+    def run(self, until):
+        for phase, trip in self.script:
+            self.rearm_requested = False  # the first step after a reset consumes the re-arm
+            record = runtime_record(self.spec, self.steps, phase, trip)
+            self.steps += 1
+            self.on_step(record)
+            if until(record):
+                return record
+        raise AssertionError("the collector kept stepping past the script")
+
+    def latch(self, reason: str, detail: str = "") -> None:
+        self.latched.append(reason)
+
+
+def test_an_episode_that_trips_at_its_start_is_reset_again_and_a_robot_that_never_starts_stops_the_run(spec, tmp_path):
+    """A re-arm that trips at once (stale state after a host stall) opens no episode: without a fresh reset the
+    runtime would damp for ever. The collector resets again; after MAX_FAILED_STARTS in a row it gives up."""
+    stale = Trip("stale_state", 0, "newest state is 3071.7 ms old")
+    timeout = Trip("timeout", 0, "limit")
+    walk = [*[(Phase.SOFT_START, None)] * 2, *[(Phase.POLICY, None)] * 3, (Phase.DAMPING, timeout)]
+    runtime = ScriptedRuntime(spec, [[(Phase.DAMPING, stale)], walk])
+    with RunLog(tmp_path / "once", spec, {}, dict) as log:
+        collector = Collector(runtime, log, runtime.reset, episode_steps=100, max_episodes=1)
+        collector.run()
+    assert collector.episodes == 1 and log.outcomes == {"timeout": 1} and runtime.starts == []
+    (episode,) = read_log_folder(tmp_path / "once").episodes
+    assert episode.outcome == "timeout" and episode.counts["policy_steps"] == 3
+
+    runtime = ScriptedRuntime(spec, [[(Phase.DAMPING, stale)]] * MAX_FAILED_STARTS)
+    with RunLog(tmp_path / "never", spec, {}, dict) as log:
+        collector = Collector(runtime, log, runtime.reset, episode_steps=100, max_episodes=1)
+        with pytest.raises(EpisodeStartError, match="stale_state"):
+            collector.run()
+    assert runtime.starts == [] and collector.episodes == 0
 
 
 def test_outcomes_and_the_schema_the_dataset_reads(spec):

@@ -197,6 +197,7 @@ def gate_candidate(args, spec, candidate: Path, scores: tuple[float, float], out
 def finetune_online(args: argparse.Namespace) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
+    from real_robot.collect import EpisodeStartError
     from robot_spec import load_robot
     from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink, build_learner
 
@@ -225,8 +226,8 @@ def finetune_online(args: argparse.Namespace) -> int:
     with SummaryWriter(str(out / "tensorboard")) as writer:
         try:
             state = OnlineRun(learner, spec, data_cfg, cfg, out, robot, writer).run()
-        except TimeoutError as err:  # no state from the bridge
-            print(f"uni_o4 finetune --online: {err}", file=sys.stderr)
+        except (TimeoutError, EpisodeStartError) as err:  # no state from the bridge; a robot that cannot start
+            print(f"uni_o4 finetune --online: {err}; rerun with --out {out} to resume", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print(f"online: stopped by the operator (the robot is damping); rerun with --out {out} to resume")
