@@ -34,9 +34,10 @@ class Ros2Command:
         try:
             import rclpy
             from geometry_msgs.msg import Twist
+            from rclpy.exceptions import NameValidationException
             from rclpy.executors import SingleThreadedExecutor
-        except ImportError as error:
-            raise RuntimeError(f"ROS 2 commands need rclpy: pip install -e '.[ros2]' ({error})") from error
+        except ImportError as error:  # a ValueError: the commands asked for are not available in this install
+            raise ValueError(f"ROS 2 commands need rclpy: pip install -e '.[ros2]' ({error})") from error
         self.preset, self.timeout_s, self.topic = preset, cfg.timeout_s, topic
         self.dropped = 0  # Twists with a NaN or infinite field
         self._lock = threading.Lock()
@@ -44,7 +45,12 @@ class Ros2Command:
         self._context = rclpy.Context()
         rclpy.init(context=self._context)  # ROS_DOMAIN_ID from the environment, as every ROS 2 node
         self._node = rclpy.create_node(NODE_NAME, context=self._context)
-        self._node.create_subscription(Twist, topic, self._on_twist, 10)
+        try:
+            self._node.create_subscription(Twist, topic, self._on_twist, 10)
+        except NameValidationException as error:
+            self._node.destroy_node()
+            self._context.try_shutdown()
+            raise ValueError(f"{topic!r} is not a ROS 2 topic name: {error}") from error
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self._spinner = threading.Thread(target=self._executor.spin, name="ros2_commands", daemon=True)

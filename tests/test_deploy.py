@@ -528,6 +528,13 @@ def test_ros2_twist_is_clipped_to_the_preset_and_a_silent_publisher_stops_the_ro
     assert wait_for(lambda: not commands.command(0.0).any(), timeout_s=2.0)
 
 
+def test_a_bad_ros2_topic_is_refused_with_a_clear_error():
+    pytest.importorskip("rclpy", reason="the ros2 extra (CPython 3.11 on x86_64)")
+    for spec in ("ros2:", "ros2:bad topic"):
+        with pytest.raises(ValueError, match="is not a ROS 2 topic name"):
+            make_command_source(spec, load_speed_preset("low"), RemoteConfig())
+
+
 def test_a_ros2_twist_steers_through_the_bridge(spec, robot, policy_file, ros2_commands):
     commands, publisher = ros2_commands
     publisher.command = (0.2, 0.1, -0.3)
