@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as offpolicy_speed's workers run, set before torch loads
+        os.environ[name] = str(args.threads)
     sys.path.insert(0, str(REPO))
     import torch
 
