@@ -2,9 +2,10 @@
 
 Same synthetic data on both sides (48-d observations, 12-d actions, 100 episodes × 1000 steps, a few true
 terminals), batch 256, the same network sizes (every MLP 256-256, twin Q, Cal-QL with 10 action samples per
-group and max target backup), the same torch thread count. Our Cal-QL runs twice: at its default precision
-(`penalty_precision: auto`, the sampled actions' Q in bfloat16 where the CPU has it) and all in float32, the
-arithmetic d3rlpy does. Two figures per algorithm:
+group and max target backup), the same torch thread count. Ours runs twice: as configured (configs/finetune:
+IQL's losses through torch.compile, Cal-QL's sampled actions' Q in bfloat16 where the CPU has it) and plain
+(IQL eager, Cal-QL all in float32: what d3rlpy does on a CPU, where its compile_graph is off). Two figures
+per algorithm:
 - loop:    sample a batch from the dataset + one update (what a training loop pays per step);
 - update:  one update on an already prepared batch (the learning computation alone).
 Each measurement runs in a fresh subprocess: d3rlpy in its own venv (it is not a project dependency), ours
@@ -32,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 48, 12, 256, [256, 256]
 EPISODES, EPISODE_LENGTH = 100, 1000
 ALGORITHMS = ("iql", "calql")
-FLOAT32_SIDE = "ours_float32"  # our Cal-QL without bfloat16
+PLAIN_SIDE = "ours_plain"  # ours without its speed-ups
+PLAIN_OVERRIDES = {"iql": {"compile": False}, "calql": {"penalty_precision": "float32"}}
 CHUNK = 5  # steps timed together
 DEFAULT_BENCH_PYTHON = "/work/bench-venv/bin/python"
 
@@ -70,7 +72,7 @@ def rate(step: Callable[[], object], n: int, warmup: int = 5) -> dict[str, float
 
 
 # --------------------------------------------------------------------------------------------- ours
-def ours_steps(algorithm: str, precision: str = "auto") -> dict[str, Callable[[], object]]:
+def ours_steps(algorithm: str, plain: bool = False) -> dict[str, Callable[[], object]]:
     import torch
 
     sys.path.insert(0, str(REPO))
@@ -81,7 +83,9 @@ def ours_steps(algorithm: str, precision: str = "auto") -> dict[str, Callable[[]
     data = OfflineDataset.from_arrays(**arrays, discount=0.99)
     sizes = {"actor_hidden_dims": HIDDEN, "critic_hidden_dims": HIDDEN, "batch_size": BATCH, "num_q": 2}
     if algorithm == "calql":
-        sizes |= {"num_action_samples": 10, "max_target_backup": True, "penalty_precision": precision}
+        sizes |= {"num_action_samples": 10, "max_target_backup": True}
+    if plain:
+        sizes |= PLAIN_OVERRIDES[algorithm]
     cfg = load_baseline_config(algorithm, overrides=sizes)
     algo = make_algorithm(algorithm, cfg, data, SafeActionSet.for_robot("go1"))
     generator = torch.Generator().manual_seed(0)
@@ -133,7 +137,7 @@ def measure(side: str, algorithm: str, steps: int, threads: int) -> dict[str, di
     if side == "d3rlpy":
         steps_fns = d3rlpy_steps(algorithm)
     else:
-        steps_fns = ours_steps(algorithm, "float32" if side == FLOAT32_SIDE else "auto")
+        steps_fns = ours_steps(algorithm, plain=side == PLAIN_SIDE)
     return {kind: rate(fn, steps) for kind, fn in steps_fns.items()}
 
 
@@ -155,9 +159,7 @@ def compare(bench_python: str, algorithms: list[str], steps: int, rounds: int, t
     best: dict[str, dict] = {}
     jobs = [(a, r) for a in algorithms for r in range(rounds)]
     for algorithm, _ in tqdm(jobs, desc=f"{threads} thread(s)"):
-        sides = [("ours", sys.executable), ("d3rlpy", bench_python)]
-        if algorithm == "calql":
-            sides.insert(1, (FLOAT32_SIDE, sys.executable))
+        sides = [("ours", sys.executable), (PLAIN_SIDE, sys.executable), ("d3rlpy", bench_python)]
         for side, python in sides:
             for kind, stats in run_worker(python, side, algorithm, steps, threads).items():
                 slot = best.setdefault(algorithm, {}).setdefault(side, {}).setdefault(kind, {})
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="torch thread counts (both sides)")
     parser.add_argument("--bench-python", default=DEFAULT_BENCH_PYTHON, help="python of the venv holding d3rlpy")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
-    parser.add_argument("--worker", choices=("ours", FLOAT32_SIDE, "d3rlpy"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ours", PLAIN_SIDE, "d3rlpy"), help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < CHUNK or args.rounds < 1 or min(args.threads) < 1:

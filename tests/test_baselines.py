@@ -20,7 +20,7 @@ from uni_o4.baselines import (
     project_to_safe_set,
     train,
 )
-from uni_o4.baselines.common import native_bfloat16, resolve_precision
+from uni_o4.baselines.common import MaybeCompiled, native_bfloat16, resolve_precision
 from uni_o4.critics import expectile_loss
 from uni_o4.dataset import Batch
 from uni_o4.synthetic import synthetic_dataset
@@ -40,7 +40,8 @@ def data(spec):
 
 
 def build(name, data, safe_set, **overrides):
-    return make_algorithm(name, load_baseline_config(name, overrides={**TINY, **overrides}), data, safe_set)
+    eager = {} if name == "calql" else {"compile": False}  # IQL's compiled path has its own test
+    return make_algorithm(name, load_baseline_config(name, overrides={**TINY, **eager, **overrides}), data, safe_set)
 
 
 def constant_output(linear: nn.Module, value: float) -> None:
@@ -177,6 +178,34 @@ def test_precision_auto_follows_the_hardware_and_typos_are_refused():
         resolve_precision("fp8", cpu)
     with pytest.raises(ConfigError, match="penalty_precision"):
         load_baseline_config("calql", overrides={"penalty_precision": "half"})
+
+
+def test_iql_compiled_updates_match_eager_ones(data, safe_set):
+    eager, compiled = (build("iql", data, safe_set, seed=3, compile=flag) for flag in (False, True))
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        batch = data.sample(64, g)
+        expected, got = eager.update(batch), compiled.update(batch)
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert compiled.training_losses.compiled is not None, "compilation failed and fell back to eager"
+    for p_eager, p_compiled in zip(eager.nets.parameters(), compiled.nets.parameters(), strict=True):
+        torch.testing.assert_close(p_compiled, p_eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_compilation_falls_back_to_eager_once_and_real_errors_still_raise(monkeypatch):
+    def no_compiler(fn):
+        def broken(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+        return broken
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    add_one = MaybeCompiled(lambda x: x + 1, enabled=True)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        assert add_one(1) == 2
+    assert add_one.compiled is None and add_one(2) == 3  # eager from now on, no second warning
+    with pytest.raises(ZeroDivisionError):
+        MaybeCompiled(lambda x: 1 / x, enabled=True)(0)
 
 
 def test_calql_without_calibration_is_plain_cql(data, safe_set):

@@ -23,6 +23,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }  # fmt: skip
 
 
+LOG_2PI = math.log(2 * math.pi)
 IN_PLACE = ("relu", "elu")  # their backward needs only their output: safe in place after a matmul
 
 
@@ -284,20 +285,29 @@ class GaussianPolicyEnsemble(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std), each (M, B, action_dim). obs: (B, obs_dim) shared or (M, B, obs_dim) per member."""
+        mean, log_std = self.mean_and_log_std(obs)
+        return mean, log_std.exp().expand_as(mean)
+
+    def mean_and_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (M, B, A), log std): the log std is (M, 1, A) when it does not depend on the state."""
         features = self.mean_net.features(self.normalizer(obs))
         mean = self.mean_net.layers[-1](features)
-        raw = self.log_std_head(features) if self.log_std_head is not None else self.log_std_param.expand_as(mean)
+        raw = self.log_std_head(features) if self.log_std_head is not None else self.log_std_param
         low, high = self.log_std_bounds
-        log_std = low + (high - low) * torch.sigmoid(raw)
-        return mean, log_std.exp()
+        return mean, low + (high - low) * torch.sigmoid(raw)
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean, std = self(obs)
         return torch.distributions.Normal(mean, std)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """log π_i(a|obs) summed over action dims, (M, B); actions (B, A) shared or (M, B, A)."""
-        return self.distribution(obs).log_prob(actions).sum(-1)
+        """log π_i(a|obs) summed over action dims, (M, B); actions (B, A) shared or (M, B, A).
+
+        Written out rather than through torch.distributions.Normal, whose argument checks and per-dimension
+        log σ cost about a tenth of an IQL step."""
+        mean, log_std = self.mean_and_log_std(obs)
+        z = (actions - mean) * torch.exp(-log_std)
+        return -0.5 * z.square().sum(-1) - log_std.sum(-1) - 0.5 * mean.shape[-1] * LOG_2PI
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """(M, B, A): the mean, or a sample."""

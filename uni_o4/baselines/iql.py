@@ -22,7 +22,7 @@ from torch import nn
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
-from uni_o4.baselines.common import SafeActionSet, Stats, adam, as_batch, gradient_step, seeded
+from uni_o4.baselines.common import MaybeCompiled, SafeActionSet, Stats, adam, as_batch, gradient_step, seeded
 from uni_o4.critics import expectile_loss
 from uni_o4.dataset import Batch
 from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble, ValueNet
@@ -51,6 +51,7 @@ class IQLConfig:
     batch_size: int = 256
     offline_steps: int = 100_000
     mix_ratio: float = 0.5  # online: fraction of each batch drawn from the online data
+    compile: bool = False  # the losses through torch.compile: faster steps after seconds of compilation
 
     def __post_init__(self) -> None:
         if self.actor_activation not in DEPLOYABLE_ACTIVATIONS:
@@ -87,6 +88,7 @@ class IQL:
         self.optimizer = adam([(self.policy, cfg.actor_lr), (self.q, cfg.critic_lr), (self.value, cfg.value_lr)])
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.num_updates = 0
+        self.training_losses = MaybeCompiled(self.losses, cfg.compile)
 
     def _build_policy(self, init_actor: ActorMLP | None) -> GaussianPolicyEnsemble:
         cfg = self.cfg
@@ -141,7 +143,7 @@ class IQL:
         }
 
     def update(self, batch: Batch) -> dict[str, float]:
-        return gradient_step(self, self.losses(batch), ("value_loss", "q_loss", "actor_loss"))
+        return gradient_step(self, self.training_losses(batch), ("value_loss", "q_loss", "actor_loss"))
 
     # ----------------------------------------------------------------- acting
     @torch.no_grad()
