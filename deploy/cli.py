@@ -123,7 +123,9 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
             log.on_step(record)
         status.update(record)
 
-    return Runtime(controller, io, cfg, on_step)
+    runtime = Runtime(controller, io, cfg, on_step)
+    stack.callback(runtime.close)
+    return runtime
 
 
 class StatusLine:

@@ -38,7 +38,7 @@ class RuntimeConfig:
     late_state_grace: float = 0.5  # periods past due without a new state: step on the old one (monitors judge)
     host_stall_allowance_s: float = 0.0  # fast mode only: wall time without state that is not yet robot time
     stop_damping_s: float = 0.5  # on a stop request (Ctrl-C), publish damping this long before exiting
-    torch_threads: int = 1
+    torch_threads: int = 1  # while the runtime lives (its policy is a small MLP); given back on close
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     keyboard_step_fraction: float = 0.1  # of the speed range per key press
 
@@ -293,7 +293,13 @@ class Runtime:
         self.rearm_requested = False
         self.rearm_hold = False  # the requested re-arm holds the default pose (Controller.soft_start)
         self.armed_at_us = math.inf  # bridge reports count from our first target on (see `step`)
+        self.torch_threads_before = torch.get_num_threads()
         torch.set_num_threads(cfg.torch_threads)
+
+    def close(self) -> None:
+        """Give torch its thread count back: work after the runtime in this process (a pipeline's training
+        stages) would otherwise run on the runtime's one thread."""
+        torch.set_num_threads(self.torch_threads_before)
 
     # -- lifecycle
     def wait_for_state(self) -> RobotState:

@@ -479,6 +479,7 @@ class Session:
             signal.signal(signal.SIGINT, self.previous_sigint)
             self.io.close()
             self.node.close()
+            self.runtime.close()
 
     def __enter__(self) -> Session:
         return self

@@ -290,15 +290,18 @@ def test_an_offline_baseline_from_a_pretrained_actor_continues_online(spec, tmp_
 
 
 def test_the_robot_stands_while_an_update_computes(spec, tmp_path):
-    """Between rollouts the control loop keeps running and holds the default pose while the learner works."""
+    """Between rollouts the control loop keeps running and holds the default pose while the learner works, on
+    its own thread count (the runtime's one thread is for the control loop, and is given back at the end)."""
     import numpy as np
 
-    cfg = OnlineConfig(updates=2, episodes_per_rollout=1, episode_s=1.0, schedule="stand", acceptance_episodes=0)
+    cfg = OnlineConfig(updates=2, episodes_per_rollout=1, episode_s=1.0, schedule="stand", acceptance_episodes=0,
+                       learner_threads=3)  # fmt: skip
     robot = StandInRobotLink("none", cfg)
-    seen = []
+    seen, learner_threads = [], []
 
     class SlowLearner(PPOLearner):
         def update(self, rollouts, latest):
+            learner_threads.append(torch.get_num_threads())
             session, start = robot.session, robot.session.runtime.step_count
             time.sleep(1.0)  # an update that takes a while
             state = session.io.state
@@ -306,8 +309,15 @@ def test_the_robot_stands_while_an_update_computes(spec, tmp_path):
                          np.abs(state.q - spec.default_pose).max(), np.abs(state.rpy[:2]).max()))  # fmt: skip
             return super().update(rollouts, latest)
 
-    learner = SlowLearner(standing_policy(spec), ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1), 0)
-    state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, robot).run()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        learner = SlowLearner(standing_policy(spec), ValueNet(spec.observation.dim, (32,)), OnlinePPOConfig(epochs=1),
+                              0)  # fmt: skip
+        state = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), cfg, tmp_path, robot).run()
+        assert learner_threads == [3, 3] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads_before)
     assert [h["robot_during_update"] for h in state.history] == ["standing", "standing"]
     for update, (standing, steps, joint_error, tilt) in enumerate(seen):
         records = read_log_folder(tmp_path / "rollouts" / f"update_{update:03d}").episodes[-1].records

@@ -22,9 +22,12 @@ The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -68,11 +71,14 @@ class OnlineConfig:
     acceptance_episodes: int = 4
     offpolicy_steps: int = 1000  # baselines: gradient steps per update
     offpolicy_batch_size: int = 256  # (the share drawn from online data is the algorithm's mix_ratio)
+    learner_threads: int = 0  # torch threads for updates; 0: every CPU of this process but one (the control loop's)
 
     def __post_init__(self) -> None:
         if self.updates < 1 or self.episodes_per_rollout < 1 or self.episode_s <= 0 or self.acceptance_episodes < 0:
             raise ConfigError("online: updates and episodes_per_rollout must be ≥ 1, episode_s > 0, "
                               "acceptance_episodes ≥ 0")  # fmt: skip
+        if self.learner_threads < 0:
+            raise ConfigError(f"online: learner_threads must be ≥ 0 (0: automatic), got {self.learner_threads}")
         if self.rollout_steps is not None and self.rollout_steps < 2:
             raise ConfigError(f"online: rollout_steps must be ≥ 2 (one PPO update needs data), "
                               f"got {self.rollout_steps}")  # fmt: skip
@@ -187,6 +193,24 @@ def is_regression(metrics: dict, best: dict | None, cfg: RegressionConfig, name:
     return reasons
 
 
+def learner_threads(configured: int) -> int:
+    """`configured`, or for 0 every CPU this process may run on but one, which is left to the control loop."""
+    if configured > 0:
+        return configured
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus - 1)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def incidents(metrics: dict) -> float:
     return metrics["fall_rate"] + metrics["trip_rate"]
 
@@ -276,7 +300,8 @@ class OnlineRun:
             if metrics["policy_steps"] >= 2:
                 entry["robot_during_update"] = "standing" if self.robot.standing else "damping"
                 data, _ = dataset_from_log_folder(folder, self.spec, self.data_cfg)
-                entry["update_stats"] = self.learner.update(self.rollouts, data)
+                with torch_threads(learner_threads(self.cfg.learner_threads)):  # the runtime keeps 1 for itself
+                    entry["update_stats"] = self.learner.update(self.rollouts, data)
             else:  # every episode tripped before the policy acted: nothing to learn from, nothing changes
                 entry["skipped"] = "no policy steps in the rollout"
             print(f"online: update {it}: reward/step {metrics['reward_per_step']:.4g}, falls {metrics['fall_rate']:.2f}, "
