@@ -70,7 +70,7 @@ class OnlinePPO:
         cfg = self.cfg
         train_policy = self.updates_done >= cfg.critic_warmup_updates
         with torch.no_grad():
-            old_log_prob = self.policy.log_prob(data.obs, data.actions)[0]
+            old_log_prob = self.policy.distribution(data.obs).log_prob(data.actions).sum(-1)[0]  # as in _step
             values, next_values = self.value(_state(data, False)), self.value(_state(data, True))
             advantages, returns = gae(data, values, next_values, cfg.gamma, cfg.lam)
             # normalised over the whole rollout (a per-minibatch std is undefined for a 1-row remainder)
