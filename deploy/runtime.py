@@ -361,7 +361,10 @@ class Runtime:
         return state.robot_tick_us + max(by_messages, by_wall, 0.0)
 
     def _wait_for_next_period(self) -> float:
-        """Block until the next step is due; robot time now."""
+        """Block until the next step is due; robot time now. States that arrived while the host was busy are
+        handled first: after a stall the step sees the newest state, and the overrun monitor, not the stale-state
+        one, reports the stall."""
+        self.io.poll(0.0)
         while True:
             state, wall = self.io.state, time.monotonic()
             now = self.robot_now_us(state, wall)

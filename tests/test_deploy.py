@@ -149,9 +149,17 @@ class FakeRobot:
         self.targets, self.statuses = [], []
         self.frozen, self.silent, self.arm = False, False, False
         self.bridge = None
+        self.waiting = 0  # board cycles whose states arrived while nobody polled
 
     def poll(self, timeout_s):
-        """One board cycle: a new state, the same state again (frozen), or nothing (silent)."""
+        """The waiting cycles, then one board cycle: a new state, the same state again (frozen), or nothing
+        (silent)."""
+        for _ in range(self.waiting):
+            self.cycle(0.0)
+        self.waiting = 0
+        self.cycle(timeout_s)
+
+    def cycle(self, timeout_s):
         s, target = self.state, self.targets[-1] if self.targets else None
         if self.silent:
             time.sleep(timeout_s)
@@ -259,10 +267,9 @@ def test_a_stalled_loop_trips_the_overrun_monitor_in_real_time(spec, fake_rig):
     runtime.run(max_steps=5)
     period = spec.control.policy_dt
     stall_s = load_safety_config("go1").loop_overrun_factor * period + 0.02
-    time.sleep(stall_s)  # the host stalls the loop while the robot's states keep arriving
-    for _ in range(int(stall_s / 0.002)):
-        robot.poll(0.0)
-    record = runtime.step()
+    time.sleep(stall_s)  # the host stalls the loop while the robot's states keep arriving, unread
+    robot.waiting = int(stall_s / 0.002)
+    record = runtime.step()  # on the newest state: the stall is an overrun, the robot is not silent
     assert record["trip"].reason == "loop_overrun" and robot.targets[-1].kp.max() == 0.0
 
 
