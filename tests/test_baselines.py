@@ -180,14 +180,21 @@ def test_precision_auto_follows_the_hardware_and_typos_are_refused():
         load_baseline_config("calql", overrides={"penalty_precision": "half"})
 
 
-def test_iql_compiled_updates_match_eager_ones(data, safe_set):
+def test_iql_compiles_in_a_warm_up_that_changes_nothing_and_then_updates_as_eager(data, safe_set):
     eager, compiled = (build("iql", data, safe_set, seed=3, compile=flag) for flag in (False, True))
+    calls, compiled_losses = [], compiled.training_losses.compiled
+    compiled.training_losses.compiled = lambda *args: calls.append(len(args)) or compiled_losses(*args)
     g = torch.Generator().manual_seed(4)
+    compiled.warm_up(data.sample(64, g))
+    assert calls == [1], "the warm-up did not go through the compiled losses"
+    assert compiled.optimizer.state_dict()["state"] == {} and compiled.num_updates == 0
+    for p_eager, p_compiled in zip(eager.nets.parameters(), compiled.nets.parameters(), strict=True):
+        assert p_compiled.grad is None and torch.equal(p_compiled, p_eager)
     for _ in range(3):
         batch = data.sample(64, g)
         expected, got = eager.update(batch), compiled.update(batch)
         assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
-    assert compiled.training_losses.compiled is not None, "compilation failed and fell back to eager"
+    assert len(calls) == 4, "compilation failed and fell back to eager"
     for p_eager, p_compiled in zip(eager.nets.parameters(), compiled.nets.parameters(), strict=True):
         torch.testing.assert_close(p_compiled, p_eager, rtol=1e-4, atol=1e-5)
 

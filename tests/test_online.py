@@ -258,6 +258,19 @@ def test_a_baseline_fine_tunes_online_on_mixed_data_inside_the_safe_set(spec, tm
             assert episode.meta["behaviour"] == "exploring"
 
 
+def test_an_off_policy_learner_warms_its_algorithm_up_on_an_online_sized_batch_before_the_robot_starts(spec):
+    from uni_o4.online import OffPolicyLearner
+    from uni_o4.synthetic import synthetic_dataset
+
+    class Recorder:
+        def warm_up(self, batch):
+            self.rows = len(batch.obs)
+
+    algorithm, offline = Recorder(), synthetic_dataset(spec.observation.dim, spec.num_joints, episodes=2, length=30)
+    OffPolicyLearner(algorithm, offline, LogDataConfig(critic_fields=[]), spec, OnlineConfig(offpolicy_batch_size=96))
+    assert algorithm.rows == 96  # the shape its updates will have (more than the 60 rows there are)
+
+
 def test_an_offline_baseline_from_a_pretrained_actor_continues_online(spec, tmp_path):
     """`finetune --offline --algo o3f --init P` then `--online`: the learner is rebuilt with P's architecture and
     starts from the policy the gate left deployed (the candidate, or P if the gate refused it)."""

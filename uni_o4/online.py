@@ -132,6 +132,9 @@ class OffPolicyLearner:
                  cfg: OnlineConfig):  # fmt: skip
         self.algorithm, self.offline, self.data_cfg, self.spec, self.cfg = algorithm, offline, data_cfg, spec, cfg
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
+        # the first update's one-time work (compilation) now, before the robot starts, not while it stands
+        rows = torch.arange(cfg.offpolicy_batch_size, device=offline.device) % len(offline)
+        algorithm.warm_up(offline.batch(rows))
 
     def behaviour(self) -> Behaviour:
         def act(obs: torch.Tensor, last_action: np.ndarray) -> np.ndarray:

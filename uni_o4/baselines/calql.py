@@ -228,6 +228,9 @@ class CalQL:
     def update(self, batch: Batch) -> dict[str, float]:
         return gradient_step(self, self.losses(batch), ("actor_loss", "temperature_loss", "critic_loss"))
 
+    def warm_up(self, batch: Batch) -> None:
+        """Nothing to prepare: Cal-QL runs eagerly."""
+
     # ----------------------------------------------------------------- acting
     @torch.no_grad()
     def act(

@@ -38,6 +38,11 @@ class Algorithm(Protocol):
         """One gradient step on `batch`; returns scalar diagnostics (losses, mean Q, ...)."""
         ...
 
+    def warm_up(self, batch: Batch) -> None:
+        """Do now the one-time work of the first `update` on batches shaped like `batch` (compilation, where
+        configured), changing nothing: the online loop calls it before the robot starts."""
+        ...
+
     def act(
         self, obs: torch.Tensor, deterministic: bool = False, last_action: torch.Tensor | None = None
     ) -> torch.Tensor:

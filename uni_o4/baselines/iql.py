@@ -28,6 +28,9 @@ from uni_o4.dataset import Batch
 from uni_o4.networks import GaussianPolicyEnsemble, QEnsemble, ValueNet
 
 
+TRAINED_LOSSES = ("value_loss", "q_loss", "actor_loss")  # summed into one backward pass
+
+
 @dataclass
 class IQLConfig:
     seed: int = 0
@@ -143,7 +146,17 @@ class IQL:
         }
 
     def update(self, batch: Batch) -> dict[str, float]:
-        return gradient_step(self, self.training_losses(batch), ("value_loss", "q_loss", "actor_loss"))
+        return gradient_step(self, self.training_losses(batch), TRAINED_LOSSES)
+
+    def warm_up(self, batch: Batch) -> None:
+        """Compile the losses now, where configured, not in the first update: tracing holds the interpreter for
+        hundreds of ms, enough to starve a control thread holding the robot (benchmarks/standing_hold.py
+        --workload o3f_cold). Forward and backward run, the gradients are dropped: nothing changes."""
+        if self.training_losses.compiled is None:
+            return
+        losses = self.training_losses(batch)
+        sum(losses[name] for name in TRAINED_LOSSES).backward()
+        self.optimizer.zero_grad(set_to_none=True)
 
     # ----------------------------------------------------------------- acting
     @torch.no_grad()
