@@ -8,7 +8,7 @@ control steps during the hold (target period 20 ms; the loop-overrun monitor tri
 the runtime (a bridge trip shows there too), the stance (largest joint deviation from where the episode ended, body tilt) and
 how many workload steps ran.
 
-    python benchmarks/standing_hold.py [--policy policy.pt] [--hold-s 20] [--workload ppo|o3f|o3f_cold|o3f_eager]
+    python benchmarks/standing_hold.py [--policy policy.pt] [--hold-s 20] [--workload ppo|o3f|o3f_cold|o3f_eager] [--learner-threads N]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from real_robot import collect  # noqa: E402
 from real_robot.datalog import read_log_folder  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import ActorMLP, save_policy  # noqa: E402
+from uni_o4.online import torch_threads  # noqa: E402
 
 
 class LearnerWorkload:
@@ -96,6 +97,8 @@ def main() -> None:
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="ppo",
                    help="ppo: PPO-like MLP steps; O3F updates: o3f compiled before the robot starts (as online), "
                         "o3f_cold compiled in the first update, o3f_eager not compiled")
+    p.add_argument("--learner-threads", type=int, default=0,
+                   help="torch threads of the workload (online: learner_threads); 0: the runtime's")
     args = p.parse_args()
     spec = load_robot("go1")
     learner = WORKLOADS[args.workload](spec.observation.dim, spec.num_joints)
@@ -115,7 +118,8 @@ def main() -> None:
             session.collect(collect.build_parser().parse_args(argv), stand_after=True)
             records: list[dict] = []
             session.runtime.on_step = records.append
-            workload_steps = learner.run(args.hold_s)
+            with torch_threads(args.learner_threads or torch.get_num_threads()):  # as OnlineRun runs updates
+                workload_steps = learner.run(args.hold_s)
             session.runtime.on_step = None  # what follows is the closing damping
             standing_at_end = session.standing
             bridge = session.io.bridge_status()
@@ -141,7 +145,8 @@ def main() -> None:
           f"steps, interval p50 {i['p50']:.1f} ms, p99 {i['p99']:.1f} ms, max {i['max']:.1f} ms; trips {trips or 'none'} "
           f"(bridge tripped at the end: {result['bridge_tripped_at_end']}); stance: joints within {deviation:.3f} rad, tilt {tilt:.3f} rad; "
           f"standing at the end: {standing_at_end}")  # fmt: skip
-    save("standing_hold" if args.workload == "ppo" else f"standing_hold_{args.workload}", result)
+    threads = f"_{args.learner_threads}threads" if args.learner_threads else ""
+    save(("standing_hold" if args.workload == "ppo" else f"standing_hold_{args.workload}") + threads, result)
 
 
 if __name__ == "__main__":
