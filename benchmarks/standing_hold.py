@@ -8,7 +8,8 @@ control steps during the hold (target period 20 ms; the loop-overrun monitor tri
 the runtime (a bridge trip shows there too), the stance (largest joint deviation from where the episode ended, body tilt) and
 how many workload steps ran.
 
-    python benchmarks/standing_hold.py [--policy policy.pt] [--hold-s 20] [--workload ppo|o3f|o3f_cold|o3f_eager] [--learner-threads N]
+    python benchmarks/standing_hold.py [--policy policy.pt] [--hold-s 20] [--workload ppo|o3f|o3f_cold|o3f_eager]
+                                       [--learner-threads N]
 """
 
 from __future__ import annotations
