@@ -26,12 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from deploy.loopback import LoopbackRobot  # noqa: E402
-from deploy.runtime import Phase  # noqa: E402
+from deploy.runtime import Phase, torch_threads  # noqa: E402
 from real_robot import collect  # noqa: E402
 from real_robot.datalog import read_log_folder  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import ActorMLP, save_policy  # noqa: E402
-from uni_o4.online import torch_threads  # noqa: E402
 
 
 class LearnerWorkload:

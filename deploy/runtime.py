@@ -11,8 +11,10 @@ equals real time on a real robot and lets the stand-in's fast mode run faster th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -134,6 +136,17 @@ class RobotIO(Protocol):
     def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None: ...  # answers that state
 
     def publish_status(self, trip: Trip | None, trip_count: int) -> None: ...
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's thread count `count` inside, the previous one again after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------------ one step
@@ -293,13 +306,13 @@ class Runtime:
         self.rearm_requested = False
         self.rearm_hold = False  # the requested re-arm holds the default pose (Controller.soft_start)
         self.armed_at_us = math.inf  # bridge reports count from our first target on (see `step`)
-        self.torch_threads_before = torch.get_num_threads()
-        torch.set_num_threads(cfg.torch_threads)
+        self.threads = contextlib.ExitStack()  # the runtime's torch threads, until `close`
+        self.threads.enter_context(torch_threads(cfg.torch_threads))
 
     def close(self) -> None:
         """Give torch its thread count back: work after the runtime in this process (a pipeline's training
         stages) would otherwise run on the runtime's one thread."""
-        torch.set_num_threads(self.torch_threads_before)
+        self.threads.close()
 
     # -- lifecycle
     def wait_for_state(self) -> RobotState:

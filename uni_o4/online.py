@@ -22,12 +22,10 @@ The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +33,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from deploy.runtime import Behaviour
+from deploy.runtime import Behaviour, torch_threads
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError, save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
@@ -202,16 +200,6 @@ def learner_threads(configured: int) -> int:
         return configured
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cpus - 1)
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def incidents(metrics: dict) -> float:
