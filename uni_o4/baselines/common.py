@@ -240,7 +240,8 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 
 class MaybeCompiled:
     """`fn` through torch.compile when `enabled`: it fuses the elementwise work between the matrix products
-    (IQL's update on 2 CPU cores: +12 %, benchmarks/offpolicy_speed.py). It compiles on the first call, in seconds.
+    (IQL's update alone on 2 CPU cores: +8–13 % over three runs of benchmarks/offpolicy_speed.py). It compiles on
+    the first call, in seconds.
     Where it fails (inductor on CPU needs a C++ compiler), the call is repeated eagerly and, if that works,
     everything from then on runs eagerly, with one warning. A bug in `fn` itself raises from the eager call."""
 
