@@ -59,7 +59,7 @@ from tqdm import tqdm
 from real_robot import unitree_wire as wire
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, check_url, now_us
 from real_robot.lcm_types.go1lcm import odometry_t, sim_control_t
-from real_robot.reality_gap import DEFAULT_PROFILE, RealityGapProfile, load_reality_gap
+from robot_spec.reality_gap import DEFAULT_PROFILE, RealityGapProfile, apply_body_dynamics, load_reality_gap
 from robot_spec.config import ConfigError
 from robot_spec.mjcf import build_model, sensor_slices
 from robot_spec.spec import RobotSpec, load_robot
@@ -185,17 +185,11 @@ def rotated(quat: np.ndarray, rotation_vector: np.ndarray) -> np.ndarray:
 def build_stand_in_model(spec: RobotSpec, profile: RealityGapProfile) -> mujoco.MjModel:
     """The spec's model with the profile's physics, and torque-controlled motors (the board runs the PD)."""
     model = build_model(spec, profile.physics)
-    model.opt.timestep = profile.physics_dt
+    apply_body_dynamics(model, spec, profile)
     model.actuator_gainprm[:, 0] = 1.0  # position servos -> torque motors: force = ctrl
     model.actuator_biasprm[:, :3] = 0.0
     model.actuator_ctrllimited[:] = 0
     model.actuator_forcerange[:] = np.stack([-spec.torque_limit, spec.torque_limit], axis=1) * profile.motor_strength
-    contact_geoms = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ["floor", *spec.foot_names]]
-    model.geom_friction[contact_geoms, 0] = profile.friction
-    trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "trunk")
-    model.body_mass[trunk] += profile.added_mass
-    model.dof_frictionloss[6:] *= profile.joint_frictionloss_factor
-    model.dof_damping[6:] *= profile.joint_damping_factor
     return model
 
 

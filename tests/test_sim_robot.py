@@ -14,7 +14,7 @@ import pytest
 from real_robot import sim_robot, unitree_wire as wire
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode
 from real_robot.lcm_types.go1lcm import sim_control_t
-from real_robot.reality_gap import load_reality_gap
+from robot_spec.reality_gap import load_reality_gap
 from real_robot.sim_robot import MotorLaw, StandInRobot
 
 try:

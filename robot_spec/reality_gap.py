@@ -1,15 +1,21 @@
-"""Reality-gap profiles: how the stand-in robot's dynamics and sensors differ from the training simulator.
+"""Reality-gap profiles: how a robot's dynamics and sensors differ from the training simulator's nominal model.
 
-Loaded from configs/reality_gap/<name>.yaml: `none` (the training simulator's nominal dynamics), `mild`, and
-`strong` (the default for experiments). Factors multiply the robot spec's figures; offsets add to them.
+Loaded from configs/reality_gap/<name>.yaml (or a path to a profile file): `none` (the training simulator's
+nominal dynamics), `mild`, and `strong` (the default for experiments). Factors multiply the robot spec's
+figures; offsets add to them. The schema lives here, below both simulators, so that the stand-in robot
+(real_robot) and the training simulator (sim_pretrain) read the same profile the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import mujoco
 
 from robot_spec.config import ConfigError, from_dict, named_config, read_yaml
 from robot_spec.mjcf import PhysicsOptions
+from robot_spec.spec import RobotSpec
 
 DEFAULT_PROFILE = "strong"
 
@@ -51,9 +57,22 @@ class RealityGapProfile:
 
 
 def load_reality_gap(name: str) -> RealityGapProfile:
-    """Profile `name` from configs/reality_gap/; an unknown name is a ConfigError listing the known ones."""
+    """Profile `name` from configs/reality_gap/ (or a .yaml path); an unknown name is a ConfigError listing the
+    known ones."""
     path = named_config("reality_gap", name)
     profile = from_dict(RealityGapProfile, read_yaml(path), where=str(path))
-    if profile.name != name:
-        raise ConfigError(f"{path}: name is '{profile.name}', expected '{name}' (the file's stem)")
+    if profile.name != path.stem:
+        raise ConfigError(f"{path}: name is '{profile.name}', expected '{path.stem}' (the file's stem)")
     return profile
+
+
+def apply_body_dynamics(model: mujoco.MjModel, spec: RobotSpec, profile: RealityGapProfile) -> None:
+    """The profile's time step, foot friction, payload and joint friction/damping, written into `model` (built
+    from `spec` with `profile.physics`). The motors are each simulator's own business."""
+    model.opt.timestep = profile.physics_dt
+    contact_geoms = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ["floor", *spec.foot_names]]
+    model.geom_friction[contact_geoms, 0] = profile.friction
+    trunk = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "trunk")
+    model.body_mass[trunk] += profile.added_mass
+    model.dof_frictionloss[6:] *= profile.joint_frictionloss_factor
+    model.dof_damping[6:] *= profile.joint_damping_factor
