@@ -24,6 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--runs", type=Path, default=Path("runs"), help="parent folder of run folders")
     train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
 
+    ft = sub.add_parser("finetune", help="PPO fine-tuning of a pretrained policy in the simulator set to a robot's "
+                        "dynamics (a reality-gap profile: calibrated from logs by `real_robot calibrate`, or a stand-in's)")
+    ft.add_argument("--policy", type=Path, required=True,
+                    help="pretraining run folder, its model_<it>.pt, or its policy.pt (the run folder beside it)")
+    ft.add_argument("--dynamics", required=True, help="reality-gap profile: configs/reality_gap/ name or a .yaml path")
+    ft.add_argument("--physics", default="training", choices=("training", "profile"),
+                    help="training: the fast training solver with the profile's figures (default); profile: the "
+                         "profile's own solver, contact model and time step (several times slower)")
+    ft.add_argument("--iterations", type=int, default=150, help="PPO iterations (default: 150)")
+    ft.add_argument("--spread", type=float, default=0.1,
+                    help="relative randomisation half-width around the profile's figures (default: 0.1)")
+    ft.add_argument("--num-envs", type=int, help="parallel environments (default: the pretraining run's)")
+    ft.add_argument("--seed", type=int, help="seed (default: the pretraining run's)")
+    ft.add_argument("--out", type=Path, help="run folder (default: runs/<robot>/<time>_finetune)")
+    ft.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+
     ev = sub.add_parser("eval", help="evaluate a policy under a command grid and randomised dynamics")
     ev.add_argument("--policy", type=Path, required=True, help="exported policy.pt")
     ev.add_argument("--robot", default="go1")
@@ -36,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return _train(args) if args.command == "train" else _eval(args)
+        return {"train": _train, "finetune": _finetune, "eval": _eval}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"sim_pretrain {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -72,14 +88,29 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _latest_checkpoint(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume: no checkpoint or run folder at {path}")
-    checkpoints = sorted(path.glob("model_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    if not checkpoints:
-        raise FileNotFoundError(f"--resume: no model_<it>.pt checkpoint in {path}")
-    return checkpoints[-1]
+    from sim_pretrain.train import latest_checkpoint
+
+    try:
+        return latest_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--resume: {err}") from None
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from robot_spec.reality_gap import load_reality_gap
+    from sim_pretrain.env_config import DynamicsConfig
+    from sim_pretrain.train import finetune_in_sim
+
+    if args.iterations <= 0:
+        raise ValueError(f"--iterations {args.iterations}: expected > 0")
+    load_reality_gap(args.dynamics)  # an unknown profile is answered with the known ones
+    dynamics = DynamicsConfig(profile=args.dynamics, physics=args.physics, spread=args.spread)
+    out = args.out or Path("runs") / "go1" / f"{time.strftime('%Y%m%d-%H%M%S')}_finetune"
+    print(f"run folder: {out}")
+    policy = finetune_in_sim(args.policy, dynamics, args.iterations, out, device=args.device, seed=args.seed,
+                             num_envs=args.num_envs)
+    print(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -6,11 +6,17 @@ MjModel per environment, re-sampled at every reset. Everything after the physics
 
 Observation groups: "policy" (what a real Go1 measures, see configs/robots/*.yaml) and "privileged"
 (simulator-only state for the critic).
+
+By default the env is the nominal training model with wide randomisation. With `dynamics.profile` it is centred
+on one robot's dynamics instead (a reality-gap profile: the stand-in's own, or one calibrated from logs): that
+profile's solver, time step, friction, payload, motor strength, realised gains, latency, joint friction and
+damping, with narrow randomisation around them and per-episode sensor biases.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import mujoco
 import numpy as np
@@ -22,6 +28,7 @@ from tensordict import TensorDict
 from robot_spec import ObservationHistory, load_robot
 from robot_spec.mjcf import build_model, home_qpos, sensor_slices
 from robot_spec.observation import projected_gravity, roll_pitch, rotate_inverse
+from robot_spec.reality_gap import RealityGapProfile, apply_body_dynamics, load_reality_gap
 from sim_pretrain.env_config import EnvConfig
 from sim_pretrain.rewards import RewardFunction, RewardInputs, RewardTracker
 
@@ -38,7 +45,6 @@ class Go1Env(VecEnv):
         self.num_envs = cfg.num_envs
         self.num_actions = self.spec.num_joints
         self.dt = ctrl.policy_dt
-        self.decimation = ctrl.decimation
         self.max_episode_length = int(round(cfg.episode_length_s / self.dt))
         self.rng = np.random.default_rng(cfg.seed)
         self.torch_rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -49,7 +55,18 @@ class Go1Env(VecEnv):
 
     # ----------------------------------------------------------------- construction
     def _build_physics(self) -> None:
-        self.base_model = build_model(self.spec, self.cfg.physics)
+        dyn = self.cfg.dynamics
+        self.profile: RealityGapProfile | None = load_reality_gap(dyn.profile) if dyn.profile else None
+        on_profile = self.profile is not None and dyn.physics == "profile"
+        self.base_model = build_model(self.spec, self.profile.physics if on_profile else self.cfg.physics)
+        if self.profile is not None:
+            apply_body_dynamics(self.base_model, self.spec, replace(self.profile, added_mass=0.0))  # payload per env
+            if not on_profile:
+                self.base_model.opt.timestep = self.spec.control.sim_dt
+        self.decimation = round(self.dt / self.base_model.opt.timestep)
+        if abs(self.decimation * self.base_model.opt.timestep - self.dt) > 1e-9:
+            raise ValueError(f"physics time step {self.base_model.opt.timestep} s must divide the policy period")
+        self.ranges, self.latency_range = self._dynamics_ranges()
         self.models = [copy.copy(self.base_model) for _ in range(self.num_envs)]
         self.datas = [mujoco.MjData(self.base_model) for _ in range(self.cfg.num_threads)]
         self.rollout = rollout.Rollout(nthread=self.cfg.num_threads)
@@ -66,6 +83,27 @@ class Go1Env(VecEnv):
         mujoco.mj_forward(m, data)
         self.home_state = np.empty(self.state_size)
         mujoco.mj_getState(m, data, self.home_state, STATE_SPEC)
+
+    def _dynamics_ranges(self) -> tuple[dict[str, list[float]], list[int]]:
+        """Per-env sampling ranges of the dynamics, and of the latency in physics steps."""
+        r, p, dyn = self.cfg.randomization, self.profile, self.cfg.dynamics
+        if p is None:
+            keys = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")
+            return {k: getattr(r, k) for k in keys}, list(r.latency_substeps)
+
+        def around(value: float) -> list[float]:
+            return [value * (1 - dyn.spread), value * (1 + dyn.spread)]
+
+        dt = self.base_model.opt.timestep
+        latency = [p.actuator_latency_s - dyn.latency_spread_s, p.actuator_latency_s + dyn.latency_spread_s]
+        steps = [min(max(round(s / dt), 0), self.decimation - 1) for s in latency]
+        return {
+            "friction": around(p.friction),
+            "added_mass": [p.added_mass - dyn.added_mass_spread, p.added_mass + dyn.added_mass_spread],
+            "motor_strength": around(p.motor_strength),
+            "kp_factor": around(p.kp_factor),
+            "kd_factor": around(p.kd_factor),
+        }, steps
 
     def _build_buffers(self) -> None:
         n, j, dev = self.num_envs, self.num_actions, self.device
@@ -89,6 +127,8 @@ class Go1Env(VecEnv):
         self.params = {k: np.ones(n) for k in ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")}
         self.params["added_mass"][:] = 0.0
         self.latency = np.zeros(n, dtype=np.int64)
+        # Sensor calibration errors, drawn per episode (profile mode): encoder offsets, gyro bias, IMU tilt (rad).
+        self.bias = {"joint_pos": np.zeros((n, j)), "gyro": np.zeros((n, 3)), "orientation": np.zeros((n, 3))}
         self.push_steps = max(1, int(round(self.cfg.randomization.push_interval_s / self.dt)))
         self.resample_steps = max(1, int(round(self.cfg.commands.resample_s / self.dt)))
         self.measured: dict[str, torch.Tensor] = {}
@@ -124,6 +164,7 @@ class Go1Env(VecEnv):
     # ----------------------------------------------------------------- physics
     def _simulate(self, actions: torch.Tensor) -> None:
         targets = self.spec.default_pose + self.spec.control.action_scale * actions.cpu().double().numpy()
+        targets = targets - self.bias["joint_pos"]  # the motor drives its own (offset) encoder to the target
         # Actuator latency: the previous target is still applied for the first `latency` physics steps.
         late = np.arange(self.decimation)[None, :] < self.latency[:, None]
         self.control[:] = np.where(late[..., None], self.prev_targets[:, None], targets[:, None])
@@ -177,6 +218,8 @@ class Go1Env(VecEnv):
             "joint_vel": m["joint_vel"],
             "last_action": self.actions,
         }
+        if self.profile is not None:
+            raw.update(self._biased(raw))
         if noise.enabled:
             for name in ("projected_gravity", "gyro", "joint_pos", "joint_vel"):
                 raw[name] = raw[name] + getattr(noise, name) * self._randn(raw[name].shape)
@@ -189,6 +232,16 @@ class Go1Env(VecEnv):
             [m["lin_vel"] * 2.0, m["base_height"][:, None], m["foot_contact"].float(), dynamics], dim=-1
         )
         return TensorDict({"policy": policy, "privileged": privileged}, batch_size=[self.num_envs], device=self.device)
+
+    def _biased(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Readings as a robot with this episode's calibration errors reports them."""
+        bias = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device) for k, v in self.bias.items()}
+        gravity = raw["projected_gravity"]
+        return {
+            "projected_gravity": gravity - torch.linalg.cross(bias["orientation"], gravity),  # small tilt
+            "gyro": raw["gyro"] + bias["gyro"],
+            "joint_pos": raw["joint_pos"] + bias["joint_pos"],
+        }
 
     # ----------------------------------------------------------------- resets and randomisation
     def reset_all(self) -> TensorDict:
@@ -207,13 +260,13 @@ class Go1Env(VecEnv):
         qpos[:, 3:7] = np.stack([np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
         state[:, self.qpos] = qpos
         self.state[idx] = state
-        self.prev_targets[idx] = self.spec.default_pose
-        for key, rng_range in (
-            ("friction", r.friction), ("added_mass", r.added_mass), ("motor_strength", r.motor_strength),
-            ("kp_factor", r.kp_factor), ("kd_factor", r.kd_factor),
-        ):  # fmt: skip
+        for key, rng_range in self.ranges.items():
             self.params[key][idx] = self.rng.uniform(*rng_range, n)
-        self.latency[idx] = self.rng.integers(r.latency_substeps[0], r.latency_substeps[1] + 1, n)
+        self.latency[idx] = self.rng.integers(self.latency_range[0], self.latency_range[1] + 1, n)
+        if self.profile is not None and self.cfg.dynamics.sensor_bias:
+            for key, values in self.bias.items():
+                values[idx] = self.rng.normal(0.0, getattr(self.profile.bias, key), (n, values.shape[1]))
+        self.prev_targets[idx] = self.spec.default_pose - self.bias["joint_pos"][idx]
         for i in idx:
             self._apply_dynamics(int(i))
 

@@ -51,6 +51,27 @@ class TerminationConfig:
 
 
 @dataclass
+class DynamicsConfig:
+    """Centre the simulator on one robot's dynamics — a reality-gap profile: the stand-in's own (the oracle) or one
+    calibrated from the robot's logs — instead of the nominal model. Randomisation then spreads narrowly around the
+    profile's figures (the ranges in RandomizationConfig are not used), and each episode draws sensor biases with
+    the profile's spread, as a robot does at each start."""
+
+    profile: str = ""  # configs/reality_gap/ name or a .yaml path; "" = the nominal training model
+    physics: str = "profile"  # "profile": its solver, contact model and time step; "training": the fast ones
+    spread: float = 0.1  # relative half-width around friction, motor strength, Kp and Kd factors
+    added_mass_spread: float = 0.5  # kg either side
+    latency_spread_s: float = 0.002  # either side
+    sensor_bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.physics not in ("profile", "training"):
+            raise ValueError(f"dynamics.physics: expected 'profile' or 'training', got {self.physics!r}")
+        if not all(0 <= v < 1e3 for v in (self.spread, self.added_mass_spread, self.latency_spread_s)):
+            raise ValueError("dynamics: spreads must be finite and >= 0")
+
+
+@dataclass
 class EnvConfig:
     robot: str = "go1"
     num_envs: int = 512
@@ -62,4 +83,5 @@ class EnvConfig:
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     termination: TerminationConfig = field(default_factory=TerminationConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     seed: int = 0

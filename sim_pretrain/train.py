@@ -7,6 +7,7 @@ training_curve.png, and the deployable policy.pt / policy.onnx carrying the robo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import signal
@@ -21,9 +22,10 @@ from rsl_rl.runners import OnPolicyRunner
 from tqdm import tqdm
 
 from robot_spec import load_robot
-from robot_spec.config import save_config
+from robot_spec.config import load_config, save_config
 from robot_spec.policy_io import ActorMLP, save_policy
 from sim_pretrain.env import Go1Env
+from sim_pretrain.env_config import DynamicsConfig
 from sim_pretrain.train_config import TrainConfig
 
 
@@ -42,8 +44,11 @@ class TrainingHistory:
     wall_s: list[float] = field(default_factory=list)
 
 
-def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | None = None) -> Path:
-    """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too."""
+def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | None = None,
+          init: Path | None = None) -> Path:
+    """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too.
+    `resume` continues a run; `init` starts a new run (iterations counted from 0) from another run's checkpoint:
+    actor, critic, normalisers and optimiser, so fine-tuning in another simulator needs no critic warm-up."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +60,10 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     if resume is not None:
         runner.load(str(resume))
         tqdm.write(f"resumed from {resume} at iteration {runner.current_learning_iteration}")
+    elif init is not None:
+        runner.load(str(init))
+        runner.current_learning_iteration = 0
+        tqdm.write(f"fine-tuning from {init}")
 
     history = TrainingHistory()
     remaining = cfg.iterations - runner.current_learning_iteration
@@ -75,6 +84,32 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     policy_path = export_policy(runner, env, run_dir, cfg)
     _plot_history(history, run_dir)
     return policy_path
+
+
+def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_dir: Path, device: str = "cpu",
+                    seed: int | None = None, num_envs: int | None = None) -> Path:
+    """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
+    `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
+    (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt."""
+    checkpoint = latest_checkpoint(start.parent if start.suffix == ".pt" and not start.stem.startswith("model_")
+                                   else start)  # fmt: skip
+    base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
+    seed = base.seed if seed is None else seed
+    env = dataclasses.replace(base.env, dynamics=dynamics, seed=seed, num_envs=num_envs or base.env.num_envs)
+    cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env)
+    return train(cfg, run_dir, device, init=checkpoint)
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """`path` if it is a checkpoint file, else the newest model_<it>.pt in the run folder `path`."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+    checkpoints = sorted(path.glob("model_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    if not checkpoints:
+        raise FileNotFoundError(f"no model_<it>.pt checkpoint in {path}")
+    return checkpoints[-1]
 
 
 def export_policy(runner: OnPolicyRunner, env: Go1Env, run_dir: Path, cfg: TrainConfig) -> Path:
