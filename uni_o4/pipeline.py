@@ -3,6 +3,10 @@
     pretrain (sim_pretrain train, quick preset)  →  stand-in Go1 with a reality-gap profile
     →  deploy and collect (real_robot collect)    →  offline fine-tuning (uni_o4 finetune --offline)
     →  guarded online fine-tuning (uni_o4 finetune --online)
+With `--algo sim_ppo` the offline and online stages are fine-tuning in a simulator calibrated from the logs
+(uni_o4/sim_ppo.py). The oracle row (`--oracle`, on by default) is the sim policy fine-tuned by PPO in the training
+simulator set to the stand-in's true profile: the reachable ceiling that "gap recovered" is measured against,
+(stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
 
 Each stage runs the same command a user would run alone, into its own folder under --out; a stage whose
 output exists is skipped, so rerunning the command resumes. After each stage its policy is evaluated on the
@@ -23,11 +27,14 @@ from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
 from uni_o4.cli import ALGOS
 
+METHODS = (*ALGOS, "sim_ppo")
+ORACLE_STAGE = "oracle (true profile)"
+
 
 def add_pipeline_parser(sub) -> None:
     p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--algo", default="uni_o4", choices=ALGOS, help="fine-tuning method (default uni_o4)")
+    p.add_argument("--algo", default="uni_o4", choices=METHODS, help="fine-tuning method (default uni_o4)")
     p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
     p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
     p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
@@ -38,6 +45,8 @@ def add_pipeline_parser(sub) -> None:
                         "the deterministic policy alone leave offline fine-tuning nothing to compare")
     p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
     p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
+    p.add_argument("--oracle-iterations", type=int, default=100,
+                   help="PPO iterations of the oracle row in the true profile's simulator (default 100; 0: no oracle)")
     p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
     p.add_argument("--eval-episode-s", type=float, default=20.0, help="length of an evaluation episode (default 20 s)")
     p.add_argument("--out", type=Path, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
@@ -49,8 +58,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from robot_spec import load_robot
     from uni_o4.robot_eval import RobotEvalConfig
 
-    if min(args.collect_steps, args.eval_episodes, args.eval_episode_s) <= 0:
-        raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive")
+    if min(args.collect_steps, args.eval_episodes, args.eval_episode_s) <= 0 or args.oracle_iterations < 0:
+        raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive, "
+                         "--oracle-iterations >= 0")
     spec = load_robot("go1")
     out = args.out or Path("runs") / "pipeline" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +78,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
     policy = pretrain(args, out)
     evaluate("sim policy, no gap", policy, "none", "the training model over the real protocol")
     evaluate("sim policy", policy, args.profile)
+    if args.oracle_iterations > 0:
+        evaluate(ORACLE_STAGE, oracle(policy, args, out / "oracle"), args.profile,
+                 f"{args.oracle_iterations} PPO iterations in the true profile's figures")  # fmt: skip
     logs = args.data or collect(args, policy, out / "data_logs")
+    if args.algo == "sim_ppo":
+        run_sim_ppo(args, policy, logs, out, evaluate)
+        print_table(rows)
+        print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
+        return 0
     offline = out / "offline"
     run_stage(offline / "report.json", [
         "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
@@ -91,6 +109,35 @@ def run_pipeline(args: argparse.Namespace) -> int:
     print_table(rows)
     print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
     return 0
+
+
+def oracle(policy: Path, args: argparse.Namespace, run_dir: Path) -> Path:
+    """The sim policy fine-tuned in the training simulator set to the stand-in's true profile (skipped when done)."""
+    from sim_pretrain.env_config import DynamicsConfig
+    from sim_pretrain.train import finetune_in_sim
+
+    if (run_dir / "policy.pt").is_file():
+        print(f"pipeline: oracle done before: {run_dir / 'policy.pt'}")
+        return run_dir / "policy.pt"
+    print(f"pipeline: oracle: {args.oracle_iterations} PPO iterations in {args.profile}'s figures")
+    # The training simulator's solver with the true figures: what a perfect calibration would give a method.
+    dynamics = DynamicsConfig(profile=args.profile, physics="training")
+    return finetune_in_sim(policy, dynamics, args.oracle_iterations, run_dir, args.device, seed=args.seed)
+
+
+def run_sim_ppo(args: argparse.Namespace, policy: Path, logs: Path, out: Path, evaluate) -> None:
+    """Calibrate from the logs, PPO in the calibrated simulator, gate; then online rounds on the stand-in."""
+    from uni_o4 import sim_ppo
+
+    cfg = sim_ppo.load_sim_ppo_config(args.offline_preset or "sim_ppo_quick", {"seed": args.seed})
+    report = sim_ppo.finetune_offline([logs], policy, out / "offline", cfg, args.device)
+    evaluate("after offline", Path(report["candidate"]), args.profile,
+             f"gate {'passed' if report['gate']['passed'] else 'refused'}")  # fmt: skip
+    online = sim_ppo.finetune_online(out / "offline", [logs], args.profile, out / "online", cfg, args.device,
+                                     robot_seed=args.seed)  # fmt: skip
+    accepted = sum(h["accepted"] for h in online["history"])
+    evaluate("after online", Path(online["deployed"]), args.profile,
+             f"{len(online['history'])} rounds, {accepted} accepted, {online['real_steps']} real steps")  # fmt: skip
 
 
 class StageFailed(RuntimeError):
@@ -179,21 +226,47 @@ def online_note(online: Path) -> str:
 COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_return", "return", "{:.2f}"),
            ("std_return", "± (episodes)", "{:.2f}"), ("reward_per_step", "reward/step", "{:.4f}"),
            ("tracking_error_xy", "tracking err (m/s)", "{:.3f}"), ("fall_rate", "falls/ep", "{:.2f}"),
-           ("trip_rate", "trips/ep", "{:.2f}"), ("policy_steps", "steps", "{}"), ("note", "note", "{}"))  # fmt: skip
+           ("trip_rate", "trips/ep", "{:.2f}"), ("gap_tracking", "gap recovered (tracking)", "{:.0%}"),
+           ("gap_return", "gap recovered (return)", "{:.0%}"), ("policy_steps", "steps", "{}"),
+           ("note", "note", "{}"))  # fmt: skip
+
+
+def gap_recovered(value: float, sim: float, oracle: float, noise: float = 0.0) -> float | None:
+    """(value − sim) ÷ (oracle − sim): 0 = the sim policy, 1 = the oracle; None when the oracle's margin over the
+    sim policy is within `noise` (nothing to recover that can be told from chance)."""
+    margin = oracle - sim
+    return None if abs(margin) <= max(noise, 1e-9) else (value - sim) / margin
+
+
+def with_gap_recovered(rows: list[dict]) -> list[dict]:
+    """Rows of the gapped profile get the share of the sim policy → oracle gap they close."""
+    by_stage = {r["stage"]: r for r in rows}
+    sim, ref = by_stage.get("sim policy"), by_stage.get(ORACLE_STAGE)
+    out = []
+    for row in rows:
+        gaps = {}
+        if sim is not None and ref is not None and row["profile"] == sim["profile"]:
+            gaps = {"gap_tracking": gap_recovered(row["tracking_error_xy"], sim["tracking_error_xy"],
+                                                  ref["tracking_error_xy"]),
+                    "gap_return": gap_recovered(row["mean_return"], sim["mean_return"], ref["mean_return"])}  # fmt: skip
+        out.append({"gap_tracking": None, "gap_return": None, **row, **gaps})
+    return out
 
 
 def table_lines(rows: list[dict]) -> list[str]:
     lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
+        lines.append("| " + " | ".join("n/a" if row.get(key) is None else fmt.format(row[key])
+                                       for key, _, fmt in COLUMNS) + " |")  # fmt: skip
     return lines
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n".join(table_lines(rows)))
+    print("\n".join(table_lines(with_gap_recovered(rows))))
 
 
 def write_table(rows: list[dict], out: Path) -> None:
+    rows = with_gap_recovered(rows)
     (out / "pipeline.json").write_text(json.dumps(rows, indent=2))
     (out / "pipeline.md").write_text("\n".join(table_lines(rows)) + "\n")
     plot_table(rows, out / "pipeline.png")

@@ -1,0 +1,234 @@
+"""`--algo sim_ppo`: fine-tuning in a simulator calibrated from the robot's own logs (ours, beside Uni-O4).
+
+Offline:  the logs → `real_robot calibrate` (the robot's dynamics: friction, payload, realised gains, latency,
+          joint friction, sensor biases) → PPO from the pretraining run in the training simulator centred on
+          them (`sim_pretrain.train.finetune_in_sim`) → the gate.
+Online:   rounds of: real rollouts of the deployed policy (logged) → recalibrate on every log so far → PPO
+          continues → an acceptance check on the robot (the candidate and the current policy, deterministic, the
+          same episodes); the candidate replaces the current policy only if it is no worse on falls and trips
+          and better on velocity tracking.
+
+The gate trusts the calibrated simulator only as far as it explains held-out robot data: the calibration must
+predict held-out windows of the logs better than the nominal model, and in that simulator the candidate must
+track better than the incumbent with no more falls. It cannot pass a policy on the strength of a model that
+does not fit the robot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robot_spec.config import load_config, named_config, save_config
+
+COLLECTED = "collected.txt"  # written after a round's collection finished (a rerun resumes after it)
+POLICY_PHASE = 1
+
+
+@dataclass
+class SimGateConfig:
+    min_fit_gain: float = 0.1  # held-out replay loss must fall by this share vs the nominal model
+    min_tracking_gain: float = 0.0  # m/s the candidate must improve on the incumbent in the calibrated simulator
+    max_extra_fall_rate: float = 0.0
+    eval_preset: str = "default"  # configs/eval/<preset>.yaml: its command grid, in the calibrated simulator
+
+
+@dataclass
+class SimOnlineConfig:
+    rounds: int = 2
+    collect_steps: int = 8000  # real policy steps per round (fast mode on the stand-in)
+    action_noise: float = 0.1
+    iterations: int = 100  # PPO iterations per round
+    acceptance_episodes: int = 6
+    episode_s: float = 20.0
+
+
+@dataclass
+class SimPPOConfig:
+    iterations: int = 150  # PPO iterations offline
+    physics: str = "training"  # the training simulator's fast solver with the calibrated figures
+    spread: float = 0.1
+    num_envs: int = 0  # 0: the pretraining run's
+    seed: int = 0
+    gate: SimGateConfig = field(default_factory=SimGateConfig)
+    online: SimOnlineConfig = field(default_factory=SimOnlineConfig)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.num_envs < 0 or not 0 <= self.spread < 1:
+            raise ValueError("sim_ppo: iterations >= 1, num_envs >= 0 and 0 <= spread < 1 expected")
+        o = self.online
+        if o.rounds < 0 or o.collect_steps < 1 or o.iterations < 1 or o.acceptance_episodes < 1 or o.episode_s <= 0:
+            raise ValueError("sim_ppo.online: rounds >= 0 and positive steps, iterations, episodes expected")
+
+
+def load_sim_ppo_config(preset: str, overrides: dict | None = None) -> SimPPOConfig:
+    return load_config(SimPPOConfig, named_config("finetune", preset), overrides)
+
+
+# --------------------------------------------------------------------------------------------- offline
+def finetune_offline(logs: list[Path], init: Path, out: Path, cfg: SimPPOConfig, device: str = "cpu") -> dict:
+    """Calibrate from `logs`, fine-tune `init` (a pretrained policy.pt beside its run's checkpoints, or an earlier
+    sim_ppo candidate) in the calibrated simulator, gate it; out/deploy/policy.pt is what to deploy."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "sim_ppo_config.yaml")
+    profile, calibration = calibrate_from(logs, out / "calibration", cfg)
+    candidate = tune(init, profile, cfg.iterations, out / "ppo", cfg, device)
+    decision = gate(candidate, init, profile, calibration, cfg.gate, device)
+    deployed = deploy(candidate if decision["passed"] else init, out)
+    report = {"logs": [str(p) for p in logs], "init": str(init), "profile": str(profile),
+              "candidate": str(candidate), "deployed": str(deployed), "gate": decision}  # fmt: skip
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"sim_ppo: gate {'passed' if decision['passed'] else 'REFUSED'}: {'; '.join(decision['reasons'])}")
+    return report
+
+
+def calibrate_from(logs: list[Path], folder: Path, cfg: SimPPOConfig) -> tuple[Path, dict]:
+    """The calibrated profile file and its report (reused when it exists: calibration is the slow part)."""
+    from real_robot.calibrate import CalibrationSettings, calibrate
+
+    profile = folder / "calibrated.yaml"
+    report_file = profile.with_name(f"{profile.stem}_report.json")
+    if report_file.is_file() and json.loads(report_file.read_text())["logs"] == [str(p) for p in logs]:
+        print(f"sim_ppo: calibration done before: {profile}")
+        return profile, json.loads(report_file.read_text())
+    settings = CalibrationSettings()
+    settings.search.seed = cfg.seed
+    return profile, calibrate(logs, profile, settings)
+
+
+def tune(start: Path, profile: Path, iterations: int, run_dir: Path, cfg: SimPPOConfig, device: str) -> Path:
+    """PPO from `start` in the simulator centred on `profile`; its exported policy (reused when it exists)."""
+    from sim_pretrain.env_config import DynamicsConfig
+    from sim_pretrain.train import finetune_in_sim
+
+    if (run_dir / "policy.pt").is_file():
+        print(f"sim_ppo: simulator fine-tuning done before: {run_dir / 'policy.pt'}")
+        return run_dir / "policy.pt"
+    dynamics = DynamicsConfig(profile=str(profile), physics=cfg.physics, spread=cfg.spread)
+    return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed, num_envs=cfg.num_envs or None)
+
+
+def gate(candidate: Path, incumbent: Path, profile: Path, calibration: dict, cfg: SimGateConfig,
+         device: str = "cpu") -> dict:  # fmt: skip
+    """Trust the calibrated simulator only as far as it fits held-out logs; then compare there."""
+    held_out = calibration["fit_error_rms"]["held_out"]
+    fit_gain = 1.0 - held_out["loss_after"] / max(held_out["loss_before"], 1e-12)
+    sim = {name: evaluate_in(policy, profile, cfg.eval_preset, device)
+           for name, policy in (("candidate", candidate), ("incumbent", incumbent))}  # fmt: skip
+    c, i = sim["candidate"], sim["incumbent"]
+    reasons = []
+    if fit_gain < cfg.min_fit_gain:
+        reasons.append(f"the calibration explains held-out logs only {fit_gain:.0%} better than the nominal model "
+                       f"(< {cfg.min_fit_gain:.0%}): its simulator is not trusted")  # fmt: skip
+    if not c["mean_tracking_error"] < i["mean_tracking_error"] - cfg.min_tracking_gain:
+        reasons.append(f"tracking error in the calibrated simulator {c['mean_tracking_error']:.3f} is not below the "
+                       f"incumbent's {i['mean_tracking_error']:.3f}")  # fmt: skip
+    if c["fall_rate"] > i["fall_rate"] + cfg.max_extra_fall_rate:
+        reasons.append(f"falls in the calibrated simulator {c['fall_rate']:.3f} > the incumbent's {i['fall_rate']:.3f}")
+    passed = not reasons
+    if passed:
+        reasons.append(f"calibration fits held-out logs {fit_gain:.0%} better than nominal; tracking "
+                       f"{i['mean_tracking_error']:.3f} -> {c['mean_tracking_error']:.3f} m/s, falls "
+                       f"{i['fall_rate']:.3f} -> {c['fall_rate']:.3f} in the calibrated simulator")  # fmt: skip
+    keep = ("fall_rate", "mean_tracking_error", "mean_return")
+    return {"passed": passed, "reasons": reasons, "held_out_fit_gain": fit_gain,
+            "sim": {name: {k: m[k] for k in keep} for name, m in sim.items()}}  # fmt: skip
+
+
+def evaluate_in(policy: Path, profile: Path, preset: str, device: str = "cpu") -> dict:
+    """`sim_pretrain eval`'s command grid in the simulator centred on `profile` (randomised around it)."""
+    from robot_spec import load_robot
+    from robot_spec.policy_io import load_policy
+    from sim_pretrain.env_config import DynamicsConfig
+    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
+
+    cfg = load_config(EvalConfig, named_config("eval", preset))
+    cfg.env.dynamics = DynamicsConfig(profile=str(profile), physics="training")
+    return evaluate_policy(load_policy(policy, load_robot("go1"), device), cfg, device=device, progress=False)
+
+
+def deploy(policy: Path, out: Path) -> Path:
+    target = out / "deploy" / "policy.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pt", ".onnx"):
+        if policy.with_suffix(suffix).is_file():
+            shutil.copyfile(policy.with_suffix(suffix), target.with_suffix(suffix))
+    return target
+
+
+# --------------------------------------------------------------------------------------------- online
+def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Path, cfg: SimPPOConfig,
+                    device: str = "cpu", robot_seed: int = 0) -> dict:  # fmt: skip
+    """Rounds of real rollouts → recalibration on every log → PPO → acceptance on the robot (the stand-in)."""
+    from robot_spec import load_robot
+    from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluate_on_stand_in
+
+    spec, o = load_robot("go1"), cfg.online
+    report = json.loads((offline_out / "report.json").read_text())
+    current = Path(report["deployed"]) if not report["gate"]["passed"] else Path(report["candidate"])
+    logs, history = list(logs), []
+    for r in range(o.rounds):
+        folder = out / f"round{r}"
+        if not (folder / "logs" / COLLECTED).is_file():
+            collect_on_stand_in(current, stand_in, folder / "logs", steps=o.collect_steps, seed=cfg.seed * 1000 + r,
+                                action_noise=o.action_noise, robot_seed=robot_seed)  # fmt: skip
+            (folder / "logs" / COLLECTED).write_text(str(current))
+        logs.append(folder / "logs")
+        profile, _ = calibrate_from(logs, folder / "calibration", cfg)
+        candidate = tune(current, profile, o.iterations, folder / "ppo", cfg, device)
+        trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=cfg.seed * 1000 + 500 + r,
+                                robot_seed=robot_seed)  # fmt: skip
+        scores = {name: _metrics(policy, stand_in, folder / "acceptance" / name, spec, trial, evaluate_on_stand_in)
+                  for name, policy in (("current", current), ("candidate", candidate))}  # fmt: skip
+        accepted, reasons = accept(scores["candidate"], scores["current"])
+        history.append({"round": r, "candidate": str(candidate), "accepted": accepted, "reasons": reasons,
+                        "scores": scores})  # fmt: skip
+        print(f"sim_ppo online round {r}: {'accepted' if accepted else 'kept the current policy'}: {'; '.join(reasons)}")
+        current = candidate if accepted else current
+    deployed = deploy(current, out)
+    result = {"deployed": str(deployed), "from": str(current), "history": history,
+              "real_steps": _real_steps(out)}  # fmt: skip
+    (out / "online_report.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _metrics(policy: Path, stand_in: str, folder: Path, spec, cfg, evaluate) -> dict:
+    if (folder / "metrics.json").is_file():
+        m = json.loads((folder / "metrics.json").read_text())
+    else:
+        m = evaluate(policy, stand_in, folder, spec, cfg)
+    keys = ("tracking_error_xy", "reward_per_step", "fall_rate", "trip_rate", "policy_steps")
+    return {k: m[k] for k in keys}
+
+
+def accept(candidate: dict, current: dict) -> tuple[bool, list[str]]:
+    """No more falls or trips, and better velocity tracking, on the same episodes of the robot."""
+    reasons = []
+    for key in ("fall_rate", "trip_rate"):
+        if candidate[key] > current[key]:
+            reasons.append(f"{key} {candidate[key]:.2f} > {current[key]:.2f}")
+    if not candidate["tracking_error_xy"] < current["tracking_error_xy"]:
+        reasons.append(f"tracking {candidate['tracking_error_xy']:.3f} not below {current['tracking_error_xy']:.3f}")
+    if not reasons:
+        reasons.append(f"tracking {current['tracking_error_xy']:.3f} -> {candidate['tracking_error_xy']:.3f} m/s, "
+                       "no more falls or trips")  # fmt: skip
+        return True, reasons
+    return False, reasons
+
+
+def _real_steps(out: Path) -> int:
+    """Policy steps run on the robot in the online rounds: collection and acceptance."""
+    from real_robot.datalog import read_log_folder
+
+    folders = [f.parent for f in out.glob("round*/**/*") if f.is_file() and f.parent.name != "calibration"]
+    return sum(int((e.records["phase"] == POLICY_PHASE).sum()) for folder in sorted(set(folders))
+               for e in _episodes(folder, read_log_folder))  # fmt: skip
+
+
+def _episodes(folder: Path, read) -> list:
+    try:
+        return list(read(folder))
+    except (ValueError, OSError):  # not a log folder (a PPO run, a report)
+        return []
