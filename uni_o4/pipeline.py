@@ -71,7 +71,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     rows = []
 
     def evaluate(stage: str, policy: Path, profile: str, note: str = "") -> None:
-        rows.append(evaluate_stage(stage, policy, profile, out / "eval" / re.sub(r"\W+", "_", stage), spec, evaluation)
+        rows.append(evaluate_stage(stage, policy, profile, out / "eval" / eval_folder_name(stage), spec, evaluation)
                     | {"note": note})  # fmt: skip
         write_table(rows, out)
 
@@ -138,6 +138,10 @@ def run_sim_ppo(args: argparse.Namespace, policy: Path, logs: Path, out: Path, e
     accepted = sum(h["accepted"] for h in online["history"])
     evaluate("after online", Path(online["deployed"]), args.profile,
              f"{len(online['history'])} rounds, {accepted} accepted, {online['real_steps']} real steps")  # fmt: skip
+
+
+def eval_folder_name(stage: str) -> str:
+    return re.sub(r"\W+", "_", stage)
 
 
 class StageFailed(RuntimeError):

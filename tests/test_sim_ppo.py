@@ -1,0 +1,74 @@
+"""sim_ppo's decisions (the gate that trusts a calibration only as far as it fits held-out logs, the online
+acceptance) and the pipeline's gap-recovered arithmetic."""
+
+import pytest
+
+from uni_o4 import sim_ppo
+from uni_o4.pipeline import ORACLE_STAGE, gap_recovered, with_gap_recovered
+from uni_o4.sim_ppo import SimGateConfig, SimPPOConfig, accept
+
+
+def calibration(before: float, after: float) -> dict:
+    return {"fit_error_rms": {"held_out": {"loss_before": before, "loss_after": after}}}
+
+
+def sim_metrics(tracking: float, falls: float) -> dict:
+    return {"mean_tracking_error": tracking, "fall_rate": falls, "mean_return": 1.0}
+
+
+@pytest.fixture
+def fake_sim(monkeypatch):
+    scores = {}
+    monkeypatch.setattr(sim_ppo, "evaluate_in", lambda policy, *_args, **_kw: scores[policy])
+    return scores
+
+
+def test_gate_passes_a_better_candidate_in_a_simulator_that_fits(fake_sim):
+    fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
+    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), SimGateConfig())
+    assert decision["passed"] and decision["held_out_fit_gain"] == pytest.approx(0.5)
+
+
+def test_gate_refuses_when_the_calibration_does_not_explain_held_out_logs(fake_sim):
+    fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
+    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.95), SimGateConfig())
+    assert not decision["passed"] and "not trusted" in decision["reasons"][0]
+
+
+@pytest.mark.parametrize("candidate, reason", [(sim_metrics(0.25, 0.0), "tracking"), (sim_metrics(0.1, 0.2), "falls")])
+def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
+    fake_sim.update(candidate=candidate, incumbent=sim_metrics(0.20, 0.1))
+    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), SimGateConfig())
+    assert not decision["passed"] and any(reason in r for r in decision["reasons"])
+
+
+def test_online_acceptance_needs_better_tracking_and_no_more_incidents():
+    base = {"tracking_error_xy": 0.2, "fall_rate": 0.0, "trip_rate": 0.0}
+    assert accept({**base, "tracking_error_xy": 0.15}, base)[0]
+    assert not accept({**base, "tracking_error_xy": 0.25}, base)[0]
+    assert not accept({**base, "tracking_error_xy": 0.15, "fall_rate": 0.1}, base)[0]
+    assert not accept({**base, "tracking_error_xy": 0.15, "trip_rate": 0.1}, base)[0]
+
+
+def test_config_refuses_nonsense():
+    with pytest.raises(ValueError):
+        SimPPOConfig(iterations=0)
+    with pytest.raises(ValueError):
+        SimPPOConfig(spread=1.5)
+
+
+def test_gap_recovered_is_the_share_of_the_sim_to_oracle_margin():
+    assert gap_recovered(0.15, sim=0.25, oracle=0.05) == pytest.approx(0.5)  # tracking error: lower is better
+    assert gap_recovered(30.0, sim=10.0, oracle=20.0) == pytest.approx(2.0)  # beyond the oracle
+    assert gap_recovered(0.2, sim=0.25, oracle=0.25) is None  # nothing to recover
+
+
+def test_table_rows_carry_gap_recovered_on_the_gapped_profile_only():
+    def row(stage, profile, tracking, ret):
+        return {"stage": stage, "profile": profile, "tracking_error_xy": tracking, "mean_return": ret}
+
+    rows = with_gap_recovered([row("sim policy, no gap", "none", 0.07, 27.0), row("sim policy", "strong", 0.26, 9.0),
+                               row(ORACLE_STAGE, "strong", 0.16, 19.0), row("after offline", "strong", 0.21, 14.0)])
+    assert rows[0]["gap_tracking"] is None
+    assert rows[1]["gap_tracking"] == pytest.approx(0.0) and rows[2]["gap_tracking"] == pytest.approx(1.0)
+    assert rows[3]["gap_tracking"] == pytest.approx(0.5) and rows[3]["gap_return"] == pytest.approx(0.5)
