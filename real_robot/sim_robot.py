@@ -224,8 +224,8 @@ def add_payload(mj_spec: mujoco.MjSpec, payload: Payload) -> None:
     if any(payload.trunk_com_offset):
         trunk.ipos = np.asarray(trunk.ipos) + payload.trunk_com_offset
     if payload.mass > 0:
-        box = trunk.add_body(name="payload", pos=list(payload.offset), mass=payload.mass,
-                             inertia=payload.inertia().tolist(), explicitinertial=True)  # fmt: skip
+        box = trunk.add_body(name="payload", pos=list(payload.offset), ipos=[0.0, 0.0, 0.0], iquat=[1.0, 0, 0, 0],
+                             mass=payload.mass, inertia=payload.inertia().tolist(), explicitinertial=True)  # fmt: skip
         box.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[s / 2 for s in payload.size], contype=0, conaffinity=0,
                      rgba=[0.2, 0.5, 0.9, 1.0])  # fmt: skip  (seen, not touched: it rides on the trunk)
 
@@ -270,9 +270,13 @@ def set_ground(model: mujoco.MjModel, profile: RealityGapProfile) -> None:
         model.geom_solimp[:] = profile.ground.solimp
 
 
-def ground_top(model: mujoco.MjModel) -> float:
-    """The highest point of the terrain (0 on a flat floor)."""
-    return float(model.hfield_size[0, 2]) if model.nhfield else 0.0
+def ground_top(model: mujoco.MjModel, radius: float = 0.5) -> float:
+    """The terrain's highest point within `radius` (m) of the start point (0 on a flat floor)."""
+    if not model.nhfield:
+        return 0.0
+    n, r = int(model.hfield_nrow[0]), round(radius / TERRAIN_CELL)
+    heights = model.hfield_data.reshape(n, n) * model.hfield_size[0, 2]
+    return float(heights[n // 2 - r : n // 2 + r + 1, n // 2 - r : n // 2 + r + 1].max())
 
 
 def lying_pose(spec: RobotSpec) -> np.ndarray:
@@ -341,7 +345,7 @@ class StandInRobot:
         mujoco.mj_kinematics(m, d)
         feet = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f) for f in self.spec.foot_names]
         d.qpos[2] -= d.site_xpos[feet, 2].min() - self.spec.body.foot_radius  # feet on the ground
-        d.qpos[2] += ground_top(m)  # on terrain: above it, to come down on it
+        d.qpos[2] += ground_top(m)  # on terrain: above it, to come down onto it
         # A Go1 lies down under its own control, then its motors go off and it comes to rest.
         n, c = self.spec.num_joints, self.spec.control
         hold = MotorLaw.realise(np.ones(n, bool), d.qpos[7:].copy(), np.zeros(n), np.zeros(n),

@@ -275,3 +275,23 @@ def write_profile(profile: RealityGapProfile, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(profile), sort_keys=False))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`real_robot random-profile --seed S [--out DIR]`: write random_<S>.yaml for `sim-robot --profile`."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="real_robot random-profile", description="Draw a random reality-gap profile "
+                                "(robot_spec.reality_gap.RANDOM_RANGES) and write it as random_<seed>.yaml.")  # fmt: skip
+    p.add_argument("--seed", type=int, required=True, help="which random profile (the same seed, the same profile)")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder to write it into (default: here)")
+    args = p.parse_args(argv)
+    profile = random_profile(args.seed)
+    try:
+        path = write_profile(profile, args.out / f"{profile.name}.yaml")
+    except OSError as err:
+        print(f"random-profile: cannot write into {args.out}: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
