@@ -21,8 +21,9 @@ when the client dies. LowState.tick is robot time in µs.
 
 Reproducible from a seed in fast mode: what happens after a reset depends only on the commands that follow it,
 tick by tick, when the reset is scheduled at a robot time (`at_robot_us`, which a client in lockstep can do
-exactly) and restarts the sensor noise (`seed`). Odometry is counted from the reset and sent before the tick's
-LowState, so a client stepping on that LowState has already received it.
+exactly) and restarts the sensor noise and the latency jitter (`seed`); the terrain is drawn once from the
+robot's seed. Odometry is counted from the reset and sent before the tick's LowState, so a client stepping on
+that LowState has already received it.
 
 LCM (optional): publishes odometry_t on "<prefix>odometry" every 10 ms of robot time (ground truth, as a tracking
 camera would measure; stamped with the clock the bridge uses in the same mode: robot time in fast mode, the host's
@@ -226,8 +227,9 @@ def add_payload(mj_spec: mujoco.MjSpec, payload: Payload) -> None:
     if payload.mass > 0:
         box = trunk.add_body(name="payload", pos=list(payload.offset), ipos=[0.0, 0.0, 0.0], iquat=[1.0, 0, 0, 0],
                              mass=payload.mass, inertia=payload.inertia().tolist(), explicitinertial=True)  # fmt: skip
+        # Seen, never touched: it rides on the trunk.
         box.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[s / 2 for s in payload.size], contype=0, conaffinity=0,
-                     rgba=[0.2, 0.5, 0.9, 1.0])  # fmt: skip  (seen, not touched: it rides on the trunk)
+                     rgba=[0.2, 0.5, 0.9, 1.0])  # fmt: skip
 
 
 def terrain_heights(ground: Ground, rng: np.random.Generator) -> np.ndarray:
@@ -255,8 +257,9 @@ def add_terrain(mj_spec: mujoco.MjSpec, ground: Ground, rng: np.random.Generator
     n = heights.shape[0]
     mj_spec.add_hfield(name="terrain", nrow=n, ncol=n, size=[half, half, top, 0.05],
                        userdata=(heights / top).ravel().tolist())  # fmt: skip
+    # Contact bits as the floor's: the robot touches it, and nothing else does.
     mj_spec.worldbody.add_geom(name="terrain", type=mujoco.mjtGeom.mjGEOM_HFIELD, hfieldname="terrain",
-                               contype=1, conaffinity=2, rgba=[0.6, 0.6, 0.55, 1.0])  # fmt: skip  (as the floor)
+                               contype=1, conaffinity=2, rgba=[0.6, 0.6, 0.55, 1.0])  # fmt: skip
 
 
 def set_ground(model: mujoco.MjModel, profile: RealityGapProfile) -> None:
