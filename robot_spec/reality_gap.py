@@ -234,37 +234,41 @@ def random_profile(seed: int) -> RealityGapProfile:
     rng = np.random.default_rng([seed, 16])
 
     def draw(key: str, size: int | None = None):
-        low, high = RANDOM_RANGES[key]
-        values = rng.uniform(low, high, size)
+        values = rng.uniform(*RANDOM_RANGES[key], size)
         return tuple(round(float(v), 4) for v in values) if size else round(float(values), 4)
 
-    def maybe(key: str, off: float = 0.0):
-        value = draw(key)  # drawn either way, so each figure's draw does not depend on the others' coins
-        return value if rng.random() < ON_PROBABILITY else off
+    def coin() -> bool:
+        return bool(rng.random() < ON_PROBABILITY)
+
+    def maybe(key: str) -> float:
+        value = draw(key)  # drawn either way: each figure's draw does not depend on the others' coins
+        return value if coin() else 0.0
 
     strong = load_reality_gap("strong")
     scale = draw("sensor_scale")
-    noise, bias = (dataclasses.replace(s, **{f.name: round(getattr(s, f.name) * scale, 4)
-                                             for f in dataclasses.fields(s)}) for s in (strong.noise, strong.bias))  # fmt: skip
-    strength = draw("strength_per_joint", 12)
-    speed_factor, torque_speed = draw("no_load_speed_factor"), bool(rng.random() < ON_PROBABILITY)
-    motors = MotorEffects(strength_per_joint=strength if rng.random() < ON_PROBABILITY else (),
-                          torque_speed=torque_speed, no_load_speed_factor=speed_factor if torque_speed else 1.0,
-                          backlash=maybe("backlash"), latency_jitter_s=maybe("latency_jitter_s"))  # fmt: skip
+    strength, torque_speed, no_load = draw("strength_per_joint", 12), coin(), draw("no_load_speed_factor")
+    motors = MotorEffects(strength_per_joint=strength if coin() else (), torque_speed=torque_speed,
+                          no_load_speed_factor=no_load if torque_speed else 1.0, backlash=maybe("backlash"),
+                          latency_jitter_s=maybe("latency_jitter_s"))  # fmt: skip
     offset = (draw("payload_offset_x"), draw("payload_offset_y"), draw("payload_offset_z"))
     payload = Payload(mass=maybe("payload_mass"), offset=offset, trunk_com_offset=draw("trunk_com_offset", 3))
     timeconst = maybe("solref_timeconst")
     ground = Ground(solref=(timeconst, 1.0) if timeconst else (), step_height=maybe("step_height"),
                     slope=maybe("slope"))  # fmt: skip
     foot_force = FootForceNoise(std=maybe("foot_force_std"), dropout=maybe("foot_force_dropout"))
+    body = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor", "actuator_latency_s",
+            "joint_frictionloss_factor", "joint_damping_factor")  # fmt: skip
     return RealityGapProfile(
         name=f"random_{seed}",
         description=f"random reality gap drawn by robot_spec.reality_gap.random_profile({seed})",
-        physics_dt=strong.physics_dt, physics=strong.physics,
-        **{k: draw(k) for k in ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor",
-                                "actuator_latency_s", "joint_frictionloss_factor", "joint_damping_factor")},
-        noise=noise, bias=bias, motors=motors, payload=payload, ground=ground, foot_force=foot_force,
+        physics_dt=strong.physics_dt, physics=strong.physics, **{k: draw(k) for k in body},
+        noise=_scaled(strong.noise, scale), bias=_scaled(strong.bias, scale),
+        motors=motors, payload=payload, ground=ground, foot_force=foot_force,
     )  # fmt: skip
+
+
+def _scaled(noise: SensorNoise, scale: float) -> SensorNoise:
+    return SensorNoise(**{f.name: round(getattr(noise, f.name) * scale, 4) for f in dataclasses.fields(noise)})
 
 
 def write_profile(profile: RealityGapProfile, path: str | Path) -> Path:
@@ -282,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="real_robot random-profile", description="Draw a random reality-gap profile "
-                                "(robot_spec.reality_gap.RANDOM_RANGES) and write it as random_<seed>.yaml.")  # fmt: skip
+    about = "Draw a random reality-gap profile (RANDOM_RANGES in robot_spec/reality_gap.py), write random_<seed>.yaml."
+    p = argparse.ArgumentParser(prog="real_robot random-profile", description=about)
     p.add_argument("--seed", type=int, required=True, help="which random profile (the same seed, the same profile)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder to write it into (default: here)")
     args = p.parse_args(argv)
