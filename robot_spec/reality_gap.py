@@ -1,7 +1,7 @@
 """Reality-gap profiles: how a robot's dynamics and sensors differ from the training simulator's nominal model.
 
 Loaded from configs/reality_gap/<name>.yaml (or a path to a profile file): `none` (the training simulator's
-nominal dynamics), `mild`, `strong` (the default for experiments) and `unmodelled` (strong plus effects the
+nominal dynamics), `mild`, `strong` (the default for experiments) and `unmodelled` (mild plus effects the
 training simulator has no parameter for). Factors multiply the robot spec's figures; offsets add to them. The
 schema lives here, below both simulators, so that the stand-in robot (real_robot) and the training simulator
 (sim_pretrain) read the same profile the same way.
