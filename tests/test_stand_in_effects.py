@@ -253,7 +253,8 @@ def run_lockstep(profile, seed: int, ticks: int = 600) -> list[bytes]:
 
 
 def test_every_effect_repeats_from_the_seed():
-    profile = with_effects(load_reality_gap("unmodelled"), ground=Ground(solref=(0.03, 1.0), step_height=0.02, slope=0.03))
+    ground = Ground(solref=(0.03, 1.0), step_height=0.02, slope=0.03)
+    profile = with_effects(load_reality_gap("unmodelled"), ground=ground)
     first, second, other = run_lockstep(profile, 4), run_lockstep(profile, 4), run_lockstep(profile, 5)
     assert first == second
     assert first != other
