@@ -10,6 +10,7 @@ COMMANDS = {
     "bridge": ("real_robot.bridge", "Unitree SDK ⇄ LCM bridge at 500 Hz with a command watchdog"),
     "collect": ("real_robot.collect", "run a policy with a command schedule and log trajectories to data_logs/"),
     "logs": ("real_robot.logs_cli", "summarise and check a log folder"),
+    "random-profile": ("robot_spec.reality_gap", "write a random reality-gap profile for sim-robot --profile"),
 }
 
 

@@ -8,6 +8,12 @@ the spec's torque limit * strength), and replies with LowState packets to the ad
 A command acts `actuator_latency_s` after it arrives. The robot starts lying on the ground with its motors off,
 as a Go1 does before low-level control, so a client must soft-start it.
 
+Effects the training simulator does not model, each off unless the profile asks (robot_spec.reality_gap):
+per-joint motor strength, the motors' torque-speed line, encoder backlash (the PD and the reading use the lagging
+angle), latency jitter (commands still act in order), a payload box with its own inertia and a trunk CoM error,
+soft ground (solref/solimp), terrain (a heightfield drawn from the robot's seed: fixed over resets), and noisy,
+dropping foot force readings.
+
 Timing: one board tick is 2 ms of robot time (500 Hz). Real-time mode paces ticks by the wall clock (sleeps to
 absolute deadlines, so no drift). Fast mode (--fast) runs in lockstep: a tick runs when a LowCmd arrives, or after
 FAST_IDLE_TIMEOUT_S of wall time without one, so collection runs faster than real time and time still advances
@@ -15,8 +21,9 @@ when the client dies. LowState.tick is robot time in µs.
 
 Reproducible from a seed in fast mode: what happens after a reset depends only on the commands that follow it,
 tick by tick, when the reset is scheduled at a robot time (`at_robot_us`, which a client in lockstep can do
-exactly) and restarts the sensor noise (`seed`). Odometry is counted from the reset and sent before the tick's
-LowState, so a client stepping on that LowState has already received it.
+exactly) and restarts the sensor noise and the latency jitter (`seed`); the terrain is drawn once from the
+robot's seed. Odometry is counted from the reset and sent before the tick's LowState, so a client stepping on
+that LowState has already received it.
 
 LCM (optional): publishes odometry_t on "<prefix>odometry" every 10 ms of robot time (ground truth, as a tracking
 camera would measure; stamped with the clock the bridge uses in the same mode: robot time in fast mode, the host's
@@ -59,9 +66,17 @@ from tqdm import tqdm
 from real_robot import unitree_wire as wire
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, check_url, now_us
 from real_robot.lcm_types.go1lcm import odometry_t, sim_control_t
-from robot_spec.reality_gap import DEFAULT_PROFILE, RealityGapProfile, apply_body_dynamics, load_reality_gap
+from robot_spec.reality_gap import (
+    DEFAULT_PROFILE,
+    Ground,
+    Payload,
+    RealityGapProfile,
+    apply_body_dynamics,
+    joint_strength,
+    load_reality_gap,
+)
 from robot_spec.config import ConfigError
-from robot_spec.mjcf import build_model, sensor_slices
+from robot_spec.mjcf import build_model_xml, sensor_slices
 from robot_spec.spec import RobotSpec, load_robot
 
 BOARD_DT = 0.002  # the board's 500 Hz loop
@@ -78,6 +93,8 @@ FALL_ROLL = 2.0  # rad: on its side, past the point of return
 IMU_TEMPERATURE_C = 35
 MOTOR_TEMPERATURE_C = 40
 RESET_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # everything mj_step reads, solver warm start included
+TERRAIN_CELL = 0.05  # m, the heightfield's grid spacing
+TERRAIN_STREAM, JITTER_STREAM = 1, 2  # random streams of the robot's seed besides the sensor noise's
 FAULTS = ("drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "fall")
 ACTIONS = ("fault", "clear_faults", "push", "reset", "remote")
 
@@ -112,11 +129,12 @@ class MotorLaw:
         return cls(np.zeros(n, bool), *(np.zeros(n) for _ in range(5)))
 
     @classmethod
-    def realise(cls, servo, q, dq, tau, kp, kd, profile: RealityGapProfile) -> MotorLaw:
+    def realise(cls, servo, q, dq, tau, kp, kd, profile: RealityGapProfile, strength=None) -> MotorLaw:
+        """`strength`: per joint (default: the profile's motor_strength for all)."""
         runs = servo & np.isfinite(np.stack([q, dq, tau, kp, kd])).all(axis=0)
         position_on = runs & (q < np.float32(wire.POS_STOP_F))
         velocity_on = runs & (dq < np.float32(wire.VEL_STOP_F))
-        strength = profile.motor_strength
+        strength = profile.motor_strength if strength is None else strength
         return cls(
             servo=runs,
             q_des=np.where(position_on, q, 0.0),
@@ -127,10 +145,10 @@ class MotorLaw:
         )
 
     @classmethod
-    def from_low_cmd(cls, cmd: wire.LowCmd, spec: RobotSpec, profile: RealityGapProfile) -> MotorLaw:
+    def from_low_cmd(cls, cmd: wire.LowCmd, spec: RobotSpec, profile: RealityGapProfile, strength=None) -> MotorLaw:
         fields = (cmd.mode, cmd.q, cmd.dq, cmd.tau, cmd.kp, cmd.kd)
         mode, q, dq, tau, kp, kd = (spec.from_sdk_order(values[: spec.num_joints]) for values in fields)
-        return cls.realise(mode == wire.SERVO_MODE, q, dq, tau, kp, kd, profile)
+        return cls.realise(mode == wire.SERVO_MODE, q, dq, tau, kp, kd, profile, strength)
 
     def torque(self, q: np.ndarray, dq: np.ndarray, limit: np.ndarray) -> np.ndarray:
         return np.clip(self.tau_ff + self.kp * (self.q_des - q) + self.kd * (self.dq_des - dq), -limit, limit)
@@ -182,15 +200,86 @@ def rotated(quat: np.ndarray, rotation_vector: np.ndarray) -> np.ndarray:
     return out
 
 
-def build_stand_in_model(spec: RobotSpec, profile: RealityGapProfile) -> mujoco.MjModel:
-    """The spec's model with the profile's physics, and torque-controlled motors (the board runs the PD)."""
-    model = build_model(spec, profile.physics)
+def build_stand_in_model(spec: RobotSpec, profile: RealityGapProfile, seed: int = 0) -> mujoco.MjModel:
+    """The spec's model with the profile's physics, payload, ground and terrain (drawn from `seed`), and
+    torque-controlled motors (the board runs the PD). With the new effects off this is the training model
+    (robot_spec.mjcf) with the profile's body dynamics, as compiled from its XML."""
+    mj_spec = mujoco.MjSpec.from_string(build_model_xml(spec, profile.physics))
+    add_payload(mj_spec, profile.payload)
+    if profile.ground.has_terrain:
+        add_terrain(mj_spec, profile.ground, np.random.default_rng([seed, TERRAIN_STREAM]))
+    model = mj_spec.compile()
     apply_body_dynamics(model, spec, profile)
+    set_ground(model, profile)
     model.actuator_gainprm[:, 0] = 1.0  # position servos -> torque motors: force = ctrl
     model.actuator_biasprm[:, :3] = 0.0
     model.actuator_ctrllimited[:] = 0
-    model.actuator_forcerange[:] = np.stack([-spec.torque_limit, spec.torque_limit], axis=1) * profile.motor_strength
+    limit = spec.torque_limit * joint_strength(profile, spec)
+    model.actuator_forcerange[:] = np.stack([-limit, limit], axis=1)
     return model
+
+
+def add_payload(mj_spec: mujoco.MjSpec, payload: Payload) -> None:
+    """The trunk's CoM error, and the payload as a box welded to the trunk (its mass, place and inertia)."""
+    trunk = mj_spec.body("trunk")
+    if any(payload.trunk_com_offset):
+        trunk.ipos = np.asarray(trunk.ipos) + payload.trunk_com_offset
+    if payload.mass > 0:
+        box = trunk.add_body(name="payload", pos=list(payload.offset), ipos=[0.0, 0.0, 0.0], iquat=[1.0, 0, 0, 0],
+                             mass=payload.mass, inertia=payload.inertia().tolist(), explicitinertial=True)  # fmt: skip
+        # Seen, never touched: it rides on the trunk.
+        box.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[s / 2 for s in payload.size], contype=0, conaffinity=0,
+                     rgba=[0.2, 0.5, 0.9, 1.0])  # fmt: skip
+
+
+def terrain_heights(ground: Ground, rng: np.random.Generator) -> np.ndarray:
+    """Heights (m, >= 0) on a square grid of TERRAIN_CELL spacing centred on the start point: random tiles of
+    height up to step_height on two crossed sine hills whose steepest grade is `slope`."""
+    n = round(ground.terrain_size / TERRAIN_CELL) + 1
+    x = np.arange(n) * TERRAIN_CELL
+    tiles = rng.uniform(0.0, ground.step_height, (n, n))  # more tiles than needed: index by tile number
+    tile = (x // ground.tile_size).astype(int)
+    heights = tiles[np.ix_(tile, tile)]
+    wavelength = 4.0  # m
+    phase = rng.uniform(0.0, 2 * np.pi, 2)
+    amplitude = ground.slope * wavelength / (2 * np.pi)  # a sine's steepest grade is 2 pi A / wavelength
+    hills = amplitude * (np.sin(2 * np.pi * x / wavelength + phase[0])[None, :]
+                         + np.sin(2 * np.pi * x / wavelength + phase[1])[:, None])  # fmt: skip
+    heights = heights + hills
+    return heights - heights.min()
+
+
+def add_terrain(mj_spec: mujoco.MjSpec, ground: Ground, rng: np.random.Generator) -> None:
+    """A heightfield geom over the floor plane (the plane stays beyond it)."""
+    heights = terrain_heights(ground, rng)
+    top = max(float(heights.max()), 1e-4)
+    half = ground.terrain_size / 2
+    n = heights.shape[0]
+    mj_spec.add_hfield(name="terrain", nrow=n, ncol=n, size=[half, half, top, 0.05],
+                       userdata=(heights / top).ravel().tolist())  # fmt: skip
+    # Contact bits as the floor's: the robot touches it, and nothing else does.
+    mj_spec.worldbody.add_geom(name="terrain", type=mujoco.mjtGeom.mjGEOM_HFIELD, hfieldname="terrain",
+                               contype=1, conaffinity=2, rgba=[0.6, 0.6, 0.55, 1.0])  # fmt: skip
+
+
+def set_ground(model: mujoco.MjModel, profile: RealityGapProfile) -> None:
+    """Terrain friction as the floor's; the ground's softness on every geom (all contacts are robot-ground)."""
+    terrain = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "terrain")
+    if terrain >= 0:
+        model.geom_friction[terrain] = model.geom_friction[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "floor")]
+    if profile.ground.solref:
+        model.geom_solref[:] = profile.ground.solref
+    if profile.ground.solimp:
+        model.geom_solimp[:] = profile.ground.solimp
+
+
+def ground_top(model: mujoco.MjModel, radius: float = 0.5) -> float:
+    """The terrain's highest point within `radius` (m) of the start point (0 on a flat floor)."""
+    if not model.nhfield:
+        return 0.0
+    n, r = int(model.hfield_nrow[0]), round(radius / TERRAIN_CELL)
+    heights = model.hfield_data.reshape(n, n) * model.hfield_size[0, 2]
+    return float(heights[n // 2 - r : n // 2 + r + 1, n // 2 - r : n // 2 + r + 1].max())
 
 
 def lying_pose(spec: RobotSpec) -> np.ndarray:
@@ -222,6 +311,7 @@ class StandInRobot:
         self.spec = load_robot(robot)
         self.fast, self.seed = fast, seed
         self.rng = np.random.default_rng(seed)
+        self.jitter_rng = np.random.default_rng([seed, 0, JITTER_STREAM])
         self.stats = Stats()
         self._build_physics()
         self._draw_biases()
@@ -242,10 +332,12 @@ class StandInRobot:
 
     # ------------------------------------------------------------------------------------------ construction
     def _build_physics(self) -> None:
-        spec, self.model = self.spec, build_stand_in_model(self.spec, self.profile)
+        spec, self.model = self.spec, build_stand_in_model(self.spec, self.profile, self.seed)
         self.data = mujoco.MjData(self.model)
         self.sensor = sensor_slices(self.model, spec)
-        self.torque_limit = spec.torque_limit * self.profile.motor_strength
+        self.strength = joint_strength(self.profile, spec)
+        self.torque_limit = spec.torque_limit * self.strength
+        self.no_load_speed = spec.velocity_limit * self.profile.motors.no_load_speed_factor
         self.leg_sdk_order = [i // len(spec.joints_per_leg) for i in spec.sdk_index[:: len(spec.joints_per_leg)]]
         self.start_state = self._settled_lying_state()
 
@@ -256,12 +348,13 @@ class StandInRobot:
         mujoco.mj_kinematics(m, d)
         feet = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f) for f in self.spec.foot_names]
         d.qpos[2] -= d.site_xpos[feet, 2].min() - self.spec.body.foot_radius  # feet on the ground
+        d.qpos[2] += ground_top(m)  # on terrain: above it, to come down onto it
         # A Go1 lies down under its own control, then its motors go off and it comes to rest.
         n, c = self.spec.num_joints, self.spec.control
         hold = MotorLaw.realise(np.ones(n, bool), d.qpos[7:].copy(), np.zeros(n), np.zeros(n),
-                                np.full(n, c.kp), np.full(n, c.kd), self.profile)  # fmt: skip
+                                np.full(n, c.kp), np.full(n, c.kd), self.profile, self.strength)  # fmt: skip
         for _ in range(round(SETTLE_S / m.opt.timestep)):
-            d.ctrl[:] = hold.torque(d.qpos[7:], d.qvel[6:], self.torque_limit)
+            d.ctrl[:] = self._limit_by_speed(hold.torque(d.qpos[7:], d.qvel[6:], self.torque_limit), d.qvel[6:])
             mujoco.mj_step(m, d)
         d.ctrl[:] = 0.0
         mujoco.mj_step(m, d, round(SETTLE_S / m.opt.timestep))
@@ -370,36 +463,64 @@ class StandInRobot:
             self.stats.commands += 1
             self.client = address
             due = self.robot_time + self.profile.actuator_latency_s
-            self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile)))
+            if jitter := self.profile.motors.latency_jitter_s:
+                due += self.jitter_rng.uniform(0.0, jitter)  # in order still: see _command_due
+            self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile, self.strength)))
 
     def _command_due(self) -> MotorLaw:
+        """The newest command that is due; first in, first due (a late one holds back those behind it)."""
         while self.pending and self.pending[0][0] <= self.robot_time + 1e-9:
             self.active = self.pending.popleft()[1]
         return self.active
 
     def _physics_step(self, law: MotorLaw) -> None:
         d = self.data
-        q = d.qpos[7:] + self.bias_q  # the motor's own encoder, calibration error included
-        tau = law.torque(q, d.qvel[6:], self.torque_limit)
+        q = self._encoder_angle() + self.bias_q  # the motor's own encoder, calibration error included
+        tau = self._limit_by_speed(law.torque(q, d.qvel[6:], self.torque_limit), d.qvel[6:])
         if "dead_motor" in self.faults:
             tau[self.faults["dead_motor"].joints(self.spec.num_joints)] = 0.0
         d.ctrl[:] = tau
         mujoco.mj_step(self.model, d)
         self.applied_torque = tau
 
+    def _encoder_angle(self) -> np.ndarray:
+        """The joint angle the encoder sees: the true one, or with backlash, the last one within the dead zone."""
+        if not (width := self.profile.motors.backlash):
+            return self.data.qpos[7:]
+        true_q = self.data.qpos[7:]
+        self.encoder_q = np.clip(self.encoder_q, true_q - width / 2, true_q + width / 2)
+        return self.encoder_q
+
+    def _limit_by_speed(self, tau: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """The torque-speed line: less torque the faster a joint turns in the torque's direction."""
+        if not self.profile.motors.torque_speed:
+            return tau
+        ratio = dq / self.no_load_speed
+        upper = np.clip(self.torque_limit * (1.0 - ratio), 0.0, self.torque_limit)
+        lower = np.clip(self.torque_limit * (-1.0 - ratio), -self.torque_limit, 0.0)
+        return np.clip(tau, lower, upper)
+
     def _measure(self) -> Sensors:
         d, s, noise, n, white = self.data, self.sensor, self.profile.noise, self.spec.num_joints, self._white
         quaternion = rotated(rotated(d.qpos[3:7].copy(), self.bias_tilt), white(noise.orientation, 3))
         return Sensors(
-            q=d.qpos[7:] + self.bias_q + white(noise.joint_pos, n),
+            q=self._encoder_angle() + self.bias_q + white(noise.joint_pos, n),
             dq=d.qvel[6:] + white(noise.joint_vel, n),
             ddq=d.qacc[6:].copy(),
             tau=self.applied_torque.copy(),
             quaternion=quaternion,
             gyro=d.sensordata[s["gyro"]] + self.bias_gyro + white(noise.gyro, 3),
             accelerometer=d.sensordata[s["accelerometer"]] + self.bias_accelerometer + white(noise.accelerometer, 3),
-            foot_force=d.sensordata[s["feet_touch"]].copy(),
+            foot_force=self._foot_force(d.sensordata[s["feet_touch"]].copy()),
         )
+
+    def _foot_force(self, force: np.ndarray) -> np.ndarray:
+        f = self.profile.foot_force
+        if f.std:
+            force += self.rng.normal(0.0, f.std, force.size)
+        if f.dropout:
+            force[self.rng.random(force.size) < f.dropout] = 0.0
+        return force
 
     def _white(self, std: float, size: int) -> np.ndarray:
         return self.rng.normal(0.0, std, size) if std else np.zeros(size)
@@ -492,6 +613,8 @@ class StandInRobot:
         mujoco.mj_forward(self.model, self.data)
         if seed > 0:
             self.rng = np.random.default_rng([self.seed, seed])
+            self.jitter_rng = np.random.default_rng([self.seed, seed, JITTER_STREAM])
+        self.encoder_q = self.data.qpos[7:].copy()  # backlash: the dead zone starts centred
         self.ticks_since_reset = 0
         self.faults: dict[str, Fault] = {}
         self.pending: deque[tuple[float, MotorLaw]] = deque()  # (robot time it acts, command)
