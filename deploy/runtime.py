@@ -16,7 +16,6 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -25,6 +24,7 @@ import torch
 
 from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
 from deploy.observation import ObservationBuilder
+from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
 from robot_spec.config import load_config, named_config
 from robot_spec.policy_io import LoadedPolicy
@@ -51,12 +51,6 @@ def load_runtime_config(name_or_path: str = "runtime", overrides: dict | None = 
     if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         path = named_config("deploy", name_or_path)
     return load_config(RuntimeConfig, path, overrides)
-
-
-class Phase(IntEnum):
-    SOFT_START = 0
-    POLICY = 1
-    DAMPING = 2
 
 
 @dataclass

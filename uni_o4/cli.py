@@ -17,8 +17,8 @@ from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import ConfigError, load_config, named_config, save_config
+from uni_o4.registry import ALGOS
 
-ALGOS = ("uni_o4", "iql", "calql", "o3f")
 SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
 
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pipeline":
             from uni_o4.pipeline import run_pipeline
 
-            return run_pipeline(args)
+            return run_pipeline(args, run_uni_o4=main)
         if args.offline:
             return finetune_offline(args)
         return finetune_online(args)
@@ -197,7 +197,7 @@ def gate_candidate(args, spec, candidate: Path, scores: tuple[float, float], out
 def finetune_online(args: argparse.Namespace) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
-    from real_robot.collect import EpisodeStartError
+    from deploy.session import EpisodeStartError, SessionConfig
     from robot_spec import load_robot
     from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink, build_learner
 
@@ -218,7 +218,8 @@ def finetune_online(args: argparse.Namespace) -> int:
     if args.stand_in:
         robot = StandInRobotLink(args.stand_in, cfg)
     else:
-        robot = RobotLink(cfg, ["--lcm-url", args.lcm_url, "--channel-prefix", args.channel_prefix])
+        session = SessionConfig(lcm_url=args.lcm_url, channel_prefix=args.channel_prefix, operator_reset=True)
+        robot = RobotLink(cfg, session)
     out = _out(args)
     size = f"{cfg.rollout_steps} steps" if cfg.rollout_steps else f"{cfg.episodes_per_rollout} episode(s)"
     where = f"the stand-in ({args.stand_in})" if args.stand_in else "the robot"

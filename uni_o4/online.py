@@ -1,7 +1,7 @@
 """Guarded online fine-tuning on the robot: `uni_o4 finetune --online --policy <offline result>`.
 
 One iteration per update, every step on the robot going through the deploy runtime and its safety monitors
-(`real_robot collect`, with an exploring behaviour instead of the deterministic policy):
+(the robot session of `real_robot collect`, deploy/session.py, with an exploring behaviour instead of the deterministic policy):
 
 1. rollout: whole episodes, logged as loss-proof logs under <out>/rollouts/update_NNN. Updates happen only
    between rollouts, never mid-stride: the robot stands (the runtime holds the default pose, its monitors on)
@@ -22,11 +22,12 @@ The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from deploy.runtime import Behaviour, torch_threads
+from deploy.session import CollectConfig, Session, SessionConfig
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError, save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
@@ -453,31 +455,32 @@ def _std_kwargs(policy: GaussianPolicyEnsemble) -> dict:
 
 
 class RobotLink:
-    """Rollouts on the robot behind a running bridge (real time), all in one `real_robot collect` session whose
-    control loop never stops: between rollouts the robot stands (or damps after a fall) while the learner
+    """Rollouts on the robot behind a running bridge (real time), all in one robot session (deploy.session)
+    whose control loop never stops: between rollouts the robot stands (or damps after a fall) while the learner
     measures, updates and checkpoints; the operator starts each episode (Enter)."""
 
-    def __init__(self, cfg: OnlineConfig, connection: list[str],
-                 session_args: tuple[str, ...] = ("--operator-reset",)):  # fmt: skip
-        self.cfg, self.connection, self.session_args = cfg, connection, list(session_args)
-        self.session = None
+    def __init__(self, cfg: OnlineConfig, session: SessionConfig, stand_in_profile: str | None = None):
+        self.cfg, self.session_cfg, self.stand_in_profile = cfg, session, stand_in_profile
+        self.session: Session | None = None
 
     def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
                 episodes: int | None) -> None:  # fmt: skip
-        from real_robot import collect
-
         if self.session is not None and self.session.stopped:
             raise KeyboardInterrupt("stopped by the operator")
-        args = collect.build_parser().parse_args([
-            "--policy", str(policy), *collect.amount_args(*rollout_size(self.cfg, episodes)),
-            "--episode-s", str(self.cfg.episode_s), "--schedule", self.cfg.schedule, "--speed", self.cfg.speed,
-            "--out", str(folder), "--seed", str(self.noise_seed(meta)), *self.session_args, *self.connection,
-        ])  # fmt: skip
+        episodes, steps = rollout_size(self.cfg, episodes)
+        run = CollectConfig(
+            policy, steps=steps, episodes=episodes, episode_s=self.cfg.episode_s, schedule=self.cfg.schedule,
+            speed=self.cfg.speed, out=folder, seed=self.noise_seed(meta), stand_in_profile=self.stand_in_profile,
+        )  # fmt: skip
         if self.session is None:
-            self.session = collect.Session(args)
-        self.session.collect(args, behaviour, meta, stand_after=True)
+            self.session = Session(self.connect(), run)
+        self.session.collect(run, behaviour, meta, stand_after=True)
         if self.session.stopped:  # a rollout cut short by the operator is not learnt from
             raise KeyboardInterrupt("stopped by the operator")
+
+    def connect(self) -> SessionConfig:
+        """The session's config, once the robot is there (called at the first rollout)."""
+        return self.session_cfg
 
     def noise_seed(self, meta: dict) -> int:
         return self.cfg.seed * 1000 + meta["online_update"]  # fresh sensor and action noise each rollout
@@ -497,25 +500,23 @@ class StandInRobotLink(RobotLink):
     rollout and kept for the whole run: one robot (seed cfg.seed), reset before every episode."""
 
     def __init__(self, profile: str, cfg: OnlineConfig):
-        super().__init__(cfg, [], ("--runtime-config", "runtime_fast", "--stand-in-profile", profile))
+        super().__init__(cfg, SessionConfig(runtime_config="runtime_fast"), stand_in_profile=profile)
         self.profile, self.loopback = profile, None
+        self.processes = contextlib.ExitStack()
 
-    def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
-                episodes: int | None) -> None:  # fmt: skip
-        if self.loopback is None:
-            from deploy.loopback import LoopbackRobot
+    def connect(self) -> SessionConfig:
+        from real_robot.loopback import LoopbackRobot
 
-            self.loopback = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed).__enter__()
-            self.connection = ["--lcm-url", self.loopback.lcm_url, "--channel-prefix", self.loopback.prefix]
-        super().rollout(policy, folder, behaviour, meta, episodes)
+        robot = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed)
+        self.loopback = self.processes.enter_context(robot)
+        return replace(self.session_cfg, lcm_url=robot.lcm_url, channel_prefix=robot.prefix)
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            if self.loopback is not None:
-                self.loopback.stop()
-                self.loopback = None
+            self.processes.close()
+            self.loopback = None
 
 
 def rollout_size(cfg: OnlineConfig, episodes: int | None) -> tuple[int | None, int | None]:

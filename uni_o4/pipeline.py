@@ -17,11 +17,12 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
-from uni_o4.cli import ALGOS
+from uni_o4.registry import ALGOS
 
 
 def add_pipeline_parser(sub) -> None:
@@ -45,7 +46,9 @@ def add_pipeline_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
 
 
-def run_pipeline(args: argparse.Namespace) -> int:
+def run_pipeline(args: argparse.Namespace, run_uni_o4: Callable[[list[str]], int]) -> int:
+    """The pipeline `args` describe; `run_uni_o4(argv)` runs a `uni_o4` fine-tuning stage (the command line's
+    main, handed in by it)."""
     from robot_spec import load_robot
     from uni_o4.robot_eval import RobotEvalConfig
 
@@ -70,7 +73,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     evaluate("sim policy", policy, args.profile)
     logs = args.data or collect(args, policy, out / "data_logs")
     offline = out / "offline"
-    run_stage(offline / "report.json", [
+    run_stage(run_uni_o4, offline / "report.json", [
         "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
         "--preset", args.offline_preset or f"{args.algo}_quick", "--ope-preset", "uni_o4_quick",
         "--out", str(offline), "--cache", str(out / "cache"),
@@ -81,7 +84,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
              f"gate {'passed' if gate['passed'] else 'refused'}")  # fmt: skip
     online = out / "online"
     try:
-        run_stage(online / "deploy" / "policy.pt", [
+        run_stage(run_uni_o4, online / "deploy" / "policy.pt", [
             "finetune", "--online", "--policy", str(offline), "--stand-in", args.profile,
             "--preset", args.online_preset, "--out", str(online), "--seed", str(args.seed), "--device", args.device,
         ])  # fmt: skip
@@ -97,10 +100,8 @@ class StageFailed(RuntimeError):
     pass
 
 
-def run_stage(done_marker: Path, argv: list[str]) -> None:
+def run_stage(main: Callable[[list[str]], int], done_marker: Path, argv: list[str]) -> None:
     """`uni_o4 <argv>` unless its output exists (then the stage was done before)."""
-    from uni_o4.cli import main
-
     if done_marker.exists():
         print(f"pipeline: {done_marker.parent} done before, skipped")
         return
