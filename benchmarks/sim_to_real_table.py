@@ -19,7 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from uni_o4.cli import ALGOS, main as uni_o4  # noqa: E402
+from uni_o4.cli import main as uni_o4  # noqa: E402
+from uni_o4.registry import ALGOS  # noqa: E402
 
 METRICS = ("mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
 

@@ -62,7 +62,8 @@ class OffPolicyWorkload:
     warmed up there, as the online loop does; compiled and "cold", the first update compiles during the hold."""
 
     def __init__(self, obs_dim: int, actions: int, compile: bool, warm_up: bool = True):
-        from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm
+        from uni_o4.baselines import SafeActionSet
+        from uni_o4.registry import load_baseline_config, make_algorithm
         from uni_o4.synthetic import synthetic_dataset
 
         self.data = synthetic_dataset(obs_dim, actions, episodes=20, length=200)

@@ -85,88 +85,39 @@ def finetune_offline(args: argparse.Namespace) -> int:
 
     from robot_spec import load_robot
     from robot_spec.policy_io import load_policy
-    from uni_o4.baselines import baseline_data_config
-    from uni_o4.log_dataset import dataset_from_log_folder
+    from uni_o4.log_dataset import dataset_from_log_folder, files_hash, log_folders
+    from uni_o4.method import OfflineJob
+    from uni_o4.registry import METHODS, make_method
 
+    method = make_method(args.algo)
     spec = load_robot(args.robot)
     init = load_policy(args.init, spec) if args.init else None  # refuses a policy for another robot/layout
     out = _out(args)
-    data_cfg = offline_config(args, init is not None).data if args.algo == "uni_o4" else baseline_data_config()
-    data, log_report = dataset_from_log_folder(list(args.offline), spec, data_cfg, args.skip_damaged, args.device)
-    print(f"dataset: {len(data)} transitions from {log_report.episodes} episodes "
-          f"({log_report.terminals} terminals) in {' '.join(map(str, args.offline))}")  # fmt: skip
+    job = OfflineJob(
+        args.algo, args.preset or METHODS[args.algo].preset, list(args.offline), spec, out, init, args.init,
+        args.seed, args.device, args.cache, args.ope_preset,
+    )  # fmt: skip
+    data_cfg = method.data_config(job)
+    if data_cfg is not None:
+        job.data, job.data_report = dataset_from_log_folder(job.logs, spec, data_cfg, args.skip_damaged, args.device)
+        report = job.data_report
+        print(f"dataset: {len(job.data)} transitions from {report.episodes} episodes "
+              f"({report.terminals} terminals) in {' '.join(map(str, args.offline))}")  # fmt: skip
+    folders = [folder for root in job.logs for folder in log_folders(root)]
+    data_hash = job.data_report.files_hash if job.data_report else files_hash(folders)
     source = {"algo": args.algo, "data": [str(p) for p in args.offline], "init": str(args.init or ""),
-              "preset": args.preset or args.algo, "data_hash": log_report.files_hash}  # fmt: skip
+              "preset": args.preset or args.algo, "data_hash": data_hash}  # fmt: skip
     (out / SOURCE_FILE).write_text(json.dumps(source, indent=2))
     torch.manual_seed(args.seed if args.seed is not None else 0)
     with SummaryWriter(str(out / "tensorboard")) as writer:
-        train = offline_uni_o4 if args.algo == "uni_o4" else offline_baseline
-        candidate, scores, details = train(args, spec, data, init, out, writer)
-    decision, sim = gate_candidate(args, spec, candidate, scores, out)
-    if args.algo == "uni_o4":
-        from uni_o4.report import plot_offline
-
-        plot_offline(details, decision, out / "offline_report.png")
-    report = {"source": source, "data": asdict(log_report), "offline": details, "sim_eval": sim,
-              "gate": asdict(decision)}  # fmt: skip
+        job.writer = writer
+        outcome = method.finetune_offline(job)
+    decision, sim = gate_candidate(args, spec, outcome.candidate, (outcome.score, outcome.incumbent_score), out)
+    method.report(outcome, decision, out)
+    data = asdict(job.data_report) if job.data_report else None
+    report = {"source": source, "data": data, "offline": outcome.details, "sim_eval": sim, "gate": asdict(decision)}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return 0
-
-
-def offline_config(args: argparse.Namespace, has_init: bool):
-    from uni_o4.offline import load_offline_config
-
-    overrides: dict = {"behaviour": {"init": "policy" if has_init else "bc"}}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    return load_offline_config(named_config("finetune", args.preset or "uni_o4"), overrides)
-
-
-def offline_uni_o4(args, spec, data, init, out, writer):
-    """Uni-O4 stages 1 and 2; returns (candidate policy file, (candidate, incumbent) AM-Q, summary)."""
-    from robot_spec.policy_io import save_policy
-    from uni_o4.offline import run_offline
-
-    cfg = offline_config(args, init is not None)
-    result = run_offline(data, init.actor if init else None, cfg, out, args.device, writer,
-                         obs_layout=spec.observation, cache_dir=args.cache)  # fmt: skip
-    candidate = out / "candidate" / "policy.pt"
-    save_policy(result.actor, spec, candidate, {
-        "source": "uni_o4 offline", "init": str(args.init or "bc"), "am_q": result.final_score,
-        "best_member": result.best_member,
-    })  # fmt: skip
-    return candidate, (result.final_score, result.reference_score), result.summary()
-
-
-def offline_baseline(args, spec, data, init, out, writer):
-    """IQL / Cal-QL / O3F offline training; scored by the same AM-Q yardstick as Uni-O4 for the gate."""
-    import torch
-
-    from deploy.safety import load_safety_config
-    from robot_spec.config import to_dict
-    from robot_spec.policy_io import save_policy
-    from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm, train
-    from uni_o4.offline import amq_scores, load_offline_config
-
-    overrides = {"seed": args.seed} if args.seed is not None else None
-    cfg = load_baseline_config(args.algo, named_config("finetune", args.preset or args.algo), overrides)
-    save_config(cfg, out / "baseline_config.yaml")
-    safe_set = SafeActionSet.from_spec(spec, load_safety_config(args.robot).max_action_delta)
-    start = init.actor if init is not None and args.algo != "calql" else None  # Cal-QL's policy is tanh-squashed
-    algorithm = make_algorithm(args.algo, cfg, data, safe_set, args.device, init_actor=start)
-    history = train(algorithm, lambda: data.sample(cfg.batch_size), cfg.offline_steps, progress=True)
-    for step in range(0, len(history), 100):
-        for key, value in history[step].items():
-            writer.add_scalar(f"{args.algo}/{key}", value, step)
-    torch.save({"algo": args.algo, "config": to_dict(cfg), "state": algorithm.state_dict()}, out / "algorithm.pt")
-    candidate = out / "candidate" / "policy.pt"
-    save_policy(algorithm.export_actor(), spec, candidate, {"source": f"{args.algo} offline"})
-    ope_cfg = load_offline_config(named_config("finetune", args.ope_preset))
-    actors = [algorithm.export_actor()] + ([init.actor] if init is not None else [])
-    scores = amq_scores(data, actors, ope_cfg, args.cache or out / "cache", spec.observation, writer)
-    incumbent = scores[1] if init is not None else float("-inf")
-    return candidate, (scores[0], incumbent), {"algo": args.algo, "steps": len(history), "final": history[-1],
-                                               "am_q": scores}  # fmt: skip
 
 
 def gate_candidate(args, spec, candidate: Path, scores: tuple[float, float], out: Path):
@@ -199,7 +150,8 @@ def finetune_online(args: argparse.Namespace) -> int:
 
     from deploy.session import EpisodeStartError, SessionConfig
     from robot_spec import load_robot
-    from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink, build_learner
+    from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink
+    from uni_o4.registry import build_learner
 
     if args.policy is None or not (args.policy / SOURCE_FILE).is_file():
         raise FileNotFoundError(f"--online needs --policy: the output folder of `uni_o4 finetune --offline` "

@@ -398,60 +398,12 @@ def plot_online(history: list[dict], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- building
-def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineConfig,
-                  device: str = "cpu") -> tuple[Learner, LogDataConfig]:  # fmt: skip
-    """The learner that continues an offline run (`uni_o4 finetune --offline` output folder), and the log→data
-    config it used (the critics read the same measurements online)."""
-    from robot_spec.config import load_config
-
-    if source["algo"] == "uni_o4":
-        from uni_o4.offline import OfflineConfig, OfflineResult
-
-        offline_cfg = load_config(OfflineConfig, result_dir / "offline_config.yaml")
-        result = OfflineResult.load(result_dir, device)
-        policy = result.best_policy()
-        if not gate_passed(result_dir):  # start from what the gate kept deployed, with the offline critic
-            print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
-            deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
-            policy = GaussianPolicyEnsemble.from_actor(deployed, 1, **_std_kwargs(result.policy))
-        return PPOLearner(policy, result.critics.v, cfg.ppo, cfg.seed), offline_cfg.data
-    refused = not gate_passed(result_dir)
-    if refused and source["algo"] == "calql":
-        raise ValueError(f"the gate refused calql's offline result in {result_dir} (gate.json), and Cal-QL's "
-                         "tanh policy cannot restart from the deployed one: nothing safe to fine-tune online")  # fmt: skip
-    import torch
-
-    from deploy.safety import load_safety_config
-    from robot_spec.config import from_dict
-    from uni_o4.baselines import ALGORITHMS, SafeActionSet, baseline_data_config, make_algorithm
-
-    saved = torch.load(result_dir / "algorithm.pt", map_location="cpu", weights_only=False)
-    data_cfg = baseline_data_config()
-    offline, _ = dataset_from_log_folder([Path(p) for p in source["data"]], spec, data_cfg, device=device)
-    algo_cfg = from_dict(ALGORITHMS[source["algo"]][0], saved["config"])
-    safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
-    deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
-    # IQL/O3F started offline from the --init actor: rebuild with its architecture (the weights come from the state)
-    init = {"init_actor": deployed} if source.get("init") and source["algo"] != "calql" else {}
-    algorithm = make_algorithm(source["algo"], algo_cfg, offline, safe_set, device, **init)
-    algorithm.load_state_dict(saved["state"])
-    if refused:  # like Uni-O4: start from what the gate kept deployed, with the offline critics
-        print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
-        algorithm.restart_policy_mean(deployed)
-    return OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg), data_cfg
-
-
 DEPLOYED = Path("deploy") / "policy.pt"
 
 
 def gate_passed(result_dir: Path) -> bool:
     gate = result_dir / "gate.json"
     return gate.is_file() and json.loads(gate.read_text())["passed"]
-
-
-def _std_kwargs(policy: GaussianPolicyEnsemble) -> dict:
-    keys = ("state_dependent_std", "init_std", "log_std_bounds")
-    return {k: policy.init_kwargs[k] for k in keys}
 
 
 class RobotLink:

@@ -22,7 +22,7 @@ from typing import Callable
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
-from uni_o4.registry import ALGOS
+from uni_o4.registry import ALGOS, METHODS
 
 
 def add_pipeline_parser(sub) -> None:
@@ -75,7 +75,7 @@ def run_pipeline(args: argparse.Namespace, run_uni_o4: Callable[[list[str]], int
     offline = out / "offline"
     run_stage(run_uni_o4, offline / "report.json", [
         "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
-        "--preset", args.offline_preset or f"{args.algo}_quick", "--ope-preset", "uni_o4_quick",
+        "--preset", args.offline_preset or METHODS[args.algo].quick_preset, "--ope-preset", "uni_o4_quick",
         "--out", str(offline), "--cache", str(out / "cache"),
         "--seed", str(args.seed), "--device", args.device,
     ])  # fmt: skip
