@@ -17,7 +17,7 @@ from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import ConfigError, load_config, named_config, save_config
-from uni_o4.registry import ALGOS
+from uni_o4.registry import METHODS
 
 SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--online", action="store_true", help="online fine-tuning on the robot (see --policy)")
     ft.add_argument("--init", type=Path, help="offline: sim-pretrained policy.pt to start from (default: BC)")
     ft.add_argument("--policy", type=Path, help="online: the output folder of an offline run")
-    ft.add_argument("--algo", default="uni_o4", choices=ALGOS, help="offline: fine-tuning method (default uni_o4)")
+    ft.add_argument("--algo", default="uni_o4", choices=METHODS, help="offline: fine-tuning method (default uni_o4)")
     ft.add_argument("--preset", help="configs/finetune/<preset>.yaml (default: the algorithm's; online: online)")
     ft.add_argument("--ope-preset", default="uni_o4",
                     help="offline baselines: Uni-O4 preset whose AM-Q the gate scores with (default uni_o4)")
@@ -87,7 +87,7 @@ def finetune_offline(args: argparse.Namespace) -> int:
     from robot_spec.policy_io import load_policy
     from uni_o4.log_dataset import dataset_from_log_folder, files_hash, log_folders
     from uni_o4.method import OfflineJob
-    from uni_o4.registry import METHODS, make_method
+    from uni_o4.registry import make_method
 
     method = make_method(args.algo)
     spec = load_robot(args.robot)

@@ -22,13 +22,13 @@ from typing import Callable
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
-from uni_o4.registry import ALGOS, METHODS
+from uni_o4.registry import METHODS
 
 
 def add_pipeline_parser(sub) -> None:
     p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--algo", default="uni_o4", choices=ALGOS, help="fine-tuning method (default uni_o4)")
+    p.add_argument("--algo", default="uni_o4", choices=METHODS, help="fine-tuning method (default uni_o4)")
     p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
     p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
     p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
