@@ -26,6 +26,7 @@ from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
 from deploy.observation import ObservationBuilder
 from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
+from real_robot.clock import now_us
 from robot_spec.config import load_config, named_config
 from robot_spec.policy_io import LoadedPolicy
 from robot_spec.spec import RobotSpec
@@ -391,7 +392,7 @@ class Runtime:
         self.rearm_requested = False
         target, record = self.controller.step(state, self._context(state, now, wall))
         self.io.publish_target(target, self.step_count, state.robot_tick_us)
-        publish_us = time.monotonic_ns() // 1000
+        publish_us = now_us()
         if self.armed_at_us == math.inf:  # the bridge's reports count once it has surely seen this target
             self.armed_at_us = publish_us + 2 * self.period_us
         self.io.publish_status(record["trip"], record["trip_count"])
