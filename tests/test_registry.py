@@ -9,7 +9,7 @@ import torch
 
 from robot_spec.config import load_config, named_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
-from uni_o4 import cli, registry
+from uni_o4 import cli, finetune, registry
 from uni_o4.gate import GateDecision
 from uni_o4.method import FineTuningMethod, OfflineJob, OfflineOutcome
 from uni_o4.offline import OfflineConfig
@@ -47,7 +47,7 @@ class CopyIncumbent(FineTuningMethod):
 def test_a_new_method_is_one_class_and_one_registry_line(spec, tmp_path, monkeypatch):
     monkeypatch.setitem(registry.METHODS, "copy", registry.Registered(CopyIncumbent, "uni_o4", "uni_o4_quick"))
     judged = []
-    monkeypatch.setattr(cli, "gate_candidate", lambda args, spec, candidate, scores, out: (
+    monkeypatch.setattr(finetune, "gate_candidate", lambda req, spec, candidate, scores: (
         judged.append((candidate, scores)) or (GateDecision(passed=True), {})))  # fmt: skip
     actor = ActorMLP(spec.observation.dim, spec.num_joints, [8])
     save_policy(actor, spec, tmp_path / "init.pt")

@@ -3,23 +3,19 @@
 Offline: a dataset from robot logs, fine-tuning with the chosen method, the deployment gate (AM-Q not below
 the incumbent's, no falls in randomised simulation). Online: guarded fine-tuning on the robot through the
 deploy runtime, starting from an offline result. Every run folder holds the config it used, TensorBoard logs,
-a JSON report and plots; rerunning with the same --out resumes.
+a JSON report and plots; rerunning with the same --out resumes. A thin shell over uni_o4/finetune.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL
-from robot_spec.config import ConfigError, load_config, named_config, save_config
+from robot_spec.config import ConfigError
+from uni_o4.finetune import default_out
 from uni_o4.registry import METHODS
-
-SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,131 +59,39 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pipeline":
             from uni_o4.pipeline import run_pipeline
 
-            return run_pipeline(args, run_uni_o4=main)
-        if args.offline:
-            return finetune_offline(args)
-        return finetune_online(args)
+            return run_pipeline(args)
+        return offline(args) if args.offline else online(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"uni_o4 {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
-def _out(args: argparse.Namespace) -> Path:
-    out = args.out or Path("runs") / "finetune" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+# --------------------------------------------------------------------------------------------- commands
+def offline(args: argparse.Namespace) -> int:
+    from uni_o4.finetune import OfflineRequest, finetune_offline
 
-
-# --------------------------------------------------------------------------------------------- offline
-def finetune_offline(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.tensorboard import SummaryWriter
-
-    from robot_spec import load_robot
-    from robot_spec.policy_io import load_policy
-    from uni_o4.log_dataset import dataset_from_log_folder, files_hash, log_folders
-    from uni_o4.method import OfflineJob
-    from uni_o4.registry import make_method
-
-    method = make_method(args.algo)
-    spec = load_robot(args.robot)
-    init = load_policy(args.init, spec) if args.init else None  # refuses a policy for another robot/layout
-    out = _out(args)
-    job = OfflineJob(
-        args.algo, args.preset or METHODS[args.algo].preset, list(args.offline), spec, out, init, args.init,
-        args.seed, args.device, args.cache, args.ope_preset,
-    )  # fmt: skip
-    data_cfg = method.data_config(job)
-    if data_cfg is not None:
-        job.data, job.data_report = dataset_from_log_folder(job.logs, spec, data_cfg, args.skip_damaged, args.device)
-        report = job.data_report
-        print(f"dataset: {len(job.data)} transitions from {report.episodes} episodes "
-              f"({report.terminals} terminals) in {' '.join(map(str, args.offline))}")  # fmt: skip
-    folders = [folder for root in job.logs for folder in log_folders(root)]
-    data_hash = job.data_report.files_hash if job.data_report else files_hash(folders)
-    source = {"algo": args.algo, "data": [str(p) for p in args.offline], "init": str(args.init or ""),
-              "preset": args.preset or args.algo, "data_hash": data_hash}  # fmt: skip
-    (out / SOURCE_FILE).write_text(json.dumps(source, indent=2))
-    torch.manual_seed(args.seed if args.seed is not None else 0)
-    with SummaryWriter(str(out / "tensorboard")) as writer:
-        job.writer = writer
-        outcome = method.finetune_offline(job)
-    decision, sim = gate_candidate(args, spec, outcome.candidate, (outcome.score, outcome.incumbent_score), out)
-    method.report(outcome, decision, out)
-    data = asdict(job.data_report) if job.data_report else None
-    report = {"source": source, "data": data, "offline": outcome.details, "sim_eval": sim, "gate": asdict(decision)}
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    finetune_offline(OfflineRequest(
+        list(args.offline), args.out or default_out(), args.algo, args.init, args.preset, args.ope_preset,
+        args.robot, args.cache, args.skip_damaged, args.seed, args.device,
+    ))  # fmt: skip
     return 0
 
 
-def gate_candidate(args, spec, candidate: Path, scores: tuple[float, float], out: Path):
-    """The deployment gate; out/deploy/policy.pt is the candidate if it passed, else the incumbent (--init)."""
-    from robot_spec.policy_io import load_policy
-    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
-    from uni_o4 import gate
+def online(args: argparse.Namespace) -> int:
+    from deploy.session import EpisodeStartError
+    from uni_o4.finetune import OnlineRequest, finetune_online
 
-    gate_cfg = gate.GateConfig()
-    eval_cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset))
-    sim = evaluate_policy(load_policy(candidate, spec), eval_cfg, device=args.device)
-    decision = gate.decide(scores[0], scores[1], sim, gate_cfg)
-    if decision.passed or args.init is not None:
-        gate.apply(decision, candidate, args.init or candidate, out)
-    else:
-        (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
-    verdict = "passed" if decision.passed else "REFUSED"
-    print(f"AM-Q: incumbent {scores[1]:.4g} -> candidate {scores[0]:.4g}; sim falls {sim['fall_rate']:.3f}; "
-          f"gate {verdict}: {'; '.join(decision.reasons)}")  # fmt: skip
-    if decision.passed or args.init is not None:
-        print(f"policy to deploy: {out / 'deploy' / 'policy.pt'} ({'fine-tuned' if decision.passed else 'previous'})")
-    else:
-        print("no policy to deploy: the candidate did not pass and there is no previous policy (--init)")
-    return decision, sim
-
-
-# --------------------------------------------------------------------------------------------- online
-def finetune_online(args: argparse.Namespace) -> int:
-    from torch.utils.tensorboard import SummaryWriter
-
-    from deploy.session import EpisodeStartError, SessionConfig
-    from robot_spec import load_robot
-    from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink
-    from uni_o4.registry import build_learner
-
-    if args.policy is None or not (args.policy / SOURCE_FILE).is_file():
-        raise FileNotFoundError(f"--online needs --policy: the output folder of `uni_o4 finetune --offline` "
-                                f"(with {SOURCE_FILE}), got {args.policy}")  # fmt: skip
-    spec = load_robot(args.robot)
-    overrides: dict = {}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.updates is not None:
-        overrides["updates"] = args.updates
-    if args.rollout_steps is not None:
-        overrides["rollout_steps"] = args.rollout_steps
-    cfg = load_config(OnlineConfig, named_config("finetune", args.preset or "online"), overrides)
-    source = json.loads((args.policy / SOURCE_FILE).read_text())
-    learner, data_cfg = build_learner(args.policy, source, spec, cfg, args.device)
-    if args.stand_in:
-        robot = StandInRobotLink(args.stand_in, cfg)
-    else:
-        session = SessionConfig(lcm_url=args.lcm_url, channel_prefix=args.channel_prefix, operator_reset=True)
-        robot = RobotLink(cfg, session)
-    out = _out(args)
-    size = f"{cfg.rollout_steps} steps" if cfg.rollout_steps else f"{cfg.episodes_per_rollout} episode(s)"
-    where = f"the stand-in ({args.stand_in})" if args.stand_in else "the robot"
-    print(f"online {source['algo']} from {args.policy}: {cfg.updates} updates of {size} on {where} -> {out}")
-    with SummaryWriter(str(out / "tensorboard")) as writer:
-        try:
-            state = OnlineRun(learner, spec, data_cfg, cfg, out, robot, writer).run()
-        except (TimeoutError, EpisodeStartError) as err:  # no state from the bridge; a robot that cannot start
-            print(f"uni_o4 finetune --online: {err}; rerun with --out {out} to resume", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(f"online: stopped by the operator (the robot is damping); rerun with --out {out} to resume")
-            return 130
-    rollbacks = sum("rollback" in h for h in state.history)
-    print(f"online: {len(state.history)} rollouts, {rollbacks} rollback(s); best: update {state.best_iteration} "
-          f"-> {out / 'deploy' / 'policy.pt'}")  # fmt: skip
+    out = args.out or default_out()
+    request = OnlineRequest(args.policy, out, args.preset, args.stand_in, args.updates, args.rollout_steps,
+                            args.lcm_url, args.channel_prefix, args.robot, args.seed, args.device)  # fmt: skip
+    try:
+        finetune_online(request)
+    except (TimeoutError, EpisodeStartError) as err:  # no state from the bridge; a robot that cannot start
+        print(f"uni_o4 finetune --online: {err}; rerun with --out {out} to resume", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"online: stopped by the operator (the robot is damping); rerun with --out {out} to resume")
+        return 130
     return 0
 
 

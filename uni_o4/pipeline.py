@@ -4,7 +4,8 @@
     →  deploy and collect (real_robot collect)    →  offline fine-tuning (uni_o4 finetune --offline)
     →  guarded online fine-tuning (uni_o4 finetune --online)
 
-Each stage runs the same command a user would run alone, into its own folder under --out; a stage whose
+Each stage runs what the command a user would run alone runs (deploy.session, uni_o4.finetune; pretraining
+through `sim_pretrain train`), into its own folder under --out; a stage whose
 output exists is skipped, so rerunning the command resumes. After each stage its policy is evaluated on the
 stand-in (deterministic, the same command schedule and episodes), and the table of return, velocity-tracking
 error and falls is printed and saved (pipeline.json, pipeline.md, pipeline.png).
@@ -22,6 +23,8 @@ from typing import Callable
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
+from deploy.session import EpisodeStartError
+from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
 from uni_o4.registry import METHODS
 
 
@@ -46,9 +49,7 @@ def add_pipeline_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
 
 
-def run_pipeline(args: argparse.Namespace, run_uni_o4: Callable[[list[str]], int]) -> int:
-    """The pipeline `args` describe; `run_uni_o4(argv)` runs a `uni_o4` fine-tuning stage (the command line's
-    main, handed in by it)."""
+def run_pipeline(args: argparse.Namespace) -> int:
     from robot_spec import load_robot
     from uni_o4.robot_eval import RobotEvalConfig
 
@@ -73,41 +74,33 @@ def run_pipeline(args: argparse.Namespace, run_uni_o4: Callable[[list[str]], int
     evaluate("sim policy", policy, args.profile)
     logs = args.data or collect(args, policy, out / "data_logs")
     offline = out / "offline"
-    run_stage(run_uni_o4, offline / "report.json", [
-        "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
-        "--preset", args.offline_preset or METHODS[args.algo].quick_preset, "--ope-preset", "uni_o4_quick",
-        "--out", str(offline), "--cache", str(out / "cache"),
-        "--seed", str(args.seed), "--device", args.device,
-    ])  # fmt: skip
+    run_stage(offline / "report.json", finetune_offline, OfflineRequest(
+        [logs], offline, args.algo, policy, args.offline_preset or METHODS[args.algo].quick_preset, "uni_o4_quick",
+        cache=out / "cache", seed=args.seed, device=args.device,
+    ))  # fmt: skip
     gate = json.loads((offline / "gate.json").read_text())
     evaluate("after offline", offline / "candidate" / "policy.pt", args.profile,
              f"gate {'passed' if gate['passed'] else 'refused'}")  # fmt: skip
     online = out / "online"
     try:
-        run_stage(run_uni_o4, online / "deploy" / "policy.pt", [
-            "finetune", "--online", "--policy", str(offline), "--stand-in", args.profile,
-            "--preset", args.online_preset, "--out", str(online), "--seed", str(args.seed), "--device", args.device,
-        ])  # fmt: skip
+        run_stage(online / "deploy" / "policy.pt", finetune_online, OnlineRequest(
+            offline, online, args.online_preset, args.profile, seed=args.seed, device=args.device,
+        ))  # fmt: skip
         evaluate("after online", online / "deploy" / "policy.pt", args.profile, online_note(online))
-    except StageFailed as err:
-        print(f"pipeline: online stage not run: {err}")
+    except (ValueError, FileNotFoundError, TimeoutError, EpisodeStartError, KeyboardInterrupt) as err:
+        print(f"pipeline: online stage not run: {err!r}")
     print_table(rows)
     print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
     return 0
 
 
-class StageFailed(RuntimeError):
-    pass
-
-
-def run_stage(main: Callable[[list[str]], int], done_marker: Path, argv: list[str]) -> None:
-    """`uni_o4 <argv>` unless its output exists (then the stage was done before)."""
+def run_stage(done_marker: Path, stage: Callable, request) -> None:
+    """`stage(request)` unless its output exists (then the stage was done before)."""
     if done_marker.exists():
         print(f"pipeline: {done_marker.parent} done before, skipped")
         return
-    print(f"pipeline: uni_o4 {' '.join(argv)}")
-    if main(argv) != 0:
-        raise StageFailed(f"`uni_o4 {' '.join(argv)}` failed")
+    print(f"pipeline: {stage.__name__} {request}")
+    stage(request)
 
 
 def pretrain(args: argparse.Namespace, out: Path) -> Path:
