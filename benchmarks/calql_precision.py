@@ -25,7 +25,8 @@ RECORD_EVERY = 25
 
 
 def learners(data, seed: int) -> dict:
-    from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm
+    from uni_o4.baselines import SafeActionSet
+    from uni_o4.registry import load_baseline_config, make_algorithm
 
     safe_set = SafeActionSet.for_robot("go1")
     return {p: make_algorithm("calql", load_baseline_config("calql", overrides={"seed": seed, "penalty_precision": p}),
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.common import RESULTS, save
     from robot_spec import load_robot
-    from uni_o4.baselines import baseline_data_config
+    from uni_o4.methods import baseline_data_config
     from uni_o4.log_dataset import dataset_from_log_folder
 
     torch.set_num_threads(args.threads)

@@ -20,9 +20,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from deploy.loopback import LoopbackRobot  # noqa: E402
-from real_robot.collect import main as collect_main  # noqa: E402
+from real_robot.collect_cli import main as collect_main  # noqa: E402
 from real_robot.datalog import read_log_folder  # noqa: E402
+from real_robot.loopback import LoopbackRobot  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.config import CONFIG_DIR  # noqa: E402
 from robot_spec.policy_io import ActorMLP, save_policy  # noqa: E402

@@ -80,7 +80,7 @@ def bench_inference(spec, policy_path: Path, calls: int) -> dict:
 
 def bench_loop(spec, policy_path: Path, seconds: float, profile: str) -> dict:
     from deploy.lcm_io import LcmRobotIO
-    from deploy.loopback import LoopbackRobot
+    from real_robot.loopback import LoopbackRobot
 
     cfg = load_runtime_config("runtime")
     with LoopbackRobot(profile=profile, fast=False) as robot:

@@ -76,7 +76,8 @@ def ours_steps(algorithm: str, plain: bool = False) -> dict[str, Callable[[], ob
     import torch
 
     sys.path.insert(0, str(REPO))
-    from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm
+    from uni_o4.baselines import SafeActionSet
+    from uni_o4.registry import load_baseline_config, make_algorithm
     from uni_o4.dataset import OfflineDataset
 
     arrays = synthetic_arrays()

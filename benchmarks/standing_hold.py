@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from deploy.loopback import LoopbackRobot  # noqa: E402
 from deploy.runtime import Phase, torch_threads  # noqa: E402
-from real_robot import collect  # noqa: E402
+from deploy.session import CollectConfig, Session, SessionConfig  # noqa: E402
 from real_robot.datalog import read_log_folder  # noqa: E402
+from real_robot.loopback import LoopbackRobot  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import ActorMLP, save_policy  # noqa: E402
 
@@ -62,7 +62,8 @@ class OffPolicyWorkload:
     warmed up there, as the online loop does; compiled and "cold", the first update compiles during the hold."""
 
     def __init__(self, obs_dim: int, actions: int, compile: bool, warm_up: bool = True):
-        from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm
+        from uni_o4.baselines import SafeActionSet
+        from uni_o4.registry import load_baseline_config, make_algorithm
         from uni_o4.synthetic import synthetic_dataset
 
         self.data = synthetic_dataset(obs_dim, actions, episodes=20, length=200)
@@ -110,12 +111,11 @@ def main() -> None:
             policy = Path(tmp) / "standing.pt"
             save_policy(actor, spec, policy)
         log = Path(tmp) / "log"
-        argv = ["--policy", str(policy), "--episodes", "1", "--episode-s", str(args.episode_s), "--schedule", "stand",
-                "--out", str(log), "--lcm-url", robot.lcm_url, "--channel-prefix", robot.prefix,
-                "--stand-in-profile", args.profile]  # fmt: skip
-        session = collect.Session(collect.build_parser().parse_args(argv))
+        run = CollectConfig(policy, episodes=1, episode_s=args.episode_s, schedule="stand", out=log,
+                            stand_in_profile=args.profile)  # fmt: skip
+        session = Session(SessionConfig(lcm_url=robot.lcm_url, channel_prefix=robot.prefix), run)
         try:
-            session.collect(collect.build_parser().parse_args(argv), stand_after=True)
+            session.collect(run, stand_after=True)
             records: list[dict] = []
             session.runtime.on_step = records.append
             with torch_threads(args.learner_threads or torch.get_num_threads()):  # as OnlineRun runs updates

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deploy.commands import load_speed_preset, make_command_source
+from deploy.command_sources import make_command_source
+from deploy.commands import load_speed_preset
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from robot_spec.config import ConfigError, to_dict
@@ -97,7 +98,7 @@ def arm(args: argparse.Namespace) -> int:
 def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> Runtime:
     """The runtime on LCM with its command source, status line and (unless --no-log) log; closed by `stack`."""
     from deploy.lcm_io import LcmRobotIO
-    from real_robot.collect import RunLog, run_meta
+    from deploy.session import RunLog, run_meta
 
     cfg, safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
     preset = load_speed_preset(args.speed)

@@ -16,7 +16,6 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -25,7 +24,9 @@ import torch
 
 from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
 from deploy.observation import ObservationBuilder
+from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
+from real_robot.clock import now_us
 from robot_spec.config import load_config, named_config
 from robot_spec.policy_io import LoadedPolicy
 from robot_spec.spec import RobotSpec
@@ -51,12 +52,6 @@ def load_runtime_config(name_or_path: str = "runtime", overrides: dict | None = 
     if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         path = named_config("deploy", name_or_path)
     return load_config(RuntimeConfig, path, overrides)
-
-
-class Phase(IntEnum):
-    SOFT_START = 0
-    POLICY = 1
-    DAMPING = 2
 
 
 @dataclass
@@ -397,7 +392,7 @@ class Runtime:
         self.rearm_requested = False
         target, record = self.controller.step(state, self._context(state, now, wall))
         self.io.publish_target(target, self.step_count, state.robot_tick_us)
-        publish_us = time.monotonic_ns() // 1000
+        publish_us = now_us()
         if self.armed_at_us == math.inf:  # the bridge's reports count once it has surely seen this target
             self.armed_at_us = publish_us + 2 * self.period_us
         self.io.publish_status(record["trip"], record["trip_count"])

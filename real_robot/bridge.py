@@ -33,6 +33,8 @@ from typing import Callable, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from real_robot.clock import Pacer
+from real_robot.clock import now_us as wall_us
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode
 from real_robot.lcm_types.go1lcm import (
     arm_request_t,
@@ -381,30 +383,7 @@ class Bridge:
             time.sleep(0.002)
 
 
-def wall_us() -> int:
-    return time.monotonic_ns() // 1000
-
-
 # ------------------------------------------------------------------------------------------------ pacing
-class Pacer:
-    """Absolute deadlines start + k·period, so sleep errors never accumulate; after a stall it re-anchors
-    instead of bursting to catch up."""
-
-    def __init__(self, period_s: float):
-        self.period_ns = round(period_s * 1e9)
-        self.deadline_ns = time.monotonic_ns()
-        self.overruns = 0
-
-    def wait(self) -> None:
-        self.deadline_ns += self.period_ns
-        delay_ns = self.deadline_ns - time.monotonic_ns()
-        if delay_ns > 0:
-            time.sleep(delay_ns / 1e9)
-        elif -delay_ns > self.period_ns:
-            self.overruns += 1
-            self.deadline_ns = time.monotonic_ns()
-
-
 def run_realtime(bridge: Bridge, pacer: Pacer, keep_running: Callable[[], bool], on_cycle: Callable[[], None]) -> None:
     while keep_running():
         bridge.poll_state()

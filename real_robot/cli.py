@@ -8,7 +8,7 @@ import sys
 COMMANDS = {
     "sim-robot": ("real_robot.sim_robot", "stand-in Go1: MuJoCo + reality-gap profile, Unitree UDP protocol on 127.0.0.1"),
     "bridge": ("real_robot.bridge", "Unitree SDK ⇄ LCM bridge at 500 Hz with a command watchdog"),
-    "collect": ("real_robot.collect", "run a policy with a command schedule and log trajectories to data_logs/"),
+    "collect": ("real_robot.collect_cli", "run a policy with a command schedule and log trajectories to data_logs/"),
     "logs": ("real_robot.logs_cli", "summarise and check a log folder"),
     "random-profile": ("robot_spec.reality_gap", "write a random reality-gap profile for sim-robot --profile"),
 }

@@ -51,6 +51,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from real_robot.clock import now_us
+
 FORMAT = "g1log"
 VERSION = 1
 MAGIC = b"G1LF"
@@ -247,7 +249,7 @@ class LogWriter:
         path = self.folder / f"episode_{index:06d}.g1log"
         header = {
             "format": FORMAT, "version": VERSION, "schema": schema_of(self.dtype), "meta": self.meta,
-            "info": dict(info or {}), "episode": index, "started_us": time.monotonic_ns() // 1000,
+            "info": dict(info or {}), "episode": index, "started_us": now_us(),
             "started_unix": time.time(),
         }  # fmt: skip
         _write_durably(path, _json_frame(HEADER, header))
@@ -290,7 +292,7 @@ class LogWriter:
             raise ValueError(f"unknown episode outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
         footer = {
             "outcome": outcome, "reason": str(reason), "counts": dict(counts or {}), "records": self.num_records,
-            "ended_us": time.monotonic_ns() // 1000, "ended_unix": time.time(),
+            "ended_us": now_us(), "ended_unix": time.time(),
         }  # fmt: skip
         self._write(FOOTER, json.dumps(footer).encode())
         path = self.episode_path

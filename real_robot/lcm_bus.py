@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import select
 import struct
-import time
 from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -33,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import lcm
 
+from real_robot.clock import now_us
 from real_robot.lcm_types.go1lcm import (
     arm_request_t,
     body_state_t,
@@ -62,10 +62,6 @@ ARM_TARGETS = ("bridge", "deploy", "all")
 _PREFIX = re.compile(r"[A-Za-z0-9_\-]*")
 _DECODE_ERRORS = (ValueError, struct.error)  # generated decode(): bad fingerprint / too few bytes
 _DRAIN_LIMIT = 10_000  # messages dispatched per handle() call at most, so a flood cannot hold the caller forever
-
-
-def now_us() -> int:
-    return time.monotonic_ns() // 1000
 
 
 def check_url(url: str | None) -> str:

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# configs/ of the repository (a checkout, an editable install), or the copy a plain install ships inside robot_spec
+INSTALLED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = INSTALLED_CONFIG_DIR if INSTALLED_CONFIG_DIR.is_dir() else Path(__file__).resolve().parent.parent / "configs"
 
 T = TypeVar("T")
 

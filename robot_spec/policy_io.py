@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,7 +20,27 @@ from torch import nn
 from robot_spec.spec import RobotSpec, check_policy_contract
 
 CONTRACT_FILE = "contract.json"
-ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "swish": nn.SiLU,
+}  # fmt: skip
+IN_PLACE = ("relu", "elu")  # their backward needs only their output: safe in place after a matmul
+
+
+def activation(name: str, in_place: bool = False) -> nn.Module:
+    """`in_place`: overwrite the input (no new activation buffer) where the backward allows it."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name](inplace=True) if in_place and name in IN_PLACE else ACTIVATIONS[name]()
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dims: Sequence[int], activation_name: str = "relu") -> nn.Sequential:
+    """Linear → activation → … → Linear; the output layer is linear (no activation). Every MLP of the project."""
+    sizes = [in_dim, *hidden_dims]
+    layers: list[nn.Module] = []
+    for i in range(len(hidden_dims)):
+        layers += [nn.Linear(sizes[i], sizes[i + 1]), activation(activation_name)]
+    layers.append(nn.Linear(sizes[-1], out_dim))
+    return nn.Sequential(*layers)
 
 
 class ActorMLP(nn.Module):
@@ -42,12 +63,7 @@ class ActorMLP(nn.Module):
             self.architecture["output_bounds"] = [[float(v) for v in low], [float(v) for v in high]]
         self.register_buffer("out_low", torch.tensor(low, dtype=torch.float32))
         self.register_buffer("out_high", torch.tensor(high, dtype=torch.float32))
-        layers: list[nn.Module] = []
-        sizes = [obs_dim, *hidden_dims]
-        for i in range(len(hidden_dims)):
-            layers += [nn.Linear(sizes[i], sizes[i + 1]), ACTIVATIONS[activation]()]
-        layers.append(nn.Linear(sizes[-1], action_dim))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = mlp(obs_dim, action_dim, hidden_dims, activation)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
 

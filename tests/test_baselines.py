@@ -9,17 +9,9 @@ from torch import nn
 
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
-from uni_o4.baselines import (
-    ALGORITHMS,
-    Algorithm,
-    CalQL,
-    SafeActionSet,
-    load_baseline_config,
-    make_algorithm,
-    mixed_batch,
-    project_to_safe_set,
-    train,
-)
+from uni_o4.baselines import Algorithm, CalQL, SafeActionSet, mixed_batch, project_to_safe_set, train
+from uni_o4.registry import BASELINES as ALGORITHMS
+from uni_o4.registry import load_baseline_config, make_algorithm
 from uni_o4.baselines.common import MaybeCompiled, native_bfloat16, resolve_precision
 from uni_o4.critics import expectile_loss
 from uni_o4.dataset import Batch

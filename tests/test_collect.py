@@ -1,4 +1,4 @@
-"""real_robot.collect: the record schema, episode boundaries and outcomes, and end to end on the stand-in robot:
+"""real_robot collect (deploy.session): the record schema, episode boundaries and outcomes, and end to end on the stand-in robot:
 episodes logged and read by the offline dataset; a collector killed with SIGKILL leaves logs that still load."""
 
 import os
@@ -12,20 +12,13 @@ import pytest
 import torch
 import yaml
 
-from deploy.loopback import LoopbackRobot
+from deploy.record import episode_outcome, record_schema
 from deploy.runtime import Odometry, PdTarget, Phase, RobotState
 from deploy.safety import Trip
-from real_robot.collect import (
-    MAX_FAILED_STARTS,
-    Collector,
-    EpisodeStartError,
-    RunLog,
-    episode_outcome,
-    main as collect_main,
-    noisy_policy,
-    record_schema,
-)
+from deploy.session import MAX_FAILED_STARTS, Collector, EpisodeStartError, RunLog, noisy_policy
+from real_robot.collect_cli import main as collect_main
 from real_robot.datalog import read_log_folder
+from real_robot.loopback import LoopbackRobot
 from robot_spec.policy_io import ActorMLP, save_policy
 
 
@@ -214,7 +207,7 @@ def test_action_noise_is_executed_logged_and_described(spec, robot, files, tmp_p
 def test_a_collector_killed_mid_episode_leaves_logs_that_load(spec, robot, files, tmp_path):
     out = tmp_path / "log"
     args = collect_args(robot, files, out, "--episodes", "5", "--episode-s", "0.4")
-    collector = subprocess.Popen([sys.executable, "-m", "real_robot.collect", *args],
+    collector = subprocess.Popen([sys.executable, "-m", "real_robot.collect_cli", *args],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 30

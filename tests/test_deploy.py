@@ -27,16 +27,17 @@ from deploy.commands import (
     ScheduledCommand,
     load_schedule,
     load_speed_preset,
-    make_command_source,
 )
+from deploy.command_sources import make_command_source
 from deploy.lcm_io import LcmRobotIO
-from deploy.loopback import LoopbackRobot
 from deploy.observation import ObservationBuilder
+from deploy.record import record_schema
 from deploy.runtime import BridgeStatus, Controller, Phase, RobotState, Runtime, RuntimeConfig, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
-from real_robot.collect import RunLog, record_schema, run_meta
+from deploy.session import RunLog, run_meta
 from real_robot.datalog import read_log_folder
 from real_robot.lcm_bus import now_us
+from real_robot.loopback import LoopbackRobot
 from robot_spec.config import ConfigError
 from robot_spec.observation import ObservationLayout
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
@@ -634,7 +635,7 @@ def test_a_killed_run_leaves_no_stand_in_or_bridge_behind(tmp_path):
     pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
     script = tmp_path / "run.py"
     script.write_text(
-        "import time\nfrom deploy.loopback import LoopbackRobot\n"
+        "import time\nfrom real_robot.loopback import LoopbackRobot\n"
         "with LoopbackRobot(profile='none', fast=True) as robot:\n"
         "    print(*[p.pid for p in robot.processes], flush=True)\n    time.sleep(60)\n"
     )

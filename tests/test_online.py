@@ -219,7 +219,9 @@ def test_a_rollout_safer_than_the_best_is_no_regression_whatever_its_reward():
 def test_a_baseline_fine_tunes_online_on_mixed_data_inside_the_safe_set(spec, tmp_path, algo, overrides, min_steps):
     from deploy.safety import load_safety_config
     from robot_spec.policy_io import load_policy, save_policy
-    from uni_o4.baselines import SafeActionSet, baseline_data_config, load_baseline_config, make_algorithm
+    from uni_o4.baselines import SafeActionSet
+    from uni_o4.methods import baseline_data_config
+    from uni_o4.registry import load_baseline_config, make_algorithm
     from uni_o4.log_dataset import dataset_from_log_folder
     from uni_o4.online import OffPolicyLearner
     from uni_o4.robot_eval import collect_on_stand_in
@@ -278,7 +280,7 @@ def test_an_offline_baseline_from_a_pretrained_actor_continues_online(spec, tmp_
 
     from robot_spec.policy_io import load_policy, save_policy
     from uni_o4.cli import main
-    from uni_o4.online import build_learner
+    from uni_o4.registry import build_learner
     from uni_o4.robot_eval import collect_on_stand_in
 
     torch.manual_seed(0)

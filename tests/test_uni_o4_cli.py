@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from robot_spec.policy_io import load_policy, save_policy
-from uni_o4.baselines import SafeActionSet, load_baseline_config, make_algorithm
+from uni_o4.baselines import SafeActionSet
 from uni_o4.cli import main
+from uni_o4.registry import load_baseline_config, make_algorithm
 from uni_o4.synthetic import synthetic_dataset
 
 

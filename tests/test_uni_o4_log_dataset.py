@@ -154,7 +154,7 @@ def test_unknown_outcome_and_missing_folder(spec, tmp_path):
 
 def _write_log(folder, spec, records, outcome="timeout"):
     """A real log folder (real_robot.datalog) holding one episode of `records` (other fields zero)."""
-    from real_robot.collect import record_schema
+    from deploy.record import record_schema
     from real_robot.datalog import LogWriter
 
     schema = record_schema(spec)

@@ -1,4 +1,4 @@
-"""Offline dataset from robot logs (real_robot/collect.py), with rewards relabelled by the simulator's definition.
+"""Offline dataset from robot logs (deploy/record.py: StepRecord), with rewards relabelled by the simulator's definition.
 
 One log record per 50 Hz step holds the raw measurements, the observation the policy saw and the action it
 took. A transition is (obs_t, a_t, r_t, obs_{t+1}) for every acting step t: policy phase, not tripped, with
@@ -21,15 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deploy.record import FIELD_NAMES, OUTCOMES, TERMINAL_OUTCOMES, Phase
 from robot_spec.config import ConfigError
 from robot_spec.observation import projected_gravity
 from robot_spec.spec import RobotSpec
 from sim_pretrain.rewards import RewardConfig, RewardFunction, RewardInputs, RewardTracker
 from uni_o4.dataset import OfflineDataset
-
-POLICY_PHASE = 1
-TERMINAL_OUTCOMES = frozenset({"fall", "safety_trip"})
-OUTCOMES = frozenset({"timeout", "safety_trip", "fall", "operator_stop", "interrupted"})
 
 # Extra measurements for critics and dynamics, by name: (record field, columns taken).
 CRITIC_FIELDS = {
@@ -42,7 +39,9 @@ CRITIC_FIELDS = {
 }
 REWARD_FIELDS = ("q", "dq", "tau_est", "quaternion", "gyro", "foot_force", "odom_position", "odom_lin_vel",
                  "command", "action")  # fmt: skip
-RECORD_FIELDS = ("timestamp_us", "step", "phase", "obs", "tripped", *REWARD_FIELDS)
+RECORD_FIELDS = ("timestamp_us", "step", "phase", "obs", "tripped", *REWARD_FIELDS)  # what a dataset reads
+if unknown := {*RECORD_FIELDS, *(f for f, _ in CRITIC_FIELDS.values())} - set(FIELD_NAMES):
+    raise ImportError(f"uni_o4.log_dataset reads fields the log record (deploy.record) lacks: {sorted(unknown)}")
 
 
 @dataclass
@@ -129,7 +128,7 @@ def acting_segments(records: dict[str, np.ndarray]) -> list[np.ndarray]:
     Acting = policy phase and not tripped. A run ends at a non-acting record (which still serves as the
     successor: it measured what the last action did) or at a gap in `step` (lost records: no successor).
     """
-    acting = (records["phase"] == POLICY_PHASE) & (records["tripped"] == 0)
+    acting = (records["phase"] == Phase.POLICY) & (records["tripped"] == 0)
     follows = np.zeros(len(acting), dtype=bool)  # record t is the control step right after record t−1
     follows[1:] = np.diff(records["step"].astype(np.int64)) == 1
     segments, t = [], 0
@@ -172,7 +171,7 @@ def next_observations(segment: dict[str, np.ndarray], spec: RobotSpec) -> np.nda
     }  # fmt: skip
     frame = layout.frame(raw)[0].numpy()
     older = segment["obs"][-2][: layout.dim - layout.frame_dim]  # history: newest frame first
-    acting_successor = segment["phase"][-1] == POLICY_PHASE and segment["tripped"][-1] == 0
+    acting_successor = segment["phase"][-1] == Phase.POLICY and segment["tripped"][-1] == 0
     if not acting_successor:
         nxt[-1] = np.concatenate([frame, older])
     return nxt
@@ -219,7 +218,7 @@ def dataset_from_episodes(
 
 
 def _is_acting(segment: dict[str, np.ndarray], t: int) -> bool:
-    return bool(segment["phase"][t] == POLICY_PHASE and segment["tripped"][t] == 0)
+    return bool(segment["phase"][t] == Phase.POLICY and segment["tripped"][t] == 0)
 
 
 def _critic_obs(segment: dict[str, np.ndarray], names: list[str]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Guarded online fine-tuning on the robot: `uni_o4 finetune --online --policy <offline result>`.
 
 One iteration per update, every step on the robot going through the deploy runtime and its safety monitors
-(`real_robot collect`, with an exploring behaviour instead of the deterministic policy):
+(the robot session of `real_robot collect`, deploy/session.py, with an exploring behaviour instead of the deterministic policy):
 
 1. rollout: whole episodes, logged as loss-proof logs under <out>/rollouts/update_NNN. Updates happen only
    between rollouts, never mid-stride: the robot stands (the runtime holds the default pose, its monitors on)
@@ -22,11 +22,12 @@ The learner is the method: `PPOLearner` (Uni-O4 stage 3) or `OffPolicyLearner` (
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from deploy.runtime import Behaviour, torch_threads
+from deploy.session import CollectConfig, Session, SessionConfig
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError, save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
@@ -396,49 +398,6 @@ def plot_online(history: list[dict], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- building
-def build_learner(result_dir: Path, source: dict, spec: RobotSpec, cfg: OnlineConfig,
-                  device: str = "cpu") -> tuple[Learner, LogDataConfig]:  # fmt: skip
-    """The learner that continues an offline run (`uni_o4 finetune --offline` output folder), and the log→data
-    config it used (the critics read the same measurements online)."""
-    from robot_spec.config import load_config
-
-    if source["algo"] == "uni_o4":
-        from uni_o4.offline import OfflineConfig, OfflineResult
-
-        offline_cfg = load_config(OfflineConfig, result_dir / "offline_config.yaml")
-        result = OfflineResult.load(result_dir, device)
-        policy = result.best_policy()
-        if not gate_passed(result_dir):  # start from what the gate kept deployed, with the offline critic
-            print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
-            deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
-            policy = GaussianPolicyEnsemble.from_actor(deployed, 1, **_std_kwargs(result.policy))
-        return PPOLearner(policy, result.critics.v, cfg.ppo, cfg.seed), offline_cfg.data
-    refused = not gate_passed(result_dir)
-    if refused and source["algo"] == "calql":
-        raise ValueError(f"the gate refused calql's offline result in {result_dir} (gate.json), and Cal-QL's "
-                         "tanh policy cannot restart from the deployed one: nothing safe to fine-tune online")  # fmt: skip
-    import torch
-
-    from deploy.safety import load_safety_config
-    from robot_spec.config import from_dict
-    from uni_o4.baselines import ALGORITHMS, SafeActionSet, baseline_data_config, make_algorithm
-
-    saved = torch.load(result_dir / "algorithm.pt", map_location="cpu", weights_only=False)
-    data_cfg = baseline_data_config()
-    offline, _ = dataset_from_log_folder([Path(p) for p in source["data"]], spec, data_cfg, device=device)
-    algo_cfg = from_dict(ALGORITHMS[source["algo"]][0], saved["config"])
-    safe_set = SafeActionSet.from_spec(spec, load_safety_config(spec.name).max_action_delta)
-    deployed = load_policy(result_dir / DEPLOYED, spec, device).actor
-    # IQL/O3F started offline from the --init actor: rebuild with its architecture (the weights come from the state)
-    init = {"init_actor": deployed} if source.get("init") and source["algo"] != "calql" else {}
-    algorithm = make_algorithm(source["algo"], algo_cfg, offline, safe_set, device, **init)
-    algorithm.load_state_dict(saved["state"])
-    if refused:  # like Uni-O4: start from what the gate kept deployed, with the offline critics
-        print(f"online: the gate refused the offline candidate; starting from {result_dir / DEPLOYED}")
-        algorithm.restart_policy_mean(deployed)
-    return OffPolicyLearner(algorithm, offline, data_cfg, spec, cfg), data_cfg
-
-
 DEPLOYED = Path("deploy") / "policy.pt"
 
 
@@ -447,37 +406,33 @@ def gate_passed(result_dir: Path) -> bool:
     return gate.is_file() and json.loads(gate.read_text())["passed"]
 
 
-def _std_kwargs(policy: GaussianPolicyEnsemble) -> dict:
-    keys = ("state_dependent_std", "init_std", "log_std_bounds")
-    return {k: policy.init_kwargs[k] for k in keys}
-
-
 class RobotLink:
-    """Rollouts on the robot behind a running bridge (real time), all in one `real_robot collect` session whose
-    control loop never stops: between rollouts the robot stands (or damps after a fall) while the learner
+    """Rollouts on the robot behind a running bridge (real time), all in one robot session (deploy.session)
+    whose control loop never stops: between rollouts the robot stands (or damps after a fall) while the learner
     measures, updates and checkpoints; the operator starts each episode (Enter)."""
 
-    def __init__(self, cfg: OnlineConfig, connection: list[str],
-                 session_args: tuple[str, ...] = ("--operator-reset",)):  # fmt: skip
-        self.cfg, self.connection, self.session_args = cfg, connection, list(session_args)
-        self.session = None
+    def __init__(self, cfg: OnlineConfig, session: SessionConfig, stand_in_profile: str | None = None):
+        self.cfg, self.session_cfg, self.stand_in_profile = cfg, session, stand_in_profile
+        self.session: Session | None = None
 
     def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
                 episodes: int | None) -> None:  # fmt: skip
-        from real_robot import collect
-
         if self.session is not None and self.session.stopped:
             raise KeyboardInterrupt("stopped by the operator")
-        args = collect.build_parser().parse_args([
-            "--policy", str(policy), *collect.amount_args(*rollout_size(self.cfg, episodes)),
-            "--episode-s", str(self.cfg.episode_s), "--schedule", self.cfg.schedule, "--speed", self.cfg.speed,
-            "--out", str(folder), "--seed", str(self.noise_seed(meta)), *self.session_args, *self.connection,
-        ])  # fmt: skip
+        episodes, steps = rollout_size(self.cfg, episodes)
+        run = CollectConfig(
+            policy, steps=steps, episodes=episodes, episode_s=self.cfg.episode_s, schedule=self.cfg.schedule,
+            speed=self.cfg.speed, out=folder, seed=self.noise_seed(meta), stand_in_profile=self.stand_in_profile,
+        )  # fmt: skip
         if self.session is None:
-            self.session = collect.Session(args)
-        self.session.collect(args, behaviour, meta, stand_after=True)
+            self.session = Session(self.connect(), run)
+        self.session.collect(run, behaviour, meta, stand_after=True)
         if self.session.stopped:  # a rollout cut short by the operator is not learnt from
             raise KeyboardInterrupt("stopped by the operator")
+
+    def connect(self) -> SessionConfig:
+        """The session's config, once the robot is there (called at the first rollout)."""
+        return self.session_cfg
 
     def noise_seed(self, meta: dict) -> int:
         return self.cfg.seed * 1000 + meta["online_update"]  # fresh sensor and action noise each rollout
@@ -497,25 +452,23 @@ class StandInRobotLink(RobotLink):
     rollout and kept for the whole run: one robot (seed cfg.seed), reset before every episode."""
 
     def __init__(self, profile: str, cfg: OnlineConfig):
-        super().__init__(cfg, [], ("--runtime-config", "runtime_fast", "--stand-in-profile", profile))
+        super().__init__(cfg, SessionConfig(runtime_config="runtime_fast"), stand_in_profile=profile)
         self.profile, self.loopback = profile, None
+        self.processes = contextlib.ExitStack()
 
-    def rollout(self, policy: Path, folder: Path, behaviour: Behaviour | None, meta: dict,
-                episodes: int | None) -> None:  # fmt: skip
-        if self.loopback is None:
-            from deploy.loopback import LoopbackRobot
+    def connect(self) -> SessionConfig:
+        from real_robot.loopback import LoopbackRobot
 
-            self.loopback = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed).__enter__()
-            self.connection = ["--lcm-url", self.loopback.lcm_url, "--channel-prefix", self.loopback.prefix]
-        super().rollout(policy, folder, behaviour, meta, episodes)
+        robot = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed)
+        self.loopback = self.processes.enter_context(robot)
+        return replace(self.session_cfg, lcm_url=robot.lcm_url, channel_prefix=robot.prefix)
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            if self.loopback is not None:
-                self.loopback.stop()
-                self.loopback = None
+            self.processes.close()
+            self.loopback = None
 
 
 def rollout_size(cfg: OnlineConfig, episodes: int | None) -> tuple[int | None, int | None]:

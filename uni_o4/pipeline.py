@@ -8,7 +8,8 @@ With `--algo sim_ppo` the offline and online stages are fine-tuning in a simulat
 simulator set to the stand-in's true profile: the reachable ceiling that "gap recovered" is measured against,
 (stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
 
-Each stage runs the same command a user would run alone, into its own folder under --out; a stage whose
+Each stage runs what the command a user would run alone runs (deploy.session, uni_o4.finetune; pretraining
+through `sim_pretrain train`), into its own folder under --out; a stage whose
 output exists is skipped, so rerunning the command resumes. After each stage its policy is evaluated on the
 stand-in (deterministic, the same command schedule and episodes), and the table of return, velocity-tracking
 error and falls is printed and saved (pipeline.json, pipeline.md, pipeline.png).
@@ -21,13 +22,17 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 from real_robot.datalog import set_aside
 from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
-from uni_o4.cli import ALGOS
+from deploy.session import EpisodeStartError
+from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
+from uni_o4.registry import METHODS as REGISTERED
 
-METHODS = (*ALGOS, "sim_ppo")
+# sim_ppo's online stage is rounds of collection and recalibration, not an online learner: the pipeline runs it itself
+METHODS = (*REGISTERED, "sim_ppo")
 ORACLE_STAGE = "oracle (true profile)"
 
 
@@ -88,24 +93,21 @@ def run_pipeline(args: argparse.Namespace) -> int:
         print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
         return 0
     offline = out / "offline"
-    run_stage(offline / "report.json", [
-        "finetune", "--offline", str(logs), "--init", str(policy), "--algo", args.algo,
-        "--preset", args.offline_preset or f"{args.algo}_quick", "--ope-preset", "uni_o4_quick",
-        "--out", str(offline), "--cache", str(out / "cache"),
-        "--seed", str(args.seed), "--device", args.device,
-    ])  # fmt: skip
+    run_stage(offline / "report.json", finetune_offline, OfflineRequest(
+        [logs], offline, args.algo, policy, args.offline_preset or REGISTERED[args.algo].quick_preset, "uni_o4_quick",
+        cache=out / "cache", seed=args.seed, device=args.device,
+    ))  # fmt: skip
     gate = json.loads((offline / "gate.json").read_text())
     evaluate("after offline", offline / "candidate" / "policy.pt", args.profile,
              f"gate {'passed' if gate['passed'] else 'refused'}")  # fmt: skip
     online = out / "online"
     try:
-        run_stage(online / "deploy" / "policy.pt", [
-            "finetune", "--online", "--policy", str(offline), "--stand-in", args.profile,
-            "--preset", args.online_preset, "--out", str(online), "--seed", str(args.seed), "--device", args.device,
-        ])  # fmt: skip
+        run_stage(online / "deploy" / "policy.pt", finetune_online, OnlineRequest(
+            offline, online, args.online_preset, args.profile, seed=args.seed, device=args.device,
+        ))  # fmt: skip
         evaluate("after online", online / "deploy" / "policy.pt", args.profile, online_note(online))
-    except StageFailed as err:
-        print(f"pipeline: online stage not run: {err}")
+    except (ValueError, FileNotFoundError, TimeoutError, EpisodeStartError, KeyboardInterrupt) as err:
+        print(f"pipeline: online stage not run: {err!r}")
     print_table(rows)
     print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
     return 0
@@ -144,20 +146,13 @@ def eval_folder_name(stage: str) -> str:
     return re.sub(r"\W+", "_", stage)
 
 
-class StageFailed(RuntimeError):
-    pass
-
-
-def run_stage(done_marker: Path, argv: list[str]) -> None:
-    """`uni_o4 <argv>` unless its output exists (then the stage was done before)."""
-    from uni_o4.cli import main
-
+def run_stage(done_marker: Path, stage: Callable, request) -> None:
+    """`stage(request)` unless its output exists (then the stage was done before)."""
     if done_marker.exists():
         print(f"pipeline: {done_marker.parent} done before, skipped")
         return
-    print(f"pipeline: uni_o4 {' '.join(argv)}")
-    if main(argv) != 0:
-        raise StageFailed(f"`uni_o4 {' '.join(argv)}` failed")
+    print(f"pipeline: {stage.__name__} {request}")
+    stage(request)
 
 
 def pretrain(args: argparse.Namespace, out: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.runtime import Behaviour
+from deploy.session import CollectConfig, SessionConfig, collect
 from real_robot.datalog import read_log_folder
 from robot_spec.spec import RobotSpec
 from uni_o4.log_dataset import LogDataConfig, LogEpisode, episode_segments, make_reward_function, relabel_rewards
@@ -94,20 +95,19 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
                         steps: int | None = None, behaviour: Behaviour | None = None,
                         extra_meta: dict | None = None, action_noise: float = 0.0,
                         robot_seed: int = 0) -> None:  # fmt: skip
-    """`real_robot collect` against a fresh stand-in robot + bridge on loopback (fast mode); `behaviour`,
-    `extra_meta` and `action_noise` as in real_robot.collect. `robot_seed` picks the robot (its sensor biases),
-    `seed` the sensor noise of each episode and the action noise: a pipeline collects, fine-tunes and evaluates
-    on one robot, as it would on hardware."""
-    from deploy.loopback import LoopbackRobot
-    from real_robot import collect
+    """A collection (deploy.session) against a fresh stand-in robot + bridge on loopback (fast mode), `steps`
+    policy steps if given, else `episodes` episodes; `behaviour`, `extra_meta` and `action_noise` as in
+    deploy.session. `robot_seed` picks the robot (its sensor biases), `seed` the sensor noise of each episode and
+    the action noise: a pipeline collects, fine-tunes and evaluates on one robot, as it would on hardware."""
+    from real_robot.loopback import LoopbackRobot
 
-    amount = collect.amount_args(episodes, steps)
+    amount = {"steps": steps} if steps is not None else {"episodes": episodes}
+    run = CollectConfig(Path(policy), **amount, episode_s=episode_s, schedule=schedule, speed=speed, out=Path(out),
+                        action_noise=action_noise, seed=seed, stand_in_profile=profile)  # fmt: skip
     with LoopbackRobot(profile=profile, fast=True, seed=robot_seed) as robot:
-        code = collect.main([
-            "--policy", str(policy), *amount, "--episode-s", str(episode_s), "--schedule", schedule,
-            "--speed", speed, "--runtime-config", "runtime_fast", "--stand-in-profile", profile, "--out", str(out),
-            "--lcm-url", robot.lcm_url, "--channel-prefix", robot.prefix,
-            "--action-noise", str(action_noise), "--seed", str(seed),
-        ], behaviour, extra_meta)  # fmt: skip
-    if code != 0:
-        raise RuntimeError(f"collection on the stand-in ({profile}) failed with exit code {code}")
+        collect(stand_in_session(robot), run, behaviour, extra_meta)
+
+
+def stand_in_session(robot) -> SessionConfig:
+    """The session config of a collection on a loopback stand-in robot (fast lockstep)."""
+    return SessionConfig(lcm_url=robot.lcm_url, channel_prefix=robot.prefix, runtime_config="runtime_fast")

@@ -135,6 +135,10 @@ class ConservativeTerms:
 
 
 class CalQL:
+    config_type = CalQLConfig
+    starts_from_actor = False
+    why_no_init = "its policy is tanh-squashed"
+
     def __init__(
         self, cfg: CalQLConfig, obs_dim: int, action_dim: int, safe_set: SafeActionSet, state_dim: int | None = None,
         device: str | torch.device = "cpu",
@@ -162,6 +166,9 @@ class CalQL:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.penalty_dtype = resolve_precision(cfg.penalty_precision, self.device)
         self.num_updates = 0
+
+    def restart_policy_mean(self, actor: ActorMLP) -> None:
+        raise ValueError(f"Cal-QL cannot restart from another policy ({self.why_no_init})")
 
     def set_normalization(self, obs_stats: Stats | None, state_stats: Stats) -> None:
         if obs_stats is not None:

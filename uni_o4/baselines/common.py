@@ -32,7 +32,19 @@ Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std) for input normalisation
 
 @runtime_checkable
 class Algorithm(Protocol):
-    """What the online loop and the CLI rely on; IQL, Cal-QL and O3F all implement it."""
+    """A gradient-step method (IQL, Cal-QL, O3F), as uni_o4.methods.OffPolicy drives it offline and online."""
+
+    config_type: type  # its config dataclass (configs/finetune/<name>.yaml)
+    starts_from_actor: bool  # the policy mean can start from a pretrained actor (`init_actor`)
+
+    def set_normalization(self, obs_stats: Stats | None, state_stats: Stats) -> None:
+        """Fix input normalisation from the offline data; obs_stats None keeps the policy's (a pretrained actor's)."""
+        ...
+
+    def restart_policy_mean(self, actor: nn.Module) -> None:
+        """The policy mean back to `actor`, critics kept (online: start from the policy the gate kept deployed);
+        ValueError where the policy cannot (not `starts_from_actor`)."""
+        ...
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on `batch`; returns scalar diagnostics (losses, mean Q, ...)."""

@@ -68,6 +68,9 @@ class IQLConfig:
 
 
 class IQL:
+    config_type = IQLConfig
+    starts_from_actor = True  # the policy mean can start from a (sim-pretrained) actor
+
     def __init__(
         self, cfg: IQLConfig, obs_dim: int, action_dim: int, safe_set: SafeActionSet, state_dim: int | None = None,
         device: str | torch.device = "cpu", init_actor: ActorMLP | None = None,

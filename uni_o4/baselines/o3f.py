@@ -33,6 +33,7 @@ class O3FConfig(IQLConfig):
 
 
 class O3F(IQL):
+    config_type = O3FConfig
     cfg: O3FConfig
 
     @torch.no_grad()

@@ -1,24 +1,26 @@
-"""`real_robot collect`: run the deployed policy with a command schedule and log trajectories to data_logs/.
+"""The robot session: the policy runtime on the robot, episode after episode, logged (`Session`, `Collector`,
+`RunLog`), configured by typed configs (`SessionConfig`: the robot and its connection; `CollectConfig`: one
+collection). `real_robot collect`, `deploy run`, online fine-tuning and robot evaluation call it as functions.
 
 The same runtime as `deploy run` (deploy/runtime.py: soft start, policy, safety monitors, damping) writes
-loss-proof logs with real_robot.datalog, one record per 50 Hz control step (`record_schema`). An episode
+loss-proof logs with real_robot.datalog, one `StepRecord` per 50 Hz control step (deploy/record.py). An episode
 starts with a soft start and ends on a safety trip (outcome "safety_trip"), a fall (the roll/pitch monitor:
 "fall"), its time limit ("timeout", the robot is then put in damping) or Ctrl-C ("operator_stop"); its last
 record is the first damping step, which measured what the last action did. Against the stand-in robot the
 collector then resets it (sim_control "reset") and re-arms the bridge and the runtime; on a real robot
-(`--operator-reset`) it keeps damping and waits for the operator to put the robot down and press Enter.
+(`operator_reset`) it keeps damping and waits for the operator to put the robot down and press Enter.
 On the stand-in (fast mode) a collection repeats exactly from its seeds: each reset lands at a robot tick fixed
-relative to the lockstep and restarts the sensor noise with a stream of (--seed, episode).
+relative to the lockstep and restarts the sensor noise with a stream of (seed, episode).
 """
 
 from __future__ import annotations
 
-import argparse
 import select
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,81 +30,85 @@ from tqdm import tqdm
 
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, resolve_schedule_path
 from deploy.lcm_io import LcmRobotIO
-from deploy.runtime import Behaviour, Controller, Phase, Runtime, load_runtime_config
+from deploy.record import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Phase, StepRecord, episode_outcome, record_schema
+from deploy.runtime import Behaviour, Controller, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
 from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
-from robot_spec.config import ConfigError, to_dict
+from robot_spec.config import to_dict
 from robot_spec.policy_io import LoadedPolicy, load_policy
-from robot_spec.spec import PolicyMismatchError, RobotSpec, load_robot
+from robot_spec.spec import RobotSpec, load_robot
 
-# Why an episode ended, by the reason its damping was latched with (deploy.safety monitors or a stop).
-FALL_MONITOR = "orientation"
 MAX_ACTION_NOISE = 0.5  # action units (× action scale = rad): beyond this the "policy" is mostly noise
-STOP_OUTCOMES = {"timeout": "timeout", "operator_stop": "operator_stop"}
-NOISE_STREAMS_PER_SEED = 100_000  # the stand-in's sensor noise streams: one per (--seed, episode)
+NOISE_STREAMS_PER_SEED = 100_000  # the stand-in's sensor noise streams: one per (seed, episode)
 CONTROL_SWITCH_INTERVAL_S = 0.001  # Session.keep_control: how long another thread may hold the interpreter
 MAX_FAILED_STARTS = 5  # resets in a row whose re-arm tripped at once: the robot cannot start, stop the collection
 
 
-def record_schema(spec: RobotSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """THE log record of one 50 Hz control step (read by uni_o4/log_dataset.py). Joint arrays in simulator
-    order, feet in simulator foot order, float32 unless noted:
+# --------------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class SessionConfig:
+    """The robot and the connection to it, fixed for a session's life."""
 
-    timestamp_us      int64   host CLOCK_MONOTONIC at the step (µs)
-    robot_tick_us     int64   robot time of the step (the bridge's unwrapped LowState tick)
-    step              int32   control step counter of the run (consecutive within an episode: a gap = lost records)
-    phase             uint8   0 soft start, 1 policy, 2 damping
-    q, dq, tau_est    12      joint position (rad, absolute), velocity, estimated torque, as measured
-    quaternion        4       IMU attitude w, x, y, z;  rpy 3, gyro 3 (body), accelerometer 3 (body)
-    foot_force        4       raw foot force readings
-    odom_position     3       odometry (tracking camera / stand-in ground truth), world frame; NaN if none
-    odom_quaternion   4       w, x, y, z;  odom_lin_vel 3, odom_ang_vel 3: body frame
-    command           3       vx, vy, yaw rate the policy was given (0 outside the policy phase)
-    obs               obs_dim exactly what the policy saw (0 outside the policy phase)
-    action            12      the executed action (0 outside the policy phase and on the step that tripped)
-    q_des, kp, kd     12      the PD target published
-    tripped           uint8   1 while a safety trip (or stop) is latched
-    """
-    n, feet, f32 = spec.num_joints, len(spec.foot_names), "float32"
-    return {
-        "timestamp_us": ("int64", ()), "robot_tick_us": ("int64", ()), "step": ("int32", ()), "phase": ("uint8", ()),
-        "q": (f32, (n,)), "dq": (f32, (n,)), "tau_est": (f32, (n,)),
-        "quaternion": (f32, (4,)), "rpy": (f32, (3,)), "gyro": (f32, (3,)), "accelerometer": (f32, (3,)),
-        "foot_force": (f32, (feet,)),
-        "odom_position": (f32, (3,)), "odom_quaternion": (f32, (4,)), "odom_lin_vel": (f32, (3,)),
-        "odom_ang_vel": (f32, (3,)),
-        "command": (f32, (3,)), "obs": (f32, (spec.observation.dim,)), "action": (f32, (n,)),
-        "q_des": (f32, (n,)), "kp": (f32, (n,)), "kd": (f32, (n,)), "tripped": ("uint8", ()),
-    }  # fmt: skip
+    robot: str = "go1"  # robot spec in configs/robots/
+    lcm_url: str = DEFAULT_LCM_URL
+    channel_prefix: str = ""  # prefix of every LCM channel name
+    runtime_config: str = "runtime"  # configs/deploy/<name>.yaml or a YAML file (runtime_fast: stand-in --fast)
+    operator_reset: bool = False  # a real robot: between episodes keep damping and wait for Enter
+    reset_settle_s: float = 1.0  # robot time in damping after a stand-in reset
+    device: str = "cpu"  # torch device of the policy
+
+    def __post_init__(self) -> None:
+        if self.reset_settle_s < 0:
+            raise ValueError(f"reset_settle_s must not be negative, got {self.reset_settle_s}")
 
 
-def log_record(record: dict) -> dict:
-    """A runtime step record (deploy.runtime.Runtime.step) as a `record_schema` row."""
-    state, odom, target = record["state"], record["odometry"], record["target"]
-    return {
-        "timestamp_us": np.int64(record["timestamp_us"]), "robot_tick_us": np.int64(record["robot_tick_us"]),
-        "step": np.int32(record["step"]), "phase": np.uint8(record["phase"]),
-        "q": state.q, "dq": state.dq, "tau_est": state.tau_est, "quaternion": state.quaternion, "rpy": state.rpy,
-        "gyro": state.gyro, "accelerometer": state.accelerometer, "foot_force": state.foot_force,
-        "odom_position": odom.position, "odom_quaternion": odom.quaternion, "odom_lin_vel": odom.lin_vel,
-        "odom_ang_vel": odom.ang_vel, "command": record["command"], "obs": record["obs"], "action": record["action"],
-        "q_des": target.q_des, "kp": target.kp, "kd": target.kd, "tripped": np.uint8(record["trip"] is not None),
-    }  # fmt: skip
+@dataclass(frozen=True)
+class CollectConfig:
+    """One collection: the policy, the command schedule, how much, where to, the seeds. Neither `steps` nor
+    `episodes`: until a stop request (Ctrl-C)."""
+
+    policy: Path  # policy file written by save_policy
+    steps: int | None = None  # stop after this many policy steps (transitions) are logged
+    episodes: int | None = None  # or after this many episodes
+    episode_s: float = 20.0  # time limit of an episode's policy phase (robot time)
+    schedule: str = "walk"  # a YAML file, or the name of configs/deploy/schedule_<name>.yaml
+    speed: str = "high"  # speed preset the schedule must stay within
+    out: Path | None = None  # log folder (default: data_logs/collect_<date-time>)
+    action_noise: float = 0.0  # std of Gaussian noise added to the policy's actions (action units)
+    seed: int = 0  # of the action noise and of each episode's sensor noise on the stand-in
+    stand_in_profile: str | None = None  # the stand-in's reality-gap profile, recorded in the log meta
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.episodes is not None:
+            raise ValueError("give steps or episodes, not both")
+        for name in ("steps", "episodes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name} must be positive, got {value}")
+        if self.episode_s <= 0 or self.seed < 0:
+            raise ValueError("--episode-s must be positive, --seed not negative")
+        if not 0 <= self.action_noise <= MAX_ACTION_NOISE:
+            raise ValueError(f"--action-noise must be in [0, {MAX_ACTION_NOISE}], got {self.action_noise}")
 
 
-def episode_outcome(trip_reason: str) -> str:
-    if trip_reason == FALL_MONITOR:
-        return "fall"
-    return STOP_OUTCOMES.get(trip_reason, "safety_trip")
+def collect(cfg: SessionConfig, collection: CollectConfig, behaviour: Behaviour | None = None,
+            extra_meta: dict | None = None) -> Collector:  # fmt: skip
+    """One collection in a session of its own; `behaviour` (online fine-tuning) acts instead of the policy's
+    mean, and `extra_meta` (its description) joins the log meta. Every episode logged stays in the log folder
+    whatever is raised (TimeoutError: no robot; EpisodeStartError)."""
+    with Session(cfg, collection) as session:
+        return session.collect(collection, behaviour, extra_meta)
 
 
+# --------------------------------------------------------------------------------------------- logging
 def run_meta(spec: RobotSpec, policy: LoadedPolicy, runtime_cfg, safety_cfg, **extra) -> dict:
     """What every episode header records about the run: the policy's identity and contract, the configs."""
     return {
         "policy_id": policy.policy_id, "policy_path": str(policy.path), "policy_contract": policy.contract,
-        "robot": spec.name, "runtime_config": to_dict(runtime_cfg), "safety_config": to_dict(safety_cfg), **extra,
+        "robot": spec.name, "runtime_config": to_dict(runtime_cfg), "safety_config": to_dict(safety_cfg),
+        SCHEMA_VERSION_KEY: SCHEMA_VERSION, **extra,
     }  # fmt: skip
 
 
@@ -125,7 +131,7 @@ class RunLog:
                 return None
             self.writer.start_episode({"first_step": record["step"], **self.episode_info()})
             self.open, self.policy_steps = True, 0
-        self.writer.append(log_record(record))
+        self.writer.append(StepRecord.from_runtime(record).row())
         self.policy_steps += record["phase"] == Phase.POLICY
         if trip is None:
             return None
@@ -284,58 +290,6 @@ def rearm(runtime: Runtime, node: LcmNode) -> None:
     runtime.request_rearm()
 
 
-# --------------------------------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="real_robot collect", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--policy", type=Path, required=True, help="policy file written by save_policy (policy.pt)")
-    amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--steps", type=int, help="stop after this many policy steps (transitions) are logged")
-    amount.add_argument("--episodes", type=int, help="stop after this many episodes (default: until Ctrl-C)")
-    p.add_argument("--episode-s", type=float, default=20.0, help="time limit of an episode's policy phase "
-                   "(robot time, default 20 s)")  # fmt: skip
-    p.add_argument("--schedule", default="walk",
-                   help="command schedule: a YAML file, or the name of configs/deploy/schedule_<name>.yaml "
-                        "(default: walk)")  # fmt: skip
-    p.add_argument("--speed", choices=["low", "high"], default="high",
-                   help="speed preset the schedule must stay within (default: high, the training range)")
-    p.add_argument("--out", type=Path, help="log folder (default: data_logs/collect_<date-time>)")
-    p.add_argument("--operator-reset", action="store_true",
-                   help="a real robot: between episodes keep damping and wait for Enter (default: reset the stand-in "
-                        "robot over sim_control)")  # fmt: skip
-    p.add_argument("--action-noise", type=float, default=0.0,
-                   help="std of Gaussian noise added to the policy's actions (action units; default 0: the policy "
-                        "mean). Logs with some action spread are what offline fine-tuning can improve from")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the action noise and of each episode's sensor noise on the stand-in (default: 0)")
-    p.add_argument("--stand-in-profile", help="the stand-in's reality-gap profile, recorded in the log meta")
-    p.add_argument("--reset-settle-s", type=float, default=1.0,
-                   help="robot time to wait in damping after a stand-in reset (default: 1.0)")
-    p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
-    p.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"LCM URL (default: {DEFAULT_LCM_URL})")
-    p.add_argument("--channel-prefix", default="", help="prefix of every LCM channel name (default: none)")
-    p.add_argument("--runtime-config", default="runtime",
-                   help="configs/deploy/<name>.yaml: runtime (real time, default) or runtime_fast (stand-in --fast)")
-    p.add_argument("--device", default="cpu", help="torch device for the policy (default: cpu)")
-    return p
-
-
-def amount_args(episodes: int | None, steps: int | None) -> list[str]:
-    """The command line's size of a collection: `steps` policy steps if given, else `episodes` episodes."""
-    return ["--steps", str(steps)] if steps is not None else ["--episodes", str(episodes)]
-
-
-def check_args(args: argparse.Namespace) -> None:
-    for name in ("steps", "episodes"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be positive, got {value}")
-    if args.episode_s <= 0 or args.reset_settle_s < 0 or args.seed < 0:
-        raise ValueError("--episode-s must be positive, --reset-settle-s and --seed not negative")
-    if not 0 <= args.action_noise <= MAX_ACTION_NOISE:
-        raise ValueError(f"--action-noise must be in [0, {MAX_ACTION_NOISE}], got {args.action_noise}")
-
-
 def noisy_policy(actor: torch.nn.Module, std: float, seed: int, device: str = "cpu") -> Behaviour:
     """The policy mean plus N(0, std²) per joint: a known, seeded behaviour policy for offline fine-tuning."""
     noise = torch.Generator().manual_seed(seed)
@@ -348,79 +302,58 @@ def noisy_policy(actor: torch.nn.Module, std: float, seed: int, device: str = "c
     return act
 
 
-def main(argv: list[str] | None = None, behaviour: Behaviour | None = None, extra_meta: dict | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return collect(args, behaviour, extra_meta)
-    except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"real_robot collect: error: {err}", file=sys.stderr)
-        return 2
-
-
-def collect(args: argparse.Namespace, behaviour: Behaviour | None = None, extra_meta: dict | None = None) -> int:
-    """The collection run `args` describe; `behaviour` (online fine-tuning) acts instead of the policy's mean,
-    and `extra_meta` (its description) joins the log meta."""
-    try:
-        with Session(args) as session:
-            session.collect(args, behaviour, extra_meta)
-    except (TimeoutError, EpisodeStartError) as err:  # every episode logged so far stays in the log folder
-        print(f"real_robot collect: {err}", file=sys.stderr)
-        return 1
-    return 0
-
 
 class Session:
-    """The runtime on the robot for one collection or several in a row (online fine-tuning), from the robot,
-    LCM, runtime-config and reset settings of the first `args`. Between collections that end standing, the
-    robot holds the default pose while the control loop runs in a thread (`keep_control`) and the caller does
-    other work; closing leaves it damping."""
+    """The runtime on the robot for one collection or several in a row (online fine-tuning). The first
+    collection's policy and schedule arm the controller; every `collect` brings its own. Between collections
+    that end standing, the robot holds the default pose while the control loop runs in a thread
+    (`keep_control`) and the caller does other work; closing leaves it damping."""
 
-    def __init__(self, args: argparse.Namespace):
-        check_args(args)
-        self.spec = spec = load_robot(args.robot)
-        self.cfg, self.safety_cfg = load_runtime_config(args.runtime_config), load_safety_config(args.robot)
-        self.operator_reset, self.lcm = args.operator_reset, (args.lcm_url, args.channel_prefix)
-        policy = load_policy(args.policy, spec, device=args.device)  # refuses another robot or observation layout
-        commands = ScheduledCommand(load_schedule(args.schedule, load_speed_preset(args.speed)))
-        self.io = LcmRobotIO(args.lcm_url, args.channel_prefix)
-        self.node = LcmNode(args.lcm_url, args.channel_prefix)
+    def __init__(self, cfg: SessionConfig, first: CollectConfig):
+        self.config = cfg
+        self.spec = spec = load_robot(cfg.robot)
+        self.cfg, self.safety_cfg = load_runtime_config(cfg.runtime_config), load_safety_config(cfg.robot)
+        policy = load_policy(first.policy, spec, device=cfg.device)  # refuses another robot or observation layout
+        commands = ScheduledCommand(load_schedule(first.schedule, load_speed_preset(first.speed)))
+        self.io = LcmRobotIO(cfg.lcm_url, cfg.channel_prefix)
+        self.node = LcmNode(cfg.lcm_url, cfg.channel_prefix)
         self.controller = Controller(spec, policy, SafetyMonitor(spec, self.safety_cfg), commands, self.cfg)
         self.runtime = Runtime(self.controller, self.io, self.cfg)
-        self.seed = args.seed  # the current collection's: its stand-in resets draw their noise streams from it
-        self.reset = operator_reset(self.runtime, self.node) if args.operator_reset else \
-            stand_in_reset(self.runtime, self.node, args.reset_settle_s, lambda: self.seed)  # fmt: skip
+        self.seed = first.seed  # the current collection's: its stand-in resets draw their noise streams from it
+        self.reset = operator_reset(self.runtime, self.node) if cfg.operator_reset else \
+            stand_in_reset(self.runtime, self.node, cfg.reset_settle_s, lambda: self.seed)  # fmt: skip
         self.keeper: threading.Thread | None = None  # keep_control's thread
         self.release_control = threading.Event()
         self.switch_interval = sys.getswitchinterval()
         self.previous_sigint = signal.signal(signal.SIGINT, lambda *_: self.runtime.request_stop("operator_stop"))
 
-    def collect(self, args: argparse.Namespace, behaviour: Behaviour | None = None, extra_meta: dict | None = None,
+    def collect(self, run: CollectConfig, behaviour: Behaviour | None = None, extra_meta: dict | None = None,
                 stand_after: bool = False) -> Collector:  # fmt: skip
-        """One collection: `args`' policy, schedule, amount, seed and log folder (see `collect`); with
-        `stand_after` the robot then stands (Collector.run) and the control loop goes on (`keep_control`).
-        Everything slow (loading, opening the log) happens before the control loop comes back to this thread."""
-        check_args(args)
-        spec = self.spec
-        policy = load_policy(args.policy, spec, device=args.device)
-        preset = load_speed_preset(args.speed)
-        schedule = load_schedule(args.schedule, preset)
-        folder = args.out or Path("data_logs") / f"collect_{time.strftime('%Y%m%d-%H%M%S')}"
-        if behaviour is None and args.action_noise > 0:
-            behaviour = noisy_policy(policy.actor, args.action_noise, args.seed, args.device)
-            extra_meta = {"action_noise_std": args.action_noise, "noise_seed": args.seed, **(extra_meta or {})}
+        """One collection (see `collect`); with `stand_after` the robot then stands (Collector.run) and the
+        control loop goes on (`keep_control`). Everything slow (loading, opening the log) happens before the
+        control loop comes back to this thread."""
+        spec, device = self.spec, self.config.device
+        policy = load_policy(run.policy, spec, device=device)
+        preset = load_speed_preset(run.speed)
+        schedule = load_schedule(run.schedule, preset)
+        folder = run.out or Path("data_logs") / f"collect_{time.strftime('%Y%m%d-%H%M%S')}"
+        if behaviour is None and run.action_noise > 0:
+            behaviour = noisy_policy(policy.actor, run.action_noise, run.seed, device)
+            extra_meta = {"action_noise_std": run.action_noise, "noise_seed": run.seed, **(extra_meta or {})}
         meta = run_meta(
             spec, policy, self.cfg, self.safety_cfg, command_schedule=to_dict(schedule), speed_preset=to_dict(preset),
-            schedule_file=str(resolve_schedule_path(args.schedule)), stand_in_profile=args.stand_in_profile,
-            reset="operator" if self.operator_reset else "stand-in", lcm_url=self.lcm[0], channel_prefix=self.lcm[1],
-            behaviour="policy mean" if behaviour is None else "exploring", **(extra_meta or {}),
+            schedule_file=str(resolve_schedule_path(run.schedule)), stand_in_profile=run.stand_in_profile,
+            reset="operator" if self.config.operator_reset else "stand-in", lcm_url=self.config.lcm_url,
+            channel_prefix=self.config.channel_prefix, behaviour="policy mean" if behaviour is None else "exploring",
+            **(extra_meta or {}),
         )  # fmt: skip
-        episode_steps = int(round(args.episode_s * spec.control.policy_hz))
-        print(f"collect: policy {policy.policy_id}, schedule {args.schedule}, logging to {folder}")
-        with RunLog(folder, spec, meta, lambda: {"schedule": args.schedule}) as log:
+        episode_steps = int(round(run.episode_s * spec.control.policy_hz))
+        print(f"collect: policy {policy.policy_id}, schedule {run.schedule}, logging to {folder}")
+        with RunLog(folder, spec, meta, lambda: {"schedule": run.schedule}) as log:
             self.take_control()
             self.controller.use(policy, ScheduledCommand(schedule), behaviour)
-            self.seed = args.seed
-            collector = Collector(self.runtime, log, self.reset, episode_steps, args.steps, args.episodes)
+            self.seed = run.seed
+            collector = Collector(self.runtime, log, self.reset, episode_steps, run.steps, run.episodes)
             collector.run(stand_after)
         if stand_after:
             self.keep_control()
@@ -486,7 +419,3 @@ class Session:
 
     def __exit__(self, *_exc) -> None:
         self.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Fine-tuning as functions, configured by typed requests: `finetune_offline` (robot logs → a candidate policy →
+the deployment gate) and `finetune_online` (guarded fine-tuning on the robot from an offline result). The
+command line (`uni_o4 finetune`) and the pipeline call them; errors arrive as exceptions, not exit codes.
+
+Offline: a dataset from robot logs, fine-tuning with the chosen method (uni_o4/registry.py), the deployment
+gate (AM-Q not below the incumbent's, no falls in randomised simulation). Online: guarded fine-tuning through
+the robot session, starting from an offline result. Every run folder holds the config it used, TensorBoard logs,
+a JSON report and plots; rerunning with the same `out` resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from real_robot.lcm_bus import DEFAULT_LCM_URL
+from robot_spec.config import load_config, named_config
+
+SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
+
+
+def default_out() -> Path:
+    return Path("runs") / "finetune" / time.strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class OfflineRequest:
+    logs: list[Path]  # log folders (folders below them are read too)
+    out: Path  # the run folder (reuse it to resume)
+    algo: str = "uni_o4"  # the method (uni_o4/registry.py)
+    init: Path | None = None  # the incumbent policy.pt to start from (default: BC)
+    preset: str | None = None  # configs/finetune/<preset>.yaml (default: the method's)
+    ope_preset: str = "uni_o4"  # baselines: the Uni-O4 preset whose AM-Q the gate scores with
+    robot: str = "go1"
+    cache: Path | None = None  # artefact cache shared across runs (default <out>/cache)
+    skip_damaged: bool = False  # report damaged log files and use the rest
+    seed: int | None = None
+    device: str = "cpu"
+
+
+def finetune_offline(req: OfflineRequest) -> Path:
+    """Offline fine-tuning and the gate; the run folder (out/deploy/policy.pt: what to deploy)."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from robot_spec import load_robot
+    from robot_spec.policy_io import load_policy
+    from uni_o4.log_dataset import dataset_from_log_folder, files_hash, log_folders
+    from uni_o4.method import OfflineJob
+    from uni_o4.registry import METHODS, make_method
+
+    method = make_method(req.algo)
+    spec = load_robot(req.robot)
+    init = load_policy(req.init, spec) if req.init else None  # refuses a policy for another robot/layout
+    out = req.out
+    out.mkdir(parents=True, exist_ok=True)
+    job = OfflineJob(
+        req.algo, req.preset or METHODS[req.algo].preset, list(req.logs), spec, out, init, req.init, req.seed,
+        req.device, req.cache, req.ope_preset,
+    )  # fmt: skip
+    data_cfg = method.data_config(job)
+    if data_cfg is not None:
+        job.data, job.data_report = dataset_from_log_folder(job.logs, spec, data_cfg, req.skip_damaged, req.device)
+        report = job.data_report
+        print(f"dataset: {len(job.data)} transitions from {report.episodes} episodes "
+              f"({report.terminals} terminals) in {' '.join(map(str, req.logs))}")  # fmt: skip
+    folders = [folder for root in job.logs for folder in log_folders(root)]
+    data_hash = job.data_report.files_hash if job.data_report else files_hash(folders)
+    source = {"algo": req.algo, "data": [str(p) for p in req.logs], "init": str(req.init or ""),
+              "preset": req.preset or req.algo, "data_hash": data_hash}  # fmt: skip
+    (out / SOURCE_FILE).write_text(json.dumps(source, indent=2))
+    torch.manual_seed(req.seed if req.seed is not None else 0)
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        job.writer = writer
+        outcome = method.finetune_offline(job)
+    decision, sim = gate_candidate(req, spec, outcome.candidate, (outcome.score, outcome.incumbent_score))
+    method.report(outcome, decision, out)
+    data = asdict(job.data_report) if job.data_report else None
+    report = {"source": source, "data": data, "offline": outcome.details, "sim_eval": sim, "gate": asdict(decision)}
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return out
+
+
+def gate_candidate(req: OfflineRequest, spec, candidate: Path, scores: tuple[float, float]):
+    """The deployment gate; out/deploy/policy.pt is the candidate if it passed, else the incumbent (init)."""
+    from robot_spec.policy_io import load_policy
+    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
+    from uni_o4 import gate
+
+    out = req.out
+    gate_cfg = gate.GateConfig()
+    eval_cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset))
+    sim = evaluate_policy(load_policy(candidate, spec), eval_cfg, device=req.device)
+    decision = gate.decide(scores[0], scores[1], sim, gate_cfg)
+    if decision.passed or req.init is not None:
+        gate.apply(decision, candidate, req.init or candidate, out)
+    else:
+        (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
+    verdict = "passed" if decision.passed else "REFUSED"
+    print(f"AM-Q: incumbent {scores[1]:.4g} -> candidate {scores[0]:.4g}; sim falls {sim['fall_rate']:.3f}; "
+          f"gate {verdict}: {'; '.join(decision.reasons)}")  # fmt: skip
+    if decision.passed or req.init is not None:
+        print(f"policy to deploy: {out / 'deploy' / 'policy.pt'} ({'fine-tuned' if decision.passed else 'previous'})")
+    else:
+        print("no policy to deploy: the candidate did not pass and there is no previous policy (--init)")
+    return decision, sim
+
+
+# --------------------------------------------------------------------------------------------- online
+@dataclass(frozen=True)
+class OnlineRequest:
+    policy: Path | None  # the output folder of an offline run
+    out: Path  # the run folder (reuse it to resume)
+    preset: str | None = None  # configs/finetune/<preset>.yaml (default: online)
+    stand_in: str | None = None  # run on a stand-in robot with this reality-gap profile; None: the robot
+    updates: int | None = None  # overrides the preset
+    rollout_steps: int | None = None  # overrides the preset's episodes per rollout
+    lcm_url: str = DEFAULT_LCM_URL  # on a robot: the running bridge's LCM
+    channel_prefix: str = ""
+    robot: str = "go1"
+    seed: int | None = None
+    device: str = "cpu"
+
+
+def finetune_online(req: OnlineRequest):
+    """Guarded online fine-tuning (uni_o4.online.OnlineRun); its final state. Raises TimeoutError (no state from
+    the bridge), EpisodeStartError (a robot that cannot start) or KeyboardInterrupt (the operator stopped it; the
+    robot is damping): rerunning with the same `out` resumes."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from deploy.session import SessionConfig
+    from robot_spec import load_robot
+    from uni_o4.online import OnlineConfig, OnlineRun, RobotLink, StandInRobotLink
+    from uni_o4.registry import build_learner
+
+    if req.policy is None or not (req.policy / SOURCE_FILE).is_file():
+        raise FileNotFoundError(f"--online needs --policy: the output folder of `uni_o4 finetune --offline` "
+                                f"(with {SOURCE_FILE}), got {req.policy}")  # fmt: skip
+    spec = load_robot(req.robot)
+    given = {"seed": req.seed, "updates": req.updates, "rollout_steps": req.rollout_steps}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    cfg = load_config(OnlineConfig, named_config("finetune", req.preset or "online"), overrides)
+    source = json.loads((req.policy / SOURCE_FILE).read_text())
+    learner, data_cfg = build_learner(req.policy, source, spec, cfg, req.device)
+    if req.stand_in:
+        robot = StandInRobotLink(req.stand_in, cfg)
+    else:
+        session = SessionConfig(lcm_url=req.lcm_url, channel_prefix=req.channel_prefix, operator_reset=True)
+        robot = RobotLink(cfg, session)
+    out = req.out
+    out.mkdir(parents=True, exist_ok=True)
+    size = f"{cfg.rollout_steps} steps" if cfg.rollout_steps else f"{cfg.episodes_per_rollout} episode(s)"
+    where = f"the stand-in ({req.stand_in})" if req.stand_in else "the robot"
+    print(f"online {source['algo']} from {req.policy}: {cfg.updates} updates of {size} on {where} -> {out}")
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        state = OnlineRun(learner, spec, data_cfg, cfg, out, robot, writer).run()
+    rollbacks = sum("rollback" in h for h in state.history)
+    print(f"online: {len(state.history)} rollouts, {rollbacks} rollback(s); best: update {state.best_iteration} "
+          f"-> {out / 'deploy' / 'policy.pt'}")  # fmt: skip
+    return state
