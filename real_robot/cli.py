@@ -1,4 +1,4 @@
-"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection and log checks."""
+"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection, log checks, calibration."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ COMMANDS = {
     "bridge": ("real_robot.bridge", "Unitree SDK ⇄ LCM bridge at 500 Hz with a command watchdog"),
     "collect": ("real_robot.collect", "run a policy with a command schedule and log trajectories to data_logs/"),
     "logs": ("real_robot.logs_cli", "summarise and check a log folder"),
+    "calibrate": ("real_robot.calibrate", "identify a reality-gap profile (friction, payload, gains, ...) from logs"),
 }
 
 
