@@ -1,6 +1,7 @@
 """`real_robot calibrate --logs FOLDER... --out profile.yaml`: identify a reality-gap profile from the robot's logs.
 
-Real-to-sim system identification. Windows of the logs (a few policy steps, 0.1-0.5 s) are replayed in MuJoCo
+Real-to-sim system identification. Windows of the logs (5 policy steps = 0.1 s by default: over longer ones the
+contacts' chaos swamps the parameters' effect) are replayed in MuJoCo
 from the logged state at their start (trunk pose and velocity from odometry, joints from q/dq) with the logged PD
 targets, using the stand-in's own model (real_robot.sim_robot.build_stand_in_model) and motor law (MotorLaw, PD
 every physics step, a command acting `actuator_latency_s` after it arrives). CMA-ES (the `cma` package) searches
@@ -28,8 +29,8 @@ joint position and velocity noise from the calibrated replay's first-step residu
 is in it too); the accelerometer's stays 0.
 
 Assumed: dq_des = 0 and tau_ff = 0 (the runtime's targets; the log records q_des, kp, kd only); the joint encoders'
-calibration offsets are unknown (the start state uses the measured q; the trunk is lowered or raised so the lowest
-foot touches the floor). Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside
+calibration offsets are unknown (the start state uses the measured q; if that puts the lowest foot deeper in the
+floor or higher above it than a loaded foot rests, the trunk is moved so that it rests). Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside
 it, <stem>_report.json and <stem>_fit.png (logged vs replayed joint trajectories, nominal and calibrated).
 """
 
@@ -332,7 +333,7 @@ def _loss_of(values: dict[str, float]) -> float:
 
 @dataclass
 class SearchSettings:
-    max_evals: int = 300
+    max_evals: int = 400
     sigma0: float = 0.25  # in units of each parameter's range
     workers: int = 2
     seed: int = 0
@@ -409,8 +410,8 @@ def attitude_error(measured: np.ndarray, truth: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ the command
 @dataclass
 class CalibrationSettings:
-    horizon: int = 10  # policy steps per window (0.2 s)
-    windows: int = 64  # fitted on
+    horizon: int = 5  # policy steps per window (0.1 s)
+    windows: int = 96  # fitted on
     held_out: int = 32  # reported on, not fitted on
     params: list[str] | None = None  # None: every parameter the data can identify
     physics_from: str = "strong"
@@ -512,10 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", type=Path, nargs="+", required=True, help="log folders (real_robot collect)")
     p.add_argument("--out", type=Path, required=True, help="profile YAML to write (its name is the file's stem)")
     p.add_argument("--params", help=f"comma-separated subset of {','.join(PARAMS)} (default: all the data supports)")
-    p.add_argument("--window-steps", type=int, default=10, help="policy steps per replay window (default 10)")
-    p.add_argument("--windows", type=int, default=64, help="windows to fit on (default 64)")
+    p.add_argument("--window-steps", type=int, default=5, help="policy steps per replay window (default 5)")
+    p.add_argument("--windows", type=int, default=96, help="windows to fit on (default 96)")
     p.add_argument("--held-out", type=int, default=32, help="windows to report on only (default 32)")
-    p.add_argument("--max-evals", type=int, default=300, help="CMA-ES evaluation budget (default 300)")
+    p.add_argument("--max-evals", type=int, default=400, help="CMA-ES evaluation budget (default 400)")
     p.add_argument("--workers", type=int, default=2, help="processes evaluating candidates (default 2)")
     p.add_argument("--physics-from", default="strong", help="profile whose contact model and dt to use")
     p.add_argument("--seed", type=int, default=0, help="window sampling and CMA-ES seed (default 0)")

