@@ -449,6 +449,7 @@ def calibrate(folders: list[Path], out: Path, settings: CalibrationSettings, rob
         "profile": str(out), "logs": [str(f) for f in folders], "policy_steps": data.policy_steps,
         "walking_steps": data.walking_steps, "saturated_fraction": round(data.saturated_fraction, 4),
         "fitted": names, "not_identified": [n for n in PARAMS if n not in names],
+        "need_walking_data": [n for n, p in PARAMS.items() if p.needs_walking],
         "identified": {n: round(values[n], 4) for n in names}, "nominal": {n: PARAMS[n].nominal for n in PARAMS},
         "windows": {"fit": len(fit_set), "held_out": len(held_out), "policy_steps": settings.horizon},
         "fit_error_rms": {
