@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import numpy as np
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,16 @@ def truth(profile_name: str) -> dict[str, float]:
     }  # fmt: skip
 
 
+def offsets_error(profile: str, found: list[float] | None) -> dict | None:
+    """RMS of the encoder offsets the stand-in drew (robot seed 0: its first draw, real_robot.sim_robot
+    StandInRobot._draw_biases) and of the fitted minus the drawn ones."""
+    if found is None:
+        return None
+    true = np.random.default_rng(0).normal(0.0, load_reality_gap(profile).bias.joint_pos, 12)
+    return {"true_rms": round(float(np.sqrt(np.mean(true**2))), 4),
+            "error_rms": round(float(np.sqrt(np.mean((np.array(found) - true) ** 2))), 4)}  # fmt: skip
+
+
 def collect(policy: Path, profile: str, folder: Path, steps: int, noise: float, seed: int) -> float:
     from uni_o4.robot_eval import collect_on_stand_in  # noqa: PLC0415
 
@@ -55,7 +66,7 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=96)
     p.add_argument("--held-out", type=int, default=32)
     p.add_argument("--window-steps", type=int, default=5)
-    p.add_argument("--max-evals", type=int, default=400)
+    p.add_argument("--max-evals", type=int, default=800)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--name", default="calibration")
     args = p.parse_args()
@@ -78,6 +89,7 @@ def main() -> None:
             "policy_steps": report["policy_steps"], "walking_steps": report["walking_steps"],
             "parameters": {n: {"true": round(true[n], 4), "identified": report["identified"].get(n)}
                            for n in cal.PARAMS},  # fmt: skip
+            "joint_offsets_rms_error": offsets_error(profile, report["joint_offsets"]),
             "fit_error_held_out": report["fit_error_rms"]["held_out"], "noise": report["noise"],
             "true_noise": load_reality_gap(profile).noise.__dict__, "evaluations": report["evaluations"],
         }  # fmt: skip
@@ -92,6 +104,7 @@ def print_row(profile: str, row: dict) -> None:
     for name, v in row["parameters"].items():
         found = "nominal (not fitted)" if v["identified"] is None else f"{v['identified']:.4g}"
         print(f"  {name:13s} true {v['true']:<8.4g} identified {found}")
+    print(f"  joint offsets (RMS): {row['joint_offsets_rms_error']}")
     e = row["fit_error_held_out"]
     print(f"  held-out RMS before -> after: q {e['before']['q']} -> {e['after']['q']} rad, dq {e['before']['dq']} -> "
           f"{e['after']['dq']} rad/s, trunk {e['before']['position']} -> {e['after']['position']} m; loss "

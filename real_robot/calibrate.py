@@ -93,6 +93,13 @@ PARAMS = {
 }
 
 
+# The joint encoders' calibration offsets (12 values, measured = true + offset): fitted with the rest by default, as
+# a few hundredths of a rad move the feet by millimetres, which the contacts feel. The profile's bias.joint_pos
+# (the stand-in draws each robot's offsets with that std) becomes their RMS.
+OFFSETS = "joint_offsets"
+MAX_OFFSET = 0.06  # rad
+
+
 class CalibrationError(ValueError):
     """Logs that cannot be calibrated from, or a bad request: one line for the user."""
 
@@ -208,7 +215,6 @@ def window_row(e: dict[str, np.ndarray], i: int, horizon: int, model: mujoco.MjM
     nxt, acting = slice(i + 1, i + horizon + 1), slice(i - 1, i + horizon)
     quat = e["odom_quaternion"][i] / np.linalg.norm(e["odom_quaternion"][i])
     qpos0 = np.concatenate([e["odom_position"][i], quat, e["q"][i]])
-    qpos0[2] += floor_gap_correction(model, spec, qpos0)
     qvel0 = np.concatenate([world_velocity(quat, e["odom_lin_vel"][i]), e["odom_ang_vel"][i], e["dq"][i]])
     ticks = np.round(np.diff(e["tick_us"][i : i + horizon + 1]) / (BOARD_DT * 1e6)).astype(int)
     return {
@@ -218,11 +224,9 @@ def window_row(e: dict[str, np.ndarray], i: int, horizon: int, model: mujoco.MjM
     }  # fmt: skip
 
 
-def floor_gap_correction(model: mujoco.MjModel, spec: RobotSpec, qpos: np.ndarray) -> float:
-    """How far to move the trunk up so the lowest foot rests on the floor as a loaded foot does: the joint
-    encoders' offsets would otherwise start the replay with a foot deep in the floor or in the air."""
-    data = mujoco.MjData(model)
-    data.qpos[:] = qpos
+def floor_gap_correction(model: mujoco.MjModel, data: mujoco.MjData, spec: RobotSpec) -> float:
+    """How far to move the trunk up (at data.qpos) so the lowest foot rests on the floor as a loaded foot does:
+    unknown encoder offsets would otherwise start the replay with a foot deep in the floor or in the air."""
     mujoco.mj_kinematics(model, data)
     feet = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, f) for f in spec.foot_names]
     penetration = spec.body.foot_radius - float(data.site_xpos[feet, 2].min())
@@ -255,8 +259,11 @@ def latency_schedule(latency_s: float) -> tuple[int, float]:
     return whole, max(0.0, ticks - whole)
 
 
-def replay(spec: RobotSpec, profile: RealityGapProfile, w: Windows) -> dict[str, np.ndarray]:
-    """The states the stand-in with `profile` reaches from each window's start under its targets."""
+def replay(spec: RobotSpec, profile: RealityGapProfile, w: Windows,
+           offsets: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """The states the stand-in with `profile` reaches from each window's start under its targets. `offsets`: the
+    joint encoders' calibration errors (measured = true + offset), which the motors' PD sees as the stand-in's
+    does (its bias_q); the replay starts from measured - offset and reports measured angles."""
     model = build_stand_in_model(spec, profile)
     data = mujoco.MjData(model)
     substeps = round(BOARD_DT / profile.physics_dt)
@@ -266,16 +273,19 @@ def replay(spec: RobotSpec, profile: RealityGapProfile, w: Windows) -> dict[str,
     out = {"q": np.empty((n, horizon, 12)), "dq": np.empty((n, horizon, 12)), "position": np.empty((n, horizon, 3)),
            "quaternion": np.empty((n, horizon, 4)), "lin_vel": np.empty((n, horizon, 3))}  # fmt: skip
     servo, zero = np.ones(spec.num_joints, bool), np.zeros(spec.num_joints)
+    offsets = zero if offsets is None else offsets
     for k in range(n):
         mujoco.mj_resetData(model, data)
         data.qpos[:], data.qvel[:] = w.qpos0[k], w.qvel0[k]
+        data.qpos[7:] -= offsets
+        data.qpos[2] += floor_gap_correction(model, data, spec)
         laws = [MotorLaw.realise(servo, w.q_des[k, j], zero, zero, w.kp[k, j], w.kd[k, j], profile)
                 for j in range(horizon + 1)]  # fmt: skip
         for h in range(horizon):
             previous, new = laws[h], laws[h + 1]
             for tick in range(w.ticks[k, h]):
                 for _ in range(substeps):
-                    q, dq = data.qpos[7:], data.qvel[6:]
+                    q, dq = data.qpos[7:] + offsets, data.qvel[6:]
                     if tick < blend_tick:
                         data.ctrl[:] = previous.torque(q, dq, limit)
                     elif tick == blend_tick and weight > 0:
@@ -283,7 +293,7 @@ def replay(spec: RobotSpec, profile: RealityGapProfile, w: Windows) -> dict[str,
                     else:
                         data.ctrl[:] = new.torque(q, dq, limit)
                     mujoco.mj_step(model, data)
-            out["q"][k, h], out["dq"][k, h] = data.qpos[7:], data.qvel[6:]
+            out["q"][k, h], out["dq"][k, h] = data.qpos[7:] + offsets, data.qvel[6:]
             out["position"][k, h], out["quaternion"][k, h] = data.qpos[:3], data.qpos[3:7]
             out["lin_vel"][k, h] = rotate_into_body(data.qpos[3:7], data.qvel[:3])
     return out
@@ -326,14 +336,15 @@ def _init_worker(spec: RobotSpec, base: RealityGapProfile, windows: Windows) -> 
     _WORKER.update(spec=spec, base=base, windows=windows)
 
 
-def _loss_of(values: dict[str, float]) -> float:
+def _loss_of(values: dict) -> float:
     w = _WORKER
-    return loss(errors(replay(w["spec"], candidate_profile(w["base"], values), w["windows"]), w["windows"].observed))
+    predicted = replay(w["spec"], candidate_profile(w["base"], values), w["windows"], values.get(OFFSETS))
+    return loss(errors(predicted, w["windows"].observed))
 
 
 @dataclass
 class SearchSettings:
-    max_evals: int = 400
+    max_evals: int = 800
     sigma0: float = 0.25  # in units of each parameter's range
     workers: int = 2
     seed: int = 0
@@ -345,10 +356,17 @@ def fit(spec: RobotSpec, base: RealityGapProfile, windows: Windows, names: list[
     then latency put on the better of its neighbouring whole board ticks (what the stand-in realises)."""
     import cma  # noqa: PLC0415  (a heavy import only this command needs)
 
-    low = np.array([PARAMS[n].low for n in names])
-    span = np.array([PARAMS[n].high - PARAMS[n].low for n in names])
-    to_values = lambda x: {n: float(v) for n, v in zip(names, low + np.clip(x, 0, 1) * span)}  # noqa: E731
-    x0 = np.clip((np.array([PARAMS[n].nominal for n in names]) - low) / span, 0.1, 0.9)
+    scalars = [n for n in names if n != OFFSETS]
+    low = np.array([PARAMS[n].low for n in scalars] + [-MAX_OFFSET] * spec.num_joints * (OFFSETS in names))
+    high = np.array([PARAMS[n].high for n in scalars] + [MAX_OFFSET] * spec.num_joints * (OFFSETS in names))
+    nominal = np.array([PARAMS[n].nominal for n in scalars] + [0.0] * spec.num_joints * (OFFSETS in names))
+
+    def to_values(x: np.ndarray) -> dict:
+        v = low + np.clip(x, 0, 1) * (high - low)
+        values = {n: float(value) for n, value in zip(scalars, v)}
+        return {**values, OFFSETS: v[len(scalars) :]} if OFFSETS in names else values
+
+    x0 = np.clip((nominal - low) / (high - low), 0.1, 0.9)
     options = {"bounds": [0, 1], "maxfevals": settings.max_evals, "seed": settings.seed + 1, "verbose": -9}
     es = cma.CMAEvolutionStrategy(x0, settings.sigma0, options)
     ctx = multiprocessing.get_context("fork")
@@ -371,11 +389,11 @@ def choose_params(requested: list[str] | None, data: LogData) -> list[str]:
     walking = data.walking_steps >= MIN_WALKING_STEPS
     if requested is None:
         return [n for n, p in PARAMS.items() if p.by_default and (walking or not p.needs_walking)
-                and (n != "strength" or data.saturated_fraction >= MIN_SATURATED_FRACTION)]  # fmt: skip
-    unknown = [n for n in requested if n not in PARAMS]
+                and (n != "strength" or data.saturated_fraction >= MIN_SATURATED_FRACTION)] + [OFFSETS]  # fmt: skip
+    unknown = [n for n in requested if n not in PARAMS and n != OFFSETS]
     if unknown:
-        raise CalibrationError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMS)}")
-    need = [n for n in requested if PARAMS[n].needs_walking]
+        raise CalibrationError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join([*PARAMS, OFFSETS])}")
+    need = [n for n in requested if n in PARAMS and PARAMS[n].needs_walking]
     if need and not walking:
         raise CalibrationError(f"{', '.join(need)}: not identifiable from standing data; these logs have "
                                f"{data.walking_steps} walking steps (trunk > {WALKING_SPEED} m/s or a target > "
@@ -438,11 +456,13 @@ def calibrate(folders: list[Path], out: Path, settings: CalibrationSettings, rob
     order = np.random.default_rng(settings.search.seed).permutation(len(everything))
     fit_set, held_out = everything.subset(order[: settings.windows]), everything.subset(order[settings.windows :])
     values, evals = fit(spec, base, fit_set, names, settings.search)
-    profile = candidate_profile(base, values)
+    profile, offsets = candidate_profile(base, values), values.get(OFFSETS)
     before = {"fit": replay(spec, base, fit_set), "held_out": replay(spec, base, held_out)}
-    after = {"fit": replay(spec, profile, fit_set), "held_out": replay(spec, profile, held_out)}
+    after = {"fit": replay(spec, profile, fit_set, offsets), "held_out": replay(spec, profile, held_out, offsets)}
     residual = errors(after["fit"], fit_set.observed)
     noise, bias = sensor_estimates(data, residual)
+    if offsets is not None:
+        bias = dataclasses.replace(bias, joint_pos=float(np.sqrt(np.mean(offsets**2))))
     profile = dataclasses.replace(profile, noise=noise, bias=bias, description=describe(folders, names))
     write_profile(profile, out)
     report = {
@@ -450,7 +470,9 @@ def calibrate(folders: list[Path], out: Path, settings: CalibrationSettings, rob
         "walking_steps": data.walking_steps, "saturated_fraction": round(data.saturated_fraction, 4),
         "fitted": names, "not_identified": [n for n in PARAMS if n not in names],
         "need_walking_data": [n for n, p in PARAMS.items() if p.needs_walking],
-        "identified": {n: round(values[n], 4) for n in names}, "nominal": {n: PARAMS[n].nominal for n in PARAMS},
+        "identified": {n: round(values[n], 4) for n in names if n != OFFSETS},
+        "joint_offsets": None if offsets is None else [round(float(o), 4) for o in offsets],
+        "nominal": {n: PARAMS[n].nominal for n in PARAMS},
         "windows": {"fit": len(fit_set), "held_out": len(held_out), "policy_steps": settings.horizon},
         "fit_error_rms": {
             part: {"before": rms(errors(before[part], w.observed)), "after": rms(errors(after[part], w.observed)),
@@ -513,11 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--logs", type=Path, nargs="+", required=True, help="log folders (real_robot collect)")
     p.add_argument("--out", type=Path, required=True, help="profile YAML to write (its name is the file's stem)")
-    p.add_argument("--params", help=f"comma-separated subset of {','.join(PARAMS)} (default: all the data supports)")
+    p.add_argument("--params", help=f"comma-separated subset of {','.join([*PARAMS, OFFSETS])} (default: all the "
+                   "data supports)")
     p.add_argument("--window-steps", type=int, default=5, help="policy steps per replay window (default 5)")
     p.add_argument("--windows", type=int, default=96, help="windows to fit on (default 96)")
     p.add_argument("--held-out", type=int, default=32, help="windows to report on only (default 32)")
-    p.add_argument("--max-evals", type=int, default=400, help="CMA-ES evaluation budget (default 400)")
+    p.add_argument("--max-evals", type=int, default=800, help="CMA-ES evaluation budget (default 800)")
     p.add_argument("--workers", type=int, default=2, help="processes evaluating candidates (default 2)")
     p.add_argument("--physics-from", default="strong", help="profile whose contact model and dt to use")
     p.add_argument("--seed", type=int, default=0, help="window sampling and CMA-ES seed (default 0)")
