@@ -69,18 +69,22 @@ def test_calibration_recovers_friction_payload_and_kp(gait_log, tmp_path, capsys
 
 
 def test_the_true_profile_replays_the_log(tmp_path):
-    """The replay is the stand-in: on noise-free logs the true profile predicts the logged next states almost
-    exactly, and a payload 0.5 kg off or a latency one board tick off does several times worse."""
+    """The replay is the stand-in: on noise-free logs of a robot with encoder offsets, the true profile and offsets
+    predict the logged next states almost exactly; a payload 0.5 kg off, a latency one board tick off or the
+    offsets left out do at least twice as badly."""
     truth = dataclasses.replace(profile(friction=0.7, added_mass=1.0, kp_factor=0.9, actuator_latency_s=0.004),
-                                noise=SensorNoise(), bias=SensorNoise())  # fmt: skip
-    write_gait_log(tmp_path, truth, 1000, episode_steps=1000)
+                                noise=SensorNoise(), bias=SensorNoise(joint_pos=0.02))  # fmt: skip
+    write_gait_log(tmp_path, truth, 1000, seed=3, episode_steps=1000)
+    offsets = np.random.default_rng(3).normal(0.0, 0.02, 12)  # the stand-in's first draw: its bias_q
     spec = cal.load_robot("go1")
     windows = cal.make_windows(cal.load_logs([tmp_path], spec), 5, 24, 0, build_stand_in_model(spec, truth), spec)
-    exact = cal.errors(cal.replay(spec, truth, windows), windows.observed)
+    exact = cal.errors(cal.replay(spec, truth, windows, offsets), windows.observed)
     assert cal.rms(exact)["q"] < 0.005 and cal.rms(exact)["position"] < 0.0005
-    for wrong in (dict(added_mass=1.5), dict(actuator_latency_s=0.006)):
-        off = cal.errors(cal.replay(spec, dataclasses.replace(truth, **wrong), windows), windows.observed)
-        assert cal.loss(off) > 3 * cal.loss(exact), wrong
+    for wrong, wrong_offsets in ((dict(added_mass=1.5), offsets), (dict(actuator_latency_s=0.006), offsets),
+                                 (dict(), None)):  # fmt: skip
+        off = cal.errors(cal.replay(spec, dataclasses.replace(truth, **wrong), windows, wrong_offsets),
+                         windows.observed)  # fmt: skip
+        assert cal.loss(off) > 2 * cal.loss(exact), wrong
 
 
 def test_latency_schedule_matches_the_stand_in_at_whole_ticks():
