@@ -14,6 +14,7 @@ the physical parameters that make the replayed next states match the logged ones
     frictionloss   joints' dry friction factor                standing data suffices
     strength       motor strength (torque limit)              only where torques saturate
     damping        joints' viscous damping factor             only if asked for (see below)
+    joint_offsets  the 12 encoders' calibration offsets, rad  fitted by default (the stand-in's bias_q)
 
 Realised gains are strength x kp_factor x Kp, so away from the torque limit only the products are identifiable:
 `kp` and `kd` are those products; the profile gets motor_strength 1 and kp_factor = kp unless the logs saturate
@@ -28,9 +29,11 @@ default strong). Sensor noise is estimated where simple: gyro and attitude bias 
 joint position and velocity noise from the calibrated replay's first-step residual (upper bounds: model error
 is in it too); the accelerometer's stays 0.
 
-Assumed: dq_des = 0 and tau_ff = 0 (the runtime's targets; the log records q_des, kp, kd only); the joint encoders'
-calibration offsets are unknown (the start state uses the measured q; if that puts the lowest foot deeper in the
-floor or higher above it than a loaded foot rests, the trunk is moved so that it rests). Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside
+Foot friction shows only where feet slip: logs of a robot that never reaches its friction cone bound it from below
+only (the fit then lands anywhere above what the gait used). Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
+targets; the log records q_des, kp, kd only). The start state is the measured q minus the offsets; if that puts the
+lowest foot deeper in the floor or higher above it than a loaded foot rests, the trunk is moved so that it rests.
+Sensor noise in the start state biases the fit (parameters that soften the response to it fit better). Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside
 it, <stem>_report.json and <stem>_fit.png (logged vs replayed joint trajectories, nominal and calibrated).
 """
 
