@@ -33,8 +33,9 @@ Foot friction shows only where feet slip: logs of a robot that never reaches its
 only (the fit then lands anywhere above what the gait used). Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
 targets; the log records q_des, kp, kd only). The start state is the measured q minus the offsets; if that puts the
 lowest foot deeper in the floor or higher above it than a loaded foot rests, the trunk is moved so that it rests.
-Sensor noise in the start state biases the fit (parameters that soften the response to it fit better). Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside
-it, <stem>_report.json and <stem>_fit.png (logged vs replayed joint trajectories, nominal and calibrated).
+Sensor noise in the start state biases the fit (parameters that soften the response to it fit better).
+Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside it, <stem>_report.json
+and <stem>_fit.png (logged vs replayed joint trajectories, nominal and calibrated).
 """
 
 from __future__ import annotations
@@ -199,22 +200,21 @@ def world_velocity(quaternion: np.ndarray, body_vel: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_windows(data: LogData, horizon: int, count: int, seed: int, model: mujoco.MjModel,
-                 spec: RobotSpec) -> Windows:  # fmt: skip
+def make_windows(data: LogData, horizon: int, count: int, seed: int) -> Windows:
     """`count` windows of `horizon` policy steps, drawn evenly at random over all episodes."""
     starts = [(e, i) for e in data.episodes for i in window_starts(e, horizon)]
     if not starts:
         raise CalibrationError(f"no run of {horizon + 2} consecutive usable policy steps in the logs")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(starts), size=min(count, len(starts)), replace=False)
-    rows = [window_row(*starts[c], horizon, model, spec) for c in sorted(chosen)]
+    rows = [window_row(*starts[c], horizon) for c in sorted(chosen)]
     stack = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     observed = {k: stack[k] for k in ("q", "dq", "position", "quaternion", "lin_vel")}
     return Windows(stack["qpos0"], stack["qvel0"], stack["q_des"], stack["kp"], stack["kd"], stack["ticks"],
                    observed)  # fmt: skip
 
 
-def window_row(e: dict[str, np.ndarray], i: int, horizon: int, model: mujoco.MjModel, spec: RobotSpec) -> dict:
+def window_row(e: dict[str, np.ndarray], i: int, horizon: int) -> dict:
     nxt, acting = slice(i + 1, i + horizon + 1), slice(i - 1, i + horizon)
     quat = e["odom_quaternion"][i] / np.linalg.norm(e["odom_quaternion"][i])
     qpos0 = np.concatenate([e["odom_position"][i], quat, e["q"][i]])
@@ -453,9 +453,7 @@ def calibrate(folders: list[Path], out: Path, settings: CalibrationSettings, rob
     data = load_logs(folders, spec)
     names = choose_params(settings.params, data)
     base = nominal_base(settings.physics_from, out.stem)
-    model = build_stand_in_model(spec, base)
-    everything = make_windows(data, settings.horizon, settings.windows + settings.held_out, settings.search.seed,
-                              model, spec)  # fmt: skip
+    everything = make_windows(data, settings.horizon, settings.windows + settings.held_out, settings.search.seed)
     order = np.random.default_rng(settings.search.seed).permutation(len(everything))
     fit_set, held_out = everything.subset(order[: settings.windows]), everything.subset(order[settings.windows :])
     values, evals = fit(spec, base, fit_set, names, settings.search)

@@ -25,7 +25,7 @@ from real_robot import calibrate as cal
 from real_robot import unitree_wire as wire
 from real_robot.collect import record_schema
 from real_robot.datalog import LogWriter, read_log_folder
-from real_robot.sim_robot import MotorLaw, StandInRobot, build_stand_in_model, lying_pose, rotate_into_body
+from real_robot.sim_robot import MotorLaw, StandInRobot, lying_pose, rotate_into_body
 from robot_spec.reality_gap import RealityGapProfile, SensorNoise, load_reality_gap
 
 # ------------------------------------------------------------------------------------ a log of a known profile
@@ -184,7 +184,7 @@ def test_the_true_profile_replays_the_log(tmp_path):
     write_gait_log(tmp_path, truth, 1000, seed=3, episode_steps=1000)
     offsets = np.random.default_rng(3).normal(0.0, 0.02, 12)  # the stand-in's first draw: its bias_q
     spec = cal.load_robot("go1")
-    windows = cal.make_windows(cal.load_logs([tmp_path], spec), 5, 24, 0, build_stand_in_model(spec, truth), spec)
+    windows = cal.make_windows(cal.load_logs([tmp_path], spec), 5, 24, 0)
     exact = cal.errors(cal.replay(spec, truth, windows, offsets), windows.observed)
     assert cal.rms(exact)["q"] < 0.005 and cal.rms(exact)["position"] < 0.0005
     for wrong, wrong_offsets in ((dict(added_mass=1.5), offsets), (dict(actuator_latency_s=0.006), offsets),
