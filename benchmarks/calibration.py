@@ -66,8 +66,9 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=96)
     p.add_argument("--held-out", type=int, default=32)
     p.add_argument("--window-steps", type=int, default=5)
-    p.add_argument("--max-evals", type=int, default=800)
+    p.add_argument("--max-evals", type=int, default=400)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--joint-offsets", action="store_true", help="fit the encoders' offsets too")
     p.add_argument("--name", default="calibration")
     args = p.parse_args()
     given = dict(item.split("=", 1) for item in args.logs)
@@ -78,8 +79,11 @@ def main() -> None:
         if profile not in given and not folder.exists():
             policy = args.policy or Path(sorted(glob.glob("/work/shared_runs/go1/*/policy.pt"))[-1])
             collect_s = collect(policy, profile, folder, args.steps, args.action_noise, args.seed)
+        params = None  # all the data supports
+        if args.joint_offsets:
+            params = [*cal.choose_params(None, cal.load_logs([folder], load_robot("go1"))), cal.OFFSETS]
         settings = cal.CalibrationSettings(
-            args.window_steps, args.windows, args.held_out, None, "strong",
+            args.window_steps, args.windows, args.held_out, params, "strong",
             cal.SearchSettings(args.max_evals, workers=args.workers, seed=args.seed),
         )  # fmt: skip
         report = cal.calibrate([folder], work / f"calibrated_{profile}.yaml", settings)

@@ -211,7 +211,7 @@ def standing_log(tmp_path_factory):
 def test_standing_data_fits_only_the_joint_parameters(standing_log, capsys):
     data = cal.load_logs([standing_log], cal.load_robot("go1"))
     assert data.walking_steps == 0
-    assert cal.choose_params(None, data) == ["kp", "kd", "frictionloss", "joint_offsets"]
+    assert cal.choose_params(None, data) == ["kp", "kd", "frictionloss"]
     code, err = run(["--logs", standing_log, "--out", standing_log / "x.yaml", "--params", "kp,friction"], capsys)
     assert code == 2 and "friction: not identifiable from standing data" in err and "\n" not in err
 
