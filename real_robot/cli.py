@@ -1,4 +1,4 @@
-"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection and log checks."""
+"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection, log checks, calibration."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ COMMANDS = {
     "collect": ("real_robot.collect_cli", "run a policy with a command schedule and log trajectories to data_logs/"),
     "logs": ("real_robot.logs_cli", "summarise and check a log folder"),
     "random-profile": ("robot_spec.reality_gap", "write a random reality-gap profile for sim-robot --profile"),
+    "calibrate": ("real_robot.calibrate", "identify a reality-gap profile (friction, payload, gains, ...) from logs"),
 }
 
 
