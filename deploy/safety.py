@@ -178,25 +178,29 @@ class MotorResponse:
     strength differ. So a step judges a motor against every target it may still be executing (`motor_targets`)
     and every healthy realisation of them (`healthy_torque`): only where all of those push its joint one way, with
     at least the minimum torque, is it asked for anything. It fails the step if it gives less than the response
-    fraction of the least of those torques, and its joint is not moving toward the target (a dead motor reports
-    ~0 torque and its joint is carried away); `motor_response_steps` failing steps in a row trip.
+    fraction of the least of those torques while its joint does not move toward the target (a dead motor reports
+    ~0 torque and its joint is carried away). `motor_response_steps` failing steps trip, unless a judged step
+    passes between them; a step that asks too little to judge (in a gait, much of a lightly loaded joint's)
+    neither confirms nor clears.
     """
 
     def __init__(self, limits: SafetyLimits):
         self.targets: deque[PdLaw] = deque(maxlen=limits.motor_targets)
-        self.window: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=limits.motor_response_steps)
-        self.failing = np.zeros(len(limits.names), dtype=int)  # failing steps in a row, per joint
+        self.step = 0
+        # Per joint, its failing steps since it last passed one: (step, torque given, least healthy, speed toward).
+        self.evidence: list[list[tuple[int, float, float, float]]] = [[] for _ in limits.names]
 
     def reset(self) -> None:
         """Forget every target and step (the latch was cleared: the runtime starts anew)."""
         self.targets.clear()
-        self.window.clear()
-        self.failing[:] = 0
+        for joint in self.evidence:
+            joint.clear()
 
     def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
         if x.target is None:
             self.reset()
             return None
+        self.step += 1
         self.targets.append(x.target)
         if len(self.targets) < self.targets.maxlen:  # the target acting might be older than any known
             return None
@@ -205,24 +209,28 @@ class MotorResponse:
         direction = np.where(low > 0, 1.0, np.where(high < 0, -1.0, 0.0))  # 0: some healthy torque is none at all
         least = np.where(direction > 0, low, -high)  # the least torque a healthy motor gives that way
         given, toward = direction * x.tau_est, direction * x.dq
-        failing = (direction != 0) & (least >= limits.motor_min_torque) \
-            & (given < limits.motor_response_fraction * least) & (toward < limits.motor_tracking_speed)  # fmt: skip
-        self.failing = np.where(failing, self.failing + 1, 0)
-        self.window.append((given, least, toward))
-        if self.failing.max() < limits.motor_response_steps:
+        judged = (direction != 0) & (least >= limits.motor_min_torque)
+        failing = judged & (given < limits.motor_response_fraction * least) & (toward < limits.motor_tracking_speed)
+        for j in np.flatnonzero(judged):
+            if failing[j]:
+                self.evidence[j].append((self.step, given[j], least[j], toward[j]))
+            else:
+                self.evidence[j].clear()
+        worst = max(range(len(self.evidence)), key=lambda j: len(self.evidence[j]))
+        if len(self.evidence[worst]) < limits.motor_response_steps:
             return None
-        return self._describe(int(np.argmax(self.failing)), limits)
+        return self._describe(worst, limits)
 
     def _describe(self, j: int, limits: SafetyLimits) -> str:
-        given, least, toward = (np.array([step[i][j] for step in self.window]) for i in range(3))
-        steps, period_ms = len(self.window), 1e3 * limits.period_s
+        steps, given, least, toward = np.array(self.evidence[j]).T
+        span_ms = 1e3 * limits.period_s * (self.step - steps[0] + 1)
         low, high = limits.motor_gains
         return (
-            f"{limits.names[j]} gave {given.min():.2f}..{given.max():.2f} N·m over the last {steps} steps "
-            f"({steps * period_ms:.0f} ms), below {limits.motor_response_fraction:.2f} x the {least.min():.2f}.."
-            f"{least.max():.2f} N·m a healthy motor gives for any of the targets of the last "
-            f"{limits.motor_targets * period_ms:.0f} ms (Kp/Kd {low:g}-{high:g}x, strength >= "
-            f"{limits.motor_strength_min:g}), its joint moving {toward.min():.2f}..{toward.max():.2f} rad/s toward them"
+            f"{limits.names[j]} gave {given.min():.2f}..{given.max():.2f} N·m on {len(steps)} steps within "
+            f"{span_ms:.0f} ms, under {limits.motor_response_fraction:g} x the {least.min():.2f}..{least.max():.2f} "
+            f"N·m a healthy motor gives for any target of the last {1e3 * limits.period_s * len(self.targets):.0f} ms "
+            f"(Kp/Kd {low:g}-{high:g}x, strength >= {limits.motor_strength_min:g}); its joint moved "
+            f"{toward.min():.2f}..{toward.max():.2f} rad/s toward them"
         )
 
 

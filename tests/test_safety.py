@@ -125,7 +125,7 @@ def test_a_dead_motor_trips_after_its_targets_are_known_and_its_window_has_faile
     verdicts = [monitor(dead, limits) for _ in range(steps_to_trip(limits))]
     assert verdicts[:-1] == [None] * (steps_to_trip(limits) - 1)
     window_ms = round(1e3 * limits.motor_response_steps * spec.control.policy_dt)
-    assert "FL_calf_joint gave 0.00..0.00 N·m" in verdicts[-1] and f"({window_ms} ms)" in verdicts[-1]
+    assert f"FL_calf_joint gave 0.00..0.00 N·m on {limits.motor_response_steps} steps within {window_ms} ms" in verdicts[-1]
     # Pushing the wrong way is no better than nothing.
     wrong_way = standing(spec, target=dead.target, tau_est=-np.eye(12)[2])
     assert verdict("motor_response", [wrong_way] * steps_to_trip(limits), limits) is not None
@@ -187,23 +187,30 @@ def test_a_joint_moving_toward_its_target_has_a_working_motor(spec, cfg):
     assert verdict("motor_response", [standing(spec, target=target, dq=away)] * steps, limits) is not None
 
 
-def test_motor_response_needs_its_whole_window_and_forgets_on_rearm(spec, cfg):
+def test_a_passed_step_clears_a_motor_and_an_unjudged_one_does_not(spec, cfg):
     limits = SafetyLimits.from_spec(spec, cfg)
     dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))
-    small = standing(spec, target=pd(spec, calf_demand(spec, limits, times_min=0.9)))  # too little asked to judge
-    weak_time = steps_to_trip(limits) - 1
-    assert verdict("motor_response", [dead] * weak_time + [small] + [dead] * (limits.motor_response_steps - 1),
-                   limits) is None  # fmt: skip
+    unjudged = standing(spec, target=dead.target, q=dead.target.q_des)  # at its target: nothing asked
+    passed = standing(spec, target=dead.target, tau_est=healthy_motor(limits, dead.target, dead.q, dead.dq, 1, 1, 1))
+    almost = [dead] * (steps_to_trip(limits) - 1)
+    assert verdict("motor_response", almost + [passed] + [dead] * (limits.motor_response_steps - 1), limits) is None
+    assert verdict("motor_response", almost + [unjudged] + [dead], limits) is not None
+
+
+def test_motor_response_needs_its_targets_known_and_forgets_on_rearm(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))
+    almost = steps_to_trip(limits) - 1
     monitor = SafetyMonitor(spec, cfg)
-    for t in range(weak_time):
+    for t in range(almost):
         assert monitor.check(dead, t) is None
-    monitor.trip_now("reset", weak_time)
+    monitor.trip_now("reset", almost)
     monitor.rearm()
-    for t in range(weak_time):  # the targets before the re-arm are forgotten: the window starts again
-        assert monitor.check(dead, weak_time + 1 + t) is None
-    assert monitor.check(dead, 2 * weak_time + 1).reason == "motor_response"
+    for t in range(almost):  # the targets and steps before the re-arm are forgotten
+        assert monitor.check(dead, almost + 1 + t) is None
+    assert monitor.check(dead, 2 * almost + 1).reason == "motor_response"
     # No target (before the first): nothing judged, and the memory starts again.
-    assert verdict("motor_response", [dead] * weak_time + [standing(spec)] + [dead] * weak_time, limits) is None
+    assert verdict("motor_response", [dead] * almost + [standing(spec)] + [dead] * almost, limits) is None
 
 
 def test_non_finite_is_found_in_action_and_measurements(spec, cfg):
