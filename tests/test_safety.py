@@ -124,8 +124,9 @@ def test_a_dead_motor_trips_after_its_targets_are_known_and_its_window_has_faile
     monitor = MotorResponse(limits)
     verdicts = [monitor(dead, limits) for _ in range(steps_to_trip(limits))]
     assert verdicts[:-1] == [None] * (steps_to_trip(limits) - 1)
-    window_ms = round(1e3 * limits.motor_response_steps * spec.control.policy_dt)
-    assert f"FL_calf_joint gave 0.00..0.00 N·m on {limits.motor_response_steps} steps within {window_ms} ms" in verdicts[-1]
+    steps = limits.motor_response_steps
+    window_ms = round(1e3 * steps * spec.control.policy_dt)
+    assert f"FL_calf_joint gave 0.00..0.00 N·m on {steps} steps within {window_ms} ms" in verdicts[-1]
     # Pushing the wrong way is no better than nothing.
     wrong_way = standing(spec, target=dead.target, tau_est=-np.eye(12)[2])
     assert verdict("motor_response", [wrong_way] * steps_to_trip(limits), limits) is not None
@@ -174,8 +175,8 @@ def test_a_motor_far_weaker_than_the_weakest_healthy_one_trips(spec, cfg):
     steps = steps_to_trip(limits)
     assert verdict("motor_response", [standing(spec, target=target, tau_est=weakest)] * steps, limits) is None
     assert verdict("motor_response", [standing(spec, target=target, tau_est=at_strength[0.7])] * steps, limits) is None
-    assert "FL_calf_joint" in verdict("motor_response", [standing(spec, target=target, tau_est=at_strength[0.3])] * steps,
-                                      limits)  # fmt: skip
+    far_too_weak = [standing(spec, target=target, tau_est=at_strength[0.3])] * steps
+    assert "FL_calf_joint" in verdict("motor_response", far_too_weak, limits)
 
 
 def test_a_joint_moving_toward_its_target_has_a_working_motor(spec, cfg):
