@@ -27,7 +27,7 @@ class SafetyConfig:
     torque_fraction: float  # of the spec's torque limit
     motor_response_fraction: float  # a motor giving less than this share of the least healthy torque fails a step
     motor_response_min_torque: float  # ... judged where that least torque is this share of the torque limit or more
-    motor_response_steps: int  # failing steps in a row that trip
+    motor_response_steps: int  # failing steps that trip (a step the motor passes in between clears them)
     motor_latency_ms: float  # longest a target may take to act once it is on the board (actuation delay)
     motor_gain_min: float  # realised Kp, Kd ÷ commanded, each, of a healthy motor
     motor_gain_max: float

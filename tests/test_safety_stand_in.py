@@ -136,7 +136,7 @@ def test_a_late_soft_weak_robot_stands_and_steps_without_a_trip(spec, policies, 
 DEAD_MOTOR_DETECTION_S = 0.15
 
 
-@pytest.mark.parametrize("joint", [1, 2, 8], ids=["FL_thigh", "FL_calf", "RL_calf"])
+@pytest.mark.parametrize("joint", [0, 2, 8], ids=["FL_hip", "FL_calf", "RL_calf"])
 @pytest.mark.parametrize("policy", ["standing", "stepping"])
 def test_a_dead_motor_trips_motor_response_within_150_ms(spec, policies, laggy, policy, joint):
     rig = Rig(spec, laggy, policies[policy])
