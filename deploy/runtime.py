@@ -215,7 +215,7 @@ class Controller:
         check = SafetyInput(
             q=state.q, dq=state.dq, tau_est=state.tau_est, quaternion=state.quaternion, rpy=state.rpy,
             state_age_us=ctx.state_age_us, step_interval_s=ctx.step_interval_s, bridge_trip=ctx.bridge_trip,
-            commanded_torque=self._commanded_torque(state), obs=obs if acting else None, action=proposed,
+            target=self._board_target(), obs=obs if acting else None, action=proposed,
             last_action=self.last_action if acting else None,
         )  # fmt: skip
         trip = self.safety.check(check, ctx.time_us)
@@ -250,15 +250,12 @@ class Controller:
         clip = self.spec.control.action_clip  # as the simulator clips before applying
         return np.clip(action, -clip, clip)
 
-    def _commanded_torque(self, state: RobotState) -> np.ndarray | None:
-        """The torque the last target asks for at this state, as the board computes it (after the SDK's
-        position clamp, within the torque limit); None while damping, where no motor is asked to work."""
+    def _board_target(self) -> PdTarget | None:
+        """The last target as the board runs it (q_des within the SDK's position clamp); None before the first."""
         t = self.last_target
-        if t is None or not t.kp.any():
+        if t is None:
             return None
-        q_des = np.clip(t.q_des, self.sdk_q_lower, self.sdk_q_upper)
-        tau = t.kp * (q_des - state.q) + t.kd * (t.dq_des - state.dq) + t.tau_ff
-        return np.clip(tau, -self.spec.torque_limit, self.spec.torque_limit)
+        return PdTarget(np.clip(t.q_des, self.sdk_q_lower, self.sdk_q_upper), t.dq_des, t.kp, t.kd, t.tau_ff)
 
     def _target(self, action: np.ndarray, phase_s: float) -> PdTarget:
         default = self.spec.default_pose

@@ -1,15 +1,18 @@
 """Safety monitors of the deploy runtime, checked on every control step.
 
 Each monitor is a small pure function of the step's measurements and proposed action that returns a
-description of the violation, or None. Thresholds come from the robot spec's limits, loosened or
+description of the violation, or None; one that must remember earlier steps (motor_response) is a class,
+instantiated once per `SafetyMonitor`. Thresholds come from the robot spec's limits, loosened or
 tightened by configs/safety/<robot>.yaml. The first violation trips the `SafetyMonitor`, which latches
 (reason, robot time, values) until `rearm()`; the runtime switches to damping on that same step.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -22,8 +25,14 @@ class SafetyConfig:
     joint_position_margin: float  # rad beyond the spec's joint range
     joint_velocity_fraction: float  # of the spec's velocity limit
     torque_fraction: float  # of the spec's torque limit
-    motor_response_fraction: float  # |tau_est| below this share of the commanded torque: the motor is not acting
-    motor_response_min_torque: float  # ... judged where the command asks this share of the torque limit or more
+    motor_response_fraction: float  # a motor giving less than this share of the least healthy torque fails a step
+    motor_response_min_torque: float  # ... judged where that least torque is this share of the torque limit or more
+    motor_response_steps: int  # failing steps that trip (a step the motor passes in between clears them)
+    motor_latency_ms: float  # longest a target may take to act once it is on the board (actuation delay)
+    motor_gain_min: float  # realised Kp, Kd ÷ commanded, each, of a healthy motor
+    motor_gain_max: float
+    motor_strength_min: float  # realised torque ÷ the PD law's, of a healthy motor (at most 1)
+    motor_tracking_speed: float  # rad/s: a joint moving toward its target this fast has a working motor
     max_roll_pitch: float  # rad
     max_action_delta: float  # |a_t − a_(t−1)|, policy action units
     loop_overrun_factor: float  # control periods between two steps
@@ -44,8 +53,15 @@ class SafetyLimits:
     q_upper: np.ndarray
     dq_max: np.ndarray
     tau_max: np.ndarray
+    torque_limit: np.ndarray  # the board's clamp on every PD torque
     motor_min_torque: np.ndarray
     motor_response_fraction: float
+    motor_response_steps: int
+    motor_targets: int  # how many of the latest targets a motor may still be executing
+    motor_gains: tuple[float, float]
+    motor_strength_min: float
+    motor_tracking_speed: float
+    period_s: float  # control period
     max_roll_pitch: float
     max_action_delta: float
     max_step_interval_s: float
@@ -59,13 +75,33 @@ class SafetyLimits:
             q_upper=spec.position_upper + cfg.joint_position_margin,
             dq_max=spec.velocity_limit * cfg.joint_velocity_fraction,
             tau_max=spec.torque_limit * cfg.torque_fraction,
+            torque_limit=spec.torque_limit,
             motor_min_torque=spec.torque_limit * cfg.motor_response_min_torque,
             motor_response_fraction=cfg.motor_response_fraction,
+            motor_response_steps=cfg.motor_response_steps,
+            # A target answers a step's state, reaches the board within that control period and acts up to the
+            # latency later: the newest targets published in that span, and the last one before it, may be acting.
+            motor_targets=math.ceil(cfg.motor_latency_ms * 1e-3 / spec.control.policy_dt - 1e-9) + 1,
+            motor_gains=(cfg.motor_gain_min, cfg.motor_gain_max),
+            motor_strength_min=cfg.motor_strength_min,
+            motor_tracking_speed=cfg.motor_tracking_speed,
+            period_s=spec.control.policy_dt,
             max_roll_pitch=cfg.max_roll_pitch,
             max_action_delta=cfg.max_action_delta,
             max_step_interval_s=cfg.loop_overrun_factor * spec.control.policy_dt,
             max_state_age_us=cfg.stale_state_ms * 1e3,
         )
+
+
+class PdLaw(Protocol):
+    """A PD target as the board runs it, tau = kp (q_des - q) + kd (dq_des - dq) + tau_ff (deploy.runtime.PdTarget,
+    q_des within the SDK's position clamp)."""
+
+    q_des: np.ndarray
+    dq_des: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    tau_ff: np.ndarray
 
 
 @dataclass
@@ -79,7 +115,7 @@ class SafetyInput:
     rpy: np.ndarray  # IMU roll, pitch, yaw (rad), the board's own estimate from the same attitude
     state_age_us: float  # robot time since the newest joint/body state was measured
     step_interval_s: float | None = None  # since the previous control step (None on the first)
-    commanded_torque: np.ndarray | None = None  # the last PD target's torque at this state (None while damping)
+    target: PdLaw | None = None  # the PD target published on the previous step (None before the first)
     bridge_trip: str | None = None  # the bridge's latched trip reason: it is not executing our targets
     obs: np.ndarray | None = None
     action: np.ndarray | None = None
@@ -122,17 +158,80 @@ def torque(x: SafetyInput, limits: SafetyLimits) -> str | None:
     return _worst_joint(x.tau_est, -limits.tau_max, limits.tau_max, limits.names, "tau_est")
 
 
-def motor_response(x: SafetyInput, limits: SafetyLimits) -> str | None:
-    """A motor that does not produce the torque its PD target asks for (dead, disconnected, overheated)."""
-    if x.commanded_torque is None:
-        return None
-    asked = np.abs(x.commanded_torque)
-    given = x.tau_est * np.sign(x.commanded_torque)
-    failing = (asked >= limits.motor_min_torque) & (given < limits.motor_response_fraction * asked)
-    if not failing.any():
-        return None
-    j = int(np.argmax(failing))
-    return f"{limits.names[j]} tau_est={x.tau_est[j]:.2f} while the target asks {x.commanded_torque[j]:.2f} N·m"
+def healthy_torque(target: PdLaw, q: np.ndarray, dq: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+    """Per joint, the least and the most torque a healthy motor gives for `target` at (q, dq): Kp and Kd each
+    realised at any factor in the gain range, the whole torque scaled by any strength from the minimum to 1, and
+    clamped at the (scaled) torque limit. The torque is linear in each factor, so the box's corners bound it."""
+    position, velocity = target.kp * (target.q_des - q), target.kd * (target.dq_des - dq)
+    limit = limits.torque_limit
+    corners = [
+        strength * np.clip(kp * position + kd * velocity + target.tau_ff, -limit, limit)
+        for strength in (limits.motor_strength_min, 1.0) for kp in limits.motor_gains for kd in limits.motor_gains
+    ]  # fmt: skip
+    return np.min(corners, axis=0), np.max(corners, axis=0)
+
+
+class MotorResponse:
+    """A motor that does not act on its targets: dead, disconnected, overheated or far too weak.
+
+    A healthy robot's motors are not the simulator's: a target acts tens of ms late, the realised gains and
+    strength differ. So a step judges a motor against every target it may still be executing (`motor_targets`)
+    and every healthy realisation of them (`healthy_torque`): only where all of those push its joint one way, with
+    at least the minimum torque, is it asked for anything. It fails the step if it gives less than the response
+    fraction of the least of those torques while its joint does not move toward the target (a dead motor reports
+    ~0 torque and its joint is carried away). `motor_response_steps` failing steps trip, unless a judged step
+    passes between them; a step that asks too little to judge (in a gait, much of a lightly loaded joint's)
+    neither confirms nor clears.
+    """
+
+    def __init__(self, limits: SafetyLimits):
+        self.targets: deque[PdLaw] = deque(maxlen=limits.motor_targets)
+        self.step = 0
+        # Per joint, its failing steps since it last passed one: (step, torque given, least healthy, speed toward).
+        self.evidence: list[list[tuple[int, float, float, float]]] = [[] for _ in limits.names]
+
+    def reset(self) -> None:
+        """Forget every target and step (the latch was cleared: the runtime starts anew)."""
+        self.targets.clear()
+        for joint in self.evidence:
+            joint.clear()
+
+    def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        if x.target is None:
+            self.reset()
+            return None
+        self.step += 1
+        self.targets.append(x.target)
+        if len(self.targets) < self.targets.maxlen:  # the target acting might be older than any known
+            return None
+        ranges = [healthy_torque(t, x.q, x.dq, limits) for t in self.targets]
+        low, high = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
+        direction = np.where(low > 0, 1.0, np.where(high < 0, -1.0, 0.0))  # 0: some healthy torque is none at all
+        least = np.where(direction > 0, low, -high)  # the least torque a healthy motor gives that way
+        given, toward = direction * x.tau_est, direction * x.dq
+        judged = (direction != 0) & (least >= limits.motor_min_torque)
+        failing = judged & (given < limits.motor_response_fraction * least) & (toward < limits.motor_tracking_speed)
+        for j in np.flatnonzero(judged):
+            if failing[j]:
+                self.evidence[j].append((self.step, given[j], least[j], toward[j]))
+            else:
+                self.evidence[j].clear()
+        worst = max(range(len(self.evidence)), key=lambda j: len(self.evidence[j]))
+        if len(self.evidence[worst]) < limits.motor_response_steps:
+            return None
+        return self._describe(worst, limits)
+
+    def _describe(self, j: int, limits: SafetyLimits) -> str:
+        steps, given, least, toward = np.array(self.evidence[j]).T
+        span_ms = 1e3 * limits.period_s * (self.step - steps[0] + 1)
+        low, high = limits.motor_gains
+        return (
+            f"{limits.names[j]} gave {given.min():.2f}..{given.max():.2f} N·m on {len(steps)} steps within "
+            f"{span_ms:.0f} ms, under {limits.motor_response_fraction:g} x the {least.min():.2f}..{least.max():.2f} "
+            f"N·m a healthy motor gives for any target of the last {1e3 * limits.period_s * len(self.targets):.0f} ms "
+            f"(Kp/Kd {low:g}-{high:g}x, strength >= {limits.motor_strength_min:g}); its joint moved "
+            f"{toward.min():.2f}..{toward.max():.2f} rad/s toward them"
+        )
 
 
 def orientation(x: SafetyInput, limits: SafetyLimits) -> str | None:
@@ -170,8 +269,10 @@ def stale_state(x: SafetyInput, limits: SafetyLimits) -> str | None:
     return f"newest state is {x.state_age_us / 1e3:.1f} ms old (> {limits.max_state_age_us / 1e3:.1f} ms robot time)"
 
 
-# Checked in this order; the first violation is the trip's reason.
-MONITORS: dict[str, Callable[[SafetyInput, SafetyLimits], str | None]] = {
+Monitor = Callable[[SafetyInput, SafetyLimits], "str | None"]
+
+# Checked in this order; the first violation is the trip's reason. A class is a monitor with memory.
+MONITORS: dict[str, Monitor | type] = {
     "non_finite": non_finite,
     "bridge": bridge,
     "stale_state": stale_state,
@@ -180,7 +281,7 @@ MONITORS: dict[str, Callable[[SafetyInput, SafetyLimits], str | None]] = {
     "joint_position": joint_position,
     "joint_velocity": joint_velocity,
     "torque": torque,
-    "motor_response": motor_response,
+    "motor_response": MotorResponse,
     "action_rate": action_rate,
 }
 
@@ -191,6 +292,9 @@ class SafetyMonitor:
     def __init__(self, spec: RobotSpec, cfg: SafetyConfig):
         self.cfg = cfg
         self.limits = SafetyLimits.from_spec(spec, cfg)
+        self.monitors: dict[str, Monitor] = {
+            name: monitor(self.limits) if isinstance(monitor, type) else monitor for name, monitor in MONITORS.items()
+        }  # fmt: skip
         self.trip: Trip | None = None
         self.trip_count = 0  # monitor trips (not stops)
 
@@ -201,7 +305,7 @@ class SafetyMonitor:
     def check(self, x: SafetyInput, time_us: int) -> Trip | None:
         """The latched trip, if any; otherwise run the monitors and latch the first violation."""
         if self.trip is None:
-            for reason, monitor in MONITORS.items():
+            for reason, monitor in self.monitors.items():
                 detail = monitor(x, self.limits)
                 if detail is not None:
                     self.trip = Trip(reason, int(time_us), detail)
@@ -217,6 +321,9 @@ class SafetyMonitor:
         return self.trip
 
     def rearm(self) -> Trip | None:
-        """Clear the latch; returns the trip that was cleared."""
+        """Clear the latch, and the monitors' memory of the steps before; returns the trip that was cleared."""
         cleared, self.trip = self.trip, None
+        for monitor in self.monitors.values():
+            if hasattr(monitor, "reset"):
+                monitor.reset()
         return cleared

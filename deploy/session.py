@@ -44,6 +44,7 @@ MAX_ACTION_NOISE = 0.5  # action units (× action scale = rad): beyond this the 
 NOISE_STREAMS_PER_SEED = 100_000  # the stand-in's sensor noise streams: one per (seed, episode)
 CONTROL_SWITCH_INTERVAL_S = 0.001  # Session.keep_control: how long another thread may hold the interpreter
 MAX_FAILED_STARTS = 5  # resets in a row whose re-arm tripped at once: the robot cannot start, stop the collection
+REPEATED_TRIPS = 3  # a monitor that has ended this many episodes, and at least half of them, is tripping repeatedly
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -122,6 +123,7 @@ class RunLog:
         self.open = False
         self.policy_steps = 0  # in the open episode
         self.outcomes: dict[str, int] = {}
+        self.trips: dict[str, int] = {}  # episodes ended by a safety trip, by monitor
 
     def on_step(self, record: dict) -> str | None:
         """Log the record; the episode's outcome if this record ended it."""
@@ -140,6 +142,8 @@ class RunLog:
         self.writer.end_episode(outcome, f"{trip.reason}: {trip.detail}", counts)
         self.open = False
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if outcome == "safety_trip":
+            self.trips[trip.reason] = self.trips.get(trip.reason, 0) + 1
         return outcome
 
     def close(self) -> None:
@@ -151,6 +155,21 @@ class RunLog:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def repeated_trip_advice(trips: dict[str, int], episodes: int) -> str | None:
+    """What to tell the operator when a safety monitor keeps ending episodes (`trips`: episodes ended, by monitor,
+    of `episodes`): which monitor, how often, and what a careful operator does. Never loosens a monitor."""
+    repeated = {name: count for name, count in trips.items() if count >= REPEATED_TRIPS and 2 * count >= episodes}
+    if not repeated:
+        return None
+    which = ", ".join(f"{name} ended {count} of {episodes} episodes" for name, count in sorted(repeated.items()))
+    return (
+        f"collect: a safety monitor trips repeatedly: {which} (`real_robot logs <folder>` lists each trip with "
+        "its values). The monitors stay as configured. Check the robot (motors, cables, temperatures, battery) and "
+        "the trip details; to keep collecting meanwhile, restart at the low speed preset (--speed low) or collect "
+        "standing-only data (--schedule stand); change configs/safety/ only once the cause is understood."
+    )
 
 
 # --------------------------------------------------------------------------------------------- collecting
@@ -168,6 +187,7 @@ class Collector:
         self.steps = self.episodes = self.episode_policy_steps = 0
         self.episode_over = False
         self.last_outcome: str | None = None
+        self.advised = False  # the operator has been told a monitor trips repeatedly
         total = max_steps if max_steps is not None else max_episodes
         self.bar = tqdm(total=total, unit=" steps" if max_steps is not None else " episodes", desc="collect")
         runtime.on_step = self.on_step
@@ -190,6 +210,10 @@ class Collector:
         if outcome is not None:
             self.episodes += 1
             self.episode_over, self.last_outcome = True, outcome
+            advice = None if self.advised else repeated_trip_advice(self.log.trips, self.episodes)
+            if advice:  # said once as it starts, and again at the end
+                tqdm.write(advice)
+                self.advised = True
             if self.max_episodes is not None:
                 self.bar.update()
         if outcome is not None or record["step"] % 50 == 0:
@@ -359,6 +383,8 @@ class Session:
             self.keep_control()
         outcomes = ", ".join(f"{name} {count}" for name, count in sorted(log.outcomes.items()))
         print(f"collect: {collector.episodes} episodes ({outcomes}), {collector.steps} policy steps -> {folder}")
+        if advice := repeated_trip_advice(log.trips, collector.episodes):
+            print(advice)
         return collector
 
     @property

@@ -1,9 +1,13 @@
-"""deploy.safety: every monitor trips on its own violation only, thresholds follow the spec, trips latch."""
+"""deploy.safety: every monitor trips on its own violation only, thresholds follow the spec, trips latch; the
+motor-response monitor lets a late, soft, weak but healthy motor be and still trips on a dead or far too weak one."""
+
+import itertools
 
 import numpy as np
 import pytest
 
-from deploy.safety import MONITORS, SafetyInput, SafetyLimits, SafetyMonitor, load_safety_config
+from deploy.runtime import PdTarget
+from deploy.safety import MONITORS, MotorResponse, SafetyInput, SafetyLimits, SafetyMonitor, load_safety_config
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +28,36 @@ def standing(spec, **changes) -> SafetyInput:
     return x
 
 
+def pd(spec, offset: np.ndarray | None = None) -> PdTarget:
+    """The spec's PD gains holding the default pose + `offset`."""
+    n = spec.num_joints
+    q_des = spec.default_pose + (np.zeros(n) if offset is None else offset)
+    return PdTarget(q_des, np.zeros(n), np.full(n, spec.control.kp), np.full(n, spec.control.kd), np.zeros(n))
+
+
+def verdict(name: str, steps: list[SafetyInput], limits: SafetyLimits) -> str | None:
+    """A fresh monitor `name` fed `steps` in order; its verdict on the last."""
+    monitor = MONITORS[name]
+    monitor = monitor(limits) if isinstance(monitor, type) else monitor
+    result = None
+    for x in steps:
+        result = monitor(x, limits)
+    return result
+
+
+def steps_to_trip(limits: SafetyLimits) -> int:
+    """Steps of a constant failing input before motor_response trips: its targets known, then its window."""
+    return limits.motor_targets + limits.motor_response_steps - 1
+
+
+def calf_demand(spec, limits: SafetyLimits, times_min: float = 3.0) -> np.ndarray:
+    """A target offset on FL calf that asks even the weakest healthy motor for `times_min` x the minimum torque."""
+    offset, calf = np.zeros(spec.num_joints), 2
+    weakest = limits.motor_gains[0] * limits.motor_strength_min * spec.control.kp
+    offset[calf] = times_min * limits.motor_min_torque[calf] / weakest
+    return offset
+
+
 def tilted(angle: float, axis: int) -> dict:
     """The IMU's attitude (quaternion and rpy) rolled (axis 0) or pitched (axis 1) by `angle`."""
     quaternion, rpy = np.array([np.cos(angle / 2), 0.0, 0.0, 0.0]), np.zeros(3)
@@ -32,7 +66,7 @@ def tilted(angle: float, axis: int) -> dict:
 
 
 def violations(spec, cfg):
-    """One input per monitor that breaks exactly that monitor's threshold, derived from the spec and config."""
+    """Per monitor, steps whose last breaks exactly that monitor's threshold, derived from the spec and config."""
     limits = SafetyLimits.from_spec(spec, cfg)
     calf = 2  # FL calf: its limits differ from hip/thigh, so a wrongly tiled limit would show
     q = spec.default_pose.copy()
@@ -41,22 +75,20 @@ def violations(spec, cfg):
     dq[calf] = spec.velocity_limit[calf] * cfg.joint_velocity_fraction + 0.1
     tau[calf] = -(spec.torque_limit[calf] * cfg.torque_fraction + 0.1)
     action[5] = cfg.max_action_delta + 0.01
-    asked = np.zeros(12)
-    asked[calf] = 2 * spec.torque_limit[calf] * cfg.motor_response_min_torque
-    weak = asked * (cfg.motor_response_fraction - 0.01)
+    dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))  # the calf asked to push, tau_est 0
     nan_obs = np.zeros(spec.observation.dim)
     nan_obs[7] = np.nan
     return {
-        "non_finite": standing(spec, obs=nan_obs),
-        "bridge": standing(spec, bridge_trip="watchdog: no pd_target for 62 ms"),
-        "stale_state": standing(spec, state_age_us=limits.max_state_age_us + 1),
-        "loop_overrun": standing(spec, step_interval_s=limits.max_step_interval_s * 1.01),
-        "orientation": standing(spec, **tilted(cfg.max_roll_pitch + 0.01, axis=1)),
-        "joint_position": standing(spec, q=q),
-        "joint_velocity": standing(spec, dq=dq),
-        "torque": standing(spec, tau_est=tau),
-        "motor_response": standing(spec, commanded_torque=asked, tau_est=weak),
-        "action_rate": standing(spec, action=action),
+        "non_finite": [standing(spec, obs=nan_obs)],
+        "bridge": [standing(spec, bridge_trip="watchdog: no pd_target for 62 ms")],
+        "stale_state": [standing(spec, state_age_us=limits.max_state_age_us + 1)],
+        "loop_overrun": [standing(spec, step_interval_s=limits.max_step_interval_s * 1.01)],
+        "orientation": [standing(spec, **tilted(cfg.max_roll_pitch + 0.01, axis=1))],
+        "joint_position": [standing(spec, q=q)],
+        "joint_velocity": [standing(spec, dq=dq)],
+        "torque": [standing(spec, tau_est=tau)],
+        "motor_response": [dead] * steps_to_trip(limits),
+        "action_rate": [standing(spec, action=action)],
     }
 
 
@@ -64,10 +96,10 @@ def test_each_monitor_trips_on_its_own_violation_only(spec, cfg):
     limits = SafetyLimits.from_spec(spec, cfg)
     cases = violations(spec, cfg)
     assert set(cases) == set(MONITORS)
-    for name, monitor in MONITORS.items():
-        assert monitor(standing(spec), limits) is None, name
+    for name in MONITORS:
+        assert verdict(name, [standing(spec)], limits) is None, name
         for case_name, case in cases.items():
-            tripped = monitor(case, limits) is not None
+            tripped = verdict(name, case, limits) is not None
             assert tripped == (case_name == name), (name, case_name)
 
 
@@ -86,17 +118,100 @@ def test_thresholds_are_the_spec_limits_with_the_configured_margins(spec, cfg):
     assert SafetyMonitor(spec, cfg).check(inside, 0) is None
 
 
-def test_motor_response_judges_only_real_torque_requests(spec, cfg):
+def test_a_dead_motor_trips_after_its_targets_are_known_and_its_window_has_failed(spec, cfg):
     limits = SafetyLimits.from_spec(spec, cfg)
-    asked = np.zeros(12)
-    asked[4] = -0.9 * spec.torque_limit[4] * cfg.motor_response_min_torque  # too small a request to judge
-    assert MONITORS["motor_response"](standing(spec, commanded_torque=asked), limits) is None
-    asked[4] = -3 * spec.torque_limit[4] * cfg.motor_response_min_torque
-    healthy = asked * (cfg.motor_response_fraction + 0.05)
-    assert MONITORS["motor_response"](standing(spec, commanded_torque=asked, tau_est=healthy), limits) is None
-    wrong_way = -healthy
-    detail = MONITORS["motor_response"](standing(spec, commanded_torque=asked, tau_est=wrong_way), limits)
-    assert spec.joint_names[4] in detail
+    dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))
+    monitor = MotorResponse(limits)
+    verdicts = [monitor(dead, limits) for _ in range(steps_to_trip(limits))]
+    assert verdicts[:-1] == [None] * (steps_to_trip(limits) - 1)
+    steps = limits.motor_response_steps
+    window_ms = round(1e3 * steps * spec.control.policy_dt)
+    assert f"FL_calf_joint gave 0.00..0.00 N·m on {steps} steps within {window_ms} ms" in verdicts[-1]
+    # Pushing the wrong way is no better than nothing.
+    wrong_way = standing(spec, target=dead.target, tau_est=-np.eye(12)[2])
+    assert verdict("motor_response", [wrong_way] * steps_to_trip(limits), limits) is not None
+
+
+def healthy_motor(limits: SafetyLimits, target: PdTarget, q, dq, kp: float, kd: float, strength: float) -> np.ndarray:
+    """The torque a motor realising `kp`, `kd` x the commanded gains at `strength` gives for `target`."""
+    tau = kp * target.kp * (target.q_des - q) + kd * target.kd * (target.dq_des - dq) + target.tau_ff
+    return strength * np.clip(tau, -limits.torque_limit, limits.torque_limit)
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3], ids=["0ms", "20ms", "40ms"])
+def test_a_late_soft_weak_but_healthy_motor_never_trips(spec, cfg, lag):
+    """Targets that swing every step (the worst case for latency), realised by the target published `lag` steps
+    ago (1: the newest, as the simulator) at every corner of the healthy gain and strength ranges."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    assert limits.motor_targets >= lag  # the configured latency bound covers 40 ms
+    rng = np.random.default_rng(lag)
+    low, high = limits.motor_gains
+    for kp, kd, strength in itertools.product((low, high), (low, high), (limits.motor_strength_min, 1.0)):
+        monitor, published = MotorResponse(limits), []
+        old_monitor_trips = 0
+        for k in range(60):
+            published.append(pd(spec, 0.3 * np.sin(0.9 * k + np.arange(12)) + 0.05 * rng.normal(size=12)))
+            q, dq = spec.default_pose + 0.05 * rng.normal(size=12), rng.normal(size=12)
+            acting = published[max(0, k - lag)]
+            tau_est = healthy_motor(limits, acting, q, dq, kp, kd, strength)
+            newest = published[k]
+            asked = newest.kp * (newest.q_des - q) + newest.kd * (newest.dq_des - dq)
+            # Today's check on the newest target alone: a request of >= 0.2 x the limit met by < 0.25 of it.
+            old_monitor_trips += np.any((np.abs(asked) >= 0.2 * limits.torque_limit) &
+                                        (tau_est * np.sign(asked) < 0.25 * np.abs(asked)))  # fmt: skip
+            x = standing(spec, q=q, dq=dq, tau_est=tau_est, target=newest)
+            assert monitor(x, limits) is None, (kp, kd, strength, k)
+        if lag > 1 or kp * strength < 0.25:
+            assert old_monitor_trips > 0  # the case is one a single-step comparison with the newest target fails
+
+
+def test_a_motor_far_weaker_than_the_weakest_healthy_one_trips(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    target = pd(spec, calf_demand(spec, limits))
+    q, dq = spec.default_pose, np.zeros(12)
+    weakest = healthy_motor(limits, target, q, dq, limits.motor_gains[0], limits.motor_gains[0],
+                            limits.motor_strength_min)  # fmt: skip
+    at_strength = {s: healthy_motor(limits, target, q, dq, 1.0, 1.0, s) for s in (0.3, 0.7)}
+    steps = steps_to_trip(limits)
+    assert verdict("motor_response", [standing(spec, target=target, tau_est=weakest)] * steps, limits) is None
+    assert verdict("motor_response", [standing(spec, target=target, tau_est=at_strength[0.7])] * steps, limits) is None
+    far_too_weak = [standing(spec, target=target, tau_est=at_strength[0.3])] * steps
+    assert "FL_calf_joint" in verdict("motor_response", far_too_weak, limits)
+
+
+def test_a_joint_moving_toward_its_target_has_a_working_motor(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    target, steps = pd(spec, calf_demand(spec, limits)), steps_to_trip(limits)
+    toward, away = np.zeros(12), np.zeros(12)
+    toward[2], away[2] = limits.motor_tracking_speed + 0.1, -1.0  # the calf's target is above it: + is toward
+    assert verdict("motor_response", [standing(spec, target=target, dq=toward)] * steps, limits) is None
+    assert verdict("motor_response", [standing(spec, target=target, dq=away)] * steps, limits) is not None
+
+
+def test_a_passed_step_clears_a_motor_and_an_unjudged_one_does_not(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))
+    unjudged = standing(spec, target=dead.target, q=dead.target.q_des)  # at its target: nothing asked
+    passed = standing(spec, target=dead.target, tau_est=healthy_motor(limits, dead.target, dead.q, dead.dq, 1, 1, 1))
+    almost = [dead] * (steps_to_trip(limits) - 1)
+    assert verdict("motor_response", almost + [passed] + [dead] * (limits.motor_response_steps - 1), limits) is None
+    assert verdict("motor_response", almost + [unjudged] + [dead], limits) is not None
+
+
+def test_motor_response_needs_its_targets_known_and_forgets_on_rearm(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))
+    almost = steps_to_trip(limits) - 1
+    monitor = SafetyMonitor(spec, cfg)
+    for t in range(almost):
+        assert monitor.check(dead, t) is None
+    monitor.trip_now("reset", almost)
+    monitor.rearm()
+    for t in range(almost):  # the targets and steps before the re-arm are forgotten
+        assert monitor.check(dead, almost + 1 + t) is None
+    assert monitor.check(dead, 2 * almost + 1).reason == "motor_response"
+    # No target (before the first): nothing judged, and the memory starts again.
+    assert verdict("motor_response", [dead] * almost + [standing(spec)] + [dead] * almost, limits) is None
 
 
 def test_non_finite_is_found_in_action_and_measurements(spec, cfg):
@@ -105,25 +220,25 @@ def test_non_finite_is_found_in_action_and_measurements(spec, cfg):
     action[3] = np.inf
     q = spec.default_pose.copy()
     q[0] = np.nan
-    assert "action" in MONITORS["non_finite"](standing(spec, action=action), limits)
-    assert "q" in MONITORS["non_finite"](standing(spec, q=q), limits)
+    assert "action" in verdict("non_finite", [standing(spec, action=action)], limits)
+    assert "q" in verdict("non_finite", [standing(spec, q=q)], limits)
     # Outside the policy phase there is no obs/action to judge.
-    assert MONITORS["non_finite"](standing(spec, obs=None, action=None, last_action=None), limits) is None
+    assert verdict("non_finite", [standing(spec, obs=None, action=None, last_action=None)], limits) is None
 
 
 def test_a_trip_latches_with_reason_time_and_values_until_rearmed(spec, cfg):
     monitor = SafetyMonitor(spec, cfg)
     cases = violations(spec, cfg)
-    trip = monitor.check(cases["torque"], time_us=1_234_000)
+    trip = monitor.check(cases["torque"][0], time_us=1_234_000)
     assert trip.reason == "torque" and trip.time_us == 1_234_000
     assert "FL_calf_joint" in trip.detail and "tau_est" in trip.detail
     # Latched: a healthy step, or another violation, keeps the first trip.
     assert monitor.check(standing(spec), 1_254_000) == trip
-    assert monitor.check(cases["orientation"], 1_274_000) == trip
+    assert monitor.check(cases["orientation"][0], 1_274_000) == trip
     assert monitor.trip_count == 1
     assert monitor.rearm() == trip and not monitor.tripped
     assert monitor.check(standing(spec), 1_294_000) is None
-    assert monitor.check(cases["orientation"], 1_314_000).reason == "orientation"
+    assert monitor.check(cases["orientation"][0], 1_314_000).reason == "orientation"
     assert monitor.trip_count == 2
 
 
