@@ -10,7 +10,7 @@ import yaml
 
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset
 from deploy.lcm_io import LcmRobotIO
-from deploy.loopback import LoopbackRobot
+from real_robot.loopback import LoopbackRobot
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from real_robot.lcm_bus import now_us

@@ -3,7 +3,7 @@ careful operator does next; the monitors themselves are never loosened."""
 
 from deploy.runtime import Phase
 from deploy.safety import Trip
-from real_robot.collect import REPEATED_TRIPS, RunLog, repeated_trip_advice
+from deploy.session import REPEATED_TRIPS, RunLog, repeated_trip_advice
 from test_collect import runtime_record
 
 
