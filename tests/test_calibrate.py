@@ -23,7 +23,7 @@ import yaml
 
 from real_robot import calibrate as cal
 from real_robot import unitree_wire as wire
-from real_robot.collect import record_schema
+from deploy.record import record_schema
 from real_robot.datalog import LogWriter, read_log_folder
 from real_robot.sim_robot import MotorLaw, StandInRobot, lying_pose, rotate_into_body
 from robot_spec.reality_gap import RealityGapProfile, SensorNoise, load_reality_gap
