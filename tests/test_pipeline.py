@@ -38,3 +38,26 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     assert "pretraining done before" in printed and "data collected before" in printed
     assert printed.count("done before, skipped") == 2  # offline and online
     assert json.loads((out / "pipeline.json").read_text()) == rows
+
+
+def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
+    preset = tmp_path / "sim_ppo_tiny.yaml"
+    preset.write_text(yaml.safe_dump({
+        "iterations": 1, "num_envs": 8, "calibration": {"windows": 6, "held_out": 4, "max_evals": 8},
+        "gate": {"episode_s": 2.5},
+        "online": {"rounds": 1, "collect_steps": 1050, "iterations": 1, "acceptance_episodes": 1, "episode_s": 1.0},
+    }))  # fmt: skip
+    out = tmp_path / "pipeline"
+    argv = ["pipeline", "--algo", "sim_ppo", "--pretrain-preset", "tiny", "--collect-steps", "1050",
+            "--offline-preset", str(preset), "--oracle-iterations", "1", "--eval-episodes", "1",
+            "--eval-episode-s", "1.0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((out / "pipeline.json").read_text())
+    assert [r["stage"] for r in rows] == [*STAGES[:2], "oracle (true profile)", *STAGES[2:]]
+    assert (out / "offline" / "calibration" / "calibrated.yaml").is_file()
+    report = json.loads((out / "offline" / "report.json").read_text())
+    assert set(report["gate"]) >= {"passed", "reasons", "held_out_fit_gain", "sim"}
+    online = json.loads((out / "online" / "online_report.json").read_text())
+    assert len(online["history"]) == 1 and online["real_steps"] >= 1050
+    assert rows[1]["gap_tracking"] == 0.0 or rows[1]["gap_tracking"] is None  # the sim policy recovers nothing
+    assert "gap recovered (tracking)" in (out / "pipeline.md").read_text()

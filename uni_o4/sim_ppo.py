@@ -33,6 +33,7 @@ class SimGateConfig:
     min_tracking_gain: float = 0.0  # m/s the candidate must improve on the incumbent in the calibrated simulator
     max_extra_fall_rate: float = 0.0
     eval_preset: str = "default"  # configs/eval/<preset>.yaml: its command grid, in the calibrated simulator
+    episode_s: float = 20.0
 
 
 @dataclass
@@ -46,12 +47,22 @@ class SimOnlineConfig:
 
 
 @dataclass
+class CalibrationBudget:
+    """How much of the logs `real_robot calibrate` fits on (its defaults are the measured setting)."""
+
+    windows: int = 96
+    held_out: int = 32
+    max_evals: int = 400
+
+
+@dataclass
 class SimPPOConfig:
     iterations: int = 150  # PPO iterations offline
     physics: str = "training"  # the training simulator's fast solver with the calibrated figures
     spread: float = 0.1
     num_envs: int = 0  # 0: the pretraining run's
     seed: int = 0
+    calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
     gate: SimGateConfig = field(default_factory=SimGateConfig)
     online: SimOnlineConfig = field(default_factory=SimOnlineConfig)
 
@@ -93,8 +104,9 @@ def calibrate_from(logs: list[Path], folder: Path, cfg: SimPPOConfig) -> tuple[P
     if report_file.is_file() and json.loads(report_file.read_text())["logs"] == [str(p) for p in logs]:
         print(f"sim_ppo: calibration done before: {profile}")
         return profile, json.loads(report_file.read_text())
-    settings = CalibrationSettings()
-    settings.search.seed = cfg.seed
+    budget = cfg.calibration
+    settings = CalibrationSettings(windows=budget.windows, held_out=budget.held_out)
+    settings.search.seed, settings.search.max_evals = cfg.seed, budget.max_evals
     return profile, calibrate(logs, profile, settings)
 
 
@@ -115,7 +127,7 @@ def gate(candidate: Path, incumbent: Path, profile: Path, calibration: dict, cfg
     """Trust the calibrated simulator only as far as it fits held-out logs; then compare there."""
     held_out = calibration["fit_error_rms"]["held_out"]
     fit_gain = 1.0 - held_out["loss_after"] / max(held_out["loss_before"], 1e-12)
-    sim = {name: evaluate_in(policy, profile, cfg.eval_preset, device)
+    sim = {name: evaluate_in(policy, profile, cfg, device)
            for name, policy in (("candidate", candidate), ("incumbent", incumbent))}  # fmt: skip
     c, i = sim["candidate"], sim["incumbent"]
     reasons = []
@@ -137,14 +149,14 @@ def gate(candidate: Path, incumbent: Path, profile: Path, calibration: dict, cfg
             "sim": {name: {k: m[k] for k in keep} for name, m in sim.items()}}  # fmt: skip
 
 
-def evaluate_in(policy: Path, profile: Path, preset: str, device: str = "cpu") -> dict:
+def evaluate_in(policy: Path, profile: Path, gate_cfg: SimGateConfig, device: str = "cpu") -> dict:
     """`sim_pretrain eval`'s command grid in the simulator centred on `profile` (randomised around it)."""
     from robot_spec import load_robot
     from robot_spec.policy_io import load_policy
     from sim_pretrain.env_config import DynamicsConfig
     from sim_pretrain.evaluate import EvalConfig, evaluate_policy
 
-    cfg = load_config(EvalConfig, named_config("eval", preset))
+    cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset), {"episode_s": gate_cfg.episode_s})
     cfg.env.dynamics = DynamicsConfig(profile=str(profile), physics="training")
     return evaluate_policy(load_policy(policy, load_robot("go1"), device), cfg, device=device, progress=False)
 
@@ -167,7 +179,7 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
 
     spec, o = load_robot("go1"), cfg.online
     report = json.loads((offline_out / "report.json").read_text())
-    current = Path(report["deployed"]) if not report["gate"]["passed"] else Path(report["candidate"])
+    current = Path(report["candidate"] if report["gate"]["passed"] else report["init"])  # beside its checkpoints
     logs, history = list(logs), []
     for r in range(o.rounds):
         folder = out / f"round{r}"
