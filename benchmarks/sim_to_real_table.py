@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--profiles", nargs="+", default=["strong"])
     p.add_argument("--collect-steps", type=int, default=20000)
     p.add_argument("--eval-episodes", type=int, default=24, help="stand-in episodes per evaluation")
-    p.add_argument("--oracle-iterations", type=int, default=100)
+    p.add_argument("--oracle-iterations", type=int, default=150)
     p.add_argument("--online-preset", default="online_quick", help="Uni-O4's online preset (configs/finetune/)")
     p.add_argument("--root", type=Path, default=Path("runs/sim_to_real"))
     p.add_argument("--name", default="sim_to_real_table", help="results file name under benchmarks/results/")

@@ -58,6 +58,6 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     report = json.loads((out / "offline" / "report.json").read_text())
     assert set(report["gate"]) >= {"passed", "reasons", "held_out_fit_gain", "sim"}
     online = json.loads((out / "online" / "online_report.json").read_text())
-    assert len(online["history"]) == 1 and online["real_steps"] >= 1050
+    assert 1 <= len(online["history"]) <= 2 and online["real_steps"] >= 1050  # the offline check (if passed) + 1 round
     assert rows[1]["gap_tracking"] == 0.0 or rows[1]["gap_tracking"] is None  # the sim policy recovers nothing
     assert "gap recovered (tracking)" in (out / "pipeline.md").read_text()

@@ -50,8 +50,8 @@ def add_pipeline_parser(sub) -> None:
                         "the deterministic policy alone leave offline fine-tuning nothing to compare")
     p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
     p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
-    p.add_argument("--oracle-iterations", type=int, default=100,
-                   help="PPO iterations of the oracle row in the true profile's simulator (default 100; 0: no oracle)")
+    p.add_argument("--oracle-iterations", type=int, default=150,
+                   help="PPO iterations of the oracle row in the true profile's simulator (default 150; 0: no oracle)")
     p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
     p.add_argument("--eval-episode-s", type=float, default=20.0, help="length of an evaluation episode (default 20 s)")
     p.add_argument("--out", type=Path, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
@@ -137,9 +137,9 @@ def run_sim_ppo(args: argparse.Namespace, policy: Path, logs: Path, out: Path, e
              f"gate {'passed' if report['gate']['passed'] else 'refused'}")  # fmt: skip
     online = sim_ppo.finetune_online(out / "offline", [logs], args.profile, out / "online", cfg, args.device,
                                      robot_seed=args.seed)  # fmt: skip
-    accepted = sum(h["accepted"] for h in online["history"])
+    checks, accepted = len(online["history"]), sum(h["accepted"] for h in online["history"])
     evaluate("after online", Path(online["deployed"]), args.profile,
-             f"{len(online['history'])} rounds, {accepted} accepted, {online['real_steps']} real steps")  # fmt: skip
+             f"{checks} robot checks, {accepted} accepted, {online['real_steps']} real steps")
 
 
 def eval_folder_name(stage: str) -> str:

@@ -3,10 +3,11 @@
 Offline:  the logs → `real_robot calibrate` (the robot's dynamics: friction, payload, realised gains, latency,
           joint friction, sensor biases) → PPO from the pretraining run in the training simulator centred on
           them (`sim_pretrain.train.finetune_in_sim`) → the gate.
-Online:   rounds of: real rollouts of the deployed policy (logged) → recalibrate on every log so far → PPO
-          continues → an acceptance check on the robot (the candidate and the current policy, deterministic, the
-          same episodes); the candidate replaces the current policy only if it is no worse on falls and trips
-          and better on velocity tracking.
+Online:   first the robot judges the offline candidate against the policy it would replace (deterministic, the
+          same episodes: no more falls or trips and better velocity tracking, or the incumbent stays); then rounds
+          of: real rollouts of the current policy (logged) → recalibrate on every log so far → PPO continues → the
+          same acceptance check. A simulator that fits the logs can still miss what matters (effects it has no
+          parameter for): only the robot can tell, so nothing reaches deployment without its verdict.
 
 The gate trusts the calibrated simulator only as far as it explains held-out robot data: the calibration must
 predict held-out windows of the logs better than the nominal model, and in that simulator the candidate must
@@ -173,14 +174,31 @@ def deploy(policy: Path, out: Path) -> Path:
 # --------------------------------------------------------------------------------------------- online
 def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Path, cfg: SimPPOConfig,
                     device: str = "cpu", robot_seed: int = 0) -> dict:  # fmt: skip
-    """Rounds of real rollouts → recalibration on every log → PPO → acceptance on the robot (the stand-in)."""
+    """First the robot judges what the offline gate passed (the candidate against the policy it would replace, the
+    same episodes); then rounds of real rollouts → recalibration on every log → PPO → the same acceptance check."""
     from robot_spec import load_robot
     from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluate_on_stand_in
 
     spec, o = load_robot("go1"), cfg.online
     report = json.loads((offline_out / "report.json").read_text())
-    current = Path(report["candidate"] if report["gate"]["passed"] else report["init"])  # beside its checkpoints
-    logs, history = list(logs), []
+
+    def judge(name: str, candidate: Path, current: Path, seed: int) -> tuple[Path, dict]:
+        """Acceptance on the robot: (the policy that stays current, the record of the decision)."""
+        trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=seed,
+                                robot_seed=robot_seed)  # fmt: skip
+        scores = {who: _metrics(policy, stand_in, out / name / "acceptance" / who, spec, trial, evaluate_on_stand_in)
+                  for who, policy in (("current", current), ("candidate", candidate))}  # fmt: skip
+        accepted, reasons = accept(scores["candidate"], scores["current"])
+        print(f"sim_ppo online {name}: {'accepted' if accepted else 'kept the current policy'}: {'; '.join(reasons)}")
+        record = {"stage": name, "candidate": str(candidate), "accepted": accepted, "reasons": reasons,
+                  "scores": scores}  # fmt: skip
+        return (candidate if accepted else current), record
+
+    current, history = Path(report["init"]), []  # the incumbent, beside its run's checkpoints
+    if report["gate"]["passed"]:
+        current, record = judge("offline_check", Path(report["candidate"]), current, cfg.seed * 1000 + 499)
+        history.append(record)
+    logs = list(logs)
     for r in range(o.rounds):
         folder = out / f"round{r}"
         if not (folder / "logs" / COLLECTED).is_file():
@@ -190,15 +208,8 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
         logs.append(folder / "logs")
         profile, _ = calibrate_from(logs, folder / "calibration", cfg)
         candidate = tune(current, profile, o.iterations, folder / "ppo", cfg, device)
-        trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=cfg.seed * 1000 + 500 + r,
-                                robot_seed=robot_seed)  # fmt: skip
-        scores = {name: _metrics(policy, stand_in, folder / "acceptance" / name, spec, trial, evaluate_on_stand_in)
-                  for name, policy in (("current", current), ("candidate", candidate))}  # fmt: skip
-        accepted, reasons = accept(scores["candidate"], scores["current"])
-        history.append({"round": r, "candidate": str(candidate), "accepted": accepted, "reasons": reasons,
-                        "scores": scores})  # fmt: skip
-        print(f"sim_ppo online round {r}: {'accepted' if accepted else 'kept the current policy'}: {'; '.join(reasons)}")
-        current = candidate if accepted else current
+        current, record = judge(f"round{r}", candidate, current, cfg.seed * 1000 + 500 + r)
+        history.append(record)
     deployed = deploy(current, out)
     result = {"deployed": str(deployed), "from": str(current), "history": history,
               "real_steps": _real_steps(out)}  # fmt: skip
@@ -234,7 +245,7 @@ def _real_steps(out: Path) -> int:
     """Policy steps run on the robot in the online rounds: collection and acceptance."""
     from real_robot.datalog import read_log_folder
 
-    folders = [f.parent for f in out.glob("round*/**/*") if f.is_file() and f.parent.name != "calibration"]
+    folders = [f.parent for f in out.glob("*/**/*") if f.is_file() and f.parent.name != "calibration"]
     return sum(int((e.records["phase"] == POLICY_PHASE).sum()) for folder in sorted(set(folders))
                for e in _episodes(folder, read_log_folder))  # fmt: skip
 
