@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_pyproject_lists_every_package():
     setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in REPO.glob("*/**/__init__.py")
-               if p.parts[len(REPO.parts)] not in ("tests", "benchmarks", "build")}  # fmt: skip
+    # Top-level packages of the project (not .venv's, which CI creates inside the clone), and every package below.
+    tops = [d for d in REPO.iterdir() if (d / "__init__.py").is_file() and d.name not in ("tests", "benchmarks")]
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for top in tops for p in top.glob("**/__init__.py")}
     assert set(setuptools_cfg["packages"]) == on_disk | {"robot_spec.configs"}
     assert setuptools_cfg["package-dir"] == {"robot_spec.configs": "configs"}
 
