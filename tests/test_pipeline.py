@@ -20,13 +20,16 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
                                       "ppo": {"epochs": 1, "minibatch_size": 32}}))  # fmt: skip
     out = tmp_path / "pipeline"
     argv = ["pipeline", "--pretrain-preset", "tiny", "--collect-steps", "150", "--offline-preset", "uni_o4_tiny",
-            "--online-preset", str(online), "--eval-episodes", "1", "--eval-episode-s", "1.0", "--out", str(out)]  # fmt: skip
+            "--online-preset", str(online), "--eval-episodes", "1", "--eval-episode-s", "1.0", "--out", str(out),
+            "--oracle-iterations", "1"]  # fmt: skip
     assert main(argv) == 0
 
     rows = json.loads((out / "pipeline.json").read_text())
-    assert [r["stage"] for r in rows] == STAGES
-    assert [r["profile"] for r in rows] == ["none", "strong", "strong", "strong"]
-    assert (out / "pipeline.md").read_text().count("\n") == 2 + len(STAGES) and (out / "pipeline.png").is_file()
+    stages = [*STAGES[:2], "oracle (true profile)", *STAGES[2:]]
+    assert [r["stage"] for r in rows] == stages
+    assert [r["profile"] for r in rows] == ["none", "strong", "strong", "strong", "strong"]
+    assert (out / "pipeline.md").read_text().count("\n") == 2 + len(stages) and (out / "pipeline.png").is_file()
+    assert (out / "oracle" / "policy.pt").is_file() and rows[2]["gap_tracking"] in (1.0, None)
     logs = read_log_folder(out / "data_logs")
     assert sum(len(e.records["step"]) for e in logs.episodes) >= 150
     assert all(e.meta["action_noise_std"] == 0.15 for e in logs.episodes)
@@ -36,6 +39,7 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "pretraining done before" in printed and "data collected before" in printed
+    assert "oracle done before" in printed
     assert printed.count("done before, skipped") == 2  # offline and online
     assert json.loads((out / "pipeline.json").read_text()) == rows
 
