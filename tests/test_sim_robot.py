@@ -141,7 +141,7 @@ def test_motor_law_honours_stop_values_modes_and_limits():
 
 
 def test_unknown_profile_and_bad_fault_are_clear_errors(make_robot):
-    with pytest.raises(ValueError, match="known: mild, none, strong"):
+    with pytest.raises(ValueError, match="known: laggy_weak, mild, none, strong, unmodelled"):
         load_reality_gap("nope")
     robot = make_robot(with_client=False)
     with pytest.raises(ValueError, match="unknown fault"):
@@ -407,7 +407,7 @@ def test_lcm_sim_control_and_odometry(make_robot):
 
 def test_cli_rejects_bad_input_and_runs(capsys):
     assert sim_robot.main(["--profile", "nope", "--port", "0", "--lcm-url", "memq://"]) == 2
-    assert "known: mild, none, strong" in capsys.readouterr().err
+    assert "known: laggy_weak, mild, none, strong, unmodelled" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         sim_robot.main(["--lcm-url", "udpm://239.255.76.67:7667?ttl=1"])
     assert sim_robot.main(["--port", "0", "--channel-prefix", "a.*", "--lcm-url", "memq://"]) == 2
