@@ -4,9 +4,9 @@
     →  deploy and collect (real_robot collect)    →  offline fine-tuning (uni_o4 finetune --offline)
     →  guarded online fine-tuning (uni_o4 finetune --online)
 With `--algo sim_ppo` the offline and online stages are fine-tuning in a simulator calibrated from the logs
-(uni_o4/sim_ppo.py). The oracle row (`--oracle-iterations`, 150 by default, 0 skips it) is the sim policy fine-tuned
-by PPO in the training simulator set to the stand-in's true figures: the ceiling that "gap recovered" is measured against,
-(stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
+(uni_o4/sim_ppo.py). The oracle row (`--oracle-iterations`, 150 by default, 0 skips it) is the sim policy
+fine-tuned by PPO in the training simulator set to the stand-in's true figures: the ceiling that "gap recovered"
+is measured against, (stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
 
 Each stage runs what the command a user would run alone runs (deploy.session, uni_o4.finetune; pretraining
 through `sim_pretrain train`), into its own folder under --out; a stage whose
