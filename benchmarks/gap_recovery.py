@@ -4,8 +4,9 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
     sim policy         the pretrained policy, on the nominal stand-in ("none") and on the profile
     oracle             + PPO in the training simulator set to the profile's true figures (what a perfect
                        calibration could give; the training solver, so effects it cannot express stay unmodelled)
-    calibrated (ours)  collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
-                       centred on the identified figures (sim_ppo's offline stage, before its gate)
+    ours (sim_ppo)     collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
+                       centred on the identified figures (sim_ppo's offline stage and randomisation, before its
+                       gate); "ours, narrow" the same with ±10 %, ±0.5 kg, ±2 ms
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return. The oracle and the control never
@@ -19,8 +20,8 @@ script resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,7 +30,8 @@ from robot_spec import load_robot  # noqa: E402
 from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
-from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluate_on_stand_in  # noqa: E402
+from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, load_sim_ppo_config  # noqa: E402
 
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "policy_steps")
 
@@ -53,11 +55,7 @@ def main() -> None:
             cfg = RobotEvalConfig(episodes=args.eval_episodes, seed=seed + 100, robot_seed=seed)
 
             def evaluate(name: str, policy: Path, on: str = profile) -> dict:
-                folder = root / "eval" / name
-                if (folder / "metrics.json").is_file():
-                    metrics = json.loads((folder / "metrics.json").read_text())
-                else:
-                    metrics = evaluate_on_stand_in(policy, on, folder, spec, cfg)
+                metrics = evaluation_of(policy, on, root / "eval" / name, spec, cfg)
                 return {k: metrics[k] for k in KEYS}
 
             def tune(run: Path, dynamics: DynamicsConfig, ppo_seed: int) -> Path:
@@ -69,8 +67,12 @@ def main() -> None:
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip
             oracle = DynamicsConfig(profile=profile, physics="training")
             rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
-            ours = DynamicsConfig(profile=str(calibrated_profile(args, profile, seed, root)), physics="training")
-            rows["calibrated (ours)"] = evaluate("calibrated", tune(root / "calibrated", ours, seed))
+            cfg_ours = load_sim_ppo_config("sim_ppo", {"seed": seed})
+            calibrated = str(calibrated_profile(args, root, cfg_ours))
+            ours = replace(cfg_ours.dynamics, profile=calibrated)
+            rows["ours (sim_ppo)"] = evaluate("calibrated_wide", tune(root / "calibrated_wide", ours, seed))
+            narrow = DynamicsConfig(profile=calibrated, physics="training")  # ±10 %, ±0.5 kg, ±2 ms
+            rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
             rows["control: nominal PPO"] = evaluate("control", tune(root.parent / "control", DynamicsConfig(), 0))
             sim, oracle = rows["sim policy"], rows["oracle"]
             for row in rows.values():
@@ -83,20 +85,15 @@ def main() -> None:
                      "results": results})  # fmt: skip
 
 
-def calibrated_profile(args: argparse.Namespace, profile: str, seed: int, root: Path) -> Path:
-    """Logs of the sim policy with action noise on the stand-in, and the profile calibrated from them."""
-    from real_robot.calibrate import CalibrationSettings, calibrate
-
-    logs, out = root / "logs", root / "calibration" / "calibrated.yaml"
+def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) -> Path:
+    """Logs of the sim policy with action noise on the stand-in (robot seed = seed), and sim_ppo's calibration."""
+    profile, seed = root.parent.name, cfg.seed
+    logs = root / "logs"
     if not (logs / "done").is_file():
         collect_on_stand_in(args.policy, profile, logs, steps=args.collect_steps, seed=seed, action_noise=0.15,
                             robot_seed=seed)  # fmt: skip
         (logs / "done").write_text("collected")
-    if not out.is_file():
-        settings = CalibrationSettings()
-        settings.search.seed = seed
-        calibrate([logs], out, settings)
-    return out
+    return calibrate_from([logs], root / "calibration", cfg)[0]
 
 
 def print_rows(title: str, rows: dict) -> None:

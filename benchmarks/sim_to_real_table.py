@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from uni_o4.cli import main as uni_o4  # noqa: E402
-from uni_o4.pipeline import METHODS, ORACLE_STAGE, eval_folder_name  # noqa: E402
+from uni_o4.pipeline import METHODS, ORACLE_STAGE, eval_folder_name, gap_recovered  # noqa: E402
 
 METRICS = ("mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
 SHARED_STAGES = ("sim policy, no gap", "sim policy", ORACLE_STAGE)  # evaluations every method of a seed reuses
@@ -126,7 +126,7 @@ def seed_gap(episodes: dict[str, list[dict]], stage: str) -> dict | None:
     result = {}
     for key, field in (("tracking", "tracking_error_xy"), ("return", "return")):
         values = [[_mean(rows, field, idx) for rows in (sim, ref, got)] for idx in draws]
-        shares = np.array([(g - s) / (o - s) if o != s else np.nan for s, o, g in values])
+        shares = np.array([np.nan if (share := gap_recovered(g, s, o)) is None else share for s, o, g in values])
         margins = np.array([o - s for s, o, _ in values])
         low, high = np.nanpercentile(shares[1:], [5, 95]) if np.isfinite(shares[1:]).any() else (np.nan, np.nan)
         # Within chance: the oracle's own margin over the sim policy has a 90 % interval that includes 0.

@@ -103,6 +103,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     if args.iterations <= 0:
         raise ValueError(f"--iterations {args.iterations}: expected > 0")
+    if args.num_envs is not None and args.num_envs <= 0:
+        raise ValueError(f"--num-envs {args.num_envs}: expected > 0")
     load_reality_gap(args.dynamics)  # an unknown profile is answered with the known ones
     dynamics = DynamicsConfig(profile=args.dynamics, physics=args.physics, spread=args.spread)
     out = args.out or Path("runs") / "go1" / f"{time.strftime('%Y%m%d-%H%M%S')}_finetune"

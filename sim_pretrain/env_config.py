@@ -69,6 +69,8 @@ class DynamicsConfig:
             raise ValueError(f"dynamics.physics: expected 'profile' or 'training', got {self.physics!r}")
         if not all(0 <= v < 1e3 for v in (self.spread, self.added_mass_spread, self.latency_spread_s)):
             raise ValueError("dynamics: spreads must be finite and >= 0")
+        if not self.spread < 1:
+            raise ValueError(f"dynamics.spread {self.spread}: a relative spread must stay below 1 (figures stay > 0)")
 
 
 @dataclass

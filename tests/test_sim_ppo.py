@@ -3,6 +3,7 @@ acceptance) and the pipeline's gap-recovered arithmetic."""
 
 import pytest
 
+from sim_pretrain.env_config import DynamicsConfig
 from uni_o4 import sim_ppo
 from uni_o4.pipeline import ORACLE_STAGE, gap_recovered, with_gap_recovered
 from uni_o4.sim_ppo import SimGateConfig, SimPPOConfig, accept
@@ -54,7 +55,7 @@ def test_config_refuses_nonsense():
     with pytest.raises(ValueError):
         SimPPOConfig(iterations=0)
     with pytest.raises(ValueError):
-        SimPPOConfig(spread=1.5)
+        SimPPOConfig(dynamics=DynamicsConfig(spread=1.5))
 
 
 def test_gap_recovered_is_the_share_of_the_sim_to_oracle_margin():

@@ -57,15 +57,20 @@ def decide(candidate_score: float, incumbent_score: float, sim_metrics: dict | N
     return d
 
 
-def apply(decision: GateDecision, candidate: Path, incumbent: Path, out_dir: Path) -> Path:
-    """Write out_dir/deploy/policy.pt (+ .onnx): the candidate if it passed, else the incumbent, and the decision."""
-    chosen = candidate if decision.passed else incumbent
+def install(policy: Path, out_dir: Path) -> Path:
+    """Copy `policy` (+ its .onnx) to out_dir/deploy/policy.pt: what to deploy."""
     target = out_dir / "deploy" / "policy.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".pt", ".onnx"):
-        src = chosen.with_suffix(suffix)
-        if src.is_file():
-            shutil.copyfile(src, target.with_suffix(suffix))
+        if policy.with_suffix(suffix).is_file():
+            shutil.copyfile(policy.with_suffix(suffix), target.with_suffix(suffix))
+    return target
+
+
+def apply(decision: GateDecision, candidate: Path, incumbent: Path, out_dir: Path) -> Path:
+    """Write out_dir/deploy/policy.pt (+ .onnx): the candidate if it passed, else the incumbent, and the decision."""
+    chosen = candidate if decision.passed else incumbent
+    target = install(chosen, out_dir)
     decision.deployed = str(chosen)
     (out_dir / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
     return target

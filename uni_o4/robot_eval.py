@@ -16,7 +16,7 @@ import numpy as np
 
 from deploy.runtime import Behaviour
 from deploy.session import CollectConfig, SessionConfig, collect
-from real_robot.datalog import read_log_folder
+from real_robot.datalog import read_log_folder, set_aside
 from robot_spec.spec import RobotSpec
 from uni_o4.log_dataset import LogDataConfig, LogEpisode, episode_segments, make_reward_function, relabel_rewards
 
@@ -88,6 +88,17 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
     metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def evaluation_of(policy: str | Path, profile: str, out: str | Path, spec: RobotSpec,
+                  cfg: RobotEvalConfig | None = None) -> dict:  # fmt: skip
+    """`evaluate_on_stand_in`'s metrics, read from out/metrics.json when that evaluation was done before (a rerun
+    resumes); an interrupted one is set aside first."""
+    metrics_file = Path(out) / "metrics.json"
+    if metrics_file.is_file():
+        return json.loads(metrics_file.read_text())
+    set_aside(Path(out))
+    return evaluate_on_stand_in(policy, profile, out, spec, cfg)
 
 
 def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episodes: int | None = None,

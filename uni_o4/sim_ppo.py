@@ -18,14 +18,15 @@ does not fit the robot.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from real_robot.datalog import read_log_folder
 from robot_spec.config import load_config, named_config, save_config
+from sim_pretrain.env_config import DynamicsConfig
+from uni_o4.gate import install
 
 COLLECTED = "collected.txt"  # written after a round's collection finished (a rerun resumes after it)
-POLICY_PHASE = 1
 
 
 @dataclass
@@ -59,12 +60,11 @@ class CalibrationBudget:
 @dataclass
 class SimPPOConfig:
     iterations: int = 150  # PPO iterations offline
-    physics: str = "training"  # the training simulator's fast solver with the calibrated figures
-    # Randomisation around the identified figures: wide enough to cover what the calibration gets wrong (on
-    # `unmodelled` a ±10 % policy fell where a ±30 % one did not; on `strong` both recovered most of the gap).
-    spread: float = 0.3
-    added_mass_spread: float = 1.5
-    latency_spread_s: float = 0.004
+    # The simulator around the identified figures (its profile is the calibration's): the training solver, and
+    # randomisation wide enough to cover what the calibration gets wrong (on `unmodelled` a ±10 % policy fell
+    # where a ±30 % one did not; on `strong` both recovered most of the gap).
+    dynamics: DynamicsConfig = field(default_factory=lambda: DynamicsConfig(
+        physics="training", spread=0.3, added_mass_spread=1.5, latency_spread_s=0.004))
     num_envs: int = 0  # 0: the pretraining run's
     seed: int = 0
     calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
@@ -72,8 +72,8 @@ class SimPPOConfig:
     online: SimOnlineConfig = field(default_factory=SimOnlineConfig)
 
     def __post_init__(self) -> None:
-        if self.iterations < 1 or self.num_envs < 0 or not 0 <= self.spread < 1:
-            raise ValueError("sim_ppo: iterations >= 1, num_envs >= 0 and 0 <= spread < 1 expected")
+        if self.iterations < 1 or self.num_envs < 0:
+            raise ValueError("sim_ppo: iterations >= 1 and num_envs >= 0 expected")
         o = self.online
         if o.rounds < 0 or o.collect_steps < 1 or o.iterations < 1 or o.acceptance_episodes < 1 or o.episode_s <= 0:
             raise ValueError("sim_ppo.online: rounds >= 0 and positive steps, iterations, episodes expected")
@@ -92,7 +92,7 @@ def finetune_offline(logs: list[Path], init: Path, out: Path, cfg: SimPPOConfig,
     profile, calibration = calibrate_from(logs, out / "calibration", cfg)
     candidate = tune(init, profile, cfg.iterations, out / "ppo", cfg, device)
     decision = gate(candidate, init, profile, calibration, cfg.gate, device)
-    deployed = deploy(candidate if decision["passed"] else init, out)
+    deployed = install(candidate if decision["passed"] else init, out)
     report = {"logs": [str(p) for p in logs], "init": str(init), "profile": str(profile),
               "candidate": str(candidate), "deployed": str(deployed), "gate": decision}  # fmt: skip
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -117,14 +117,14 @@ def calibrate_from(logs: list[Path], folder: Path, cfg: SimPPOConfig) -> tuple[P
 
 def tune(start: Path, profile: Path, iterations: int, run_dir: Path, cfg: SimPPOConfig, device: str) -> Path:
     """PPO from `start` in the simulator centred on `profile`; its exported policy (reused when it exists)."""
-    from sim_pretrain.env_config import DynamicsConfig
+    from dataclasses import replace
+
     from sim_pretrain.train import finetune_in_sim
 
     if (run_dir / "policy.pt").is_file():
         print(f"sim_ppo: simulator fine-tuning done before: {run_dir / 'policy.pt'}")
         return run_dir / "policy.pt"
-    dynamics = DynamicsConfig(profile=str(profile), physics=cfg.physics, spread=cfg.spread,
-                              added_mass_spread=cfg.added_mass_spread, latency_spread_s=cfg.latency_spread_s)
+    dynamics = replace(cfg.dynamics, profile=str(profile))
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed, num_envs=cfg.num_envs or None)
 
 
@@ -167,22 +167,13 @@ def evaluate_in(policy: Path, profile: Path, gate_cfg: SimGateConfig, device: st
     return evaluate_policy(load_policy(policy, load_robot("go1"), device), cfg, device=device, progress=False)
 
 
-def deploy(policy: Path, out: Path) -> Path:
-    target = out / "deploy" / "policy.pt"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".pt", ".onnx"):
-        if policy.with_suffix(suffix).is_file():
-            shutil.copyfile(policy.with_suffix(suffix), target.with_suffix(suffix))
-    return target
-
-
 # --------------------------------------------------------------------------------------------- online
 def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Path, cfg: SimPPOConfig,
                     device: str = "cpu", robot_seed: int = 0) -> dict:  # fmt: skip
     """First the robot judges what the offline gate passed (the candidate against the policy it would replace, the
     same episodes); then rounds of real rollouts → recalibration on every log → PPO → the same acceptance check."""
     from robot_spec import load_robot
-    from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluate_on_stand_in
+    from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in
 
     spec, o = load_robot("go1"), cfg.online
     report = json.loads((offline_out / "report.json").read_text())
@@ -191,7 +182,7 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
         """Acceptance on the robot: (the policy that stays current, the record of the decision)."""
         trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=seed,
                                 robot_seed=robot_seed)  # fmt: skip
-        scores = {who: _metrics(policy, stand_in, out / name / "acceptance" / who, spec, trial, evaluate_on_stand_in)
+        scores = {who: _metrics(policy, stand_in, out / name / "acceptance" / who, spec, trial)
                   for who, policy in (("current", current), ("candidate", candidate))}  # fmt: skip
         accepted, reasons = accept(scores["candidate"], scores["current"])
         print(f"sim_ppo online {name}: {'accepted' if accepted else 'kept the current policy'}: {'; '.join(reasons)}")
@@ -199,7 +190,7 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
                   "scores": scores}  # fmt: skip
         return (candidate if accepted else current), record
 
-    current, history = Path(report["init"]), []  # the incumbent, beside its run's checkpoints
+    current, history, collected = Path(report["init"]), [], 0  # the incumbent, beside its run's checkpoints
     if report["gate"]["passed"]:
         current, record = judge("offline_check", Path(report["candidate"]), current, cfg.seed * 1000 + 499)
         history.append(record)
@@ -211,22 +202,24 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
                                 action_noise=o.action_noise, robot_seed=robot_seed)  # fmt: skip
             (folder / "logs" / COLLECTED).write_text(str(current))
         logs.append(folder / "logs")
+        collected += policy_steps(folder / "logs")
         profile, _ = calibrate_from(logs, folder / "calibration", cfg)
         candidate = tune(current, profile, o.iterations, folder / "ppo", cfg, device)
         current, record = judge(f"round{r}", candidate, current, cfg.seed * 1000 + 500 + r)
         history.append(record)
-    deployed = deploy(current, out)
+    deployed = install(current, out)
+    checked = sum(policy_steps(out / h["stage"] / "acceptance" / who)
+                  for h in history for who in ("current", "candidate"))  # fmt: skip
     result = {"deployed": str(deployed), "from": str(current), "history": history,
-              "real_steps": _real_steps(out)}  # fmt: skip
+              "real_steps": collected + checked}  # fmt: skip
     (out / "online_report.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-def _metrics(policy: Path, stand_in: str, folder: Path, spec, cfg, evaluate) -> dict:
-    if (folder / "metrics.json").is_file():
-        m = json.loads((folder / "metrics.json").read_text())
-    else:
-        m = evaluate(policy, stand_in, folder, spec, cfg)
+def _metrics(policy: Path, stand_in: str, folder: Path, spec, cfg) -> dict:
+    from uni_o4.robot_eval import evaluation_of
+
+    m = evaluation_of(policy, stand_in, folder, spec, cfg)
     keys = ("tracking_error_xy", "reward_per_step", "fall_rate", "trip_rate", "policy_steps")
     return {k: m[k] for k in keys}
 
@@ -246,17 +239,6 @@ def accept(candidate: dict, current: dict) -> tuple[bool, list[str]]:
     return False, reasons
 
 
-def _real_steps(out: Path) -> int:
-    """Policy steps run on the robot in the online rounds: collection and acceptance."""
-    from real_robot.datalog import read_log_folder
-
-    folders = [f.parent for f in out.glob("*/**/*") if f.is_file() and f.parent.name != "calibration"]
-    return sum(int((e.records["phase"] == POLICY_PHASE).sum()) for folder in sorted(set(folders))
-               for e in _episodes(folder, read_log_folder))  # fmt: skip
-
-
-def _episodes(folder: Path, read) -> list:
-    try:
-        return list(read(folder))
-    except (ValueError, OSError):  # not a log folder (a PPO run, a report)
-        return []
+def policy_steps(folder: Path) -> int:
+    """Policy steps of a log folder, as each episode's footer counts them."""
+    return sum(int(e.counts.get("policy_steps", 0)) for e in read_log_folder(folder).episodes)
