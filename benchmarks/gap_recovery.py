@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=12)
     p.add_argument("--root", type=Path, default=Path("runs/gap_recovery"))
     p.add_argument("--name", default="gap_recovery")
+    p.add_argument("--no-controls", action="store_true", help="skip the narrow and nominal-PPO control rows")
     args = p.parse_args()
 
     spec, results = load_robot("go1"), {}
@@ -71,9 +72,10 @@ def main() -> None:
             calibrated = str(calibrated_profile(args, root, cfg_ours))
             ours = replace(cfg_ours.dynamics, profile=calibrated)
             rows["ours (sim_ppo)"] = evaluate("calibrated_wide", tune(root / "calibrated_wide", ours, seed))
-            narrow = DynamicsConfig(profile=calibrated, physics="training")  # ±10 %, ±0.5 kg, ±2 ms
-            rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
-            rows["control: nominal PPO"] = evaluate("control", tune(root.parent / "control", DynamicsConfig(), 0))
+            if not args.no_controls:
+                narrow = DynamicsConfig(profile=calibrated, physics="training")  # ±10 %, ±0.5 kg, ±2 ms
+                rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
+                rows["control: nominal PPO"] = evaluate("control", tune(root.parent / "control", DynamicsConfig(), 0))
             sim, oracle = rows["sim policy"], rows["oracle"]
             for row in rows.values():
                 row["gap_tracking"] = gap_recovered(row["tracking_error_xy"], sim["tracking_error_xy"],

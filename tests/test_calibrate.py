@@ -259,3 +259,19 @@ def test_not_a_log_folder_and_bad_options(tmp_path, capsys):
     assert code == 2 and "\n" not in err
     code, err = run(["--logs", tmp_path, "--out", tmp_path / "p.txt"], capsys)
     assert code == 2 and ".yaml" in err
+
+
+def test_several_fits_give_their_median_and_range(gait_log, tmp_path, capsys):
+    out = tmp_path / "ensemble.yaml"
+    code, err = run(["--logs", gait_log, "--out", out, "--params", "added_mass,kp", "--windows", 12,
+                     "--held-out", 4, "--max-evals", 20, "--fits", 3], capsys)  # fmt: skip
+    assert code == 0, err
+    report = yaml.safe_load((tmp_path / "ensemble_report.json").read_text())
+    fits = [f["identified"] for f in report["fits"]]
+    assert len(fits) == 3 and len({f["added_mass"] for f in fits}) > 1  # each fit its own windows and seed
+    for name in ("added_mass", "kp"):
+        values = sorted(f[name] for f in fits)
+        assert report["range"][name] == [values[0], values[-1]]
+        assert report["identified"][name] == pytest.approx(values[1], abs=1e-4)
+    assert load_reality_gap(str(out)).kp_factor == pytest.approx(report["identified"]["kp"], abs=1e-4)
+    assert all((tmp_path / f"ensemble_fit{k}.yaml").is_file() for k in range(3))

@@ -73,3 +73,15 @@ def test_table_rows_carry_gap_recovered_on_the_gapped_profile_only():
     assert rows[0]["gap_tracking"] is None
     assert rows[1]["gap_tracking"] == pytest.approx(0.0) and rows[2]["gap_tracking"] == pytest.approx(1.0)
     assert rows[3]["gap_tracking"] == pytest.approx(0.5) and rows[3]["gap_return"] == pytest.approx(0.5)
+
+
+def test_training_randomises_over_what_the_calibration_fits_disagree_on():
+    wide = DynamicsConfig(spread=0.3, added_mass_spread=1.5, latency_spread_s=0.004)
+    report = {"identified": {"added_mass": 2.0, "kp": 0.8, "latency": 0.006, "friction": 1.0},
+              "range": {"added_mass": [-0.5, 3.4], "kp": [0.4, 0.85], "latency": [0.004, 0.008],
+                        "friction": [0.95, 1.05]}}  # fmt: skip
+    covered = sim_ppo.covering(wide, report)
+    assert covered.added_mass_spread == pytest.approx(2.5)  # 2.0 - 2.5 reaches the lowest fit
+    assert covered.spread == pytest.approx(0.5)  # kp 0.8 x (1 - 0.5) reaches 0.4
+    assert covered.latency_spread_s == pytest.approx(0.004)  # the floor already covers ±2 ms
+    assert sim_ppo.covering(wide, {"identified": {}}) == wide  # one fit: the configured spreads

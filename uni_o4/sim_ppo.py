@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from real_robot.datalog import read_log_folder
-from robot_spec.config import load_config, named_config, save_config
+from robot_spec.config import load_config, named_config, save_config, to_dict
 from sim_pretrain.env_config import DynamicsConfig
 from uni_o4.gate import install
 
@@ -52,9 +52,10 @@ class SimOnlineConfig:
 class CalibrationBudget:
     """How much of the logs `real_robot calibrate` fits on (its defaults are the measured setting)."""
 
-    windows: int = 96
-    held_out: int = 32
+    windows: int = 256
+    held_out: int = 64
     max_evals: int = 400
+    fits: int = 3  # the profile is their median; training randomises over at least their range
 
 
 @dataclass
@@ -106,12 +107,14 @@ def calibrate_from(logs: list[Path], folder: Path, cfg: SimPPOConfig) -> tuple[P
 
     profile = folder / "calibrated.yaml"
     report_file = profile.with_name(f"{profile.stem}_report.json")
-    if report_file.is_file() and json.loads(report_file.read_text())["logs"] == [str(p) for p in logs]:
-        print(f"sim_ppo: calibration done before: {profile}")
-        return profile, json.loads(report_file.read_text())
     budget = cfg.calibration
-    settings = CalibrationSettings(windows=budget.windows, held_out=budget.held_out)
+    settings = CalibrationSettings(windows=budget.windows, held_out=budget.held_out, fits=budget.fits)
     settings.search.seed, settings.search.max_evals = cfg.seed, budget.max_evals
+    if report_file.is_file():
+        done = json.loads(report_file.read_text())
+        if done["logs"] == [str(p) for p in logs] and done.get("settings") == to_dict(settings):
+            print(f"sim_ppo: calibration done before: {profile}")
+            return profile, done
     return profile, calibrate(logs, profile, settings)
 
 
@@ -124,8 +127,35 @@ def tune(start: Path, profile: Path, iterations: int, run_dir: Path, cfg: SimPPO
     if (run_dir / "policy.pt").is_file():
         print(f"sim_ppo: simulator fine-tuning done before: {run_dir / 'policy.pt'}")
         return run_dir / "policy.pt"
-    dynamics = replace(cfg.dynamics, profile=str(profile))
+    dynamics = covering(replace(cfg.dynamics, profile=str(profile)), calibration_report(profile))
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed, num_envs=cfg.num_envs or None)
+
+
+def calibration_report(profile: Path) -> dict:
+    report = profile.with_name(f"{profile.stem}_report.json")
+    return json.loads(report.read_text()) if report.is_file() else {}
+
+
+def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
+    """`dynamics` with spreads widened, where the calibration's fits disagree, to cover every fit's value: what the
+    logs cannot tell apart, the policy must cope with."""
+    from dataclasses import replace
+
+    ranges, centre = calibration.get("range"), calibration.get("identified", {})
+    if not ranges:
+        return dynamics
+
+    def half_width(name: str, relative: bool = False) -> float:
+        if name not in ranges:
+            return 0.0
+        low, high = ranges[name]
+        c = centre[name]
+        return max(c - low, high - c) / (abs(c) if relative else 1.0)
+
+    relative = max(half_width(n, relative=True) for n in ("friction", "kp", "kd", "strength"))
+    return replace(dynamics, spread=min(0.9, max(dynamics.spread, relative)),
+                   added_mass_spread=max(dynamics.added_mass_spread, half_width("added_mass")),
+                   latency_spread_s=max(dynamics.latency_spread_s, half_width("latency")))  # fmt: skip
 
 
 def gate(candidate: Path, incumbent: Path, profile: Path, calibration: dict, cfg: SimGateConfig,
