@@ -7,6 +7,8 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
     ours (sim_ppo)     collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
                        centred on the identified figures (sim_ppo's offline stage and randomisation, before its
                        gate); "ours, narrow" the same with ±10 %, ±0.5 kg, ±2 ms
+    ours, robot-checked  what sim_ppo deploys after the robot's acceptance check of that candidate (its online
+                       stage's first step, on other episodes): the candidate's row, or the sim policy's
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return. The oracle and the control never
@@ -31,7 +33,7 @@ from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
-from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, load_sim_ppo_config  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, accept, calibrate_from, load_sim_ppo_config  # noqa: E402
 
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "policy_steps")
 
@@ -71,7 +73,11 @@ def main() -> None:
             cfg_ours = load_sim_ppo_config("sim_ppo", {"seed": seed})
             calibrated = str(calibrated_profile(args, root, cfg_ours))
             ours = replace(cfg_ours.dynamics, profile=calibrated)
-            rows["ours (sim_ppo)"] = evaluate("calibrated_wide", tune(root / "calibrated_wide", ours, seed))
+            candidate = tune(root / "calibrated_wide", ours, seed)
+            rows["ours (sim_ppo)"] = evaluate("calibrated_wide", candidate)
+            accepted, reasons = robot_check(candidate, args.policy, profile, root / "check", cfg_ours, seed)
+            rows["ours, robot-checked"] = {**rows["ours (sim_ppo)" if accepted else "sim policy"],
+                                           "check": {"accepted": accepted, "reasons": reasons}}  # fmt: skip
             if not args.no_controls:
                 narrow = DynamicsConfig(profile=calibrated, physics="training")  # ±10 %, ±0.5 kg, ±2 ms
                 rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
@@ -96,6 +102,17 @@ def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) 
                             robot_seed=seed)  # fmt: skip
         (logs / "done").write_text("collected")
     return calibrate_from([logs], root / "calibration", cfg)[0]
+
+
+def robot_check(candidate: Path, incumbent: Path, profile: str, folder: Path, cfg: SimPPOConfig,
+                robot_seed: int) -> tuple[bool, list[str]]:  # fmt: skip
+    """sim_ppo's online acceptance of its offline candidate: the robot runs both on the same episodes (other than
+    the evaluation's); the candidate is deployed only with no more falls or trips and better tracking."""
+    trial = RobotEvalConfig(episodes=cfg.online.acceptance_episodes, episode_s=cfg.online.episode_s,
+                            seed=cfg.seed * 1000 + 499, robot_seed=robot_seed)  # fmt: skip
+    scores = {who: evaluation_of(policy, profile, folder / who, load_robot("go1"), trial)
+              for who, policy in (("current", incumbent), ("candidate", candidate))}  # fmt: skip
+    return accept(scores["candidate"], scores["current"])
 
 
 def print_rows(title: str, rows: dict) -> None:
