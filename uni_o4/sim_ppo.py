@@ -52,10 +52,13 @@ class SimOnlineConfig:
 class CalibrationBudget:
     """How much of the logs `real_robot calibrate` fits on (its defaults are the measured setting)."""
 
-    windows: int = 256
+    windows: int = 384
     held_out: int = 64
     max_evals: int = 400
-    fits: int = 3  # the profile is their median; training randomises over at least their range
+    # > 1: the profile is the fits' median and training randomises over at least their range. Measured on strong
+    # seed 0, 3 fits of 256 windows (median 2.7 kg, 10 ms; range -0.1..3.7 kg) made a policy worse than the sim
+    # policy (0.92 falls/episode), one fit of 96 windows (2.1 kg, 4 ms) one that recovered ~90 % of the gap.
+    fits: int = 1
 
 
 @dataclass
