@@ -43,12 +43,15 @@ def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
     assert not decision["passed"] and any(reason in r for r in decision["reasons"])
 
 
-def test_online_acceptance_needs_better_tracking_and_no_more_incidents():
-    base = {"tracking_error_xy": 0.2, "fall_rate": 0.0, "trip_rate": 0.0}
+def test_online_acceptance_needs_no_more_incidents_and_better_tracking_or_fewer_falls_and_more_return():
+    base = {"tracking_error_xy": 0.2, "fall_rate": 0.0, "trip_rate": 0.0, "mean_return": 10.0}
     assert accept({**base, "tracking_error_xy": 0.15}, base)[0]
     assert not accept({**base, "tracking_error_xy": 0.25}, base)[0]
     assert not accept({**base, "tracking_error_xy": 0.15, "fall_rate": 0.1}, base)[0]
     assert not accept({**base, "tracking_error_xy": 0.15, "trip_rate": 0.1}, base)[0]
+    falling = {**base, "fall_rate": 0.9, "mean_return": 5.0}  # tracks well over the few steps it walks
+    assert accept({**base, "tracking_error_xy": 0.25, "fall_rate": 0.1, "mean_return": 14.0}, falling)[0]
+    assert not accept({**base, "tracking_error_xy": 0.25, "fall_rate": 0.1, "mean_return": 4.0}, falling)[0]
 
 
 def test_config_refuses_nonsense():

@@ -253,23 +253,29 @@ def _metrics(policy: Path, stand_in: str, folder: Path, spec, cfg) -> dict:
     from uni_o4.robot_eval import evaluation_of
 
     m = evaluation_of(policy, stand_in, folder, spec, cfg)
-    keys = ("tracking_error_xy", "reward_per_step", "fall_rate", "trip_rate", "policy_steps")
+    keys = ("tracking_error_xy", "mean_return", "reward_per_step", "fall_rate", "trip_rate", "policy_steps")
     return {k: m[k] for k in keys}
 
 
 def accept(candidate: dict, current: dict) -> tuple[bool, list[str]]:
-    """No more falls or trips, and better velocity tracking, on the same episodes of the robot."""
+    """On the same episodes of the robot: no more falls or trips, and either better velocity tracking or, where it
+    falls less, a higher return. (Tracking counts only the steps walked: a policy that falls early is not charged
+    for the steps it never walked, so it alone would keep a falling incumbent over a safer candidate.)"""
     reasons = []
     for key in ("fall_rate", "trip_rate"):
         if candidate[key] > current[key]:
             reasons.append(f"{key} {candidate[key]:.2f} > {current[key]:.2f}")
-    if not candidate["tracking_error_xy"] < current["tracking_error_xy"]:
-        reasons.append(f"tracking {candidate['tracking_error_xy']:.3f} not below {current['tracking_error_xy']:.3f}")
-    if not reasons:
-        reasons.append(f"tracking {current['tracking_error_xy']:.3f} -> {candidate['tracking_error_xy']:.3f} m/s, "
-                       "no more falls or trips")  # fmt: skip
-        return True, reasons
-    return False, reasons
+    tracks_better = candidate["tracking_error_xy"] < current["tracking_error_xy"]
+    safer = candidate["fall_rate"] < current["fall_rate"] and candidate["mean_return"] > current["mean_return"]
+    if not (tracks_better or safer):
+        reasons.append(f"tracking {candidate['tracking_error_xy']:.3f} not below {current['tracking_error_xy']:.3f}"
+                       + (f", return {candidate['mean_return']:.2f} not above {current['mean_return']:.2f}"
+                          if candidate["fall_rate"] < current["fall_rate"] else ""))  # fmt: skip
+    if reasons:
+        return False, reasons
+    return True, [f"tracking {current['tracking_error_xy']:.3f} -> {candidate['tracking_error_xy']:.3f} m/s, falls "
+                  f"{current['fall_rate']:.2f} -> {candidate['fall_rate']:.2f}, return {current['mean_return']:.2f} "
+                  f"-> {candidate['mean_return']:.2f}"]  # fmt: skip
 
 
 def policy_steps(folder: Path) -> int:
