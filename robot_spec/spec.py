@@ -41,6 +41,7 @@ class LimitSpec:
     sdk_position_upper: list[float]
     torque: list[float]
     velocity: list[float]
+    target_margin: float = 0.0  # rad: PD targets stay this far inside the joint range (robot_spec.policy_map)
 
 
 @dataclass(frozen=True)
