@@ -211,7 +211,8 @@ class Go1Env(VecEnv):
     # ----------------------------------------------------------------- observations
     def _observe(self) -> TensorDict:
         m, noise = self.measured, self.cfg.noise
-        raw = self.observation.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"], self.actions)
+        raw = self.observation.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
+                                     self.actions)  # fmt: skip
         if self.profile is not None:
             raw.update(self._biased(raw))
         if noise.enabled:
