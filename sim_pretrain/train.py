@@ -101,6 +101,11 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
     return train(cfg, run_dir, device, init=checkpoint)
 
 
+def new_run_dir(runs: Path, robot: str, preset: str) -> Path:
+    """runs/<robot>/<date-time>_<preset>: where a new pretraining run goes."""
+    return runs / robot / f"{time.strftime('%Y%m%d-%H%M%S')}_{preset}"
+
+
 def latest_checkpoint(path: Path) -> Path:
     """`path` if it is a checkpoint file, else the newest model_<it>.pt in the run folder `path`."""
     if path.is_file():
