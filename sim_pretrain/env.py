@@ -118,7 +118,7 @@ class Go1Env(VecEnv):
         self.commands = torch.zeros(n, 3, device=dev)
         self.actions = torch.zeros(n, j, device=dev)
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=dev)
-        self.observation = ObservationBuilder(self.spec, n, dev)
+        self.obs_builder = ObservationBuilder(self.spec, n, dev)
         self.tracker = RewardTracker(n, j, len(self.spec.foot_names), dev)
         lower = torch.tensor(self.spec.position_lower, dtype=torch.float32)
         upper = torch.tensor(self.spec.position_upper, dtype=torch.float32)
@@ -211,14 +211,14 @@ class Go1Env(VecEnv):
     # ----------------------------------------------------------------- observations
     def _observe(self) -> TensorDict:
         m, noise = self.measured, self.cfg.noise
-        raw = self.observation.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
-                                     self.actions)  # fmt: skip
+        raw = self.obs_builder.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
+                                   self.actions)  # fmt: skip
         if self.profile is not None:
             raw.update(self._biased(raw))
         if noise.enabled:
             for name in ("projected_gravity", "gyro", "joint_pos", "joint_vel"):
                 raw[name] = raw[name] + getattr(noise, name) * self._randn(raw[name].shape)
-        policy = self.observation.push(raw)
+        policy = self.obs_builder.push(raw)
         p = self.params
         dynamics = torch.tensor(
             np.stack([p["friction"], p["added_mass"], p["motor_strength"]], axis=1), dtype=torch.float32
@@ -268,7 +268,7 @@ class Go1Env(VecEnv):
         self.episode_length_buf[rows] = 0
         self.actions[rows] = 0.0
         self.tracker.reset(rows)
-        self.observation.reset(rows)
+        self.obs_builder.reset(rows)
         self._sample_commands(rows)
 
     def _apply_dynamics(self, i: int) -> None:
