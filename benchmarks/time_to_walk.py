@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -23,8 +22,8 @@ from robot_spec import load_robot  # noqa: E402
 from robot_spec.config import load_config, named_config  # noqa: E402
 from robot_spec.policy_io import LoadedPolicy  # noqa: E402
 from sim_pretrain.evaluate import EvalConfig, evaluate_policy  # noqa: E402
-from sim_pretrain.train import actor_from_checkpoint  # noqa: E402
-from sim_pretrain.train_config import TrainConfig  # noqa: E402
+from sim_pretrain.train import actor_from_checkpoint, new_run_dir, train  # noqa: E402
+from sim_pretrain.train_config import TrainConfig, load_train_config  # noqa: E402
 
 MAX_ERROR = 0.25
 
@@ -54,11 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     run = args.run
     if run is None:
-        from sim_pretrain.cli import main as sim_pretrain
-
-        runs = Path("runs") / "time_to_walk" / time.strftime("%Y%m%d-%H%M%S")
-        sim_pretrain(["train", "--robot", "go1", "--preset", "quick", "--runs", str(runs)])
-        (run,) = (runs / "go1").iterdir()
+        run = new_run_dir(Path("runs") / "time_to_walk", "go1", "quick")
+        train(load_train_config("go1", "quick"), run)
     rows = evaluate_checkpoints(run)
     first = next((r for r in rows if r["walks"]), None)
     if first:

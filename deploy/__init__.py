@@ -1,1 +1,1 @@
-"""Running a policy on the robot: observation builder, 50 Hz runtime, safety monitors, command sources, CLI."""
+"""Running a policy on the robot: 50 Hz runtime, safety monitors, command sources, the robot session, CLI."""

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
-from deploy.observation import ObservationBuilder
 from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
 from real_robot.clock import now_us
 from robot_spec.config import load_config, named_config
 from robot_spec.policy_io import LoadedPolicy
+from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.spec import RobotSpec
 
 
@@ -160,6 +160,7 @@ class Controller:
         n, ctrl = spec.num_joints, spec.control
         self.dt = ctrl.policy_dt
         self.builder = ObservationBuilder(spec)
+        self.action_map = ActionMap.from_spec(spec)
         self.gains = (np.full(n, ctrl.kp), np.full(n, ctrl.kd))
         self.damping_gains = (np.zeros(n), np.full(n, safety.cfg.damping_kd))
         self.zeros = np.zeros(n)
@@ -267,7 +268,7 @@ class Controller:
             alpha = min(1.0, phase_s / self.cfg.soft_start_s) if self.cfg.soft_start_s > 0 else 1.0
             q_des = (1.0 - alpha) * self.ramp_from + alpha * default
         else:
-            q_des = default + self.spec.control.action_scale * action
+            q_des = self.action_map.targets(action)
         self.last_pd_q_des = q_des
         return PdTarget(q_des, self.zeros, kp, kd, self.zeros)
 

@@ -45,8 +45,9 @@ def free_udp_port() -> int:
 
 class LoopbackRobot:
     def __init__(self, profile: str = "none", fast: bool = True, lcm_url: str = DEFAULT_LCM_URL,
-                 prefix: str | None = None, startup_timeout_s: float = 30.0, seed: int = 0):  # fmt: skip
-        self.profile, self.fast, self.lcm_url, self.seed = profile, fast, lcm_url, seed
+                 prefix: str | None = None, startup_timeout_s: float = 30.0, seed: int = 0,
+                 robot: str = "go1"):  # fmt: skip
+        self.profile, self.fast, self.lcm_url, self.seed, self.robot = profile, fast, lcm_url, seed, robot
         self.prefix = prefix if prefix is not None else f"lb{uuid.uuid4().hex[:8]}_"
         self.startup_timeout_s = startup_timeout_s
         self.processes: list[subprocess.Popen] = []
@@ -66,7 +67,7 @@ class LoopbackRobot:
 
     def start(self) -> None:
         board_port, sdk_port = free_udp_port(), free_udp_port()
-        common = ["--lcm-url", self.lcm_url, "--channel-prefix", self.prefix]
+        common = ["--lcm-url", self.lcm_url, "--channel-prefix", self.prefix, "--robot", self.robot]
         robot = ["sim-robot", "--port", str(board_port), "--profile", self.profile, "--seed", str(self.seed), *common]
         bridge = ["bridge", "--robot-port", str(board_port), "--local-port", str(sdk_port), *common]
         if self.fast:

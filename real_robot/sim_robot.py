@@ -694,6 +694,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "protocol (LowCmd in, LowState out) on 127.0.0.1 for the unmodified Unitree SDK.",
     )
     p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"configs/reality_gap/ name (default: {DEFAULT_PROFILE})")
+    p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     p.add_argument("--port", type=int, default=8007, help="UDP port the board listens on (default: 8007, as on a Go1)")
     p.add_argument("--fast", action="store_true", help="lockstep with the client instead of real time (for collection)")
     p.add_argument("--seed", type=int, default=0, help="seed for sensor noise and biases (default: 0)")
@@ -715,7 +716,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        robot = StandInRobot(args.profile, args.port, args.fast, args.seed, args.lcm_url, args.channel_prefix)
+        robot = StandInRobot(args.profile, args.port, args.fast, args.seed, args.lcm_url, args.channel_prefix,
+                             args.robot)  # fmt: skip
     except ValueError as err:  # a ConfigError (unknown profile) or a bad channel prefix
         print(f"sim-robot: {err}", file=sys.stderr)
         return 2

@@ -2,10 +2,13 @@
 
 from robot_spec.config import ConfigError, load_config, save_config
 from robot_spec.observation import ObservationHistory, ObservationLayout, projected_gravity
+from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.spec import PolicyMismatchError, RobotSpec, check_policy_contract, load_robot
 
 __all__ = [
+    "ActionMap",
     "ConfigError",
+    "ObservationBuilder",
     "ObservationHistory",
     "ObservationLayout",
     "PolicyMismatchError",

@@ -7,6 +7,7 @@ silently ignored, and through `save_config` so every run writes the exact config
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,9 @@ import yaml
 # configs/ of the repository (a checkout, an editable install), or the copy a plain install ships inside robot_spec
 INSTALLED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_DIR = INSTALLED_CONFIG_DIR if INSTALLED_CONFIG_DIR.is_dir() else Path(__file__).resolve().parent.parent / "configs"
+# More configs/ folders, searched before CONFIG_DIR (os.pathsep-separated): a new robot is robots/<name>.yaml in one
+# of them (with its safety/, bridge/, train/ files as the commands need), found by name by every command.
+CONFIG_PATH_VARIABLE = "GO1_SIM2REAL_CONFIGS"
 
 T = TypeVar("T")
 
@@ -126,13 +130,20 @@ def save_config(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def config_dirs() -> list[Path]:
+    """Where configs are looked up, first match wins: the folders in $GO1_SIM2REAL_CONFIGS, then the project's."""
+    extra = [Path(d) for d in os.environ.get(CONFIG_PATH_VARIABLE, "").split(os.pathsep) if d]
+    return [*extra, CONFIG_DIR]
+
+
 def named_config(kind: str, name: str) -> Path:
-    """configs/<kind>/<name>.yaml (or `name` itself, a path to a .yaml file), or a ConfigError listing the
-    names that exist."""
+    """<kind>/<name>.yaml in the first of `config_dirs()` that has it (or `name` itself, a path to a .yaml file),
+    or a ConfigError listing the names that exist."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name)
-    path = CONFIG_DIR / kind / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
-        raise ConfigError(f"unknown {kind} '{name}'; known: {', '.join(known) or '(none)'}")
-    return path
+    for root in config_dirs():
+        path = root / kind / f"{name}.yaml"
+        if path.is_file():
+            return path
+    known = sorted({p.stem for root in config_dirs() for p in (root / kind).glob("*.yaml")})
+    raise ConfigError(f"unknown {kind} '{name}'; known: {', '.join(known) or '(none)'}")

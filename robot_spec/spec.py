@@ -1,8 +1,8 @@
 """The robot specification: joints, pose, gains, limits, control rates and the observation layout.
 
-Loaded from configs/robots/<name>.yaml. Simulation, deployment, safety and learning all read the robot
-from here, and every exported policy carries `policy_contract()` so it can never run with a layout it
-was not trained on.
+Loaded by name from robots/<name>.yaml in the config folders (configs/, and $GO1_SIM2REAL_CONFIGS first).
+Simulation, deployment, safety and learning all read the robot from here, and every exported policy carries
+`policy_contract()` so it can never run with a layout it was not trained on.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
-from robot_spec.config import from_dict, named_config, read_yaml
+from robot_spec.config import ConfigError, from_dict, named_config, read_yaml
 from robot_spec.observation import ObservationLayout
 
 
@@ -41,6 +41,7 @@ class LimitSpec:
     sdk_position_upper: list[float]
     torque: list[float]
     velocity: list[float]
+    target_margin: float = 0.0  # rad: PD targets stay this far inside the joint range (robot_spec.policy_map)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,10 @@ def check_policy_contract(policy_contract: dict, spec: RobotSpec, source: str = 
 
 
 def load_robot(name: str) -> RobotSpec:
-    """The robot called `name` from configs/robots/; unknown names list the known ones."""
+    """The robot called `name`: robots/<name>.yaml in the config folders (robot_spec.config.config_dirs), or a
+    path to a spec file; unknown names list the known ones. Its MuJoCo model is built from the spec (mjcf.py)."""
     path = named_config("robots", name)
-    return from_dict(RobotSpec, read_yaml(path), where=str(path))
+    spec = from_dict(RobotSpec, read_yaml(path), where=str(path))
+    if spec.name != path.stem and not name.endswith((".yaml", ".yml")):
+        raise ConfigError(f"{path}: names robot '{spec.name}', but is found by the name '{path.stem}'")
+    return spec

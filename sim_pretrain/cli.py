@@ -60,27 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from robot_spec import load_robot
-    from sim_pretrain.train import train
-    from sim_pretrain.train_config import TrainConfig
+    from sim_pretrain.train import new_run_dir, train
+    from sim_pretrain.train_config import load_train_config
 
     load_robot(args.robot)  # unknown robot names are answered with the known ones
-    overrides: dict = {"env": {"robot": args.robot}}
-    if args.num_envs is not None:
-        overrides["env"]["num_envs"] = args.num_envs
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-        overrides["env"]["seed"] = args.seed
-
     resume, run_dir = None, None
     if args.resume is not None:
         resume = _latest_checkpoint(args.resume)
         run_dir = resume.parent
-    preset = named_config("train", f"{args.robot}_{args.preset}")
-    cfg = load_config(TrainConfig, preset, overrides)
+    cfg = load_train_config(args.robot, args.preset, args.seed, args.num_envs, args.iterations)
     if run_dir is None:
-        run_dir = args.runs / args.robot / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.preset}"
+        run_dir = new_run_dir(args.runs, args.robot, args.preset)
     print(f"run folder: {run_dir}")
     policy = train(cfg, run_dir, device=args.device, resume=resume)
     print(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")

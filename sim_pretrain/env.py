@@ -25,9 +25,10 @@ from mujoco import rollout
 from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
-from robot_spec import ObservationHistory, load_robot
+from robot_spec import load_robot
 from robot_spec.mjcf import build_model, home_qpos, sensor_slices
 from robot_spec.observation import projected_gravity, roll_pitch, rotate_inverse
+from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.reality_gap import RealityGapProfile, apply_body_dynamics, load_reality_gap
 from sim_pretrain.env_config import EnvConfig
 from sim_pretrain.rewards import RewardFunction, RewardInputs, RewardTracker
@@ -41,6 +42,7 @@ class Go1Env(VecEnv):
         self.cfg = cfg
         self.device = torch.device(device)
         self.spec = load_robot(cfg.robot)
+        self.action_map = ActionMap.from_spec(self.spec)
         ctrl = self.spec.control
         self.num_envs = cfg.num_envs
         self.num_actions = self.spec.num_joints
@@ -113,11 +115,10 @@ class Go1Env(VecEnv):
         self.control = np.zeros((n, self.decimation, j))
         self.prev_targets = np.tile(self.spec.default_pose, (n, 1))
 
-        self.default_pose = torch.tensor(self.spec.default_pose, dtype=torch.float32, device=dev)
         self.commands = torch.zeros(n, 3, device=dev)
         self.actions = torch.zeros(n, j, device=dev)
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=dev)
-        self.history = ObservationHistory(self.spec.observation, n, dev)
+        self.obs_builder = ObservationBuilder(self.spec, n, dev)
         self.tracker = RewardTracker(n, j, len(self.spec.foot_names), dev)
         lower = torch.tensor(self.spec.position_lower, dtype=torch.float32)
         upper = torch.tensor(self.spec.position_upper, dtype=torch.float32)
@@ -163,7 +164,7 @@ class Go1Env(VecEnv):
 
     # ----------------------------------------------------------------- physics
     def _simulate(self, actions: torch.Tensor) -> None:
-        targets = self.spec.default_pose + self.spec.control.action_scale * actions.cpu().double().numpy()
+        targets = self.action_map.targets(actions.cpu().numpy())
         targets = targets - self.bias["joint_pos"]  # the motor drives its own (offset) encoder to the target
         # Actuator latency: the previous target is still applied for the first `latency` physics steps.
         late = np.arange(self.decimation)[None, :] < self.latency[:, None]
@@ -210,20 +211,14 @@ class Go1Env(VecEnv):
     # ----------------------------------------------------------------- observations
     def _observe(self) -> TensorDict:
         m, noise = self.measured, self.cfg.noise
-        raw = {
-            "projected_gravity": m["projected_gravity"],
-            "gyro": m["ang_vel"],
-            "command": self.commands,
-            "joint_pos": m["joint_pos"] - self.default_pose,
-            "joint_vel": m["joint_vel"],
-            "last_action": self.actions,
-        }
+        raw = self.obs_builder.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
+                                   self.actions)  # fmt: skip
         if self.profile is not None:
             raw.update(self._biased(raw))
         if noise.enabled:
             for name in ("projected_gravity", "gyro", "joint_pos", "joint_vel"):
                 raw[name] = raw[name] + getattr(noise, name) * self._randn(raw[name].shape)
-        policy = self.history.push(self.spec.observation.frame(raw))
+        policy = self.obs_builder.push(raw)
         p = self.params
         dynamics = torch.tensor(
             np.stack([p["friction"], p["added_mass"], p["motor_strength"]], axis=1), dtype=torch.float32
@@ -273,7 +268,7 @@ class Go1Env(VecEnv):
         self.episode_length_buf[rows] = 0
         self.actions[rows] = 0.0
         self.tracker.reset(rows)
-        self.history.reset(rows)
+        self.obs_builder.reset(rows)
         self._sample_commands(rows)
 
     def _apply_dynamics(self, i: int) -> None:

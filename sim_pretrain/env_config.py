@@ -76,6 +76,7 @@ class DynamicsConfig:
 @dataclass
 class EnvConfig:
     robot: str = "go1"
+    backend: str = "mujoco"  # simulator (sim_pretrain.backends.BACKENDS)
     num_envs: int = 512
     episode_length_s: float = 20.0
     num_threads: int = 2  # physics threads (mujoco.rollout)

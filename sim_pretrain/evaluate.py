@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from robot_spec.policy_io import LoadedPolicy
+from sim_pretrain.backends import make_env
 from sim_pretrain.env import Go1Env
 from sim_pretrain.env_config import EnvConfig
 
@@ -66,12 +67,11 @@ def evaluate_policy(policy: LoadedPolicy, cfg: EvalConfig, device: str = "cpu", 
 
 def _make_env(policy: LoadedPolicy, cfg: EvalConfig, num_commands: int, device: str) -> Go1Env:
     env_cfg = cfg.env
-    env_cfg.robot = policy.contract["robot"]
     env_cfg.num_envs = num_commands * cfg.envs_per_command
     env_cfg.episode_length_s = cfg.episode_s
     env_cfg.commands.resample_s = cfg.episode_s + 1.0
     env_cfg.seed = cfg.seed
-    return Go1Env(env_cfg, device=device)
+    return make_env(policy.contract["robot"], env_cfg.backend, env_cfg, device)
 
 
 def _summarise(cfg, per_row, fell, ret, vel_sum, err_xy, err_yaw, counted, policy) -> dict:

@@ -16,15 +16,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from robot_spec.policy_io import LoadedPolicy  # noqa: E402
-from sim_pretrain.env import STATE_SPEC, Go1Env  # noqa: E402
+from sim_pretrain.backends import make_env  # noqa: E402
+from sim_pretrain.env import STATE_SPEC  # noqa: E402
 from sim_pretrain.env_config import EnvConfig  # noqa: E402
 
 
 @torch.inference_mode()
 def render_gait(policy: LoadedPolicy, command: list[float], out_dir: Path, seconds: float = 4.0, fps: int = 25) -> Path:
-    cfg = EnvConfig(robot=policy.contract["robot"], num_envs=1, num_threads=1, episode_length_s=seconds + 1.0)
+    cfg = EnvConfig(num_envs=1, num_threads=1, episode_length_s=seconds + 1.0)
     cfg.randomization.push_velocity = 0.0
-    env = Go1Env(cfg)
+    env = make_env(policy.contract["robot"], "mujoco", cfg)  # it renders MuJoCo's state
     env.commands[:] = torch.tensor(command)
     obs = env._observe()
     model, data = env.base_model, mujoco.MjData(env.base_model)

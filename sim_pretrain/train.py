@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rsl_rl.env import VecEnv
 from rsl_rl.modules import EmpiricalNormalization
 from rsl_rl.runners import OnPolicyRunner
 from tqdm import tqdm
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from robot_spec import load_robot
 from robot_spec.config import load_config, save_config
 from robot_spec.policy_io import ActorMLP, save_policy
-from sim_pretrain.env import Go1Env
+from sim_pretrain.backends import make_env
 from sim_pretrain.env_config import DynamicsConfig
 from sim_pretrain.train_config import TrainConfig
 
@@ -54,7 +55,7 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
-    env = Go1Env(cfg.env, device=device)
+    env = make_env(cfg.env.robot, cfg.env.backend, cfg.env, device)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints the model summaries
         runner = OnPolicyRunner(env, cfg.rsl_rl_dict(run_dir.name), log_dir=str(run_dir), device=device)
     if resume is not None:
@@ -81,7 +82,7 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
         signal.signal(signal.SIGINT, signal.default_int_handler)
         env.close()
 
-    policy_path = export_policy(runner, env, run_dir, cfg)
+    policy_path = export_policy(runner, run_dir, cfg)
     _plot_history(history, run_dir)
     return policy_path
 
@@ -100,6 +101,11 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
     return train(cfg, run_dir, device, init=checkpoint)
 
 
+def new_run_dir(runs: Path, robot: str, preset: str) -> Path:
+    """runs/<robot>/<date-time>_<preset>: where a new pretraining run goes."""
+    return runs / robot / f"{time.strftime('%Y%m%d-%H%M%S')}_{preset}"
+
+
 def latest_checkpoint(path: Path) -> Path:
     """`path` if it is a checkpoint file, else the newest model_<it>.pt in the run folder `path`."""
     if path.is_file():
@@ -112,12 +118,12 @@ def latest_checkpoint(path: Path) -> Path:
     return checkpoints[-1]
 
 
-def export_policy(runner: OnPolicyRunner, env: Go1Env, run_dir: Path, cfg: TrainConfig) -> Path:
+def export_policy(runner: OnPolicyRunner, run_dir: Path, cfg: TrainConfig) -> Path:
     """Convert rsl_rl's actor into the shared ActorMLP and write policy.pt + policy.onnx."""
     actor = actor_from_state_dict(runner.alg.get_policy().state_dict(), cfg)
     info = {"source": "sim_pretrain", "run": str(run_dir), "iteration": runner.current_learning_iteration}
     path = run_dir / "policy.pt"
-    save_policy(actor, env.spec, path, info)
+    save_policy(actor, load_robot(cfg.env.robot), path, info)
     return path
 
 
@@ -140,7 +146,7 @@ def actor_from_state_dict(state: dict, cfg: TrainConfig) -> ActorMLP:
 
 
 def _hook_progress(
-    runner: OnPolicyRunner, env: Go1Env, bar: tqdm, history: TrainingHistory, stop, run_dir: Path
+    runner: OnPolicyRunner, env: VecEnv, bar: tqdm, history: TrainingHistory, stop, run_dir: Path
 ) -> None:
     """Replace rsl_rl's console report by a progress bar; keep its TensorBoard logging."""
     logger, log = runner.logger, runner.logger.log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from robot_spec.config import load_config, named_config
 from sim_pretrain.env_config import EnvConfig
 
 
@@ -65,3 +66,17 @@ class TrainConfig:
             "check_for_nan": True,
             "run_name": run_name,
         }  # fmt: skip
+
+
+def load_train_config(robot: str, preset: str, seed: int | None = None, num_envs: int | None = None,
+                      iterations: int | None = None) -> TrainConfig:
+    """configs/train/<robot>_<preset>.yaml for `robot`, with what a command line may change (None: the preset's)."""
+    overrides: dict = {"env": {"robot": robot}}
+    if num_envs is not None:
+        overrides["env"]["num_envs"] = num_envs
+    if iterations is not None:
+        overrides["iterations"] = iterations
+    if seed is not None:
+        overrides["seed"] = seed
+        overrides["env"]["seed"] = seed
+    return load_config(TrainConfig, named_config("train", f"{robot}_{preset}"), overrides)

@@ -30,7 +30,6 @@ from deploy.commands import (
 )
 from deploy.command_sources import make_command_source
 from deploy.lcm_io import LcmRobotIO
-from deploy.observation import ObservationBuilder
 from deploy.record import record_schema
 from deploy.runtime import BridgeStatus, Controller, Phase, RobotState, Runtime, RuntimeConfig, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
@@ -41,6 +40,7 @@ from real_robot.loopback import LoopbackRobot
 from robot_spec.config import ConfigError
 from robot_spec.observation import ObservationLayout
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
+from robot_spec.policy_map import ObservationBuilder
 
 QUICK_START = {"soft_start_s": 0.6, "stand_s": 0.4}  # robot time; the stand-in stands up fine this fast
 
@@ -229,6 +229,26 @@ def test_soft_start_ramps_to_the_default_pose_then_the_policy_acts(spec, fake_ri
     np.testing.assert_allclose(records[first_policy]["obs"][last_action], 0.0)
     np.testing.assert_allclose(records[-1]["obs"][last_action], 0.4, rtol=1e-6)
     assert all(status == (None, 0) for status in robot.statuses)
+
+
+def test_targets_beyond_the_joint_limits_are_clamped_on_the_robot_as_in_the_simulator(spec, fake_rig):
+    from sim_pretrain.env import Go1Env
+    from sim_pretrain.env_config import EnvConfig
+
+    action = 2.9  # within the action-rate monitor's step; every calf target lands beyond its upper limit
+    runtime, robot = fake_rig(bias=action)
+    runtime.run(max_steps=30)
+    assert runtime.controller.phase == Phase.POLICY
+    unclamped = spec.default_pose + spec.control.action_scale * action
+    calves = slice(2, None, 3)
+    assert (unclamped[calves] > spec.position_upper[calves]).all()
+    np.testing.assert_allclose(robot.targets[-1].q_des[calves], spec.position_upper[calves])
+    np.testing.assert_allclose(np.delete(robot.targets[-1].q_des, np.s_[2::3]), np.delete(unclamped, np.s_[2::3]),
+                               atol=1e-6)  # fmt: skip
+    env = Go1Env(EnvConfig(num_envs=1, num_threads=1, seed=0))
+    env.step(torch.full((1, 12), action))
+    np.testing.assert_allclose(env.prev_targets[0], robot.targets[-1].q_des, atol=1e-6)  # the PD target it ran
+    env.close()
 
 
 def test_a_trip_damps_on_the_same_step_latches_and_rearms_into_soft_start(spec, fake_rig):

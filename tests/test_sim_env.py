@@ -120,3 +120,48 @@ def test_terminations_on_hand_made_states(env):
     m["trunk_force"][1] = 50.0  # trunk on the ground
     m["base_height"][2] = 0.05
     assert env._terminated().tolist() == [False, True, True, False, False, False]
+
+
+# ------------------------------------------------------------------------------------------------ factory, robots
+def test_make_env_builds_the_backend_and_refuses_an_unknown_one():
+    from robot_spec.config import ConfigError
+    from sim_pretrain.backends import make_env
+
+    cfg = EnvConfig(num_envs=2, num_threads=1, seed=3)
+    env = make_env("go1", "mujoco", cfg)
+    assert isinstance(env, Go1Env) and env.cfg.backend == "mujoco" and env.cfg.dynamics == cfg.dynamics
+    direct = Go1Env(cfg)
+    torch.testing.assert_close(env.step(torch.ones(2, 12))[0]["policy"], direct.step(torch.ones(2, 12))[0]["policy"])
+    env.close()
+    direct.close()
+    with pytest.raises(ConfigError, match=r"^unknown simulator backend 'isaac'; known: mujoco$"):
+        make_env("go1", "isaac", cfg)
+
+
+def test_a_new_robot_is_a_spec_file_found_by_name(tmp_path, monkeypatch):
+    """A toy robot: go1's spec under another name and stiffer gains, in a config folder of its own."""
+    import yaml
+
+    from robot_spec import load_robot
+    from robot_spec.config import CONFIG_DIR, ConfigError
+    from sim_pretrain.backends import make_env
+
+    toy = yaml.safe_load((CONFIG_DIR / "robots" / "go1.yaml").read_text())
+    toy["name"], toy["control"]["kp"] = "toy", 25.0
+    (tmp_path / "robots").mkdir()
+    (tmp_path / "robots" / "toy.yaml").write_text(yaml.safe_dump(toy))
+    with pytest.raises(ConfigError, match="unknown robots 'toy'"):
+        load_robot("toy")
+    monkeypatch.setenv("GO1_SIM2REAL_CONFIGS", str(tmp_path))
+    assert load_robot("toy").name == "toy" and load_robot("go1").name == "go1"
+    with pytest.raises(ConfigError, match=r"known: go1, toy"):
+        load_robot("go2")
+    env = make_env("toy", "mujoco", EnvConfig(num_envs=2, num_threads=1, seed=0))
+    assert env.spec.name == "toy" and (env.base_model.actuator_gainprm[:, 0] == 25.0).all()
+    for _ in range(5):
+        obs, reward, *_ = env.step(torch.zeros(2, 12))
+    assert torch.isfinite(obs["policy"]).all() and torch.isfinite(reward).all()
+    env.close()
+    (tmp_path / "robots" / "toy.yaml").write_text(yaml.safe_dump({**toy, "name": "toy2"}))
+    with pytest.raises(ConfigError, match="names robot 'toy2', but is found by the name 'toy'"):
+        load_robot("toy")

@@ -17,12 +17,14 @@ from uni_o4.synthetic import synthetic_dataset
      (["finetune", "--online"], "--online needs --policy"),
      (["finetune", "--online", "--policy", "{tmp}/empty"], "--online needs --policy"),
      (["finetune", "--offline", "{tmp}/empty", "--preset", "nope"], "unknown finetune 'nope'"),
-     (["pipeline", "--collect-steps", "0"], "must be positive")],
+     (["pipeline", "--collect-steps", "0"], "must be positive"),
+     (["pipeline", "--robot", "go2"], "unknown robots 'go2'; known: go1"),
+     (["pipeline", "--pretrain-preset", "nope"], "pipeline: error: unknown train 'go1_nope'; known: go1_quick, go1_tiny")],
 )  # fmt: skip
 def test_bad_input_is_answered_clearly(tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    assert main(argv + ["--out", str(tmp_path / "out")] if argv[0] == "finetune" else argv) == 2
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -107,3 +107,14 @@ def test_interrupted_stage_resumes_to_the_same_result(first_run, data, actor, cf
     for a, b in zip(resumed.policy.state_dict().values(), result.policy.state_dict().values()):
         assert torch.equal(a, b)
     assert not (cache / f"improvement-{result.keys['improvement']}.ckpt").exists()  # finished: checkpoint gone
+
+
+def test_a_second_run_from_scratch_gives_identical_outputs(first_run, data, actor, cfg, tmp_path):
+    """Deterministic under a fixed torch thread count (conftest: 1): no cache shared, the same bits out."""
+    _, result = first_run
+    again = run_offline(data, actor, cfg, tmp_path, progress=False)
+    assert again.final_scores == result.final_scores and again.baseline_score == result.baseline_score
+    assert again.dynamics_report == result.dynamics_report and again.history.scores == result.history.scores
+    for mine, theirs in ((again.policy, result.policy), (again.actor, result.actor), (again.critics, result.critics)):
+        for (name, a), b in zip(mine.state_dict().items(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name

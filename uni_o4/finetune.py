@@ -145,9 +145,10 @@ def finetune_online(req: OnlineRequest):
     source = json.loads((req.policy / SOURCE_FILE).read_text())
     learner, data_cfg = build_learner(req.policy, source, spec, cfg, req.device)
     if req.stand_in:
-        robot = StandInRobotLink(req.stand_in, cfg)
+        robot = StandInRobotLink(req.stand_in, cfg, req.robot)
     else:
-        session = SessionConfig(lcm_url=req.lcm_url, channel_prefix=req.channel_prefix, operator_reset=True)
+        session = SessionConfig(robot=req.robot, lcm_url=req.lcm_url, channel_prefix=req.channel_prefix,
+                                operator_reset=True)  # fmt: skip
         robot = RobotLink(cfg, session)
     out = req.out
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import torch
 from deploy.record import FIELD_NAMES, OUTCOMES, TERMINAL_OUTCOMES, Phase
 from robot_spec.config import ConfigError
 from robot_spec.observation import projected_gravity
+from robot_spec.policy_map import observation_terms
 from robot_spec.spec import RobotSpec
 from sim_pretrain.rewards import RewardConfig, RewardFunction, RewardInputs, RewardTracker
 from uni_o4.dataset import OfflineDataset
@@ -163,12 +164,9 @@ def next_observations(segment: dict[str, np.ndarray], spec: RobotSpec) -> np.nda
     from its measurements, since a record written after a trip or in damping may carry no policy obs."""
     layout = spec.observation
     nxt = np.asarray(segment["obs"][1:], dtype=np.float32).copy()
-    last = {k: torch.as_tensor(v[-1:], dtype=torch.float32) for k, v in segment.items() if k != "obs"}
-    raw = {
-        "projected_gravity": projected_gravity(last["quaternion"]), "gyro": last["gyro"], "command": last["command"],
-        "joint_pos": last["q"] - torch.as_tensor(spec.default_pose, dtype=torch.float32), "joint_vel": last["dq"],
-        "last_action": torch.as_tensor(segment["action"][-2:-1], dtype=torch.float32),
-    }  # fmt: skip
+    last = {k: segment[k][-1] for k in ("quaternion", "gyro", "command", "q", "dq")}
+    raw = observation_terms(spec, last["quaternion"], last["gyro"], last["command"], last["q"], last["dq"],
+                            segment["action"][-2])  # fmt: skip
     frame = layout.frame(raw)[0].numpy()
     older = segment["obs"][-2][: layout.dim - layout.frame_dim]  # history: newest frame first
     acting_successor = segment["phase"][-1] == Phase.POLICY and segment["tripped"][-1] == 0

@@ -451,15 +451,15 @@ class StandInRobotLink(RobotLink):
     """Rollouts on a stand-in robot + bridge on loopback (fast lockstep, real protocol), started at the first
     rollout and kept for the whole run: one robot (seed cfg.seed), reset before every episode."""
 
-    def __init__(self, profile: str, cfg: OnlineConfig):
-        super().__init__(cfg, SessionConfig(runtime_config="runtime_fast"), stand_in_profile=profile)
+    def __init__(self, profile: str, cfg: OnlineConfig, robot: str = "go1"):
+        super().__init__(cfg, SessionConfig(robot=robot, runtime_config="runtime_fast"), stand_in_profile=profile)
         self.profile, self.loopback = profile, None
         self.processes = contextlib.ExitStack()
 
     def connect(self) -> SessionConfig:
         from real_robot.loopback import LoopbackRobot
 
-        robot = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed)
+        robot = LoopbackRobot(profile=self.profile, fast=True, seed=self.cfg.seed, robot=self.session_cfg.robot)
         self.loopback = self.processes.enter_context(robot)
         return replace(self.session_cfg, lcm_url=robot.lcm_url, channel_prefix=robot.prefix)
 

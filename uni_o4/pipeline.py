@@ -8,9 +8,9 @@ With `--algo sim_ppo` the offline and online stages are fine-tuning in a simulat
 fine-tuned by PPO in the training simulator set to the stand-in's true figures: the ceiling that "gap recovered"
 is measured against, (stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
 
-Each stage runs what the command a user would run alone runs (deploy.session, uni_o4.finetune; pretraining
-through `sim_pretrain train`), into its own folder under --out; a stage whose
-output exists is skipped, so rerunning the command resumes. After each stage its policy is evaluated on the
+Each stage calls the functions the command a user would run alone calls (sim_pretrain.train, deploy.session,
+uni_o4.finetune), for --robot, into its own folder under --out; a stage whose output exists is skipped, so
+rerunning the command resumes. After each stage its policy is evaluated on the
 stand-in (deterministic, the same command schedule and episodes), and the table of return, velocity-tracking
 error and falls is printed and saved (pipeline.json, pipeline.md, pipeline.png).
 """
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 from real_robot.datalog import set_aside
-from robot_spec.config import ConfigError
 from robot_spec.policy_io import load_policy
 from deploy.session import EpisodeStartError
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
@@ -40,6 +39,7 @@ def add_pipeline_parser(sub) -> None:
     p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--algo", default="uni_o4", choices=METHODS, help="fine-tuning method (default uni_o4)")
+    p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
     p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
     p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
@@ -66,7 +66,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if min(args.collect_steps, args.eval_episodes, args.eval_episode_s) <= 0 or args.oracle_iterations < 0:
         raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive, "
                          "--oracle-iterations >= 0")
-    spec = load_robot("go1")
+    spec = load_robot(args.robot)
+    if args.algo == "sim_ppo" and args.robot != "go1":
+        raise ValueError(f"--algo sim_ppo runs the go1 only (uni_o4/sim_ppo.py), not '{args.robot}'")
     out = args.out or Path("runs") / "pipeline" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     print(f"pipeline: {args.algo} on the stand-in ({args.profile}) -> {out}")
@@ -95,7 +97,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     offline = out / "offline"
     run_stage(offline / "report.json", finetune_offline, OfflineRequest(
         [logs], offline, args.algo, policy, args.offline_preset or REGISTERED[args.algo].quick_preset, "uni_o4_quick",
-        cache=out / "cache", seed=args.seed, device=args.device,
+        robot=args.robot, cache=out / "cache", seed=args.seed, device=args.device,
     ))  # fmt: skip
     gate = json.loads((offline / "gate.json").read_text())
     evaluate("after offline", offline / "candidate" / "policy.pt", args.profile,
@@ -103,7 +105,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     online = out / "online"
     try:
         run_stage(online / "deploy" / "policy.pt", finetune_online, OnlineRequest(
-            offline, online, args.online_preset, args.profile, seed=args.seed, device=args.device,
+            offline, online, args.online_preset, args.profile, robot=args.robot, seed=args.seed, device=args.device,
         ))  # fmt: skip
         evaluate("after online", online / "deploy" / "policy.pt", args.profile, online_note(online))
     except (ValueError, FileNotFoundError, TimeoutError, EpisodeStartError, KeyboardInterrupt) as err:
@@ -156,24 +158,23 @@ def run_stage(done_marker: Path, stage: Callable, request) -> None:
 
 
 def pretrain(args: argparse.Namespace, out: Path) -> Path:
-    """The sim-pretrained policy: --policy, or `sim_pretrain train` into out/pretrain (skipped when done)."""
-    from sim_pretrain.cli import main as sim_pretrain
+    """The sim-pretrained policy: --policy, or sim_pretrain's training into out/pretrain (skipped when done)."""
+    from sim_pretrain.train import new_run_dir, train
+    from sim_pretrain.train_config import load_train_config
 
     if args.policy is not None:
         if not args.policy.is_file():
             raise FileNotFoundError(f"--policy not found: {args.policy}")
         return args.policy
     runs = out / "pretrain"
-    done = sorted(runs.glob("go1/*/policy.pt"))
+    done = sorted(runs.glob(f"{args.robot}/*/policy.pt"))
     if done:
         print(f"pipeline: pretraining done before: {done[-1]}")
         return done[-1]
-    argv = ["train", "--robot", "go1", "--preset", args.pretrain_preset, "--runs", str(runs),
-            "--seed", str(args.seed), "--device", args.device]  # fmt: skip
-    print(f"pipeline: sim_pretrain {' '.join(argv)}")
-    if sim_pretrain(argv) != 0:
-        raise ConfigError("pretraining failed")
-    return sorted(runs.glob("go1/*/policy.pt"))[-1]
+    cfg = load_train_config(args.robot, args.pretrain_preset, seed=args.seed)
+    run_dir = new_run_dir(runs, args.robot, args.pretrain_preset)
+    print(f"pipeline: pretraining {args.robot} (preset {args.pretrain_preset}) -> {run_dir}")
+    return train(cfg, run_dir, device=args.device)
 
 
 def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
@@ -186,7 +187,7 @@ def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
         return folder
     set_aside(folder)  # an interrupted collection's logs are kept beside
     collect_on_stand_in(policy, args.profile, folder, steps=args.collect_steps, seed=args.seed,
-                        action_noise=args.collect_noise, robot_seed=args.seed)  # fmt: skip
+                        action_noise=args.collect_noise, robot_seed=args.seed, robot=args.robot)  # fmt: skip
     marker.write_text(json.dumps({"policy": str(policy), "profile": args.profile, "steps": args.collect_steps,
                                   "action_noise": args.collect_noise}))  # fmt: skip
     return folder

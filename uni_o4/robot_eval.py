@@ -84,7 +84,7 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
     cfg = cfg or RobotEvalConfig()
     out = Path(out)
     collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed,
-                        robot_seed=cfg.robot_seed)  # fmt: skip
+                        robot_seed=cfg.robot_seed, robot=spec.name)  # fmt: skip
     metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -105,7 +105,7 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
                         episode_s: float = 20.0, schedule: str = "walk", speed: str = "high", seed: int = 0,
                         steps: int | None = None, behaviour: Behaviour | None = None,
                         extra_meta: dict | None = None, action_noise: float = 0.0,
-                        robot_seed: int = 0) -> None:  # fmt: skip
+                        robot_seed: int = 0, robot: str = "go1") -> None:  # fmt: skip
     """A collection (deploy.session) against a fresh stand-in robot + bridge on loopback (fast mode), `steps`
     policy steps if given, else `episodes` episodes; `behaviour`, `extra_meta` and `action_noise` as in
     deploy.session. `robot_seed` picks the robot (its sensor biases), `seed` the sensor noise of each episode and
@@ -115,10 +115,11 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
     amount = {"steps": steps} if steps is not None else {"episodes": episodes}
     run = CollectConfig(Path(policy), **amount, episode_s=episode_s, schedule=schedule, speed=speed, out=Path(out),
                         action_noise=action_noise, seed=seed, stand_in_profile=profile)  # fmt: skip
-    with LoopbackRobot(profile=profile, fast=True, seed=robot_seed) as robot:
-        collect(stand_in_session(robot), run, behaviour, extra_meta)
+    with LoopbackRobot(profile=profile, fast=True, seed=robot_seed, robot=robot) as stand_in:
+        collect(stand_in_session(stand_in), run, behaviour, extra_meta)
 
 
 def stand_in_session(robot) -> SessionConfig:
     """The session config of a collection on a loopback stand-in robot (fast lockstep)."""
-    return SessionConfig(lcm_url=robot.lcm_url, channel_prefix=robot.prefix, runtime_config="runtime_fast")
+    return SessionConfig(robot=robot.robot, lcm_url=robot.lcm_url, channel_prefix=robot.prefix,
+                         runtime_config="runtime_fast")  # fmt: skip

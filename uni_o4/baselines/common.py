@@ -1,10 +1,10 @@
 """What the seed baselines share: the `Algorithm` interface, the robot's safe action set, batch mixing and
 a many-actions-per-state Q evaluation.
 
-Safe action set. A policy action `a` is an offset from the default pose: the PD target is
-`default_pose + action_scale · a`. An action is safe when
-- that target lies inside the joint position limits (the intersection of the URDF range and the Unitree SDK
-  clamp, both from the robot spec) and |a| ≤ the spec's action_clip, which makes a per-joint box [low, high];
+Safe action set. A policy action `a` is an offset from the default pose (robot_spec.policy_map.ActionMap). An
+action is safe when
+- the map leaves its PD target unclamped (inside the joint limits: the URDF range ∩ the Unitree SDK clamp, less
+  the spec's target margin) and |a| ≤ the spec's action_clip, which makes a per-joint box [low, high];
 - it moves at most `max_delta` per control step: |a − last_action| ≤ max_delta (the deploy safety monitor's
   action-rate limit, configs/safety/<robot>.yaml).
 Both constraints are boxes, so clipping to their intersection is the Euclidean projection onto the safe set.
@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from robot_spec.policy_map import ActionMap
 from robot_spec.spec import RobotSpec
 from uni_o4.dataset import Batch, OfflineDataset
 from uni_o4.networks import soft_update
@@ -108,11 +108,7 @@ class SafeActionSet:
         """Actions whose PD targets stay inside both the URDF and the SDK joint ranges, |a| ≤ action_clip, and
         whose rate stays a hair inside the runtime's action-rate monitor (`max_delta`): an action projected onto
         the limit in float32 must not read as beyond it in float64 and trip the monitor."""
-        lower = np.maximum(spec.position_lower, spec.per_joint(spec.limits.sdk_position_lower))
-        upper = np.minimum(spec.position_upper, spec.per_joint(spec.limits.sdk_position_upper))
-        scale, clip = spec.control.action_scale, spec.control.action_clip
-        low = np.maximum((lower - spec.default_pose) / scale, -clip)
-        high = np.minimum((upper - spec.default_pose) / scale, clip)
+        low, high = ActionMap.from_spec(spec).action_bounds()
         as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
         return cls(as_tensor(low), as_tensor(high), float(max_delta) * (1 - RATE_LIMIT_MARGIN))
 
