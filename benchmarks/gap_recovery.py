@@ -85,7 +85,7 @@ def main() -> None:
             sim, oracle = rows["sim policy"], rows["oracle"]
             for row in rows.values():
                 row["gap_tracking"] = gap_recovered(row["tracking_error_xy"], sim["tracking_error_xy"],
-                                                    oracle["tracking_error_xy"])  # fmt: skip
+                                                    oracle["tracking_error_xy"], lower_is_better=True)  # fmt: skip
                 row["gap_return"] = gap_recovered(row["mean_return"], sim["mean_return"], oracle["mean_return"])
             results[f"{profile} seed {seed}"] = rows
             print_rows(f"{profile} seed {seed}", rows)

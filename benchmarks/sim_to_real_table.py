@@ -126,7 +126,8 @@ def seed_gap(episodes: dict[str, list[dict]], stage: str) -> dict | None:
     result = {}
     for key, field in (("tracking", "tracking_error_xy"), ("return", "return")):
         values = [[_mean(rows, field, idx) for rows in (sim, ref, got)] for idx in draws]
-        shares = np.array([np.nan if (share := gap_recovered(g, s, o)) is None else share for s, o, g in values])
+        shares = np.array([np.nan if (share := gap_recovered(g, s, o, key == "tracking")) is None else share
+                           for s, o, g in values])  # fmt: skip
         margins = np.array([o - s for s, o, _ in values])
         low, high = np.nanpercentile(shares[1:], [5, 95]) if np.isfinite(shares[1:]).any() else (np.nan, np.nan)
         # Within chance: the oracle's own margin over the sim policy has a 90 % interval that includes 0.

@@ -62,7 +62,9 @@ def test_config_refuses_nonsense():
 
 
 def test_gap_recovered_is_the_share_of_the_sim_to_oracle_margin():
-    assert gap_recovered(0.15, sim=0.25, oracle=0.05) == pytest.approx(0.5)  # tracking error: lower is better
+    assert gap_recovered(0.15, sim=0.25, oracle=0.05, lower_is_better=True) == pytest.approx(0.5)
+    assert gap_recovered(0.15, sim=0.25, oracle=0.30, lower_is_better=True) is None  # the oracle tracks worse
+    assert gap_recovered(9.0, sim=8.2, oracle=8.0) is None  # an oracle below the sim policy is no ceiling
     assert gap_recovered(30.0, sim=10.0, oracle=20.0) == pytest.approx(2.0)  # beyond the oracle
     assert gap_recovered(0.2, sim=0.25, oracle=0.25) is None  # nothing to recover
 

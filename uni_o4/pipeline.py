@@ -226,11 +226,12 @@ COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_retur
            ("note", "note", "{}"))  # fmt: skip
 
 
-def gap_recovered(value: float, sim: float, oracle: float) -> float | None:
-    """(value − sim) ÷ (oracle − sim): 0 = the sim policy, 1 = the oracle; None when the oracle is the sim policy
-    (nothing to recover). Whether its margin is more than chance is the benchmark's bootstrap to judge."""
-    margin = oracle - sim
-    return None if abs(margin) <= 1e-9 else (value - sim) / margin
+def gap_recovered(value: float, sim: float, oracle: float, lower_is_better: bool = False) -> float | None:
+    """(value − sim) ÷ (oracle − sim): 0 = the sim policy, 1 = the oracle; None when the oracle is no better than
+    the sim policy (no ceiling: nothing known to recover). Whether its margin is more than chance is the
+    benchmark's bootstrap to judge."""
+    margin = (sim - oracle) if lower_is_better else (oracle - sim)
+    return None if margin <= 1e-9 else (value - sim) / (oracle - sim)
 
 
 def with_gap_recovered(rows: list[dict]) -> list[dict]:
@@ -242,7 +243,7 @@ def with_gap_recovered(rows: list[dict]) -> list[dict]:
         gaps = {}
         if sim is not None and ref is not None and row["profile"] == sim["profile"]:
             gaps = {"gap_tracking": gap_recovered(row["tracking_error_xy"], sim["tracking_error_xy"],
-                                                  ref["tracking_error_xy"]),
+                                                  ref["tracking_error_xy"], lower_is_better=True),
                     "gap_return": gap_recovered(row["mean_return"], sim["mean_return"], ref["mean_return"])}  # fmt: skip
         out.append({"gap_tracking": None, "gap_return": None, **row, **gaps})
     return out
