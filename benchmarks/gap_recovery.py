@@ -7,8 +7,8 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
     ours (sim_ppo)     collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
                        centred on the identified figures (sim_ppo's offline stage and randomisation, before its
                        gate); "ours, narrow" the same with ±10 %, ±0.5 kg, ±2 ms
-    ours, robot-checked  what sim_ppo deploys after the robot's acceptance check of that candidate (its online
-                       stage's first step, on other episodes): the candidate's row, or the sim policy's
+    ours, robot-checked  what sim_ppo deploys after the robot's check of its candidates (--candidates PPO runs;
+                       its online stage's first step, on other episodes): a candidate, or the sim policy
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return. The oracle and the control never
@@ -33,7 +33,7 @@ from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
-from uni_o4.sim_ppo import SimPPOConfig, accept, calibrate_from, load_sim_ppo_config  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, load_sim_ppo_config, pick_on_robot  # noqa: E402
 
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "policy_steps")
 
@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("runs/gap_recovery"))
     p.add_argument("--name", default="gap_recovery")
     p.add_argument("--no-controls", action="store_true", help="skip the narrow and nominal-PPO control rows")
+    p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + 100 k), "
+                   "evaluated each; the robot's check picks among them (default 1)")
     args = p.parse_args()
 
     spec, results = load_robot("go1"), {}
@@ -73,11 +75,14 @@ def main() -> None:
             cfg_ours = load_sim_ppo_config("sim_ppo", {"seed": seed})
             calibrated = str(calibrated_profile(args, root, cfg_ours))
             ours = replace(cfg_ours.dynamics, profile=calibrated)
-            candidate = tune(root / "calibrated_wide", ours, seed)
-            rows["ours (sim_ppo)"] = evaluate("calibrated_wide", candidate)
-            accepted, reasons = robot_check(candidate, args.policy, profile, root / "check", cfg_ours, seed)
-            rows["ours, robot-checked"] = {**rows["ours (sim_ppo)" if accepted else "sim policy"],
-                                           "check": {"accepted": accepted, "reasons": reasons}}  # fmt: skip
+            candidates = [tune(root / ("calibrated_wide" if k == 0 else f"calibrated_wide{k}"), ours, seed + 100 * k)
+                          for k in range(args.candidates)]  # fmt: skip
+            row_of = {str(args.policy): "sim policy"}
+            for k, candidate in enumerate(candidates):
+                row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + 100 * k}"
+                rows[row_of[str(candidate)]] = evaluate("calibrated_wide" if k == 0 else f"calibrated_wide{k}", candidate)
+            picked, records = robot_check(candidates, args.policy, profile, root / "check", cfg_ours, seed)
+            rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
             if not args.no_controls:
                 narrow = DynamicsConfig(profile=calibrated, physics="training")  # ±10 %, ±0.5 kg, ±2 ms
                 rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
@@ -104,15 +109,17 @@ def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) 
     return calibrate_from([logs], root / "calibration", cfg)[0]
 
 
-def robot_check(candidate: Path, incumbent: Path, profile: str, folder: Path, cfg: SimPPOConfig,
-                robot_seed: int) -> tuple[bool, list[str]]:  # fmt: skip
-    """sim_ppo's online acceptance of its offline candidate: the robot runs both on the same episodes (other than
-    the evaluation's); the candidate is deployed only with no more falls or trips and better tracking."""
+def robot_check(candidates: list[Path], incumbent: Path, profile: str, folder: Path, cfg: SimPPOConfig,
+                robot_seed: int) -> tuple[Path, list[dict]]:  # fmt: skip
+    """sim_ppo's online check of its offline candidates: the robot runs them and the incumbent on the same episodes
+    (other than the evaluation's) and picks at most one (sim_ppo.pick_on_robot)."""
     trial = RobotEvalConfig(episodes=cfg.online.acceptance_episodes, episode_s=cfg.online.episode_s,
                             seed=cfg.seed * 1000 + 499, robot_seed=robot_seed)  # fmt: skip
-    scores = {who: evaluation_of(policy, profile, folder / who, load_robot("go1"), trial)
-              for who, policy in (("current", incumbent), ("candidate", candidate))}  # fmt: skip
-    return accept(scores["candidate"], scores["current"])
+
+    def score(who: str, policy: Path) -> dict:
+        return evaluation_of(policy, profile, folder / who, load_robot("go1"), trial)
+
+    return pick_on_robot(candidates, incumbent, score)
 
 
 def print_rows(title: str, rows: dict) -> None:

@@ -90,3 +90,21 @@ def test_training_randomises_over_what_the_calibration_fits_disagree_on():
     assert covered.spread == pytest.approx(0.5)  # kp 0.8 x (1 - 0.5) reaches 0.4
     assert covered.latency_spread_s == pytest.approx(0.004)  # the floor already covers ±2 ms
     assert sim_ppo.covering(wide, {"identified": {}}) == wide  # one fit: the configured spreads
+
+
+def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
+    base = {"tracking_error_xy": 0.2, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0}
+    scores = {"incumbent": base,
+              "falls_more": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.75},
+              "better": {**base, "tracking_error_xy": 0.15, "fall_rate": 0.25, "mean_return": 12.0},
+              "best": {**base, "tracking_error_xy": 0.18, "fall_rate": 0.0, "mean_return": 15.0}}  # fmt: skip
+    seen = []
+
+    def score(who, policy):
+        seen.append(who)
+        return scores[policy]
+
+    picked, records = sim_ppo.pick_on_robot(["falls_more", "better", "best"], "incumbent", score)
+    assert picked == "best" and [r["accepted"] for r in records] == [False, True, True]
+    assert seen == ["current", "candidate", "candidate1", "candidate2"]  # one folder each, the first as before
+    assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
