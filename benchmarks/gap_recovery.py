@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("runs/gap_recovery"))
     p.add_argument("--name", default="gap_recovery")
     p.add_argument("--no-controls", action="store_true", help="skip the narrow and nominal-PPO control rows")
-    p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + 100 k), "
+    p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
                    "evaluated each; the robot's check picks among them (default 1)")
     args = p.parse_args()
 
@@ -75,11 +75,11 @@ def main() -> None:
             cfg_ours = load_sim_ppo_config("sim_ppo", {"seed": seed})
             calibrated = str(calibrated_profile(args, root, cfg_ours))
             ours = replace(cfg_ours.dynamics, profile=calibrated)
-            candidates = [tune(root / ("calibrated_wide" if k == 0 else f"calibrated_wide{k}"), ours, seed + 100 * k)
+            candidates = [tune(root / ("calibrated_wide" if k == 0 else f"calibrated_wide{k}"), ours, seed + k)
                           for k in range(args.candidates)]  # fmt: skip
             row_of = {str(args.policy): "sim policy"}
             for k, candidate in enumerate(candidates):
-                row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + 100 * k}"
+                row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + k}"
                 rows[row_of[str(candidate)]] = evaluate("calibrated_wide" if k == 0 else f"calibrated_wide{k}", candidate)
             picked, records = robot_check(candidates, args.policy, profile, root / "check", cfg_ours, seed)
             rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
