@@ -80,7 +80,8 @@ def main() -> None:
             row_of = {str(args.policy): "sim policy"}
             for k, candidate in enumerate(candidates):
                 row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + k}"
-                rows[row_of[str(candidate)]] = evaluate("calibrated_wide" if k == 0 else f"calibrated_wide{k}", candidate)
+                folder = "calibrated_wide" if k == 0 else f"calibrated_wide{k}"
+                rows[row_of[str(candidate)]] = evaluate(folder, candidate)
             picked, records = robot_check(candidates, args.policy, profile, root / "check", cfg_ours, seed)
             rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
             if not args.no_controls:

@@ -473,8 +473,12 @@ def combine_fits(reports: list[dict], out: Path, settings: CalibrationSettings, 
     profiles = [load_reality_gap(r["profile"]) for r in reports]
     names = list(reports[0]["identified"])
     median = {n: float(np.median([r["identified"][n] for r in reports])) for n in names}
-    noise, bias = (SensorNoise(**{f.name: float(np.median([getattr(getattr(p, group), f.name) for p in profiles]))
-                                  for f in dataclasses.fields(SensorNoise)}) for group in ("noise", "bias"))  # fmt: skip
+    def median_of(group: str) -> SensorNoise:
+        fields = dataclasses.fields(SensorNoise)
+        return SensorNoise(**{f.name: float(np.median([getattr(getattr(p, group), f.name) for p in profiles]))
+                              for f in fields})  # fmt: skip
+
+    noise, bias = median_of("noise"), median_of("bias")
     base = dataclasses.replace(profiles[0], name=out.stem)
     profile = dataclasses.replace(candidate_profile(base, median), noise=noise, bias=bias,
                                   description=describe([Path(f) for f in reports[0]["logs"]], names)
@@ -621,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibrate: {report['policy_steps']} policy steps ({report['walking_steps']} walking); fitted "
           + ", ".join(f"{k}={v:g}" for k, v in report["identified"].items()))
     if "range" in report:
-        print("calibrate: range over the fits " + ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in report["range"].items()))
+        ranges = (f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in report["range"].items())
+        print("calibrate: range over the fits " + ", ".join(ranges))
         print(f"calibrate: held-out loss {fit_err['loss_before']} -> {fit_err['loss_after']} (mean of the fits); "
               f"{report['wall_s']} s -> {args.out}")
         return 0
