@@ -37,6 +37,7 @@ import torch
 from deploy.runtime import Behaviour, torch_threads
 from deploy.session import CollectConfig, Session, SessionConfig
 from real_robot.datalog import set_aside
+from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import ConfigError, save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.spec import RobotSpec
@@ -258,7 +259,7 @@ class OnlineRun:
     def resume(self) -> None:
         if not self.checkpoint.is_file():
             return
-        saved = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(self.checkpoint)
         self.learner.load_state_dict(saved["learner"])
         self.best_learner = saved["best_learner"]
         self.state = OnlineState(**saved["state"])

@@ -1,0 +1,148 @@
+"""Hardening (issue 18): crafted files run no code, bad numbers are refused with one line, crafted ticks are harmless."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from robot_spec.checkpoint import CheckpointError
+from robot_spec.config import CONFIG_DIR
+
+
+# --------------------------------------------------------------------------------------------- crafted pickles
+class _Payload:
+    """Unpickling this calls os.system: a weights_only=False load would create the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    """write(path) puts a crafted pickle at path; the marker must never appear."""
+    marker = tmp_path / "code_ran"
+
+    def write(path: Path, **plain) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({**plain, "x": _Payload(marker)}, path)
+        return path
+
+    yield write
+    assert not marker.exists(), "code from a crafted file ran"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_the_crafted_payload_would_run_code_if_unpickled(tmp_path):
+    # The fixture is a real attack: an unsafe load does create the marker (so the other tests can fail).
+    marker = tmp_path / "code_ran"
+    torch.save({"x": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_artifact_cache_and_stage_checkpoints_refuse_crafted_files(tmp_path, crafted):
+    from uni_o4.artifacts import ArtifactStore, run_resumable
+
+    store = ArtifactStore(tmp_path / "cache")
+    crafted(store.path("critics", "abc"))
+    with pytest.raises(CheckpointError, match="critics-abc.pt"):
+        store.load("critics", "abc")
+    checkpoint = crafted(store.checkpoint_path("critics", "abc"))
+    with pytest.raises(CheckpointError):
+        run_resumable("stage", 3, lambda step: None, {}, checkpoint, progress=False)
+
+
+def test_cached_artefacts_still_load(tmp_path):
+    from uni_o4.artifacts import ArtifactStore, GeneratorState, run_resumable
+
+    store = ArtifactStore(tmp_path)
+    store.save("a", "k", {"w": torch.ones(2), "meta": {"n": 3, "name": "x", "xs": [1.5, None]}})
+    assert store.load("a", "k")["meta"] == {"n": 3, "name": "x", "xs": [1.5, None]}
+    net, gen = torch.nn.Linear(2, 2), torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(net.parameters())
+    state = {"net": net, "opt": opt, "gen": GeneratorState(gen)}
+    ckpt = tmp_path / "run.ckpt"
+    run_resumable("s", 2, lambda step: None, state, ckpt, checkpoint_every=1, progress=False)
+    assert run_resumable("s", 2, lambda step: None, state, ckpt, progress=False) == 2
+
+
+def test_offline_result_refuses_a_crafted_file(tmp_path, crafted):
+    from uni_o4.offline import OfflineResult
+
+    crafted(tmp_path / "offline_result.pt")
+    with pytest.raises(CheckpointError, match="offline_result.pt"):
+        OfflineResult.load(tmp_path)
+
+
+def test_online_checkpoint_refuses_a_crafted_file(tmp_path, crafted):
+    from uni_o4.online import OnlineRun
+
+    class Learner:
+        def state_dict(self):
+            return {}
+
+    crafted(tmp_path / "checkpoint.pt")
+    run = OnlineRun(Learner(), None, None, None, tmp_path, None)
+    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+        run.resume()
+
+
+@pytest.mark.parametrize("algo, filename", [("uni_o4", "offline_result.pt"), ("iql", "algorithm.pt")])
+def test_online_finetune_refuses_a_crafted_offline_result_with_one_line(tmp_path, crafted, capsys, algo, filename):
+    from uni_o4.cli import main
+
+    result = tmp_path / "offline"
+    result.mkdir()
+    (result / "finetune.json").write_text(json.dumps({"algo": algo, "data": []}))
+    (result / "gate.json").write_text(json.dumps({"passed": True}))
+    shutil.copy(CONFIG_DIR / "finetune" / "uni_o4_tiny.yaml", result / "offline_config.yaml")
+    crafted(result / filename)
+    args = ["finetune", "--online", "--policy", str(result), "--stand-in", "strong", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert filename in _one_line_error(capsys)
+
+
+def test_offline_dataset_file_refuses_a_crafted_file(tmp_path, crafted):
+    from uni_o4.dataset import OfflineDataset
+
+    crafted(tmp_path / "data.pt")
+    with pytest.raises(CheckpointError):
+        OfflineDataset.load(tmp_path / "data.pt")
+
+
+def test_sim_pretrain_resume_refuses_a_crafted_checkpoint_and_writes_nothing(tmp_path, crafted, capsys):
+    from sim_pretrain.cli import main
+    from sim_pretrain.train import actor_from_checkpoint
+
+    checkpoint = crafted(tmp_path / "run" / "model_1.pt", actor_state_dict={}, critic_state_dict={}, iter=1)
+    args = ["train", "--preset", "tiny", "--resume", str(checkpoint), "--runs", str(tmp_path / "runs")]
+    assert main(args) == 2
+    assert "model_1.pt" in _one_line_error(capsys)
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model_1.pt"]  # no config.yaml written there
+    with pytest.raises(CheckpointError):
+        actor_from_checkpoint(checkpoint, None)
+
+
+def test_sim_pretrain_resume_refuses_a_plain_file_that_is_no_checkpoint(tmp_path, capsys):
+    from sim_pretrain.cli import main
+
+    checkpoint = tmp_path / "model_1.pt"
+    torch.save({"hello": torch.zeros(1)}, checkpoint)
+    assert main(["train", "--preset", "tiny", "--resume", str(checkpoint)]) == 2
+    assert "not an rsl_rl checkpoint" in _one_line_error(capsys)
+    checkpoint.write_bytes(b"not a checkpoint at all")
+    assert main(["train", "--preset", "tiny", "--resume", str(checkpoint)]) == 2
+    assert "model_1.pt" in _one_line_error(capsys)
