@@ -26,7 +26,7 @@ from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
 from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
 from real_robot.clock import now_us
-from robot_spec.config import load_config, named_config
+from robot_spec.config import check_fields, load_config, named_config
 from robot_spec.policy_io import LoadedPolicy
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.spec import RobotSpec
@@ -44,6 +44,15 @@ class RuntimeConfig:
     torch_threads: int = 1  # while the runtime lives (its policy is a small MLP); given back on close
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     keyboard_step_fraction: float = 0.1  # of the speed range per key press
+
+    def __post_init__(self) -> None:
+        # A negative soft start skips it, a NaN timeout or grace waits or spins for ever: refused at load.
+        check_fields(self, "soft_start_s stand_s host_stall_allowance_s", 0.0, 60.0)
+        check_fields(self, "first_state_timeout_s", 0.0, 600.0, low_open=True)
+        check_fields(self, "late_state_grace", 0.0, 50.0)
+        check_fields(self, "stop_damping_s", 0.0, 10.0)
+        check_fields(self, "torch_threads", 1, 1024, integer=True)
+        check_fields(self, "keyboard_step_fraction", 0.0, 1.0, low_open=True)
 
 
 def load_runtime_config(name_or_path: str = "runtime", overrides: dict | None = None) -> RuntimeConfig:

@@ -146,3 +146,102 @@ def test_sim_pretrain_resume_refuses_a_plain_file_that_is_no_checkpoint(tmp_path
     checkpoint.write_bytes(b"not a checkpoint at all")
     assert main(["train", "--preset", "tiny", "--resume", str(checkpoint)]) == 2
     assert "model_1.pt" in _one_line_error(capsys)
+
+
+# --------------------------------------------------------------------------------------------- numbers validated
+def _runtime_yaml(tmp_path, **changes) -> Path:
+    import yaml
+
+    data = yaml.safe_load((CONFIG_DIR / "deploy" / "runtime.yaml").read_text())
+    path = tmp_path / "runtime.yaml"
+    path.write_text(yaml.safe_dump({**data, **changes}))
+    return path
+
+
+@pytest.mark.parametrize("field, value", [
+    ("soft_start_s", -5.0), ("first_state_timeout_s", float("nan")), ("late_state_grace", float("nan")),
+    ("first_state_timeout_s", 0.0), ("stop_damping_s", float("inf")), ("torch_threads", 0),
+    ("keyboard_step_fraction", -0.1),
+])  # fmt: skip
+def test_runtime_config_refuses_bad_numbers_naming_the_field(tmp_path, field, value):
+    from deploy.runtime import load_runtime_config
+    from robot_spec.config import ConfigError
+
+    path = _runtime_yaml(tmp_path, **{field: value})
+    with pytest.raises(ConfigError, match=f"runtime.yaml: RuntimeConfig.{field} = ") as err:
+        load_runtime_config(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_runtime_config_accepts_the_shipped_and_edge_values(tmp_path):
+    from deploy.runtime import RuntimeConfig, load_runtime_config
+
+    load_runtime_config("runtime"), load_runtime_config("runtime_fast")
+    RuntimeConfig(soft_start_s=0.0, stand_s=0.0)  # straight to the policy (benchmarks/control_loop.py)
+    with pytest.raises(ValueError, match="remote"):
+        load_runtime_config(str(_runtime_yaml(tmp_path, remote={"deadzone": 0.05, "timeout_s": float("nan")})))
+
+
+def test_a_nan_speed_in_a_command_schedule_is_refused(tmp_path):
+    import yaml
+
+    from deploy.commands import load_schedule, load_speed_preset
+    from robot_spec.config import ConfigError
+
+    path = tmp_path / "schedule.yaml"
+    path.write_text(yaml.safe_dump({"segments": [{"duration_s": 2.0, "vx": float("nan")}]}))
+    with pytest.raises(ConfigError, match=r"segments\[0\]: Segment.vx = nan"):
+        load_schedule(str(path), load_speed_preset("high"))
+    path.write_text(yaml.safe_dump({"segments": [{"duration_s": float("inf"), "vx": 0.5}]}))
+    with pytest.raises(ConfigError, match="Segment.duration_s = inf"):
+        load_schedule(str(path), load_speed_preset("high"))
+
+
+@pytest.mark.parametrize("preset, section, key", [
+    ("uni_o4_tiny", "critics", "steps"), ("uni_o4_tiny", "behaviour", "batch_size"),
+    ("uni_o4_tiny", "improvement", "steps"), ("uni_o4_tiny", "dynamics", "batch_size"),
+    ("iql_quick", None, "offline_steps"), ("calql_quick", None, "batch_size"), ("o3f_quick", None, "batch_size"),
+    ("online_quick", "ppo", "minibatch_size"), ("online_quick", None, "offpolicy_steps"),
+])  # fmt: skip
+def test_fine_tuning_presets_refuse_negative_steps_and_batch_sizes(preset, section, key):
+    from robot_spec.config import ConfigError, load_config
+    from uni_o4.offline import OfflineConfig
+    from uni_o4.online import OnlineConfig
+    from uni_o4.registry import load_baseline_config
+
+    path = CONFIG_DIR / "finetune" / f"{preset}.yaml"
+    change = {section: {key: -5}} if section else {key: -5}
+    with pytest.raises(ConfigError, match=f"{key} = -5"):
+        if preset.startswith("online"):
+            load_config(OnlineConfig, path, change)
+        elif preset.startswith("uni_o4"):
+            load_config(OfflineConfig, path, change)
+        else:
+            load_baseline_config(preset.split("_")[0], path, change)
+
+
+def test_sim_pretrain_train_refuses_negative_iterations_with_one_line(tmp_path, capsys):
+    from sim_pretrain.cli import main
+
+    assert main(["train", "--preset", "tiny", "--iterations", "-1", "--runs", str(tmp_path)]) == 2
+    assert "--iterations = -1" in _one_line_error(capsys)
+    assert not any(tmp_path.iterdir())  # nothing trained or exported
+
+
+@pytest.mark.parametrize("command", [
+    ["deploy", "run", "--policy", "p.pt", "--speed", "low", "--duration", "nan"],
+    ["deploy", "run", "--policy", "p.pt", "--speed", "low", "--duration", "inf"],
+    ["sim-robot", "--profile", "none", "--port", "0", "--lcm-url", "memq://", "--duration", "nan"],
+    ["bridge", "--lcm-url", "memq://", "--duration", "nan"],
+    ["collect", "--policy", "p.pt", "--episode-s", "inf"],
+    ["collect", "--policy", "p.pt", "--reset-settle-s", "nan"],
+])  # fmt: skip
+def test_numeric_flags_refuse_nan_and_inf_with_exit_2_and_one_line(command, capsys):
+    from deploy.cli import main as deploy_main
+    from real_robot.cli import main as real_robot_main
+
+    main = deploy_main if command[0] == "deploy" else real_robot_main
+    assert main(command[1:] if command[0] == "deploy" else command) == 2
+    flag = next(a for a in command if a in ("--duration", "--episode-s", "--reset-settle-s"))
+    assert flag in _one_line_error(capsys)
+
