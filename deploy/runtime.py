@@ -31,6 +31,8 @@ from robot_spec.policy_io import LoadedPolicy
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.spec import RobotSpec
 
+MAX_POLL_S = 0.05  # the loop waits for state in slices this long at most, re-judging robot time after each
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -385,7 +387,7 @@ class Runtime:
             now = self.robot_now_us(state, wall)
             if min(state.robot_tick_us, state.body_tick_us) >= self.next_tick or now >= self.next_tick + self.grace_us:
                 return now
-            self.io.poll((self.next_tick + self.grace_us - now) / 1e6)
+            self.io.poll(min((self.next_tick + self.grace_us - now) / 1e6, MAX_POLL_S))
 
     # -- one control period
     def step(self) -> dict:

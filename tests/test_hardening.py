@@ -245,3 +245,93 @@ def test_numeric_flags_refuse_nan_and_inf_with_exit_2_and_one_line(command, caps
     flag = next(a for a in command if a in ("--duration", "--episode-s", "--reset-settle-s"))
     assert flag in _one_line_error(capsys)
 
+
+# --------------------------------------------------------------------------------------------- crafted ticks
+def _joint_state(tick: int, q):
+    from real_robot.lcm_types.go1lcm import joint_state_t
+
+    msg = joint_state_t()
+    msg.timestamp_us, msg.robot_tick_us = 0, tick
+    msg.q, msg.dq, msg.tau_est = list(q), [0.0] * 12, [0.0] * 12
+    return msg
+
+
+def _body_state(tick: int):
+    from real_robot.lcm_types.go1lcm import body_state_t
+
+    msg = body_state_t()
+    msg.timestamp_us, msg.robot_tick_us = 0, tick
+    msg.quaternion, msg.rpy, msg.gyro, msg.accelerometer = [1.0, 0, 0, 0], [0.0] * 3, [0.0] * 3, [0, 0, 9.81]
+    msg.foot_force = [20.0] * 4
+    return msg
+
+
+def _crafted_tick_rig(spec, tmp_path, crafted: dict[int, int]):
+    """The real LcmRobotIO and Runtime, fed a 500 Hz board (one state per poll) plus crafted joint states
+    (`crafted[n]`: a tick sent after the n-th genuine state). A wait longer than a second is a stall."""
+    from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset
+    from deploy.lcm_io import LcmRobotIO
+    from deploy.runtime import Controller, Runtime, RuntimeConfig
+    from deploy.safety import SafetyMonitor, load_safety_config
+    from robot_spec.policy_io import ActorMLP, load_policy, save_policy
+
+    class Board(LcmRobotIO):
+        sent = 0
+
+        def poll(self, timeout_s):
+            assert timeout_s <= 1.0, f"the loop waits {timeout_s} s for state: a stall"
+            assert self.sent < 5000, "the loop never steps again: a stall"
+            tick = 2000 * self.sent
+            self._on_joint_state(_joint_state(tick, spec.default_pose), 0)
+            self._on_body_state(_body_state(tick), 0)
+            if self.sent in crafted:
+                self._on_joint_state(_joint_state(crafted[self.sent], spec.default_pose), 0)
+            self.sent += 1
+            super().poll(0.0)
+
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, [8])
+    save_policy(actor, spec, tmp_path / "p.pt", {"source": "test"})
+    policy = load_policy(tmp_path / "p.pt", spec)
+    cfg = RuntimeConfig(soft_start_s=0.1, stand_s=0.1, realtime=False)
+    commands = ScheduledCommand(load_schedule("stand", load_speed_preset("low")))
+    controller = Controller(spec, policy, SafetyMonitor(spec, load_safety_config("go1")), commands, cfg)
+    io = Board("memq://", "crafted_")
+    return Runtime(controller, io, cfg), io
+
+
+@pytest.mark.parametrize("crafted_tick", [2**62, 10_000_000, 2**63 - 1, -5])
+@pytest.mark.parametrize("when", [0, 30])  # the first message deploy hears, or mid-run
+def test_a_crafted_tick_neither_crashes_nor_stalls_deploy(spec, tmp_path, crafted_tick, when):
+    from deploy.lcm_io import RESYNC_STATES
+
+    runtime, io = _crafted_tick_rig(spec, tmp_path, {when: crafted_tick, when + 1: crafted_tick})
+    records = []
+    runtime.on_step = records.append
+    runtime.run(max_steps=40)
+    ticks = [r["robot_tick_us"] for r in records]
+    period = runtime.period_us
+    assert ticks == list(range(ticks[0], ticks[0] + 40 * period, period))  # paced by the board, no jump
+    assert all(r["state"].robot_tick_us < 10**7 for r in records)
+    assert 2 <= io.refused_states <= 2 + 2 * RESYNC_STATES  # the crafted ones, and those before a first base
+    assert not any(r["trip"] for r in records)
+    io.close()
+
+
+def test_a_real_clock_jump_is_followed_after_a_few_states():
+    from deploy.lcm_io import RESYNC_STATES, TickWindow
+
+    window = TickWindow()
+    assert [window.accept(t) for t in range(0, 20_000, 2000)] == [False] * (RESYNC_STATES - 1) + [True] * 6
+    assert not window.accept(10**7) and not window.accept(2**62)  # one crafted state each: refused
+    jumped = [60_000_000 + 2000 * i for i in range(RESYNC_STATES)]
+    assert [window.accept(t) for t in jumped] == [False] * (RESYNC_STATES - 1) + [True]  # a restarted board
+    assert window.accept(jumped[-1] + 2000) and window.newest == jumped[-1] + 2000
+
+
+def test_lcm_waits_are_bounded_and_nan_safe():
+    from real_robot.lcm_bus import LcmNode
+
+    node = LcmNode("memq://")
+    assert node.handle(float("nan")) == 0 and node.handle(-1.0) == 0
+    node.close()
+
