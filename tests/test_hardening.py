@@ -335,3 +335,30 @@ def test_lcm_waits_are_bounded_and_nan_safe():
     assert node.handle(float("nan")) == 0 and node.handle(-1.0) == 0
     node.close()
 
+
+# --------------------------------------------------------------------------------------------- damaged logs
+def test_a_flipped_byte_keeps_every_record_before_it(tmp_path):
+    import numpy as np
+
+    from real_robot.datalog import FRAME, LogWriter, read_log_folder, salvage_episode
+
+    schema = {"timestamp_us": ("int64", ()), "step": ("int64", ())}
+    with LogWriter(tmp_path, schema) as writer:
+        path = writer.start_episode()
+        for step in range(30):
+            writer.append({"timestamp_us": np.int64(step), "step": np.int64(step)})
+    data = bytearray(path.read_bytes())
+    frame = FRAME.size + 16  # one record frame
+    last = len(data) - frame
+    data[last + FRAME.size + 2] ^= 0x01  # the newest record: no valid frame after it
+    path.write_bytes(bytes(data))
+    episode, damage = salvage_episode(path)
+    assert episode.records["step"].tolist() == list(range(29)) and episode.outcome == "interrupted"
+    assert [(d.path, d.offset) for d in damage] == [(path, last)]
+    with pytest.warns(UserWarning, match=f"{path.name} at byte offset {last}"):
+        assert read_log_folder(tmp_path, skip_damaged=True).num_records == 29
+    data[10] ^= 0x01  # the header: without the schema nothing is usable
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="offset 0"):
+        log = read_log_folder(tmp_path, skip_damaged=True)
+    assert not log.episodes and log.damaged[0].offset == 0
