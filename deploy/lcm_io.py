@@ -9,6 +9,7 @@ corrupt state far from the robot's clock is counted in `refused_states` and drop
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 
@@ -30,6 +31,7 @@ ARM_TARGETS = ("deploy", "all")
 MAX_TICK_US = 2**53  # no robot clock gets here (285 years); below it, tick arithmetic in floats stays exact
 TICK_WINDOW_US = 500_000  # a state this far (robot time) from the newest accepted tick is implausible ...
 RESYNC_STATES = 5  # ... unless this many states in a row continue it: the robot's clock really jumped
+ODOMETRY_KEPT = 32  # recent odometry messages kept to pair with a state by time (0.32 s at 100 Hz)
 
 
 class TickWindow:
@@ -72,7 +74,8 @@ class LcmRobotIO:
     def __init__(self, url: str, channel_prefix: str = ""):
         self.node = LcmNode(url, channel_prefix)
         self.state: RobotState | None = None
-        self.odometry: Odometry | None = None
+        self.odometry: Odometry | None = None  # the newest
+        self._odometry: deque[tuple[int, Odometry]] = deque(maxlen=ODOMETRY_KEPT)  # (sender's stamp, odometry)
         self._joint: joint_state_t | None = None
         self._body: body_state_t | None = None
         self._tick: tuple[int, float, int] | None = None  # newest tick, host time it arrived, states repeating it
@@ -134,6 +137,14 @@ class LcmRobotIO:
         self.odometry = Odometry(
             _array(msg.position), _array(msg.quaternion), _array(msg.lin_vel_body), _array(msg.ang_vel_body)
         )
+        self._odometry.append((msg.timestamp_us, self.odometry))
+
+    def odometry_at(self, stamp_us: float) -> Odometry | None:
+        """The newest odometry stamped at or before `stamp_us` (its sender's clock), never one from later."""
+        for stamp, odometry in reversed(self._odometry):
+            if stamp <= stamp_us:
+                return odometry
+        return None
 
     def _on_arm_request(self, msg: arm_request_t, _received_us: int) -> None:
         if msg.target in ARM_TARGETS:

@@ -129,9 +129,10 @@ class RobotIO(Protocol):
     """What the runtime needs from the robot side (LCM in deploy/lcm_io.py)."""
 
     state: RobotState | None
-    odometry: Odometry | None
 
     def poll(self, timeout_s: float) -> None: ...  # handle incoming messages for at most timeout_s
+
+    def odometry_at(self, stamp_us: float) -> Odometry | None: ...  # the newest stamped at or before stamp_us
 
     def remote(self) -> RemoteSticks | None: ...
 
@@ -407,12 +408,19 @@ class Runtime:
         self.io.publish_status(record["trip"], record["trip_count"])
         record.update(
             step=self.step_count, robot_tick_us=self.next_tick, timestamp_us=int(wall * 1e6), publish_us=publish_us,
-            state=state, odometry=self.io.odometry or Odometry.missing(),
+            state=state, odometry=self._odometry(state),
         )  # fmt: skip
         self._advance(state, wall)
         if self.on_step is not None:
             self.on_step(record)
         return record
+
+    def _odometry(self, state: RobotState) -> Odometry:
+        """The odometry of the state's time, never a newer one that arrived by its shorter path (a log row must
+        not mix times). It is stamped with the clock the bridge uses in the mode: the host's in real time (as
+        the state's stamp), robot time in the stand-in's fast mode (as the state's tick)."""
+        clock_us = state.stamp_us if self.cfg.realtime else state.robot_tick_us
+        return self.io.odometry_at(clock_us) or Odometry.missing()
 
     def _context(self, state: RobotState, now_us: float, wall: float) -> StepContext:
         if self.step_count == 0:

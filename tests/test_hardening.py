@@ -266,9 +266,20 @@ def _body_state(tick: int):
     return msg
 
 
-def _crafted_tick_rig(spec, tmp_path, crafted: dict[int, int]):
+def _odometry(stamp_us: int):
+    from real_robot.lcm_types.go1lcm import odometry_t
+
+    msg = odometry_t()
+    msg.timestamp_us, msg.position = stamp_us, [float(stamp_us), 0.0, 0.3]
+    msg.quaternion, msg.lin_vel_body, msg.ang_vel_body = [1.0, 0, 0, 0], [0.0] * 3, [0.0] * 3
+    return msg
+
+
+def _crafted_tick_rig(spec, tmp_path, crafted: dict[int, int], odometry_lead_us: int | None = None):
     """The real LcmRobotIO and Runtime, fed a 500 Hz board (one state per poll) plus crafted joint states
-    (`crafted[n]`: a tick sent after the n-th genuine state). A wait longer than a second is a stall."""
+    (`crafted[n]`: a tick sent after the n-th genuine state). A wait longer than a second is a stall.
+    `odometry_lead_us`: odometry of each state's tick (robot time, as the stand-in's fast mode stamps it), and
+    one that far ahead which arrived first by its shorter path."""
     from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset
     from deploy.lcm_io import LcmRobotIO
     from deploy.runtime import Controller, Runtime, RuntimeConfig
@@ -282,6 +293,9 @@ def _crafted_tick_rig(spec, tmp_path, crafted: dict[int, int]):
             assert timeout_s <= 1.0, f"the loop waits {timeout_s} s for state: a stall"
             assert self.sent < 5000, "the loop never steps again: a stall"
             tick = 2000 * self.sent
+            if odometry_lead_us is not None:
+                self._on_odometry(_odometry(tick), 0)
+                self._on_odometry(_odometry(tick + odometry_lead_us), 0)
             self._on_joint_state(_joint_state(tick, spec.default_pose), 0)
             self._on_body_state(_body_state(tick), 0)
             if self.sent in crafted:
@@ -362,3 +376,14 @@ def test_a_flipped_byte_keeps_every_record_before_it(tmp_path):
     with pytest.warns(UserWarning, match="offset 0"):
         log = read_log_folder(tmp_path, skip_damaged=True)
     assert not log.episodes and log.damaged[0].offset == 0
+
+
+# --------------------------------------------------------------------------------------------- odometry pairing
+def test_a_log_row_never_pairs_a_state_with_newer_odometry(spec, tmp_path):
+    runtime, io = _crafted_tick_rig(spec, tmp_path, {}, odometry_lead_us=2000)
+    records = []
+    runtime.on_step = records.append
+    runtime.run(max_steps=10)
+    assert [r["odometry"].position[0] for r in records] == [r["state"].robot_tick_us for r in records]
+    assert io.odometry_at(-1) is None  # none yet at that time: logged as NaN, not as a later one
+    io.close()
