@@ -16,7 +16,7 @@ from deploy.command_sources import make_command_source
 from deploy.commands import load_speed_preset
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
-from robot_spec.config import ConfigError, to_dict
+from robot_spec.config import ConfigError, check_number, to_dict
 from robot_spec.policy_io import load_policy
 from robot_spec.spec import PolicyMismatchError, load_robot
 
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.duration is not None and args.duration <= 0:
-        raise ValueError(f"--duration must be positive, got {args.duration}")
+    check_number("--duration", args.duration, 0.0, 1e9, low_open=True)  # None: until Ctrl-C
     spec = load_robot(args.robot)
     policy = load_policy(args.policy, spec, device=args.device)  # refuses another robot or observation layout
     with ExitStack() as stack:

@@ -17,7 +17,7 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
-from robot_spec.config import ConfigError, load_config, named_config
+from robot_spec.config import ConfigError, check_fields, check_number, load_config, named_config
 
 AXES = ("vx", "vy", "yaw_rate")
 
@@ -30,6 +30,8 @@ class SpeedPreset:
 
     def __post_init__(self) -> None:
         for name, (low, high) in zip(AXES, self.ranges()):
+            for end, value in (("min", low), ("max", high)):
+                check_number(f"speed preset: {name} {end}", value, -10.0, 10.0)
             if not low <= 0.0 <= high:
                 raise ConfigError(f"speed preset: the {name} range [{low}, {high}] must contain 0 (standing still)")
 
@@ -73,6 +75,10 @@ class RemoteConfig:
     deadzone: float = 0.05  # stick travel ignored around the centre
     timeout_s: float = 0.5  # sticks older than this command a stop
 
+    def __post_init__(self) -> None:
+        check_fields(self, "deadzone", 0.0, 1.0)
+        check_fields(self, "timeout_s", 0.0, 10.0, low_open=True)
+
 
 class RemoteCommand:
     """Left stick: forward (up) and sideways (left); right stick: turn (left). Full travel = the preset's range end."""
@@ -97,6 +103,10 @@ class Segment:
     vy: float = 0.0
     yaw_rate: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_fields(self, "duration_s", 0.0, 1e6, low_open=True)
+        check_fields(self, "vx vy yaw_rate")  # finite: a NaN passes every comparison with the speed preset
+
     @property
     def command(self) -> np.ndarray:
         return np.array([self.vx, self.vy, self.yaw_rate])
@@ -110,8 +120,6 @@ class Schedule:
     def __post_init__(self) -> None:
         if not self.segments:
             raise ConfigError("command schedule: needs at least one segment")
-        if any(s.duration_s <= 0 for s in self.segments):
-            raise ConfigError("command schedule: every segment needs duration_s > 0")
 
     @property
     def duration_s(self) -> float:

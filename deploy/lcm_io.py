@@ -2,12 +2,14 @@
 
 Single-threaded: `poll(timeout)` waits on the LCM socket and dispatches whatever arrived, so the control loop
 never races a handler thread. Every joint or body state builds a fresh `RobotState`, so a record handed to a
-logger is never changed afterwards.
+logger is never changed afterwards. Received ticks pass a plausibility window (`TickWindow`): a crafted or
+corrupt state far from the robot's clock is counted in `refused_states` and dropped, never paced by.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 
@@ -26,6 +28,42 @@ from real_robot.lcm_types.go1lcm import (
 )
 
 ARM_TARGETS = ("deploy", "all")
+MAX_TICK_US = 2**53  # no robot clock gets here (285 years); below it, tick arithmetic in floats stays exact
+TICK_WINDOW_US = 500_000  # a state this far (robot time) from the newest accepted tick is implausible ...
+RESYNC_STATES = 5  # ... unless this many states in a row continue it: the robot's clock really jumped
+ODOMETRY_KEPT = 32  # recent odometry messages kept to pair with a state by time (0.32 s at 100 Hz)
+
+
+class TickWindow:
+    """Plausibility window on received robot ticks. A tick within TICK_WINDOW_US of the newest accepted one is
+    accepted; the first tick, and one outside the window, only once RESYNC_STATES states in a row continue it
+    (the robot's clock at start, a restarted bridge or board), so one crafted message (2**62, or 10 s ahead)
+    can neither overflow nor stall the loop, even as the first message deploy hears."""
+
+    def __init__(self) -> None:
+        self.newest: int | None = None
+        self.refused = 0
+        self._chain: tuple[int, int] | None = None  # an implausible tick and how many states in a row continue it
+
+    def accept(self, tick: int) -> bool:
+        if not 0 <= tick <= MAX_TICK_US:
+            self.refused += 1
+            return False
+        if self.newest is not None and abs(tick - self.newest) <= TICK_WINDOW_US:
+            self.newest = max(self.newest, tick)
+            return True
+        chain = self._chain
+        count = chain[1] + 1 if chain is not None and 0 < tick - chain[0] <= TICK_WINDOW_US else 1
+        if count >= RESYNC_STATES:
+            self.newest, self._chain = tick, None
+            return True
+        self._chain = (tick, count)
+        self.refused += 1
+        return False
+
+    def near(self, tick: int) -> bool:
+        """A tick beside the accepted ones (a body state's), without moving the window."""
+        return 0 <= tick <= MAX_TICK_US and (self.newest is None or abs(tick - self.newest) <= TICK_WINDOW_US)
 
 
 def _array(values) -> np.ndarray:
@@ -36,11 +74,14 @@ class LcmRobotIO:
     def __init__(self, url: str, channel_prefix: str = ""):
         self.node = LcmNode(url, channel_prefix)
         self.state: RobotState | None = None
-        self.odometry: Odometry | None = None
+        self.odometry: Odometry | None = None  # the newest
+        self._odometry: deque[tuple[int, Odometry]] = deque(maxlen=ODOMETRY_KEPT)  # (sender's stamp, odometry)
         self._joint: joint_state_t | None = None
         self._body: body_state_t | None = None
         self._tick: tuple[int, float, int] | None = None  # newest tick, host time it arrived, states repeating it
         self._tick_step_us = 0
+        self._ticks = TickWindow()
+        self.refused_states = 0  # joint/body states dropped as implausible (see TickWindow)
         self._arm_requested = False
         self._bridge: BridgeStatus | None = None
         self.node.subscribe("joint_state", self._on_joint_state)
@@ -56,7 +97,12 @@ class LcmRobotIO:
 
     def _on_joint_state(self, msg: joint_state_t, _received_us: int) -> None:
         """Track when the newest tick arrived and how many states have repeated it since (a frozen board)."""
-        tick = msg.robot_tick_us
+        tick, previous = msg.robot_tick_us, self._ticks.newest
+        if not self._ticks.accept(tick):
+            self.refused_states += 1
+            return
+        if previous is not None and abs(tick - previous) > TICK_WINDOW_US:  # the clock really jumped: a new base
+            self._tick = None
         if self._tick is None or tick > self._tick[0]:
             if self._tick is not None:
                 step = tick - self._tick[0]
@@ -69,6 +115,9 @@ class LcmRobotIO:
         self._rebuild_state()
 
     def _on_body_state(self, msg: body_state_t, _received_us: int) -> None:
+        if not self._ticks.near(msg.robot_tick_us):
+            self.refused_states += 1
+            return
         self._body = msg
         self._rebuild_state()
 
@@ -88,6 +137,14 @@ class LcmRobotIO:
         self.odometry = Odometry(
             _array(msg.position), _array(msg.quaternion), _array(msg.lin_vel_body), _array(msg.ang_vel_body)
         )
+        self._odometry.append((msg.timestamp_us, self.odometry))
+
+    def odometry_at(self, stamp_us: float) -> Odometry | None:
+        """The newest odometry stamped at or before `stamp_us` (its sender's clock), never one from later."""
+        for stamp, odometry in reversed(self._odometry):
+            if stamp <= stamp_us:
+                return odometry
+        return None
 
     def _on_arm_request(self, msg: arm_request_t, _received_us: int) -> None:
         if msg.target in ARM_TARGETS:

@@ -26,10 +26,12 @@ from deploy.commands import CommandSource, RemoteConfig, RemoteSticks
 from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
 from real_robot.clock import now_us
-from robot_spec.config import load_config, named_config
+from robot_spec.config import check_fields, load_config, named_config
 from robot_spec.policy_io import LoadedPolicy
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.spec import RobotSpec
+
+MAX_POLL_S = 0.05  # the loop waits for state in slices this long at most, re-judging robot time after each
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,15 @@ class RuntimeConfig:
     torch_threads: int = 1  # while the runtime lives (its policy is a small MLP); given back on close
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     keyboard_step_fraction: float = 0.1  # of the speed range per key press
+
+    def __post_init__(self) -> None:
+        # A negative soft start skips it, a NaN timeout or grace waits or spins for ever: refused at load.
+        check_fields(self, "soft_start_s stand_s host_stall_allowance_s", 0.0, 60.0)
+        check_fields(self, "first_state_timeout_s", 0.0, 600.0, low_open=True)
+        check_fields(self, "late_state_grace", 0.0, 50.0)
+        check_fields(self, "stop_damping_s", 0.0, 10.0)
+        check_fields(self, "torch_threads", 1, 1024, integer=True)
+        check_fields(self, "keyboard_step_fraction", 0.0, 1.0, low_open=True)
 
 
 def load_runtime_config(name_or_path: str = "runtime", overrides: dict | None = None) -> RuntimeConfig:
@@ -118,9 +129,10 @@ class RobotIO(Protocol):
     """What the runtime needs from the robot side (LCM in deploy/lcm_io.py)."""
 
     state: RobotState | None
-    odometry: Odometry | None
 
     def poll(self, timeout_s: float) -> None: ...  # handle incoming messages for at most timeout_s
+
+    def odometry_at(self, stamp_us: float) -> Odometry | None: ...  # the newest stamped at or before stamp_us
 
     def remote(self) -> RemoteSticks | None: ...
 
@@ -376,7 +388,7 @@ class Runtime:
             now = self.robot_now_us(state, wall)
             if min(state.robot_tick_us, state.body_tick_us) >= self.next_tick or now >= self.next_tick + self.grace_us:
                 return now
-            self.io.poll((self.next_tick + self.grace_us - now) / 1e6)
+            self.io.poll(min((self.next_tick + self.grace_us - now) / 1e6, MAX_POLL_S))
 
     # -- one control period
     def step(self) -> dict:
@@ -396,12 +408,19 @@ class Runtime:
         self.io.publish_status(record["trip"], record["trip_count"])
         record.update(
             step=self.step_count, robot_tick_us=self.next_tick, timestamp_us=int(wall * 1e6), publish_us=publish_us,
-            state=state, odometry=self.io.odometry or Odometry.missing(),
+            state=state, odometry=self._odometry(state),
         )  # fmt: skip
         self._advance(state, wall)
         if self.on_step is not None:
             self.on_step(record)
         return record
+
+    def _odometry(self, state: RobotState) -> Odometry:
+        """The odometry of the state's time, never a newer one that arrived by its shorter path (a log row must
+        not mix times). It is stamped with the clock the bridge uses in the mode: the host's in real time (as
+        the state's stamp), robot time in the stand-in's fast mode (as the state's tick)."""
+        clock_us = state.stamp_us if self.cfg.realtime else state.robot_tick_us
+        return self.io.odometry_at(clock_us) or Odometry.missing()
 
     def _context(self, state: RobotState, now_us: float, wall: float) -> StepContext:
         if self.step_count == 0:

@@ -36,7 +36,7 @@ from deploy.safety import SafetyMonitor, load_safety_config
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
 from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
-from robot_spec.config import to_dict
+from robot_spec.config import check_number, to_dict
 from robot_spec.policy_io import LoadedPolicy, load_policy
 from robot_spec.spec import RobotSpec, load_robot
 
@@ -61,8 +61,7 @@ class SessionConfig:
     device: str = "cpu"  # torch device of the policy
 
     def __post_init__(self) -> None:
-        if self.reset_settle_s < 0:
-            raise ValueError(f"reset_settle_s must not be negative, got {self.reset_settle_s}")
+        check_number("--reset-settle-s", self.reset_settle_s, 0.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,8 @@ class CollectConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name} must be positive, got {value}")
-        if self.episode_s <= 0 or self.seed < 0:
-            raise ValueError("--episode-s must be positive, --seed not negative")
+        check_number("--episode-s", self.episode_s, 0.0, 3600.0, low_open=True)
+        check_number("--seed", self.seed, 0, integer=True)
         if not 0 <= self.action_noise <= MAX_ACTION_NOISE:
             raise ValueError(f"--action-noise must be in [0, {MAX_ACTION_NOISE}], got {self.action_noise}")
 

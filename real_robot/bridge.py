@@ -46,7 +46,7 @@ from real_robot.lcm_types.go1lcm import (
 )
 from real_robot.unitree_wire import LOWLEVEL, POS_STOP_F, SERVO_MODE, decode_remote
 from real_robot.watchdog import Watchdog, WatchdogStatus
-from robot_spec.config import ConfigError, load_config, named_config
+from robot_spec.config import ConfigError, check_number, load_config, named_config
 from robot_spec.spec import RobotSpec, load_robot
 
 TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")
@@ -453,9 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.duration < 0:
-        parser.error(f"--duration {args.duration}: expected seconds >= 0")
     try:
+        check_number("--duration", args.duration, 0.0, 1e9)  # NaN would run for ever
         spec = load_robot(args.robot)
         cfg = load_bridge_config(
             args.robot, robot_ip=args.robot_ip, robot_port=args.robot_port, local_port=args.local_port,

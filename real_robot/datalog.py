@@ -9,8 +9,10 @@ Robot time is the scarcest resource, so the format is built to lose at most the 
   torn last frame (a frame cut short, or zeros left by a power cut) is just the interrupted tail, its size
   reported in `Episode.dropped_tail_bytes`: neither is damage;
 - anything else is damage (a CRC mismatch, even in the last frame; garbage; frames out of order): it raises
-  `DamagedLogError` naming the file and the byte offset; with `skip_damaged=True` the damaged file is
-  reported (warning + `LogFolder.damaged`) and every other file loads. A damaged file is left out whole.
+  `DamagedLogError` naming the file and the byte offset; with `skip_damaged=True` the damage is reported
+  (warning + `LogFolder.damaged`, by file and offset) and every intact frame is kept: those before the
+  damage, and those after it from the next valid frame on (`salvage_episode`). Only a damaged header loses
+  the file.
 
 Schema: field name -> (numpy dtype, shape), e.g. {"timestamp_us": ("int64", ()), "q": ("float32", (12,))}.
 Every schema has TIMESTAMP_FIELD ("timestamp_us", int64, CLOCK_MONOTONIC microseconds): every record carries
@@ -145,28 +147,40 @@ def _is_torn_tail(data: bytes, offset: int) -> bool:
     return magic == MAGIC and offset + FRAME.size + length > len(data)
 
 
-def _valid_frame_after(data: bytes, offset: int) -> bool:
-    """Whether any valid frame starts after `offset` (then the bad bytes are damage, not a torn tail)."""
-    offset = data.find(MAGIC, offset + 1)
-    while offset >= 0:
-        if not isinstance(_frame_at(data, offset), str):
-            return True
-        offset = data.find(MAGIC, offset + 1)
-    return False
-
-
-def _read_frames(path: Path, data: bytes) -> tuple[list[tuple[int, bytes, int, int]], int]:
-    """Every valid frame as (offset, kind, start, end), and the number of torn tail bytes after them."""
+def _read_frames(path: Path, data: bytes, damage: list[DamagedLogError] | None = None,
+                 ) -> tuple[list[tuple[int, bytes, int, int]], int]:  # fmt: skip
+    """Every valid frame as (offset, kind, start, end), and the number of torn tail bytes after them. Damage
+    raises DamagedLogError; or, given a `damage` list, is appended to it and skipped to the next valid frame."""
     frames, offset = [], 0
     while offset < len(data):
         frame = _frame_at(data, offset)
         if isinstance(frame, str):
-            if not _is_torn_tail(data, offset) or _valid_frame_after(data, offset):
-                raise DamagedLogError(path, offset, frame)
-            return frames, len(data) - offset
+            resume = _next_valid_frame(data, offset)
+            if resume is None and _is_torn_tail(data, offset):
+                return frames, len(data) - offset
+            end = len(data) if resume is None else resume
+            err = DamagedLogError(path, offset, f"{frame}; bytes {offset}..{end} ({end - offset}) dropped")
+            if damage is None:
+                raise err
+            damage.append(err)
+            if resume is None:
+                return frames, 0
+            offset = resume
+            continue
         frames.append((offset, *frame))
         offset = frame[2]
     return frames, 0
+
+
+def _next_valid_frame(data: bytes, offset: int) -> int | None:
+    """The offset of the first valid frame after `offset`, if any (then the bad bytes are damage, not a torn
+    tail)."""
+    offset = data.find(MAGIC, offset + 1)
+    while offset >= 0:
+        if not isinstance(_frame_at(data, offset), str):
+            return offset
+        offset = data.find(MAGIC, offset + 1)
+    return None
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -391,10 +405,22 @@ class LogFolder:
 
 def read_episode(path: str | Path) -> Episode:
     """Load one episode file; DamagedLogError (file and offset) if it is damaged."""
-    path = Path(path)
+    return _read_episode(Path(path), None)
+
+
+def salvage_episode(path: str | Path) -> tuple[Episode, list[DamagedLogError]]:
+    """Every intact frame of a damaged episode file (before each damaged stretch, and after it from the next
+    valid frame on), and the damage: file, offset and bytes dropped. Raises DamagedLogError if the header is
+    damaged (nothing is usable without the schema)."""
+    damage: list[DamagedLogError] = []
+    episode = _read_episode(Path(path), damage)
+    return episode, damage
+
+
+def _read_episode(path: Path, damage: list[DamagedLogError] | None) -> Episode:
     data = path.read_bytes()
-    frames, tail = _read_frames(path, data)
-    if not frames or frames[0][1] != HEADER:
+    frames, tail = _read_frames(path, data, damage)
+    if not frames or frames[0][1] != HEADER or frames[0][0] != 0:
         raise DamagedLogError(path, 0, "no header frame: not a g1log episode file")
     header = _json_payload(path, data, frames[0])
     if header.get("format") != FORMAT or header.get("version") != VERSION:
@@ -406,15 +432,20 @@ def read_episode(path: str | Path) -> Episode:
         raise DamagedLogError(path, 0, f"header holds no usable schema ({err})") from err
     rows, footer = [], None
     for offset, kind, start, end in frames[1:]:
-        if footer is not None:
-            raise DamagedLogError(path, offset, "frame after the episode footer")
-        if kind == RECORDS and (end - start) % dtype.itemsize == 0:
-            rows.append(data[start:end])
-        elif kind == FOOTER:
-            footer = _json_payload(path, data, (offset, kind, start, end))
-        else:
-            raise DamagedLogError(path, offset, f"unexpected frame {kind!r} of {end - start} bytes "
-                                                f"(records are {dtype.itemsize} bytes)")  # fmt: skip
+        try:
+            if footer is not None:
+                raise DamagedLogError(path, offset, "frame after the episode footer")
+            if kind == RECORDS and (end - start) % dtype.itemsize == 0:
+                rows.append(data[start:end])
+            elif kind == FOOTER:
+                footer = _json_payload(path, data, (offset, kind, start, end))
+            else:
+                raise DamagedLogError(path, offset, f"unexpected frame {kind!r} of {end - start} bytes "
+                                                    f"(records are {dtype.itemsize} bytes)")  # fmt: skip
+        except DamagedLogError as err:
+            if damage is None:
+                raise
+            damage.append(err)
     table = np.frombuffer(b"".join(rows), dtype)
     footer = footer or {"outcome": INTERRUPTED, "reason": "no footer: the writer stopped mid-episode"}
     return Episode(
@@ -459,14 +490,18 @@ def scan_log_folder(folder: str | Path) -> Iterator[Episode | DamagedLogError]:
 
 
 def iter_episodes(folder: str | Path, skip_damaged: bool = False) -> Iterator[Episode]:
-    """Episodes one at a time. A damaged file raises DamagedLogError, or with skip_damaged warns and is skipped."""
+    """Episodes one at a time. A damaged file raises DamagedLogError, or with skip_damaged warns (file and offset)
+    and yields its intact frames (`salvage_episode`)."""
     for item in scan_log_folder(folder):
         if isinstance(item, DamagedLogError):
             if not skip_damaged:
                 raise item
-            warnings.warn(f"skipping {item}", stacklevel=2)
-            continue
-        yield item
+            kept, damage = _salvage(item)
+            for err in damage:
+                warnings.warn(f"skipping {err}", stacklevel=2)
+            yield from kept
+        else:
+            yield item
 
 
 def set_aside(folder: str | Path) -> None:
@@ -477,15 +512,27 @@ def set_aside(folder: str | Path) -> None:
 
 
 def read_log_folder(folder: str | Path, skip_damaged: bool = False) -> LogFolder:
-    """Every episode of a folder. A damaged file raises DamagedLogError, or with skip_damaged is listed in
-    `.damaged` (and warned about) while every other file loads."""
+    """Every episode of a folder. A damaged file raises DamagedLogError; with skip_damaged its damage is listed
+    in `.damaged` (and warned about, by file and offset) and its intact frames load (`salvage_episode`)."""
     episodes, damaged = [], []
     for item in scan_log_folder(folder):
         if isinstance(item, DamagedLogError):
             if not skip_damaged:
                 raise item
-            warnings.warn(f"skipping {item}", stacklevel=2)
-            damaged.append(item)
+            kept, damage = _salvage(item)
+            for err in damage:
+                warnings.warn(f"skipping {err}", stacklevel=2)
+            damaged += damage
+            episodes += kept
         else:
             episodes.append(item)
     return LogFolder(Path(folder), episodes, damaged)
+
+
+def _salvage(err: DamagedLogError) -> tuple[list[Episode], list[DamagedLogError]]:
+    """The intact part of the file `err` names (none if its header is damaged) and all its damage."""
+    try:
+        episode, damage = salvage_episode(err.path)
+    except DamagedLogError as header_damage:
+        return [], [header_damage]
+    return ([episode] if episode.num_records else []), damage

@@ -62,6 +62,7 @@ ARM_TARGETS = ("bridge", "deploy", "all")
 _PREFIX = re.compile(r"[A-Za-z0-9_\-]*")
 _DECODE_ERRORS = (ValueError, struct.error)  # generated decode(): bad fingerprint / too few bytes
 _DRAIN_LIMIT = 10_000  # messages dispatched per handle() call at most, so a flood cannot hold the caller forever
+_MAX_WAIT_S = 3600.0  # handle() waits at most this long: select() overflows on huge timeouts, refuses NaN
 
 
 def check_url(url: str | None) -> str:
@@ -150,7 +151,8 @@ class LcmNode:
 
     def handle(self, timeout_s: float = 0.0) -> int:
         """Wait up to `timeout_s` for a message, then dispatch every message already waiting; returns how many."""
-        ready, _, _ = select.select([self.lc.fileno()], [], [], max(0.0, timeout_s))
+        timeout_s = min(timeout_s, _MAX_WAIT_S) if timeout_s > 0 else 0.0  # NaN and negatives: no wait
+        ready, _, _ = select.select([self.lc.fileno()], [], [], timeout_s)
         dispatched = 0
         while ready and dispatched < _DRAIN_LIMIT and self.lc.handle_timeout(0) > 0:
             dispatched += 1

@@ -75,7 +75,7 @@ from robot_spec.reality_gap import (
     joint_strength,
     load_reality_gap,
 )
-from robot_spec.config import ConfigError
+from robot_spec.config import ConfigError, check_number
 from robot_spec.mjcf import build_model_xml, sensor_slices
 from robot_spec.spec import RobotSpec, load_robot
 
@@ -704,8 +704,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.port < 65536:
         p.error(f"--port {args.port}: expected 0..65535")
-    if args.duration < 0:
-        p.error(f"--duration {args.duration}: expected >= 0")
     try:
         check_url(args.lcm_url)
     except ValueError as err:
@@ -716,6 +714,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_number("--duration", args.duration, 0.0, 1e9)  # NaN would serve for ever
         robot = StandInRobot(args.profile, args.port, args.fast, args.seed, args.lcm_url, args.channel_prefix,
                              args.robot)  # fmt: skip
     except ValueError as err:  # a ConfigError (unknown profile) or a bad channel prefix

@@ -7,6 +7,7 @@ silently ignored, and through `save_config` so every run writes the exact config
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -57,7 +58,10 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
             kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key '{name}' for {cls.__name__}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # a __post_init__ check: say which file (or place) the value came from
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -96,6 +100,36 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
+
+
+def check_number(what: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
+                 low_open: bool = False, integer: bool = False) -> None:
+    """ConfigError (one line, naming `what`) unless `value` is a finite number in [low, high] ((low, high] with
+    `low_open`), and an integer if `integer`. None passes (an optional value left unset)."""
+    if value is None:
+        return
+    kind = "an integer" if integer else "a finite number"
+    number = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not number or not math.isfinite(value) or not (
+        (value > low if low_open else value >= low) and value <= high
+    ):
+        raise ConfigError(f"{what} = {value!r}: expected {kind} {_range_text(low, high, low_open)}".rstrip())
+
+
+def check_fields(obj: Any, names: str, low: float = -math.inf, high: float = math.inf, *,
+                 low_open: bool = False, integer: bool = False) -> None:
+    """check_number on each of the space-separated fields `names` of dataclass `obj` (for __post_init__)."""
+    for name in names.split():
+        check_number(f"{type(obj).__name__}.{name}", getattr(obj, name), low, high, low_open=low_open,
+                     integer=integer)  # fmt: skip
+
+
+def _range_text(low: float, high: float, low_open: bool) -> str:
+    if math.isinf(high):
+        return "" if math.isinf(low) else f"{'>' if low_open else '>='} {low:g}"
+    if math.isinf(low):
+        return f"<= {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
 
 
 def load_config(cls: type[T], path: str | Path, overrides: dict | None = None) -> T:

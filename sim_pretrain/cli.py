@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from robot_spec.config import ConfigError, load_config, named_config
+from robot_spec.config import ConfigError, check_number, load_config, named_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +63,8 @@ def _train(args: argparse.Namespace) -> int:
     from sim_pretrain.train import new_run_dir, train
     from sim_pretrain.train_config import load_train_config
 
+    check_number("--iterations", args.iterations, 1, integer=True)  # -1 exported an untrained policy
+    check_number("--num-envs", args.num_envs, 1, integer=True)
     load_robot(args.robot)  # unknown robot names are answered with the known ones
     resume, run_dir = None, None
     if args.resume is not None:

@@ -23,6 +23,7 @@ from rsl_rl.runners import OnPolicyRunner
 from tqdm import tqdm
 
 from robot_spec import load_robot
+from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import load_config, save_config
 from robot_spec.policy_io import ActorMLP, save_policy
 from sim_pretrain.backends import make_env
@@ -50,6 +51,8 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too.
     `resume` continues a run; `init` starts a new run (iterations counted from 0) from another run's checkpoint:
     actor, critic, normalisers and optimiser, so fine-tuning in another simulator needs no critic warm-up."""
+    start = resume if resume is not None else init
+    saved = read_checkpoint(start) if start is not None else None  # before anything is written into run_dir
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,11 +61,11 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     env = make_env(cfg.env.robot, cfg.env.backend, cfg.env, device)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints the model summaries
         runner = OnPolicyRunner(env, cfg.rsl_rl_dict(run_dir.name), log_dir=str(run_dir), device=device)
+    if saved is not None:
+        restore_runner(runner, saved, start)
     if resume is not None:
-        runner.load(str(resume))
         tqdm.write(f"resumed from {resume} at iteration {runner.current_learning_iteration}")
     elif init is not None:
-        runner.load(str(init))
         runner.current_learning_iteration = 0
         tqdm.write(f"fine-tuning from {init}")
 
@@ -101,6 +104,24 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
     return train(cfg, run_dir, device, init=checkpoint)
 
 
+def read_checkpoint(checkpoint: Path) -> dict:
+    """A model_<it>.pt read weights-only: rsl_rl's runner.load unpickles with weights_only=False, which would run
+    code from a crafted file."""
+    saved = load_checkpoint(checkpoint)
+    if not isinstance(saved, dict) or not {"actor_state_dict", "critic_state_dict", "iter"} <= saved.keys():
+        raise ValueError(f"{checkpoint}: not an rsl_rl checkpoint (no actor_state_dict, critic_state_dict, iter)")
+    return saved
+
+
+def restore_runner(runner: OnPolicyRunner, saved: dict, checkpoint: Path) -> None:
+    """What runner.load does (actor, critic, optimiser, iteration), from a checkpoint read by read_checkpoint."""
+    try:
+        runner.alg.load(saved, None, True)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ValueError(f"{checkpoint}: does not fit this run's networks: {str(err).splitlines()[0]}") from None
+    runner.current_learning_iteration = saved["iter"]
+
+
 def new_run_dir(runs: Path, robot: str, preset: str) -> Path:
     """runs/<robot>/<date-time>_<preset>: where a new pretraining run goes."""
     return runs / robot / f"{time.strftime('%Y%m%d-%H%M%S')}_{preset}"
@@ -128,7 +149,7 @@ def export_policy(runner: OnPolicyRunner, run_dir: Path, cfg: TrainConfig) -> Pa
 
 
 def actor_from_checkpoint(path: Path, cfg: TrainConfig) -> ActorMLP:
-    return actor_from_state_dict(torch.load(path, map_location="cpu", weights_only=False)["actor_state_dict"], cfg)
+    return actor_from_state_dict(load_checkpoint(path)["actor_state_dict"], cfg)
 
 
 def actor_from_state_dict(state: dict, cfg: TrainConfig) -> ActorMLP:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from robot_spec.config import load_config, named_config
+from robot_spec.config import check_fields, load_config, named_config
 from sim_pretrain.env_config import EnvConfig
 
 
@@ -32,6 +32,12 @@ class PPOConfig:
     desired_kl: float = 0.01
     init_noise_std: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_fields(self, "num_steps_per_env num_learning_epochs num_mini_batches", 1, integer=True)
+        check_fields(self, "clip_param learning_rate max_grad_norm desired_kl init_noise_std", 0.0, low_open=True)
+        check_fields(self, "gamma lam", 0.0, 1.0)
+        check_fields(self, "value_loss_coef entropy_coef", 0.0)
+
 
 @dataclass
 class TrainConfig:
@@ -44,6 +50,9 @@ class TrainConfig:
     critic: NetworkConfig = field(default_factory=NetworkConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+
+    def __post_init__(self) -> None:  # --iterations -1 exported an untrained policy with exit 0
+        check_fields(self, "iterations save_interval torch_threads", 1, integer=True)
 
     def rsl_rl_dict(self, run_name: str) -> dict:
         """The train_cfg dictionary rsl_rl's OnPolicyRunner expects."""

@@ -209,11 +209,15 @@ def test_damage_in_the_middle_names_file_and_offset(tmp_path, where):
     assert err.value.path == path and err.value.offset == offset
     with pytest.warns(UserWarning, match="skipping damaged log"):
         log = read_log_folder(tmp_path, skip_damaged=True)
-    assert [e.source for e in log] == ["episode_000000.g1log", "episode_000002.g1log"]
-    assert log.episodes[1].records["step"].tolist() == list(range(200, 240))
+    # every intact frame stays: those before the damage and, from the next valid frame on, those after it
+    kept = list(range(100, 140)) if where == "inserted" else list(range(100, 120)) + list(range(121, 140))
+    assert [e.source for e in log] == [f"episode_00000{i}.g1log" for i in range(3)]
+    assert log.episodes[1].records["step"].tolist() == kept and log.episodes[1].outcome == "timeout"
+    assert log.episodes[2].records["step"].tolist() == list(range(200, 240))
     assert [(d.path, d.offset) for d in log.damaged] == [(path, offset)]
+    assert "dropped" in log.damaged[0].problem
     with pytest.warns(UserWarning):
-        assert len(list(iter_episodes(tmp_path, skip_damaged=True))) == 2
+        assert len(list(iter_episodes(tmp_path, skip_damaged=True))) == 3
 
 
 def test_damaged_header_and_frames_after_the_footer(tmp_path):

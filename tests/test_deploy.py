@@ -146,7 +146,6 @@ class FakeRobot:
             quaternion=np.array([1.0, 0, 0, 0]), rpy=np.zeros(3), gyro=np.zeros(3), accelerometer=np.zeros(3),
             foot_force=np.zeros(4),
         )  # fmt: skip
-        self.odometry = None
         self.targets, self.statuses = [], []
         self.frozen, self.silent, self.arm = False, False, False
         self.bridge = None
@@ -175,6 +174,9 @@ class FakeRobot:
             s.q = s.q + 0.3 * (target.q_des - s.q) * (target.kp > 0)
 
     def remote(self):
+        return None
+
+    def odometry_at(self, stamp_us):
         return None
 
     def bridge_status(self):

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import to_dict
 
 CACHE_VERSION = 1  # bump when a stage's training code changes what it produces
@@ -73,7 +74,7 @@ class ArtifactStore:
 
     def load(self, name: str, key: str) -> dict | None:
         path = self.path(name, key)
-        return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+        return load_checkpoint(path) if path.is_file() else None
 
     def save(self, name: str, key: str, payload: dict) -> Path:
         path = self.path(name, key)
@@ -120,7 +121,7 @@ def run_resumable(
     """
     start, stopped = 0, False
     if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(checkpoint)
         for name, obj in state.items():
             obj.load_state_dict(saved["state"][name])
         start, stopped = saved["step"], saved["stopped"]

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--robot", default="go1")
     ft.add_argument("--out", type=Path, help="output folder (default runs/finetune/<time>); reuse it to resume")
     ft.add_argument("--cache", type=Path, help="artefact cache shared across runs (default <out>/cache)")
-    ft.add_argument("--skip-damaged", action="store_true", help="report damaged log files and use the rest")
+    ft.add_argument("--skip-damaged", action="store_true", help="report damage (file, offset) and use every intact frame")
     ft.add_argument("--seed", type=int)
     ft.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     from uni_o4.pipeline import add_pipeline_parser

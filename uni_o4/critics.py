@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robot_spec.config import ConfigError
+from robot_spec.config import ConfigError, check_fields
 from uni_o4.artifacts import GeneratorState
 from uni_o4.dataset import Batch, OfflineDataset
 from uni_o4.networks import QEnsemble, ValueNet, soft_update
@@ -40,6 +40,10 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("iql", "sarsa"):
             raise ConfigError(f"critics.kind must be 'iql' or 'sarsa', got {self.kind!r}")
+        check_fields(self, "num_q batch_size", 1, integer=True)
+        check_fields(self, "steps", 0, integer=True)
+        check_fields(self, "q_lr v_lr reward_scale", 0.0, low_open=True)
+        check_fields(self, "expectile polyak", 0.0, 1.0)
 
 
 class Critics(nn.Module):

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_spec.checkpoint import load_checkpoint
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -202,7 +204,7 @@ class OfflineDataset:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> OfflineDataset:
-        return cls(**torch.load(Path(path), map_location="cpu", weights_only=True)).to(device)
+        return cls(**load_checkpoint(path)).to(device)
 
 
 # --------------------------------------------------------------------------------------------- helpers

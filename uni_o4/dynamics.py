@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robot_spec.config import ConfigError
+from robot_spec.config import ConfigError, check_fields
 from uni_o4.artifacts import GeneratorState
 from uni_o4.dataset import OfflineDataset
 from uni_o4.networks import EnsembleMLP, Normalizer, copy_member
@@ -39,6 +39,11 @@ class DynamicsConfig:
     logvar_bound_coef: float = 0.01  # keeps the learnable log-variance bounds tight
 
     def __post_init__(self) -> None:
+        check_fields(self, "num_members batch_size max_epochs", 1, integer=True)
+        check_fields(self, "patience", 0, integer=True)
+        check_fields(self, "lr", 0.0, low_open=True)
+        check_fields(self, "holdout_fraction", 0.0, 1.0, low_open=True)
+        check_fields(self, "improvement logvar_bound_coef", 0.0)
         if not 0 < self.num_elites <= self.num_members:
             raise ConfigError(f"dynamics.num_elites must be in 1..{self.num_members}, got {self.num_elites}")
         layers = len(self.hidden_dims) + 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from deploy.safety import load_safety_config
+from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import from_dict, load_config, named_config, save_config, to_dict
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.spec import RobotSpec
@@ -141,7 +142,7 @@ class OffPolicy(FineTuningMethod):
             raise ValueError(f"the gate refused {self.name}'s offline result in {result_dir} (gate.json), and "
                              f"{self.algorithm.__name__} cannot restart from the deployed policy "
                              f"({self.algorithm.why_no_init}): nothing safe to fine-tune online")  # fmt: skip
-        saved = torch.load(result_dir / "algorithm.pt", map_location="cpu", weights_only=False)
+        saved = load_checkpoint(result_dir / "algorithm.pt")
         data_cfg = baseline_data_config()
         offline, _ = dataset_from_log_folder([Path(p) for p in source["data"]], spec, data_cfg, device=device)
         algo_cfg = from_dict(self.algorithm.config_type, saved["config"])

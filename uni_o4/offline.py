@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import from_dict, load_config, save_config, to_dict
 from robot_spec.observation import ObservationLayout
 from robot_spec.policy_io import ActorMLP
@@ -112,7 +113,7 @@ class OfflineResult:
         path = path / "offline_result.pt" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"no offline result at {path}")
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(path)
         policy = GaussianPolicyEnsemble(**saved["policy_kwargs"])
         policy.load_state_dict(saved["policy"])
         args = saved["critics_args"]

@@ -37,7 +37,8 @@ import torch
 from deploy.runtime import Behaviour, torch_threads
 from deploy.session import CollectConfig, Session, SessionConfig
 from real_robot.datalog import set_aside
-from robot_spec.config import ConfigError, save_config
+from robot_spec.checkpoint import load_checkpoint
+from robot_spec.config import ConfigError, check_fields, save_config
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.spec import RobotSpec
 from uni_o4.artifacts import atomic_save
@@ -52,6 +53,9 @@ from uni_o4.robot_eval import log_metrics
 class RegressionConfig:
     tolerance: float = 0.1  # a rollout's reward per step may fall this fraction of |best| below the best
     max_incident_increase: float = 0.0  # falls + trips per episode allowed above the best rollout's
+
+    def __post_init__(self) -> None:
+        check_fields(self, "tolerance max_incident_increase", 0.0)
 
 
 @dataclass
@@ -79,6 +83,9 @@ class OnlineConfig:
                               "acceptance_episodes ≥ 0")  # fmt: skip
         if self.learner_threads < 0:
             raise ConfigError(f"online: learner_threads must be ≥ 0 (0: automatic), got {self.learner_threads}")
+        check_fields(self, "episode_s", 0.0, 3600.0, low_open=True)
+        check_fields(self, "offpolicy_steps", 0, integer=True)
+        check_fields(self, "offpolicy_batch_size", 1, integer=True)
         if self.rollout_steps is not None and self.rollout_steps < 2:
             raise ConfigError(f"online: rollout_steps must be ≥ 2 (one PPO update needs data), "
                               f"got {self.rollout_steps}")  # fmt: skip
@@ -258,7 +265,7 @@ class OnlineRun:
     def resume(self) -> None:
         if not self.checkpoint.is_file():
             return
-        saved = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(self.checkpoint)
         self.learner.load_state_dict(saved["learner"])
         self.best_learner = saved["best_learner"]
         self.state = OnlineState(**saved["state"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robot_spec.config import check_fields
 from uni_o4.dataset import OfflineDataset, episode_last_mask
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
 
@@ -34,6 +35,13 @@ class OnlinePPOConfig:
     # The first updates fit V alone: the offline V was fitted to the behaviour data, and advantages from a V that
     # is off by more than the per-step reward differences steer the policy by noise.
     critic_warmup_updates: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, "minibatch_size epochs", 1, integer=True)
+        check_fields(self, "critic_warmup_updates", 0, integer=True)
+        check_fields(self, "clip value_clip actor_lr critic_lr max_grad_norm", 0.0, low_open=True)
+        check_fields(self, "gamma lam", 0.0, 1.0)
+        check_fields(self, "entropy_coef target_kl", 0.0)
 
 
 def gae(data: OfflineDataset, values: torch.Tensor, next_values: torch.Tensor, gamma: float, lam: float):

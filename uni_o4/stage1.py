@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from robot_spec.config import ConfigError
+from robot_spec.config import ConfigError, check_fields
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
 from uni_o4.artifacts import GeneratorState, TrainContext
@@ -45,6 +45,10 @@ class BehaviourConfig:
             raise ConfigError(f"behaviour.init must be 'policy' or 'bc', got {self.init!r}")
         if self.activation not in DEPLOYABLE_ACTIVATIONS:
             raise ConfigError(f"behaviour.activation must be one of {sorted(DEPLOYABLE_ACTIVATIONS)} to be deployable")
+        check_fields(self, "num_members batch_size", 1, integer=True)
+        check_fields(self, "steps", 0, integer=True)
+        check_fields(self, "lr init_std", 0.0, low_open=True)
+        check_fields(self, "log_std_min log_std_max diversity_coef diversity_margin")
 
 
 def build_behaviour_policy(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robot_spec.config import check_fields
 from uni_o4.artifacts import GeneratorState, TrainContext
 from uni_o4.critics import Critics
 from uni_o4.dataset import OfflineDataset
@@ -34,6 +35,12 @@ class ImprovementConfig:
     ope_states: int = 512
     ope_horizon: int = 20
     ope_max_tilt: float = 1.0  # rad; a model rollout tilted more than this counts as a fall (0 = never)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "steps", 0, integer=True)
+        check_fields(self, "batch_size eval_every ope_states ope_horizon", 1, integer=True)
+        check_fields(self, "lr clip_ratio max_grad_norm", 0.0, low_open=True)
+        check_fields(self, "entropy_coef ope_max_tilt", 0.0)
 
 
 @dataclass

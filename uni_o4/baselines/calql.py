@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robot_spec.config import ConfigError
+from robot_spec.config import ConfigError, check_fields
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
 from uni_o4.baselines.common import (
@@ -88,6 +88,13 @@ class CalQLConfig:
             raise ConfigError("num_q must be ≥ 2 and num_action_samples ≥ 1")
         if not 0.0 <= self.mix_ratio <= 1.0:
             raise ConfigError(f"mix_ratio must be in [0, 1], got {self.mix_ratio}")
+        check_fields(self, "batch_size", 1, integer=True)
+        check_fields(self, "offline_steps", 0, integer=True)
+        check_fields(self, "actor_lr critic_lr temperature_lr init_temperature cql_temperature reward_scale", 0.0,
+                     low_open=True)  # fmt: skip
+        check_fields(self, "discount polyak", 0.0, 1.0)
+        check_fields(self, "cql_alpha", 0.0)
+        check_fields(self, "target_entropy log_std_min log_std_max")
 
 
 class SquashedGaussianPolicy(nn.Module):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robot_spec.config import ConfigError
+from robot_spec.config import ConfigError, check_fields
 from robot_spec.policy_io import ACTIVATIONS as DEPLOYABLE_ACTIVATIONS
 from robot_spec.policy_io import ActorMLP
 from uni_o4.baselines.common import MaybeCompiled, SafeActionSet, Stats, adam, as_batch, gradient_step, seeded
@@ -65,6 +65,11 @@ class IQLConfig:
             raise ConfigError(f"num_q must be ≥ 2 (a min over heads), got {self.num_q}")
         if not 0.0 <= self.mix_ratio <= 1.0:
             raise ConfigError(f"mix_ratio must be in [0, 1], got {self.mix_ratio}")
+        check_fields(self, "batch_size", 1, integer=True)
+        check_fields(self, "offline_steps", 0, integer=True)
+        check_fields(self, "actor_lr critic_lr value_lr init_std max_weight reward_scale", 0.0, low_open=True)
+        check_fields(self, "discount polyak", 0.0, 1.0)
+        check_fields(self, "temperature log_std_min log_std_max")
 
 
 class IQL:
