@@ -33,7 +33,7 @@ from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
-from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, load_sim_ppo_config, pick_on_robot  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, covering, load_sim_ppo_config, pick_on_robot  # noqa: E402
 
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "policy_steps")
 
@@ -73,8 +73,8 @@ def main() -> None:
             oracle = DynamicsConfig(profile=profile, physics="training")
             rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
             cfg_ours = load_sim_ppo_config("sim_ppo", {"seed": seed})
-            calibrated = str(calibrated_profile(args, root, cfg_ours))
-            ours = replace(cfg_ours.dynamics, profile=calibrated)
+            calibrated, calibration = calibrated_profile(args, root, cfg_ours)
+            ours = covering(replace(cfg_ours.dynamics, profile=str(calibrated)), calibration)
             candidates = [tune(root / ("calibrated_wide" if k == 0 else f"calibrated_wide{k}"), ours, seed + k)
                           for k in range(args.candidates)]  # fmt: skip
             row_of = {str(args.policy): "sim policy"}
@@ -85,7 +85,7 @@ def main() -> None:
             picked, records = robot_check(candidates, args.policy, profile, root / "check", cfg_ours, seed)
             rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
             if not args.no_controls:
-                narrow = DynamicsConfig(profile=calibrated, physics="training")  # ±10 %, ±0.5 kg, ±2 ms
+                narrow = DynamicsConfig(profile=str(calibrated), physics="training")  # ±10 %, ±0.5 kg, ±2 ms
                 rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
                 rows["control: nominal PPO"] = evaluate("control", tune(root.parent / "control", DynamicsConfig(), 0))
             sim, oracle = rows["sim policy"], rows["oracle"]
@@ -99,7 +99,7 @@ def main() -> None:
                      "results": results})  # fmt: skip
 
 
-def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) -> Path:
+def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) -> tuple[Path, dict]:
     """Logs of the sim policy with action noise on the stand-in (robot seed = seed), and sim_ppo's calibration."""
     profile, seed = root.parent.name, cfg.seed
     logs = root / "logs"
@@ -107,7 +107,7 @@ def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) 
         collect_on_stand_in(args.policy, profile, logs, steps=args.collect_steps, seed=seed, action_noise=0.15,
                             robot_seed=seed)  # fmt: skip
         (logs / "done").write_text("collected")
-    return calibrate_from([logs], root / "calibration", cfg)[0]
+    return calibrate_from([logs], root / "calibration", cfg)
 
 
 def robot_check(candidates: list[Path], incumbent: Path, profile: str, folder: Path, cfg: SimPPOConfig,

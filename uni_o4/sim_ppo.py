@@ -99,8 +99,8 @@ def finetune_offline(logs: list[Path], init: Path, out: Path, cfg: SimPPOConfig,
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "sim_ppo_config.yaml")
     profile, calibration = calibrate_from(logs, out / "calibration", cfg)
-    runs = [tune(init, profile, cfg.iterations, out / ("ppo" if k == 0 else f"ppo{k}"), cfg, device, seed=cfg.seed + k)
-            for k in range(cfg.candidates)]  # fmt: skip
+    runs = [tune(init, profile, calibration, cfg.iterations, out / ("ppo" if k == 0 else f"ppo{k}"), cfg, device,
+                 seed=cfg.seed + k) for k in range(cfg.candidates)]  # fmt: skip
     decisions = [gate(c, init, profile, calibration, cfg.gate, device) for c in runs]
     passed = [str(c) for c, d in zip(runs, decisions) if d["passed"]]
     decision = next((d for d in decisions if d["passed"]), decisions[0])
@@ -132,8 +132,8 @@ def calibrate_from(logs: list[Path], folder: Path, cfg: SimPPOConfig) -> tuple[P
     return profile, calibrate(logs, profile, settings)
 
 
-def tune(start: Path, profile: Path, iterations: int, run_dir: Path, cfg: SimPPOConfig, device: str,
-         seed: int | None = None) -> Path:  # fmt: skip
+def tune(start: Path, profile: Path, calibration: dict, iterations: int, run_dir: Path, cfg: SimPPOConfig,
+         device: str, seed: int | None = None) -> Path:  # fmt: skip
     """PPO from `start` in the simulator centred on `profile`; its exported policy (reused when it exists)."""
     from dataclasses import replace
 
@@ -142,14 +142,9 @@ def tune(start: Path, profile: Path, iterations: int, run_dir: Path, cfg: SimPPO
     if (run_dir / "policy.pt").is_file():
         print(f"sim_ppo: simulator fine-tuning done before: {run_dir / 'policy.pt'}")
         return run_dir / "policy.pt"
-    dynamics = covering(replace(cfg.dynamics, profile=str(profile)), calibration_report(profile))
+    dynamics = covering(replace(cfg.dynamics, profile=str(profile)), calibration)
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed if seed is None else seed,
                            num_envs=cfg.num_envs or None)  # fmt: skip
-
-
-def calibration_report(profile: Path) -> dict:
-    report = profile.with_name(f"{profile.stem}_report.json")
-    return json.loads(report.read_text()) if report.is_file() else {}
 
 
 def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
@@ -250,8 +245,8 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
             (folder / "logs" / COLLECTED).write_text(str(current))
         logs.append(folder / "logs")
         collected += policy_steps(folder / "logs")
-        profile, _ = calibrate_from(logs, folder / "calibration", cfg)
-        candidate = tune(current, profile, o.iterations, folder / "ppo", cfg, device)
+        profile, calibration = calibrate_from(logs, folder / "calibration", cfg)
+        candidate = tune(current, profile, calibration, o.iterations, folder / "ppo", cfg, device)
         current = judge(f"round{r}", [candidate], current, cfg.seed * 1000 + 500 + r)
     deployed = install(current, out)
     checked = sum(policy_steps(folder) for folder in out.glob("*/acceptance/*") if folder.is_dir())
