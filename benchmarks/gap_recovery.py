@@ -5,8 +5,9 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
     oracle             + PPO in the training simulator set to the profile's true figures (what a perfect
                        calibration could give; the training solver, so effects it cannot express stay unmodelled)
     ours (sim_ppo)     collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
-                       centred on the identified figures (sim_ppo's offline stage and randomisation, before its
-                       gate); "ours, narrow" the same with ±10 %, ±0.5 kg, ±2 ms
+                       centred on the identified figures, a share of episodes starting from the robot's logged
+                       policy starts (sim_ppo.tune: its offline stage, before its gate); "ours, narrow" the
+                       same with ±10 %, ±0.5 kg, ±2 ms and no logged starts
     ours, robot-checked  what sim_ppo deploys after the robot's check of its candidates (--candidates PPO runs;
                        its online stage's first step, on other episodes): a candidate, or the sim policy
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,7 +33,8 @@ from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
-from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, covering, load_sim_ppo_config, pick_on_robot  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, load_sim_ppo_config, pick_on_robot, robot_starts  # noqa: E402
+from uni_o4.sim_ppo import tune as sim_ppo_tune  # noqa: E402
 
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "policy_steps")
 
@@ -49,6 +50,8 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("runs/gap_recovery"))
     p.add_argument("--name", default="gap_recovery")
     p.add_argument("--no-controls", action="store_true", help="skip the narrow and nominal-PPO control rows")
+    p.add_argument("--start-share", type=float, default=None, help="sim_ppo's start_share (share of training "
+                   "episodes from the robot's logged policy starts); 0 = the runs from before them")
     p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
                    "evaluated each; the robot's check picks among them (default 1)")
     args = p.parse_args()
@@ -72,16 +75,18 @@ def main() -> None:
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip
             oracle = DynamicsConfig(profile=profile, physics="training")
             rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
-            cfg_ours = load_sim_ppo_config("sim_ppo", {"seed": seed})
+            overrides = {"seed": seed} if args.start_share is None else {"seed": seed, "start_share": args.start_share}
+            cfg_ours = load_sim_ppo_config("sim_ppo", overrides)
             calibrated, calibration = calibrated_profile(args, root, cfg_ours)
-            ours = covering(replace(cfg_ours.dynamics, profile=str(calibrated)), calibration)
-            candidates = [tune(root / ("calibrated_wide" if k == 0 else f"calibrated_wide{k}"), ours, seed + k)
+            starts = robot_starts([root / "logs"], root / "calibration")
+            prefix = "robot_starts" if cfg_ours.start_share > 0 else "calibrated_wide"  # the runs before starts
+            candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
+                                       root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
                           for k in range(args.candidates)]  # fmt: skip
             row_of = {str(args.policy): "sim policy"}
             for k, candidate in enumerate(candidates):
                 row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + k}"
-                folder = "calibrated_wide" if k == 0 else f"calibrated_wide{k}"
-                rows[row_of[str(candidate)]] = evaluate(folder, candidate)
+                rows[row_of[str(candidate)]] = evaluate(candidate.parent.name, candidate)
             picked, records = robot_check(candidates, args.policy, profile, root / "check", cfg_ours, seed)
             rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
             if not args.no_controls:

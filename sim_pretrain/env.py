@@ -27,7 +27,7 @@ from tensordict import TensorDict
 
 from robot_spec import load_robot
 from robot_spec.mjcf import build_model, home_qpos, sensor_slices
-from robot_spec.observation import projected_gravity, roll_pitch, rotate_inverse
+from robot_spec.observation import projected_gravity, quaternion_rpy, roll_pitch, rotate_inverse
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.reality_gap import RealityGapProfile, apply_body_dynamics, load_reality_gap
 from sim_pretrain.env_config import EnvConfig
@@ -85,6 +85,27 @@ class Go1Env(VecEnv):
         mujoco.mj_forward(m, data)
         self.home_state = np.empty(self.state_size)
         mujoco.mj_getState(m, data, self.home_state, STATE_SPEC)
+        self.starts = self._load_initial_states()
+
+    def _load_initial_states(self) -> dict[str, np.ndarray] | None:
+        """The robot's logged policy-start states, each with the trunk height that rests its lowest foot on the
+        floor (the logs need no height: a robot without a tracking camera has none)."""
+        file = self.cfg.initial_states.file
+        if not file:
+            return None
+        with np.load(file) as saved:
+            q, roll_pitch = saved["q"].astype(float), saved["roll_pitch"].astype(float)
+        if q.ndim != 2 or q.shape[1] != self.num_actions or roll_pitch.shape != (len(q), 2) or not len(q):
+            raise ValueError(f"{file}: expected q (n, {self.num_actions}) and roll_pitch (n, 2) with n > 0")
+        m, data = self.base_model, mujoco.MjData(self.base_model)
+        feet = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f) for f in self.spec.foot_names]
+        height = np.empty(len(q))
+        for i in range(len(q)):
+            data.qpos[:] = home_qpos(m, self.spec)
+            data.qpos[3:7], data.qpos[7:] = quaternion_rpy(*roll_pitch[i], 0.0), q[i]
+            mujoco.mj_kinematics(m, data)
+            height[i] = data.qpos[2] - (data.site_xpos[feet, 2].min() - self.spec.body.foot_radius)
+        return {"q": q, "roll_pitch": roll_pitch, "height": height}
 
     def _dynamics_ranges(self) -> tuple[dict[str, list[float]], list[int]]:
         """Per-env sampling ranges of the dynamics, and of the latency in physics steps."""
@@ -253,6 +274,8 @@ class Go1Env(VecEnv):
         qpos[:, 7:] += self.rng.uniform(-r.init_joint_noise, r.init_joint_noise, (n, self.num_actions))
         yaw = self.rng.uniform(-np.pi, np.pi, n)
         qpos[:, 3:7] = np.stack([np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
+        if self.starts is not None:
+            self._start_like_the_robot(qpos, yaw)
         state[:, self.qpos] = qpos
         self.state[idx] = state
         for key, rng_range in self.ranges.items():
@@ -270,6 +293,16 @@ class Go1Env(VecEnv):
         self.tracker.reset(rows)
         self.obs_builder.reset(rows)
         self._sample_commands(rows)
+
+    def _start_like_the_robot(self, qpos: np.ndarray, yaw: np.ndarray) -> None:
+        """A share of the rows start from one of the robot's logged policy-start states (joint noise kept)."""
+        n, starts = len(qpos), self.starts
+        rows = np.flatnonzero(self.rng.random(n) < self.cfg.initial_states.share)
+        pick = self.rng.integers(0, len(starts["q"]), len(rows))
+        qpos[rows, 7:] += starts["q"][pick] - self.spec.default_pose
+        qpos[rows, 2] = starts["height"][pick]
+        roll, pitch = starts["roll_pitch"][pick].T
+        qpos[rows, 3:7] = quaternion_rpy(roll, pitch, yaw[rows]).T
 
     def _apply_dynamics(self, i: int) -> None:
         model, base, p = self.models[i], self.base_model, self.params

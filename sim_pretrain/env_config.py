@@ -74,6 +74,21 @@ class DynamicsConfig:
 
 
 @dataclass
+class InitialStatesConfig:
+    """Where episodes begin besides the default pose. On the robot the policy takes over wherever deploy's soft start
+    left the robot: on a weak, heavy or sticky one a crouch far from the default pose (strong: rear calves 0.6 rad
+    off, nose up 0.2 rad), which a simulator that starts every episode at the default pose never trains or tests.
+    `file`: the robot's own policy-start states (.npz with `q` and `roll_pitch`, see real_robot.start_states)."""
+
+    file: str = ""  # "" = every episode at the default pose
+    share: float = 0.5  # of resets that start from one of the file's states (+ init_joint_noise), the rest at home
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"initial_states.share {self.share}: expected a share in [0, 1]")
+
+
+@dataclass
 class EnvConfig:
     robot: str = "go1"
     backend: str = "mujoco"  # simulator (sim_pretrain.backends.BACKENDS)
@@ -87,4 +102,5 @@ class EnvConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     termination: TerminationConfig = field(default_factory=TerminationConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    initial_states: InitialStatesConfig = field(default_factory=InitialStatesConfig)
     seed: int = 0

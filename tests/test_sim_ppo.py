@@ -26,20 +26,20 @@ def fake_sim(monkeypatch):
 
 def test_gate_passes_a_better_candidate_in_a_simulator_that_fits(fake_sim):
     fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
-    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), SimGateConfig())
+    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())
     assert decision["passed"] and decision["held_out_fit_gain"] == pytest.approx(0.5)
 
 
 def test_gate_refuses_when_the_calibration_does_not_explain_held_out_logs(fake_sim):
     fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
-    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.95), SimGateConfig())
+    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.95), "s.npz", SimGateConfig())
     assert not decision["passed"] and "not trusted" in decision["reasons"][0]
 
 
 @pytest.mark.parametrize("candidate, reason", [(sim_metrics(0.25, 0.0), "tracking"), (sim_metrics(0.1, 0.2), "falls")])
 def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
     fake_sim.update(candidate=candidate, incumbent=sim_metrics(0.20, 0.1))
-    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), SimGateConfig())
+    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())
     assert not decision["passed"] and any(reason in r for r in decision["reasons"])
 
 
@@ -52,6 +52,9 @@ def test_online_acceptance_needs_no_more_incidents_and_better_tracking_or_fewer_
     falling = {**base, "fall_rate": 0.9, "mean_return": 5.0}  # tracks well over the few steps it walks
     assert accept({**base, "tracking_error_xy": 0.25, "fall_rate": 0.1, "mean_return": 14.0}, falling)[0]
     assert not accept({**base, "tracking_error_xy": 0.25, "fall_rate": 0.1, "mean_return": 4.0}, falling)[0]
+    # a safety stop ends an episode like a fall: one stop where the incumbent fell most of the time is no reason
+    assert accept({**base, "tracking_error_xy": 0.15, "trip_rate": 0.125, "mean_return": 20.0}, falling)[0]
+    assert not accept({**base, "tracking_error_xy": 0.15, "fall_rate": 0.5, "trip_rate": 0.5}, falling)[0]
 
 
 def test_config_refuses_nonsense():
@@ -97,14 +100,15 @@ def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
     scores = {"incumbent": base,
               "falls_more": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.75},
               "better": {**base, "tracking_error_xy": 0.15, "fall_rate": 0.25, "mean_return": 12.0},
-              "best": {**base, "tracking_error_xy": 0.18, "fall_rate": 0.0, "mean_return": 15.0}}  # fmt: skip
+              "best": {**base, "tracking_error_xy": 0.18, "fall_rate": 0.0, "mean_return": 15.0},
+              "stops": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.0, "trip_rate": 0.25, "mean_return": 20.0}}  # fmt: skip
     seen = []
 
     def score(who, policy):
         seen.append(who)
         return scores[policy]
 
-    picked, records = sim_ppo.pick_on_robot(["falls_more", "better", "best"], "incumbent", score)
-    assert picked == "best" and [r["accepted"] for r in records] == [False, True, True]
-    assert seen == ["current", "candidate", "candidate1", "candidate2"]  # one folder each, the first as before
+    picked, records = sim_ppo.pick_on_robot(["falls_more", "better", "stops", "best"], "incumbent", score)
+    assert picked == "best" and [r["accepted"] for r in records] == [False, True, True, True]
+    assert seen == ["current", "candidate", "candidate1", "candidate2", "candidate3"]  # one folder each
     assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
