@@ -8,8 +8,9 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
                        centred on the identified figures, a share of episodes starting from the robot's logged
                        policy starts (sim_ppo.tune: its offline stage, before its gate); "ours, narrow" the
                        same with ±10 %, ±0.5 kg, ±2 ms and no logged starts
-    ours, robot-checked  what sim_ppo deploys after the robot's check of its candidates (--candidates PPO runs;
-                       its online stage's first step, on other episodes): a candidate, or the sim policy
+    ours, robot-checked  what sim_ppo deploys: of its candidates (--candidates PPO runs) those its gate passes
+                       (the calibrated simulator from the robot's starts), the robot's check picks one (its online
+                       stage's first step, on other episodes), or the sim policy stays
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return. The oracle and the control never
@@ -33,10 +34,12 @@ from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
-from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, load_sim_ppo_config, pick_on_robot, robot_starts  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, gate, load_sim_ppo_config  # noqa: E402
+from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
 from uni_o4.sim_ppo import tune as sim_ppo_tune  # noqa: E402
 
-KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "policy_steps")
+KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate",
+        "policy_steps")
 
 
 def main() -> None:
@@ -83,11 +86,14 @@ def main() -> None:
             candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
                                        root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
                           for k in range(args.candidates)]  # fmt: skip
-            row_of = {str(args.policy): "sim policy"}
+            row_of, passed = {str(args.policy): "sim policy"}, []
             for k, candidate in enumerate(candidates):
                 row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + k}"
-                rows[row_of[str(candidate)]] = evaluate(candidate.parent.name, candidate)
-            picked, records = robot_check(candidates, args.policy, profile, root / "check", cfg_ours, seed)
+                decision = gate(candidate, args.policy, calibrated, calibration, starts, cfg_ours.gate)
+                rows[row_of[str(candidate)]] = {**evaluate(candidate.parent.name, candidate), "gate": decision}
+                passed += [candidate] if decision["passed"] else []
+            picked, records = (robot_check(passed, args.policy, profile, root / "check", cfg_ours, seed) if passed
+                               else (args.policy, []))  # fmt: skip
             rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
             if not args.no_controls:
                 narrow = DynamicsConfig(profile=str(calibrated), physics="training")  # ±10 %, ±0.5 kg, ±2 ms
@@ -131,9 +137,11 @@ def robot_check(candidates: list[Path], incumbent: Path, profile: str, folder: P
 def print_rows(title: str, rows: dict) -> None:
     print(f"\n{title}")
     for name, r in rows.items():
-        gaps = " ".join(f"{k} {r[k]:.0%}" if r.get(k) is not None else f"{k} n/a" for k in ("gap_tracking", "gap_return"))
+        gaps = " ".join(f"{k} {r[k]:.0%}" if r.get(k) is not None else f"{k} n/a"
+                        for k in ("gap_tracking", "gap_return"))  # fmt: skip
+        gated = f"  gate {'passed' if r['gate']['passed'] else 'refused'}" if "gate" in r else ""
         print(f"  {name:22s} return {r['mean_return']:6.2f} ± {r['std_return']:5.2f}  tracking "
-              f"{r['tracking_error_xy']:.3f} m/s  falls {r['fall_rate']:.2f}  {gaps}")
+              f"{r['tracking_error_xy']:.3f} m/s  falls {r['fall_rate']:.2f}  {gaps}{gated}")
 
 
 if __name__ == "__main__":
