@@ -1,6 +1,8 @@
 """sim_ppo's decisions (the gate that trusts a calibration only as far as it fits held-out logs, the online
 acceptance) and the pipeline's gap-recovered arithmetic."""
 
+import json
+
 import pytest
 
 from sim_pretrain.env_config import DynamicsConfig
@@ -112,3 +114,18 @@ def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
     assert picked == "best" and [r["accepted"] for r in records] == [False, True, True, True]
     assert seen == ["current", "candidate", "candidate1", "candidate2", "candidate3"]  # one folder each
     assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
+
+
+def test_a_cached_evaluation_is_reused_only_for_the_policy_it_evaluated(tmp_path, monkeypatch):
+    """The robot's check names its folders by position (candidate, candidate1, ...): when the gate passes another
+    set on a rerun, a folder may hold another policy's evaluation, which must not be read as this one's."""
+    from uni_o4 import robot_eval
+
+    runs = []
+    monkeypatch.setattr(robot_eval, "evaluate_on_stand_in", lambda policy, *_a, **_k: runs.append(policy) or {})
+    out = tmp_path / "check" / "candidate"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"policy": str(tmp_path / "a.pt"), "fall_rate": 0.5}))
+    assert robot_eval.evaluation_of(tmp_path / "a.pt", "strong", out, None)["fall_rate"] == 0.5 and not runs
+    robot_eval.evaluation_of(tmp_path / "b.pt", "strong", out, None)
+    assert runs == [tmp_path / "b.pt"] and not out.exists()  # set aside beside itself, re-evaluated

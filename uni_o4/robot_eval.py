@@ -92,11 +92,13 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
 
 def evaluation_of(policy: str | Path, profile: str, out: str | Path, spec: RobotSpec,
                   cfg: RobotEvalConfig | None = None) -> dict:  # fmt: skip
-    """`evaluate_on_stand_in`'s metrics, read from out/metrics.json when that evaluation was done before (a rerun
-    resumes); an interrupted one is set aside first."""
+    """`evaluate_on_stand_in`'s metrics, read from out/metrics.json when that evaluation of this policy was done
+    before (a rerun resumes); an interrupted one, or one of another policy, is set aside first."""
     metrics_file = Path(out) / "metrics.json"
     if metrics_file.is_file():
-        return json.loads(metrics_file.read_text())
+        metrics = json.loads(metrics_file.read_text())
+        if Path(metrics.get("policy", policy)).resolve() == Path(policy).resolve():
+            return metrics
     set_aside(Path(out))
     return evaluate_on_stand_in(policy, profile, out, spec, cfg)
 
