@@ -3,7 +3,8 @@
 Per (profile, seed), on one stand-in robot (robot seed = seed), every policy evaluated on the same episodes:
     sim policy         the pretrained policy, on the nominal stand-in ("none") and on the profile
     oracle             + PPO in the training simulator set to the profile's true figures (what a perfect
-                       calibration could give; the training solver, so effects it cannot express stay unmodelled)
+                       calibration could give; the training solver, so effects it cannot express stay unmodelled);
+                       with --oracle-starts also from the robot's logged starts, as ours trains
     ours (sim_ppo)     collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
                        centred on the identified figures, a share of episodes starting from the robot's logged
                        policy starts (sim_ppo.tune: its offline stage, before its gate); "ours, narrow" the
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
-from sim_pretrain.env_config import DynamicsConfig  # noqa: E402
+from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
 from uni_o4.pipeline import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
@@ -53,6 +54,8 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("runs/gap_recovery"))
     p.add_argument("--name", default="gap_recovery")
     p.add_argument("--no-controls", action="store_true", help="skip the narrow and nominal-PPO control rows")
+    p.add_argument("--oracle-starts", action="store_true", help="the oracle also starts sim_ppo's share of "
+                   "episodes from the robot's logged starts (trained per seed)")
     p.add_argument("--start-share", type=float, default=None, help="sim_ppo's start_share (share of training "
                    "episodes from the robot's logged policy starts); 0 = the runs from before them")
     p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
@@ -69,19 +72,25 @@ def main() -> None:
                 metrics = evaluation_of(policy, on, root / "eval" / name, spec, cfg)
                 return {k: metrics[k] for k in KEYS}
 
-            def tune(run: Path, dynamics: DynamicsConfig, ppo_seed: int) -> Path:
+            def tune(run: Path, dynamics: DynamicsConfig, ppo_seed: int, starts: InitialStatesConfig | None = None
+                     ) -> Path:  # fmt: skip
                 if (run / "policy.pt").is_file():
                     return run / "policy.pt"
-                return finetune_in_sim(args.policy, dynamics, args.iterations, run, seed=ppo_seed)
+                return finetune_in_sim(args.policy, dynamics, args.iterations, run, seed=ppo_seed,
+                                       initial_states=starts)  # fmt: skip
 
             rows = {"sim policy, no gap": evaluate("sim_none", args.policy, "none"),
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip
-            oracle = DynamicsConfig(profile=profile, physics="training")
-            rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
             overrides = {"seed": seed} if args.start_share is None else {"seed": seed, "start_share": args.start_share}
             cfg_ours = load_sim_ppo_config("sim_ppo", overrides)
             calibrated, calibration = calibrated_profile(args, root, cfg_ours)
             starts = robot_starts([root / "logs"], root / "calibration")
+            oracle = DynamicsConfig(profile=profile, physics="training")
+            if args.oracle_starts:  # the true figures and the robot's starts: per robot
+                from_starts = InitialStatesConfig(str(starts), cfg_ours.start_share)
+                rows["oracle"] = evaluate("oracle_starts", tune(root / "oracle_starts", oracle, 0, from_starts))
+            else:
+                rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
             prefix = "robot_starts" if cfg_ours.start_share > 0 else "calibrated_wide"  # the runs before starts
             candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
                                        root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
