@@ -16,6 +16,7 @@ from deploy.command_sources import make_command_source
 from deploy.commands import load_speed_preset
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
+from real_robot.arming import ArmingError
 from robot_spec.config import ConfigError, check_number, to_dict
 from robot_spec.policy_io import load_policy
 from robot_spec.spec import PolicyMismatchError, load_robot
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args) if args.command == "run" else arm(args)
-    except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError, ArmingError) as err:
         print(f"deploy {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
