@@ -294,3 +294,111 @@ def test_fuzzed_lcm_messages_neither_crash_nor_actuate(spec, cfg):
         assert io.node.malformed["pd_target"] > 0 and io.node.received["joint_state"] >= 0
     finally:
         io.close()
+
+
+def test_fuzzed_log_files_neither_crash_nor_go_uncounted(tmp_path):
+    """Seeded: random byte flips, truncations and crafted frames with valid CRCs (a header announcing a 10^12-
+    element field, a footer without an outcome) in episode files; the reader raises only DamagedLogError (one
+    line: file and offset) or reads the file, and salvage reports every damaged stretch."""
+    import json
+
+    from real_robot.datalog import FOOTER, FRAME, HEADER, DamagedLogError, LogWriter, encode_frame, salvage_episode
+
+    schema = {"timestamp_us": ("int64", ()), "step": ("int64", ())}
+    with LogWriter(tmp_path / "src", schema) as writer:
+        path = writer.start_episode()
+        for step in range(40):
+            writer.append({"timestamp_us": np.int64(step), "step": np.int64(step)})
+    good = path.read_bytes()
+    header_end = FRAME.size + FRAME.unpack_from(good, 0)[2]
+    header = json.loads(good[FRAME.size:header_end])
+    huge = json.dumps({**header, "schema": {"step": ["<i8", [10**12]]}}).encode()
+    crafted = [
+        encode_frame(HEADER, huge) + good[header_end:],
+        good + encode_frame(FOOTER, b"{}"),
+        good + encode_frame(FOOTER, b"[1, 2]"),
+        encode_frame(HEADER, b"not json") + good[header_end:],
+    ]
+    rng = np.random.default_rng(18)
+    target, outcomes = tmp_path / "episode_000000.g1log", {"read": 0, "damaged": 0}
+    for k in range(300):
+        if k < len(crafted):
+            data = bytearray(crafted[k])
+        else:
+            data = bytearray(good)
+            for i in rng.integers(0, len(data), size=int(rng.integers(1, 6))):
+                data[i] = int(rng.integers(256))
+            if rng.random() < 0.3:
+                data = data[: int(rng.integers(0, len(data)))]
+        target.write_bytes(bytes(data))
+        try:
+            episode, damage = salvage_episode(target)
+        except DamagedLogError as err:
+            assert "\n" not in str(err) and err.path == target
+            outcomes["damaged"] += 1
+            continue
+        outcomes["read"] += 1
+        assert len(episode) <= 40 and all(d.path == target for d in damage)
+    assert sum(outcomes.values()) == 300 and min(outcomes.values()) > 0
+
+
+# ------------------------------------------------------------------------------------------------ one-line errors
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("sim_pretrain.cli", ["eval", "--policy", "p.pt", "--device", "bogus"]),
+        ("sim_pretrain.cli", ["train", "--device", "bogus"]),
+        ("sim_pretrain.cli", ["eval", "--policy", "p.pt", "--out", "{file}"]),
+        ("real_robot.collect_cli", ["--policy", "p.pt", "--device", "bogus"]),
+        ("real_robot.collect_cli", ["--policy", "p.pt", "--out", "{file}"]),
+        ("deploy.cli", ["run", "--policy", "p.pt", "--speed", "low", "--device", "bogus"]),
+        ("deploy.cli", ["run", "--policy", "p.pt", "--speed", "low", "--log-dir", "{file}"]),
+        ("uni_o4.cli", ["finetune", "--offline", "x", "--device", "bogus"]),
+        ("uni_o4.cli", ["finetune", "--offline", "x", "--out", "{file}"]),
+    ],
+)
+def test_bad_devices_and_output_folders_are_one_line_errors(module, argv, tmp_path, capsys):
+    import importlib
+
+    afile = tmp_path / "a_file"
+    afile.write_text("")
+    argv = [a.replace("{file}", str(afile)) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and ("--device" in err[-1] or "not a folder" in err[-1]), err
+
+
+def test_a_policy_whose_contract_does_not_fit_its_weights_is_a_one_line_error(spec, tmp_path, capsys):
+    import json
+
+    import torch
+
+    from deploy.cli import main as deploy_main
+    from robot_spec.policy_io import CONTRACT_FILE, ActorMLP, load_policy, save_policy
+
+    path = tmp_path / "policy.pt"
+    save_policy(ActorMLP(spec.observation.dim, spec.num_joints, [32]), spec, path)
+    extra = {CONTRACT_FILE: ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+    contract = json.loads(extra[CONTRACT_FILE])
+    contract["architecture"]["hidden_dims"] = [64]
+    torch.jit.save(scripted, str(path), _extra_files={CONTRACT_FILE: json.dumps(contract)})
+    with pytest.raises(ValueError, match="does not fit the weights"):
+        load_policy(path, spec)
+    assert deploy_main(["run", "--policy", str(path), "--speed", "low", "--lcm-url", "memq://"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit the weights" in err[0]
+
+
+def test_an_episode_path_that_is_a_folder_or_a_symlink_loop_is_reported_not_raised(tmp_path):
+    from real_robot.datalog import DamagedLogError, read_log_folder
+
+    (tmp_path / "episode_000000.g1log").mkdir()
+    (tmp_path / "episode_000001.g1log").symlink_to(tmp_path / "episode_000002.g1log")
+    (tmp_path / "episode_000002.g1log").symlink_to(tmp_path / "episode_000001.g1log")
+    with pytest.raises(DamagedLogError, match="cannot read it"):
+        read_log_folder(tmp_path)
+    with pytest.warns(UserWarning):
+        log = read_log_folder(tmp_path, skip_damaged=True)
+    assert not log.episodes and len(log.damaged) == 3
