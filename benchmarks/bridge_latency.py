@@ -27,12 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import save  # noqa: E402
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode  # noqa: E402
-from real_robot.lcm_types.go1lcm import arm_request_t, pd_target_t  # noqa: E402
+from real_robot.arming import arm_request, load_secret  # noqa: E402
+from real_robot.lcm_types.go1lcm import pd_target_t  # noqa: E402
 from real_robot.unitree_wire import LowState, WireError, decode_low_cmd, encode_low_state  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 
 STATE_HZ = 500
 MARK_JOINT = 0  # simulator joint whose q_des carries the sequence number
+SESSION = 1  # the session token this benchmark binds the bridge to (real_robot.arming)
 MARK_STEP = 1e-3  # rad per sequence number, inside the hip's SDK clamp for 500 distinct values
 
 
@@ -46,6 +48,7 @@ def marked_target(spec, sequence: int, tick_us: int) -> pd_target_t:
     """A target answering the newest state (tick_us), as the runtime's are (bridge --follow paces by it)."""
     msg = pd_target_t()
     msg.timestamp_us, msg.sequence, msg.robot_tick_us = time.monotonic_ns() // 1000, sequence, tick_us
+    msg.session = SESSION
     q = spec.default_pose.copy()
     q[MARK_JOINT] = mark_value(sequence)
     msg.q_des, msg.kp, msg.kd = q.tolist(), [spec.control.kp] * 12, [spec.control.kd] * 12
@@ -84,8 +87,7 @@ def measure(seconds: float, follow: bool) -> dict:
     )  # fmt: skip
     node = LcmNode(DEFAULT_LCM_URL, prefix)
     node.subscribe("safety_status")
-    rearm = arm_request_t()
-    rearm.source, rearm.target = "bridge_latency benchmark", "bridge"
+    secret = load_secret()
     sdk_slot = spec.sdk_index[MARK_JOINT]
     policy_period_ns = round(spec.control.policy_dt * 1e9)
     state_period_ns = round(1e9 / STATE_HZ)
@@ -107,8 +109,8 @@ def measure(seconds: float, follow: bool) -> dict:
             if now >= next_target:
                 # A stall here or in the bridge longer than the watchdog's limit trips it (as it should): re-arm
                 # before every target so one stall costs one sample, and count the trips.
-                node.publish("arm_request", rearm)
-                msg = marked_target(spec, sequence, tick_us)
+                node.publish("arm_request", arm_request(secret, now // 1000, "bridge", "bridge_latency", SESSION))
+                msg = marked_target(spec, sequence, tick_us - state_period_ns // 1000)  # a state the bridge has
                 pending[mark_value(sequence)] = time.monotonic_ns()
                 node.publish("pd_target", msg)
                 sequence += 1

@@ -16,9 +16,11 @@ from deploy.command_sources import make_command_source
 from deploy.commands import load_speed_preset
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
+from real_robot.arming import ArmingError
 from robot_spec.config import ConfigError, check_number, to_dict
 from robot_spec.policy_io import load_policy
 from robot_spec.spec import PolicyMismatchError, load_robot
+from robot_spec.args import device_arg, out_dir_arg
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_ROBOT = 1
@@ -39,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(geometry_msgs/Twist, default /cmd_vel; a stale one = stop) (default: remote)")
     run.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     run.add_argument("--duration", type=float, help="stop (damping) after this many seconds of robot time")
-    run.add_argument("--log-dir", type=Path,
+    run.add_argument("--log-dir", type=out_dir_arg,
                      help="log folder (default: data_logs/deploy_<date-time>); logging is on unless --no-log")
     run.add_argument("--no-log", action="store_true", help="do not log (not recommended: robot time is scarce)")
-    run.add_argument("--device", default="cpu", help="torch device for the policy (default: cpu)")
+    run.add_argument("--device", type=device_arg, default="cpu", help="torch device for the policy (default: cpu)")
     run.add_argument("--runtime-config", default="runtime",
                      help="configs/deploy/<name>.yaml or a YAML file: runtime (real time, default) or runtime_fast "
                           "(the stand-in robot's --fast mode, robot time faster than wall time)")  # fmt: skip
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args) if args.command == "run" else arm(args)
-    except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError, ArmingError) as err:
         print(f"deploy {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -16,6 +16,7 @@ import numpy as np
 from deploy.commands import RemoteSticks
 from deploy.runtime import BridgeStatus, Odometry, PdTarget, RobotState
 from deploy.safety import Trip
+from real_robot.arming import BIND, ArmVerifier, arm_request, load_secret, new_session
 from real_robot.lcm_bus import LcmNode, now_us
 from real_robot.lcm_types.go1lcm import (
     arm_request_t,
@@ -72,6 +73,10 @@ def _array(values) -> np.ndarray:
 
 class LcmRobotIO:
     def __init__(self, url: str, channel_prefix: str = ""):
+        self.secret = load_secret()  # this user's arming secret (real_robot.arming): ArmingError if unreadable
+        self.session = new_session()  # carried in every pd_target: the bridge applies only the armed session's
+        self._bound = False
+        self._arms = ArmVerifier(self.secret)
         self.node = LcmNode(url, channel_prefix)
         self.state: RobotState | None = None
         self.odometry: Odometry | None = None  # the newest
@@ -146,9 +151,13 @@ class LcmRobotIO:
                 return odometry
         return None
 
-    def _on_arm_request(self, msg: arm_request_t, _received_us: int) -> None:
-        if msg.target in ARM_TARGETS:
+    def _on_arm_request(self, msg: arm_request_t, received_us: int) -> None:
+        if msg.target in ARM_TARGETS and self._arms.accept(msg, received_us):  # unsigned or replayed: refused
             self._arm_requested = True
+
+    @property
+    def refused_arms(self) -> int:
+        return self._arms.refused
 
     def _on_safety_status(self, msg: safety_status_t, _received_us: int) -> None:
         if msg.source == "bridge":
@@ -169,9 +178,18 @@ class LcmRobotIO:
         return requested
 
     # -- outgoing
+    def arm_bridge(self, target: str = "bridge", source: str = "deploy") -> None:
+        """A signed arm_request with this session's token: "bind" makes the bridge take our targets, "bridge"
+        also re-arms it after a trip."""
+        self.node.publish("arm_request", arm_request(self.secret, now_us(), target, source, self.session))
+        self._bound = True
+
     def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None:
+        if not self._bound:  # the bridge answers states, so it is up by now: bind it before the first target
+            self.arm_bridge(BIND)
         msg = pd_target_t()
         msg.timestamp_us, msg.sequence, msg.robot_tick_us = now_us(), sequence, robot_tick_us
+        msg.session = self.session
         for name in ("q_des", "dq_des", "kp", "kd", "tau_ff"):
             setattr(msg, name, getattr(target, name).tolist())
         self.node.publish("pd_target", msg)

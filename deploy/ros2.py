@@ -6,9 +6,12 @@ Twist older than the remote's timeout (RemoteConfig.timeout_s) commands a stop, 
 the robot standing, never walking on; a Twist with a non-finite field is dropped and counted.
 
 The subscription is spun by its own executor thread, so the control loop only reads the newest command.
-Discovery stays on this host unless the environment says otherwise: ROS_AUTOMATIC_DISCOVERY_RANGE defaults to
-LOCALHOST here (set it to SUBNET to command the robot from another machine). rclpy comes with the `ros2` extra
-(`pip install -e ".[ros2]"`, CPython 3.11 on x86_64, like the Unitree SDK).
+DDS stays on loopback unless the environment says otherwise (`keep_dds_on_loopback`): with neither
+ROS_AUTOMATIC_DISCOVERY_RANGE nor FASTDDS_DEFAULT_PROFILES_FILE set, Fast DDS runs with
+configs/ros2/fastdds_loopback.xml, every socket on 127.0.0.1 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST alone
+still binds 0.0.0.0 and the LAN address); set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET to command the robot from
+another machine. rclpy comes with the `ros2` extra (`pip install -e ".[ros2]"`, CPython 3.11 on x86_64, like the
+Unitree SDK).
 """
 
 from __future__ import annotations
@@ -21,16 +24,26 @@ import time
 import numpy as np
 
 from deploy.commands import RemoteConfig, RemoteSticks, SpeedPreset
+from robot_spec.config import CONFIG_DIR
 
 DEFAULT_TOPIC = "/cmd_vel"
 NODE_NAME = "go1_deploy_commands"
+LOOPBACK_PROFILE = CONFIG_DIR / "ros2" / "fastdds_loopback.xml"
+
+
+def keep_dds_on_loopback() -> None:
+    """Unless the user chose how DDS reaches the network: Fast DDS bound to 127.0.0.1 (read by rclpy.init)."""
+    if "ROS_AUTOMATIC_DISCOVERY_RANGE" in os.environ or "FASTDDS_DEFAULT_PROFILES_FILE" in os.environ:
+        return
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LOOPBACK_PROFILE)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"  # the profile decides where DDS goes
 
 
 class Ros2Command:
     """The newest Twist on `topic` as a (vx, vy, yaw rate) command; a command source for the Controller."""
 
     def __init__(self, preset: SpeedPreset, cfg: RemoteConfig, topic: str = DEFAULT_TOPIC):
-        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read by rclpy.init
+        keep_dds_on_loopback()
         try:
             import rclpy
             from geometry_msgs.msg import Twist

@@ -35,7 +35,7 @@ from deploy.runtime import Behaviour, Controller, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
-from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
+from real_robot.lcm_types.go1lcm import sim_control_t
 from robot_spec.config import check_number, to_dict
 from robot_spec.policy_io import LoadedPolicy, load_policy
 from robot_spec.spec import RobotSpec, load_robot
@@ -278,7 +278,7 @@ def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float,
         msg.seed = 1 + seed() * NOISE_STREAMS_PER_SEED + episode % NOISE_STREAMS_PER_SEED
         node.publish("sim_control", msg)
         runtime.run(duration_s=settle_s)  # damping while the reset lands and the robot settles
-        rearm(runtime, node)
+        rearm(runtime)
 
     return reset
 
@@ -300,16 +300,14 @@ def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[int], None]:
             if standing and runtime.controller.standing:  # from the stance: a soft start that hands over
                 runtime.controller.soft_start(runtime.io.state.q)
             else:
-                rearm(runtime, node)
+                rearm(runtime)
 
     return reset
 
 
-def rearm(runtime: Runtime, node: LcmNode) -> None:
+def rearm(runtime: Runtime) -> None:
     """Re-arm the bridge (it re-arms on our next target) and the runtime (a soft start from where the robot is)."""
-    msg = arm_request_t()
-    msg.timestamp_us, msg.source, msg.target = now_us(), "collect", "bridge"
-    node.publish("arm_request", msg)
+    runtime.io.arm_bridge("bridge", "collect")  # signed, with our session token
     runtime.request_rearm()
 
 

@@ -5,11 +5,12 @@ body_state, remote_command); apply the newest pd_target as a LowCmd in SDK order
 PositionLimit and PowerProtect); publish safety_status at ~10 Hz and at once on change.
 
 Until the first valid pd_target arrives, and whenever the watchdog has tripped (no fresh target within a few
-policy periods, a non-finite or negative-gain target, a PowerProtect violation), the robot gets a damping
-command: Kp 0 with q = PosStopF (position loop off), dq 0 with Kd > 0 (velocity loop on), tau 0. A trip
-latches until an arm_request for "bridge"/"all" arrives and a valid target is received after it.
-Targets outside the SDK's position clamp (tau_ff beyond the torque limit) are clamped here and counted, not
-tripped on: PositionLimit would clamp them anyway, and saturating at a joint limit is normal policy behaviour.
+policy periods, a non-finite or negative-gain target, a stream of refused ones, a PowerProtect violation), the
+robot gets a damping command: Kp 0 with q = PosStopF (position loop off), dq 0 with Kd > 0 (velocity loop on),
+tau 0. A trip latches until an authenticated arm_request for "bridge"/"all" arrives and a valid target is
+received after it. Only the session that armed the bridge (real_robot.arming) drives the motors; its targets
+are refused outside the bounds (BridgeCore) and q_des is clamped to the SDK's position range inside them
+(PositionLimit would clamp anyway, and saturating at a joint limit is normal policy behaviour).
 Malformed LCM messages are dropped and counted by the typed subscriber (real_robot.lcm_bus).
 
 Layers: `BridgeCore` (pure: messages and time in, `MotorCommand` out) · `SdkLink` (the real SDK) ·
@@ -46,7 +47,8 @@ from real_robot.lcm_types.go1lcm import (
 )
 from real_robot.unitree_wire import LOWLEVEL, POS_STOP_F, SERVO_MODE, decode_remote
 from real_robot.watchdog import Watchdog, WatchdogStatus
-from robot_spec.config import ConfigError, check_number, load_config, named_config
+from real_robot.arming import BIND, ArmVerifier, load_secret
+from robot_spec.config import ConfigError, check_fields, check_number, load_config, named_config
 from robot_spec.spec import RobotSpec, load_robot
 
 TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")
@@ -66,8 +68,15 @@ class BridgeConfig:
     damping_kd: float  # N·m·s/rad per joint in damping mode
     power_level: int  # SDK Safety.PowerProtect level, 1..10
     status_hz: float  # safety_status rate (plus one message on every change)
+    kp_max: float  # N·m/rad: a target with a larger Kp is refused
+    kd_max: float  # N·m·s/rad: a target with a larger Kd is refused
+    q_margin: float  # rad: a q_des further than this outside the joint's range (URDF or SDK) is refused
+    target_max_age_ms: float  # a target answering a robot tick older than this (or not yet sent) is refused
+    refusals_to_trip: int  # this many refused targets in a row trip the watchdog
 
     def __post_init__(self) -> None:
+        check_fields(self, "kp_max kd_max q_margin target_max_age_ms", 0.0, 1e3)
+        check_fields(self, "refusals_to_trip", 1, 1000, integer=True)
         if not 1 <= self.power_level <= 10:
             raise ConfigError(f"power_level must be 1..10 (SDK PowerProtect), got {self.power_level}")
         if self.watchdog_periods < 1 or self.control_hz <= 0 or self.status_hz <= 0:
@@ -98,41 +107,99 @@ class MotorCommand:
 
 
 class BridgeCore:
-    """pd_target/arm_request messages and the time in, the motor command out. No sockets, no clock of its own."""
+    """pd_target/arm_request messages and the time in, the motor command out. No sockets, no clock of its own.
 
-    def __init__(self, spec: RobotSpec, cfg: BridgeConfig):
-        self.spec = spec
+    A target is applied only if it carries the session token of the last authenticated arm (others: counted in
+    `foreign`), answers a robot tick the bridge has sent and not older than target_max_age_ms, and lies within
+    the bounds (`refused`, and refusals_to_trip in a row trip the watchdog). A non-finite or negative-gain
+    target trips at once (`rejected`). Inside the bounds q_des is clamped to the SDK's position range as before.
+    """
+
+    def __init__(self, spec: RobotSpec, cfg: BridgeConfig, secret: bytes):
+        self.spec, self.cfg = spec, cfg
         self.policy_period_us = round(1e6 * spec.control.policy_dt)
         self.watchdog = Watchdog(cfg.watchdog_periods * self.policy_period_us)
         self.q_lower = spec.per_joint(spec.limits.sdk_position_lower)
         self.q_upper = spec.per_joint(spec.limits.sdk_position_upper)
+        self.q_bounds = (np.minimum(spec.position_lower, self.q_lower) - cfg.q_margin,
+                         np.maximum(spec.position_upper, self.q_upper) + cfg.q_margin)  # fmt: skip
         n = spec.num_joints
         self.damping = MotorCommand(
             q=np.full(n, POS_STOP_F), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, cfg.damping_kd), tau=np.zeros(n), damping=True
         )
+        self.arms = ArmVerifier(secret)
+        self.session: int | None = None  # the token of the last authenticated arm that named one
+        self.newest_tick_us: int | None = None  # robot time of the newest state sent
         self.target: MotorCommand | None = None
         self.answered_tick_us: int | None = None  # the robot tick the newest target answers
-        self.counts = {"targets": 0, "rejected": 0, "clamped": 0, "arm_requests": 0}
+        self._refused_in_row = 0
+        self.counts = {"targets": 0, "rejected": 0, "clamped": 0, "arm_requests": 0, "refused": 0, "foreign": 0,
+                       "arm_refused": 0}  # fmt: skip
+
+    def observe_tick(self, robot_time_us: int) -> None:
+        self.newest_tick_us = robot_time_us
 
     def on_pd_target(self, msg: pd_target_t, now_us: int) -> None:
-        self.answered_tick_us = msg.robot_tick_us
+        if self.session is None or msg.session != self.session:
+            self.counts["foreign"] += 1
+            return
         fields = {name: np.asarray(getattr(msg, name), dtype=np.float64) for name in TARGET_FIELDS}
         problem = _target_problem(fields)
-        if problem:
+        if problem:  # never a controller's rounding: trip at once
             self.counts["rejected"] += 1
             self.watchdog.trip(f"invalid pd_target #{msg.sequence}: {problem}")
             return
+        problem = self._tick_problem(msg.robot_tick_us) or self._bounds_problem(fields)
+        if problem:
+            self._refuse(msg.sequence, problem)
+            return
+        self._refused_in_row = 0
+        self.answered_tick_us = msg.robot_tick_us
         q = np.clip(fields["q_des"], self.q_lower, self.q_upper)
-        tau = np.clip(fields["tau_ff"], -self.spec.torque_limit, self.spec.torque_limit)
-        if not (np.array_equal(q, fields["q_des"]) and np.array_equal(tau, fields["tau_ff"])):
+        if not np.array_equal(q, fields["q_des"]):
             self.counts["clamped"] += 1
         sdk = self.spec.to_sdk_order
-        self.target = MotorCommand(sdk(q), sdk(fields["dq_des"]), sdk(fields["kp"]), sdk(fields["kd"]), sdk(tau), damping=False)
+        self.target = MotorCommand(sdk(q), sdk(fields["dq_des"]), sdk(fields["kp"]), sdk(fields["kd"]), sdk(fields["tau_ff"]), damping=False)
         self.counts["targets"] += 1
         self.watchdog.target_received(now_us)
 
-    def on_arm_request(self, msg: arm_request_t) -> None:
-        if msg.target in ("bridge", "all"):
+    def _refuse(self, sequence: int, problem: str) -> None:
+        """Count and ignore; a stream of refusals trips (the last good target holds until then, or the watchdog)."""
+        self.counts["refused"] += 1
+        self._refused_in_row += 1
+        if self._refused_in_row >= self.cfg.refusals_to_trip:
+            self.watchdog.trip(f"refused pd_target #{sequence}: {problem} ({self._refused_in_row} in a row)")
+
+    def _tick_problem(self, tick: int) -> str:
+        newest = self.newest_tick_us
+        if newest is None or tick > newest:
+            return f"answers robot tick {tick} µs, not sent yet (newest {newest})"
+        if tick < newest - 1e3 * self.cfg.target_max_age_ms or (self.answered_tick_us or 0) > tick:
+            return f"answers robot tick {tick} µs: stale (newest {newest}, last answered {self.answered_tick_us})"
+        return ""
+
+    def _bounds_problem(self, fields: dict[str, np.ndarray]) -> str:
+        spec, cfg, (low, high) = self.spec, self.cfg, self.q_bounds
+        checks = {
+            "q_des outside the joint range": np.any((fields["q_des"] < low) | (fields["q_des"] > high)),
+            "|dq_des| above the velocity limit": np.any(np.abs(fields["dq_des"]) > spec.velocity_limit),
+            "|tau_ff| above the torque limit": np.any(np.abs(fields["tau_ff"]) > spec.torque_limit),
+            f"kp above kp_max {cfg.kp_max}": np.any(fields["kp"] > cfg.kp_max),
+            f"kd above kd_max {cfg.kd_max}": np.any(fields["kd"] > cfg.kd_max),
+        }
+        return ", ".join(name for name, bad in checks.items() if bad)
+
+    def on_arm_request(self, msg: arm_request_t, now_us: int) -> None:
+        """An authenticated arm (see real_robot.arming) for "bind" sets the session; for "bridge"/"all" it also
+        re-arms (with session 0: the current session)."""
+        if msg.target not in (BIND, "bridge", "all"):
+            return
+        if not self.arms.accept(msg, now_us):
+            self.counts["arm_refused"] += 1
+            return
+        if msg.session:
+            self.session = msg.session
+        if msg.target != BIND:
             self.counts["arm_requests"] += 1
             self.watchdog.arm_requested()
 
@@ -327,7 +394,7 @@ class Bridge:
         self._status_sent: WatchdogStatus | None = None
         self._status_sent_us = 0
         node.subscribe("pd_target", lambda msg, _received_us: core.on_pd_target(msg, self.clock.now_us()))
-        node.subscribe("arm_request", lambda msg, _received_us: core.on_arm_request(msg))
+        node.subscribe("arm_request", core.on_arm_request)  # arms are stamped on the host's monotonic clock
 
     def poll_state(self) -> bool:
         """Publish the newest LowState if one arrived since the last call; True if it did."""
@@ -335,6 +402,7 @@ class Bridge:
             return False
         state = read_state(self.robot.state, self.core.spec, self.foot_index)
         robot_time_us = self.robot_clock.observe(state.tick)
+        self.core.observe_tick(robot_time_us)
         now = wall_us()
         self.node.publish("joint_state", joint_state_msg(state, robot_time_us, now))
         self.node.publish("body_state", body_state_msg(state, robot_time_us, now))
@@ -463,11 +531,12 @@ def main(argv: list[str] | None = None) -> int:
         check_address(cfg)
         sdk = load_sdk()
         check_port_free(cfg.local_port)
+        secret = load_secret()
         node = LcmNode(args.lcm_url, args.channel_prefix)
     except (ConfigError, SdkUnavailable, ValueError, RuntimeError) as err:  # RuntimeError: LCM could not start
         print(f"real_robot bridge: {err}", file=sys.stderr)
         return 2
-    core = BridgeCore(spec, cfg)
+    core = BridgeCore(spec, cfg, secret)
     bridge = Bridge(core, SdkLink(sdk, cfg, spec.num_joints), node, cfg, args.follow)
     mode = "follow (robot time)" if args.follow else f"real time {cfg.control_hz} Hz"
     print(f"bridge: robot {cfg.robot_ip}:{cfg.robot_port} from :{cfg.local_port}, LCM {args.lcm_url}, {mode}")
@@ -497,8 +566,9 @@ def run(bridge: Bridge, cfg: BridgeConfig, follow: bool, duration_s: float) -> s
         if bar.n % 500 == 0:
             status = bridge.core.watchdog.status()
             state = f"TRIPPED ({status.reason})" if status.tripped else ("live" if bridge.core.watchdog.live else "waiting")
-            clamped, malformed = bridge.core.counts["clamped"], sum(bridge.node.malformed.values())
-            bar.set_postfix_str(f"{state}, trips {status.trip_count}, clamped {clamped}, malformed {malformed}")
+            counts, malformed = bridge.core.counts, sum(bridge.node.malformed.values())
+            bar.set_postfix_str(f"{state}, trips {status.trip_count}, clamped {counts['clamped']}, refused "
+                                f"{counts['refused']}, foreign {counts['foreign']}, malformed {malformed}")
 
     def keep_running() -> bool:
         return time.monotonic() < end

@@ -12,6 +12,7 @@ COMMANDS = {
     "logs": ("real_robot.logs_cli", "summarise and check a log folder"),
     "random-profile": ("robot_spec.reality_gap", "write a random reality-gap profile for sim-robot --profile"),
     "calibrate": ("real_robot.calibrate", "identify a reality-gap profile (friction, payload, gains, ...) from logs"),
+    "sockets": ("real_robot.sockets", "list the sockets of processes; fail if one is not on loopback"),
 }
 
 

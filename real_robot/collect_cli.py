@@ -15,6 +15,7 @@ from deploy.session import CollectConfig, EpisodeStartError, SessionConfig, coll
 from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import ConfigError
 from robot_spec.spec import PolicyMismatchError
+from robot_spec.args import device_arg, out_dir_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: walk)")  # fmt: skip
     p.add_argument("--speed", choices=["low", "high"], default="high",
                    help="speed preset the schedule must stay within (default: high, the training range)")
-    p.add_argument("--out", type=Path, help="log folder (default: data_logs/collect_<date-time>)")
+    p.add_argument("--out", type=out_dir_arg, help="log folder (default: data_logs/collect_<date-time>)")
     p.add_argument("--operator-reset", action="store_true",
                    help="a real robot: between episodes keep damping and wait for Enter (default: reset the stand-in "
                         "robot over sim_control)")  # fmt: skip
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-prefix", default="", help="prefix of every LCM channel name (default: none)")
     p.add_argument("--runtime-config", default="runtime",
                    help="configs/deploy/<name>.yaml: runtime (real time, default) or runtime_fast (stand-in --fast)")
-    p.add_argument("--device", default="cpu", help="torch device for the policy (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu", help="torch device for the policy (default: cpu)")
     return p
 
 

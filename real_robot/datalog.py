@@ -418,7 +418,10 @@ def salvage_episode(path: str | Path) -> tuple[Episode, list[DamagedLogError]]:
 
 
 def _read_episode(path: Path, damage: list[DamagedLogError] | None) -> Episode:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:  # a directory, a symlink loop, no permission: not an episode we can read
+        raise DamagedLogError(path, 0, f"cannot read it: {err.strerror or err}") from err
     frames, tail = _read_frames(path, data, damage)
     if not frames or frames[0][1] != HEADER or frames[0][0] != 0:
         raise DamagedLogError(path, 0, "no header frame: not a g1log episode file")

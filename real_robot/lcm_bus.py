@@ -22,8 +22,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import select
+import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -32,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import lcm
 
+from real_robot.arming import arm_request, load_secret
 from real_robot.clock import now_us
 from real_robot.lcm_types.go1lcm import (
     arm_request_t,
@@ -82,8 +85,60 @@ def check_url(url: str | None) -> str:
 
 
 def open_lcm(url: str | None = None) -> lcm.LCM:
-    """An LCM instance on `url` (default DEFAULT_LCM_URL), after `check_url`."""
-    return lcm.LCM(check_url(url))
+    """An LCM instance on `url` (default DEFAULT_LCM_URL), after `check_url`, its udpm sockets on loopback."""
+    url = check_url(url)
+    before = _open_fds()
+    try:
+        lc = lcm.LCM(url)
+        if urlsplit(url).scheme == "udpm":
+            lc.fileno()  # udpm opens its receive socket (and tests its route) lazily: open it now, to confine it
+    except RuntimeError as err:
+        raise ValueError(f"LCM URL {url!r}: LCM could not start ({err})") from err
+    if urlsplit(url).scheme == "udpm":
+        group = urlsplit(url).hostname
+        for fd in sorted(_open_fds() - before):
+            _confine_to_loopback(fd, group)
+    return lc
+
+
+# LCM's udpm has no option for the interface: it joins its group and sends on whatever interface the route to the
+# group names (on most hosts the LAN's). So the sockets it has just opened are moved to loopback with ordinary
+# socket options: sends leave by `lo` (IP_MULTICAST_IF), the group is joined on `lo` only, the receive socket
+# hears only its own memberships (IP_MULTICAST_ALL off) and only packets that arrived on `lo` (SO_BINDTODEVICE).
+# (On hosts without /proc/self/fd nothing is moved and traffic stays on the host by ttl=0 alone.)
+_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # linux/in.h
+_LOOPBACK = socket.inet_aton("127.0.0.1")
+
+
+def _open_fds() -> set[int]:
+    try:
+        return {int(name) for name in os.listdir("/proc/self/fd")}
+    except OSError:
+        return set()
+
+
+def _confine_to_loopback(fd: int, group: str) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:  # not a socket (LCM's notify pipe)
+        return
+    with sock:
+        if sock.family != socket.AF_INET or sock.type != socket.SOCK_DGRAM:
+            return
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _LOOPBACK)
+        if sock.getsockname()[0] == group:  # the receive socket
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
+            membership = socket.inet_aton(group) + socket.inet_aton("0.0.0.0")
+            try:
+                while True:  # LCM joined on the routed interface (possibly more than once): leave it
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, membership)
+            except OSError:
+                pass
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + _LOOPBACK)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+        except PermissionError:  # kernels before 5.7 need CAP_NET_RAW; the membership alone keeps it on lo
+            pass
 
 
 @dataclass(frozen=True)
@@ -177,9 +232,8 @@ class LcmNode:
 
 
 def publish_arm_request(url: str | None, prefix: str = "", target: str = "all", source: str = "operator") -> None:
-    """Ask the bridge and/or deploy (`target`) to re-arm after a latched safety trip."""
+    """Ask the bridge and/or deploy (`target`) to re-arm after a latched safety trip, signed with this user's
+    secret (real_robot.arming; ArmingError if it cannot be read). The bridge keeps its session."""
     if target not in ARM_TARGETS:
         raise ValueError(f"arm target {target!r}: use one of {', '.join(ARM_TARGETS)}")
-    msg = arm_request_t()
-    msg.timestamp_us, msg.source, msg.target = now_us(), source, target
-    LcmNode(url, prefix).publish("arm_request", msg)
+    LcmNode(url, prefix).publish("arm_request", arm_request(load_secret(), now_us(), target, source))

@@ -23,7 +23,8 @@ import uuid
 from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
-from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
+from real_robot.arming import arm_request, load_secret
+from real_robot.lcm_types.go1lcm import sim_control_t
 from real_robot.sim_robot import BOARD_DT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,10 +126,9 @@ class LoopbackRobot:
         while (remaining := end - time.monotonic()) > 0:
             self.node.handle(remaining)
 
-    def arm(self, target: str = "all") -> None:
-        msg = arm_request_t()
-        msg.timestamp_us, msg.source, msg.target = now_us(), "loopback", target
-        self.node.publish("arm_request", msg)
+    def arm(self, target: str = "all", session: int = 0) -> None:
+        """A signed arm_request (real_robot.arming); `session` binds the bridge to that token (0: keeps it)."""
+        self.node.publish("arm_request", arm_request(load_secret(), now_us(), target, "loopback", session))
 
     def stop(self) -> None:
         for process in self.processes:

@@ -121,11 +121,15 @@ def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "
     contract = json.loads(extra[CONTRACT_FILE])
     if spec is not None:
         check_policy_contract(contract, spec, source=str(path))
-    actor = ActorMLP(**contract["architecture"])
-    state = scripted.state_dict()
-    for name in ("out_low", "out_high"):  # files written before squashed outputs existed
-        state.setdefault(name, getattr(actor, name))
-    actor.load_state_dict(state)
+    try:  # a contract whose architecture does not match the weights: one line, not a size-mismatch traceback
+        actor = ActorMLP(**contract["architecture"])
+        state = scripted.state_dict()
+        for name in ("out_low", "out_high"):  # files written before squashed outputs existed
+            state.setdefault(name, getattr(actor, name))
+        actor.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: the contract's architecture does not fit the weights ({first})") from err
     actor.eval()
     policy_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return LoadedPolicy(actor.to(device), contract, policy_id, path)

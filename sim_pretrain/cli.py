@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from robot_spec.config import ConfigError, check_number, load_config, named_config
+from robot_spec.args import device_arg, out_dir_arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", type=Path, help="checkpoint model_<it>.pt (or its run folder) to continue")
     train.add_argument("--runs", type=Path, default=Path("runs"), help="parent folder of run folders")
-    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    train.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
 
     ft = sub.add_parser("finetune", help="PPO fine-tuning of a pretrained policy in the simulator set to a robot's "
                         "dynamics (a reality-gap profile: calibrated from logs by `real_robot calibrate`, or a stand-in's)")
@@ -37,16 +38,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="relative randomisation half-width around the profile's figures (default: 0.1)")
     ft.add_argument("--num-envs", type=int, help="parallel environments (default: the pretraining run's)")
     ft.add_argument("--seed", type=int, help="seed (default: the pretraining run's)")
-    ft.add_argument("--out", type=Path, help="run folder (default: runs/<robot>/<time>_finetune)")
-    ft.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    ft.add_argument("--out", type=out_dir_arg, help="run folder (default: runs/<robot>/<time>_finetune)")
+    ft.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ...")
 
     ev = sub.add_parser("eval", help="evaluate a policy under a command grid and randomised dynamics")
     ev.add_argument("--policy", type=Path, required=True, help="exported policy.pt")
     ev.add_argument("--robot", default="go1")
     ev.add_argument("--preset", default="default", help="evaluation preset configs/eval/<preset>.yaml")
-    ev.add_argument("--out", type=Path, help="folder for metrics.json and plots (default: next to the policy)")
+    ev.add_argument("--out", type=out_dir_arg, help="folder for metrics.json and plots (default: next to the policy)")
     ev.add_argument("--seed", type=int)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", type=device_arg, default="cpu")
     ev.add_argument("--gait", type=float, nargs=3, metavar=("VX", "VY", "YAW"),
                     help="also render the gait under this command (gait.gif + gait_filmstrip.png; needs EGL)")
 

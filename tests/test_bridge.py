@@ -26,6 +26,9 @@ from real_robot.bridge import (
     run_follow,
     sdk_foot_index,
 )
+from real_robot.arming import BIND, load_secret
+from real_robot.arming import arm_request as signed_arm
+from real_robot.clock import now_us
 from real_robot.lcm_bus import LcmNode
 from real_robot.lcm_types.go1lcm import arm_request_t, pd_target_t
 from real_robot.sim_robot import StandInRobot
@@ -43,25 +46,39 @@ def cfg() -> BridgeConfig:
     return load_bridge_config("go1")
 
 
+SESSION = 12345  # the session the tests' controller binds the bridge to
+
+
+def make_core(spec, cfg) -> BridgeCore:
+    """A core bound to SESSION that has sent robot tick 0 (the targets below answer it)."""
+    core = BridgeCore(spec, cfg, load_secret())
+    core.on_arm_request(arm_request(BIND, session=SESSION), now_us())
+    core.observe_tick(0)
+    return core
+
+
 @pytest.fixture
 def core(spec, cfg) -> BridgeCore:
-    return BridgeCore(spec, cfg)
+    return make_core(spec, cfg)
 
 
-def pd_target(spec, sequence=0, **fields) -> pd_target_t:
+def pd_target(spec, sequence=0, tick=0, session=SESSION, **fields) -> pd_target_t:
     """The default pose with the spec's gains unless `fields` (q_des, kp, ...) say otherwise."""
     msg = pd_target_t()
-    msg.sequence = sequence
+    msg.sequence, msg.robot_tick_us, msg.session = sequence, tick, session
     values = {"q_des": spec.default_pose, "kp": [spec.control.kp] * 12, "kd": [spec.control.kd] * 12} | fields
     for name, value in values.items():
         setattr(msg, name, [float(v) for v in np.broadcast_to(value, 12)])
     return msg
 
 
-def arm_request(target="bridge") -> arm_request_t:
-    msg = arm_request_t()
-    msg.source, msg.target = "operator", target
-    return msg
+def arm_request(target="bridge", session=0) -> arm_request_t:
+    """Signed with the tests' secret (conftest), stamped now."""
+    return signed_arm(load_secret(), now_us(), target, "operator", session)
+
+
+def bind_session(node: LcmNode) -> None:
+    node.publish("arm_request", arm_request(BIND, session=SESSION))
 
 
 def timeout_us(spec, cfg) -> int:
@@ -109,10 +126,10 @@ def test_watchdog_trips_after_n_periods_and_latches_until_arm_and_fresh_target(s
     core.on_pd_target(pd_target(spec), now_us=limit + 2 * MS)
     assert core.command(limit + 3 * MS).damping
     # ... nor an arm request for someone else, nor an arm request until a target arrives after it.
-    core.on_arm_request(arm_request("deploy"))
+    core.on_arm_request(now_us=now_us(), msg=arm_request("deploy"))
     core.on_pd_target(pd_target(spec), now_us=limit + 4 * MS)
     assert core.command(limit + 5 * MS).damping
-    core.on_arm_request(arm_request("bridge"))
+    core.on_arm_request(now_us=now_us(), msg=arm_request("bridge"))
     assert core.command(limit + 6 * MS).damping
     core.on_pd_target(pd_target(spec, sequence=7), now_us=limit + 7 * MS)
     assert not core.command(limit + 8 * MS).damping
@@ -123,7 +140,7 @@ def test_arm_request_for_all_rearms_and_a_new_trip_counts_again(spec, cfg, core)
     core.on_pd_target(pd_target(spec), now_us=0)
     core.on_power_violation(level=cfg.power_level)
     assert core.command(1 * MS).damping and "power_protect" in core.watchdog.reason
-    core.on_arm_request(arm_request("all"))
+    core.on_arm_request(now_us=now_us(), msg=arm_request("all"))
     core.on_pd_target(pd_target(spec), now_us=2 * MS)
     assert not core.command(3 * MS).damping
     assert core.command(3 * MS + timeout_us(spec, cfg) + 1).damping
@@ -149,17 +166,14 @@ def test_negative_gains_are_rejected(spec, cfg, core):
 
 def test_targets_outside_the_sdk_clamp_are_clamped_and_counted_not_tripped(spec, cfg, core):
     q = spec.default_pose.copy()
-    q[2] = -10.0  # FL calf far below its SDK lower limit
-    tau = np.zeros(12)
-    tau[0] = 1e3
-    core.on_pd_target(pd_target(spec, q_des=q, tau_ff=tau), now_us=0)
+    q[2] = spec.limits.sdk_position_lower[2] - 0.05  # FL calf below its SDK lower limit, inside the URDF range
+    core.on_pd_target(pd_target(spec, q_des=q), now_us=0)
     command = core.command(1 * MS)
     assert not command.damping and not core.watchdog.tripped
-    sim_q, sim_tau = spec.from_sdk_order(command.q), spec.from_sdk_order(command.tau)
+    sim_q = spec.from_sdk_order(command.q)
     assert sim_q[2] == pytest.approx(spec.limits.sdk_position_lower[2])
-    assert sim_tau[0] == pytest.approx(spec.torque_limit[0])
     np.testing.assert_allclose(np.delete(sim_q, 2), np.delete(spec.default_pose, 2))
-    assert core.counts["clamped"] == 1
+    assert core.counts["clamped"] == 1 and core.counts["refused"] == 0
 
 
 def test_watchdog_keeps_the_first_reason_and_rejects_a_bad_timeout():
@@ -228,7 +242,7 @@ def node():
 
 
 def test_garbage_on_lcm_is_counted_and_ignored(spec, cfg, node):
-    bridge = Bridge(BridgeCore(spec, cfg), FakeRobot(), node, cfg, follow=False)
+    bridge = Bridge(make_core(spec, cfg), FakeRobot(), node, cfg, follow=False)
     node.publish("pd_target", pd_target(spec))
     bridge.control()
     for garbage in (b"", b"\x00" * 7, b"garbage bytes on pd_target", b"\xff" * 600):
@@ -246,7 +260,7 @@ def test_power_violation_sends_damping_in_the_same_cycle_and_reports_it(spec, cf
     statuses = []
     node.subscribe("safety_status", lambda msg, _: statuses.append(msg))
     robot = FakeRobot(power_ok=False)
-    bridge = Bridge(BridgeCore(spec, cfg), robot, node, cfg, follow=False)
+    bridge = Bridge(make_core(spec, cfg), robot, node, cfg, follow=False)
     assert bridge.control().damping  # waiting: status published once
     node.publish("pd_target", pd_target(spec))
     assert bridge.control().damping and robot.sent[-1].damping
@@ -289,7 +303,7 @@ class WireRig:
         self.board.settimeout(5.0)
         self.cfg = load_bridge_config("go1", robot_port=self.board.getsockname()[1], local_port=free_udp_port())
         self.node = LcmNode("memq://", prefix=f"w{id(self)}_")
-        self.bridge = Bridge(BridgeCore(spec, self.cfg), SdkLink(sdk_module, self.cfg, 12), self.node, self.cfg, follow=True)
+        self.bridge = Bridge(make_core(spec, self.cfg), SdkLink(sdk_module, self.cfg, 12), self.node, self.cfg, follow=True)
         self.joint_states, self.statuses = [], []
         self.node.subscribe("joint_state", lambda msg, _: self.joint_states.append(msg))
         self.node.subscribe("safety_status", lambda msg, _: self.statuses.append(msg))
@@ -410,7 +424,7 @@ class StandInRig:
         self.robot = StandInRobot("none", port=0, fast=True, lcm_url=None)
         self.cfg = load_bridge_config("go1", robot_port=self.robot.port, local_port=free_udp_port())
         self.node = LcmNode("memq://", prefix=f"s{id(self)}_")
-        self.bridge = Bridge(BridgeCore(spec, self.cfg), SdkLink(sdk_module, self.cfg, 12), self.node, self.cfg, follow=True)
+        self.bridge = Bridge(make_core(spec, self.cfg), SdkLink(sdk_module, self.cfg, 12), self.node, self.cfg, follow=True)
         self.joint_states = []
         self.publishing = self.garbage = False
         self.ramp_start = None
@@ -431,7 +445,7 @@ class StandInRig:
         self.ramp_start = self.ramp_start or state
         ramp = min(1.0, (state.robot_tick_us - self.ramp_start.robot_tick_us) / 1e6 / SOFT_START_S)
         q = (1 - ramp) * np.asarray(self.ramp_start.q) + ramp * self.spec.default_pose
-        self.node.publish("pd_target", pd_target(self.spec, q_des=q))
+        self.node.publish("pd_target", pd_target(self.spec, tick=state.robot_tick_us, q_des=q))
         if self.garbage:
             self.node.lc.publish(self.node.channels.pd_target, b"\xde\xad" * 50)
 

@@ -535,6 +535,7 @@ def ros2_commands(monkeypatch):
     """`--commands ros2:<topic>` as deploy builds it, and a publisher on that topic; a domain of this process's."""
     pytest.importorskip("rclpy", reason="the ros2 extra (CPython 3.11 on x86_64)")
     monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))  # concurrent runs on one host stay apart
     topic = f"/test_cmd_vel_{os.getpid()}"
     commands = make_command_source(f"ros2:{topic}", load_speed_preset("low"), RemoteConfig(timeout_s=0.3))
@@ -547,7 +548,7 @@ def ros2_commands(monkeypatch):
 def test_ros2_twist_is_clipped_to_the_preset_and_a_silent_publisher_stops_the_robot(ros2_commands):
     commands, publisher = ros2_commands
     preset = load_speed_preset("low")
-    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"  # set before rclpy.init: this host only
+    assert os.environ["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("fastdds_loopback.xml")  # set before rclpy.init
     np.testing.assert_array_equal(commands.command(0.0), 0.0)  # nothing heard yet: stand
     publisher.command = (10.0, -10.0, 0.1)
     assert wait_for(lambda: commands.command(0.0)[0] > 0), "no Twist arrived"

@@ -16,6 +16,7 @@ from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import ConfigError
 from uni_o4.finetune import default_out
 from uni_o4.registry import METHODS
+from robot_spec.args import device_arg, out_dir_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--lcm-url", default=DEFAULT_LCM_URL, help=f"online on a robot: LCM URL ({DEFAULT_LCM_URL})")
     ft.add_argument("--channel-prefix", default="", help="online on a robot: LCM channel prefix")
     ft.add_argument("--robot", default="go1")
-    ft.add_argument("--out", type=Path, help="output folder (default runs/finetune/<time>); reuse it to resume")
+    ft.add_argument("--out", type=out_dir_arg, help="output folder (default runs/finetune/<time>); reuse it to resume")
     ft.add_argument("--cache", type=Path, help="artefact cache shared across runs (default <out>/cache)")
     ft.add_argument("--skip-damaged", action="store_true", help="report damage (file, offset) and use every intact frame")
     ft.add_argument("--seed", type=int)
-    ft.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    ft.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ...")
     from uni_o4.pipeline import add_pipeline_parser
 
     add_pipeline_parser(sub)

@@ -29,6 +29,7 @@ from robot_spec.policy_io import load_policy
 from deploy.session import EpisodeStartError
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
 from uni_o4.registry import METHODS as REGISTERED
+from robot_spec.args import device_arg, out_dir_arg
 
 # sim_ppo's online stage is rounds of collection and recalibration, not an online learner: the pipeline runs it itself
 METHODS = (*REGISTERED, "sim_ppo")
@@ -54,9 +55,9 @@ def add_pipeline_parser(sub) -> None:
                    help="PPO iterations of the oracle row in the true profile's simulator (default 150; 0: no oracle)")
     p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
     p.add_argument("--eval-episode-s", type=float, default=20.0, help="length of an evaluation episode (default 20 s)")
-    p.add_argument("--out", type=Path, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
+    p.add_argument("--out", type=out_dir_arg, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    p.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ...")
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

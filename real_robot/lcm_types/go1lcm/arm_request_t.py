@@ -9,11 +9,11 @@ import struct
 
 class arm_request_t(object):
 
-    __slots__ = ["timestamp_us", "source", "target"]
+    __slots__ = ["timestamp_us", "source", "target", "session", "auth"]
 
-    __typenames__ = ["int64_t", "string", "string"]
+    __typenames__ = ["int64_t", "string", "string", "int64_t", "string"]
 
-    __dimensions__ = [None, None, None]
+    __dimensions__ = [None, None, None, None, None]
 
     def __init__(self):
         self.timestamp_us = 0
@@ -27,6 +27,18 @@ class arm_request_t(object):
         self.target = ""
         """
         who asks ("deploy", "operator", ...)
+        LCM Type: string
+        """
+
+        self.session = 0
+        """
+        "bridge", "deploy" or "all"
+        LCM Type: int64_t
+        """
+
+        self.auth = ""
+        """
+        a controller's session token to bind the bridge to (0: keep the current one)
         LCM Type: string
         """
 
@@ -47,6 +59,11 @@ class arm_request_t(object):
         buf.write(struct.pack('>I', len(__target_encoded)+1))
         buf.write(__target_encoded)
         buf.write(b"\0")
+        buf.write(struct.pack(">q", self.session))
+        __auth_encoded = self.auth.encode('utf-8')
+        buf.write(struct.pack('>I', len(__auth_encoded)+1))
+        buf.write(__auth_encoded)
+        buf.write(b"\0")
 
     @staticmethod
     def decode(data: bytes):
@@ -66,12 +83,15 @@ class arm_request_t(object):
         self.source = buf.read(__source_len)[:-1].decode('utf-8', 'replace')
         __target_len = struct.unpack('>I', buf.read(4))[0]
         self.target = buf.read(__target_len)[:-1].decode('utf-8', 'replace')
+        self.session = struct.unpack(">q", buf.read(8))[0]
+        __auth_len = struct.unpack('>I', buf.read(4))[0]
+        self.auth = buf.read(__auth_len)[:-1].decode('utf-8', 'replace')
         return self
 
     @staticmethod
     def _get_hash_recursive(parents):
         if arm_request_t in parents: return 0
-        tmphash = (0x34608652290af096) & 0xffffffffffffffff
+        tmphash = (0x737bd83ba5fdd2b1) & 0xffffffffffffffff
         tmphash  = (((tmphash<<1)&0xffffffffffffffff) + (tmphash>>63)) & 0xffffffffffffffff
         return tmphash
     _packed_fingerprint = None

@@ -9,11 +9,11 @@ import struct
 
 class pd_target_t(object):
 
-    __slots__ = ["timestamp_us", "sequence", "robot_tick_us", "q_des", "dq_des", "kp", "kd", "tau_ff"]
+    __slots__ = ["timestamp_us", "sequence", "robot_tick_us", "q_des", "dq_des", "kp", "kd", "tau_ff", "session"]
 
-    __typenames__ = ["int64_t", "int64_t", "int64_t", "double", "double", "double", "double", "double"]
+    __typenames__ = ["int64_t", "int64_t", "int64_t", "double", "double", "double", "double", "double", "int64_t"]
 
-    __dimensions__ = [None, None, None, [12], [12], [12], [12], [12]]
+    __dimensions__ = [None, None, None, [12], [12], [12], [12], [12], None]
 
     def __init__(self):
         self.timestamp_us = 0
@@ -40,6 +40,8 @@ class pd_target_t(object):
         """ LCM Type: double[12] """
         self.tau_ff = [ 0.0 for dim0 in range(12) ]
         """ LCM Type: double[12] """
+        self.session = 0
+        """ LCM Type: int64_t """
 
     def encode(self):
         buf = BytesIO()
@@ -54,6 +56,7 @@ class pd_target_t(object):
         buf.write(struct.pack('>12d', *self.kp[:12]))
         buf.write(struct.pack('>12d', *self.kd[:12]))
         buf.write(struct.pack('>12d', *self.tau_ff[:12]))
+        buf.write(struct.pack(">q", self.session))
 
     @staticmethod
     def decode(data: bytes):
@@ -74,12 +77,13 @@ class pd_target_t(object):
         self.kp = struct.unpack('>12d', buf.read(96))
         self.kd = struct.unpack('>12d', buf.read(96))
         self.tau_ff = struct.unpack('>12d', buf.read(96))
+        self.session = struct.unpack(">q", buf.read(8))[0]
         return self
 
     @staticmethod
     def _get_hash_recursive(parents):
         if pd_target_t in parents: return 0
-        tmphash = (0xd5afaa71a9eed764) & 0xffffffffffffffff
+        tmphash = (0x408f553be321bfc0) & 0xffffffffffffffff
         tmphash  = (((tmphash<<1)&0xffffffffffffffff) + (tmphash>>63)) & 0xffffffffffffffff
         return tmphash
     _packed_fingerprint = None
