@@ -463,12 +463,16 @@ class StandInRobot:
             except wire.WireError:
                 self.stats.malformed_packets += 1
                 continue
-            self.stats.commands += 1
             self.client = address
-            due = self.robot_time + self.profile.actuator_latency_s
-            if jitter := self.profile.motors.latency_jitter_s:
-                due += self.jitter_rng.uniform(0.0, jitter)  # in order still: see _command_due
-            self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile, self.strength)))
+            self._accept_command(cmd)
+
+    def _accept_command(self, cmd: wire.LowCmd) -> None:
+        """Queue a received command to act after the actuation latency (and jitter)."""
+        self.stats.commands += 1
+        due = self.robot_time + self.profile.actuator_latency_s
+        if jitter := self.profile.motors.latency_jitter_s:
+            due += self.jitter_rng.uniform(0.0, jitter)  # in order still: see _command_due
+        self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile, self.strength)))
 
     def _command_due(self) -> MotorLaw:
         """The newest command that is due; first in, first due (a late one holds back those behind it)."""
