@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import save  # noqa: E402
+from benchmarks.common import RESULTS, save  # noqa: E402
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset  # noqa: E402
 from deploy.in_process import InMemoryBoard, InProcessRobot  # noqa: E402
 from deploy.record import Phase  # noqa: E402
@@ -399,6 +400,7 @@ def main() -> None:
     parser.add_argument("--name", default="monitor_grid", help="results file benchmarks/results/<name>.json")
     parser.add_argument("--inputs", type=Path, default=Path("data_logs/monitor_grid_inputs"),
                         help="folder for every step's monitor inputs (for --replay)")
+    parser.add_argument("--resume", action="store_true", help="keep the points <name>.json already holds")
     parser.add_argument("--replay", action="store_true", help="judge today's monitors on the recorded steps of "
                         "<name>.json instead of running robots (the summary is saved as <name>_replay.json)")
     args = parser.parse_args()
@@ -409,7 +411,9 @@ def main() -> None:
     policy = load_policy(args.policy, spec)
     points = make_grid(args.healthy, args.fault_rounds, args.seed)
     results, started = [], time.perf_counter()
-    for point in points:
+    if args.resume and (RESULTS / f"{args.name}.json").is_file():
+        results = json.loads((RESULTS / f"{args.name}.json").read_text())["results"]
+    for point in points[len(results):]:
         tic = time.perf_counter()
         results.append(PointRun(point, spec, policy, args.seconds, args.inputs).run())
         j = judge(results[-1])
@@ -425,11 +429,9 @@ def main() -> None:
 
 def replay_run(args) -> None:
     """Today's monitors on the steps a grid run recorded: its results with the trips replaced."""
-    import json
-
     spec = load_robot("go1")
     cfg = load_safety_config(spec.name)
-    run = json.loads((Path(__file__).resolve().parent / "results" / f"{args.name}.json").read_text())
+    run = json.loads((RESULTS / f"{args.name}.json").read_text())
     results = []
     for result in run["results"]:
         arrays = np.load(args.inputs / f"point_{result['point']['index']:04d}.npz")
