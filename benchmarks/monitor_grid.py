@@ -48,7 +48,13 @@ from deploy.runtime import Controller, PdTarget, Runtime, load_runtime_config  #
 from deploy.safety import MONITORS, SafetyInput, SafetyMonitor, load_safety_config  # noqa: E402
 from deploy.session import noisy_policy  # noqa: E402
 from robot_spec.policy_io import load_policy  # noqa: E402
-from robot_spec.reality_gap import RANDOM_RANGES, MotorEffects, RealityGapProfile, SensorNoise, load_reality_gap  # noqa: E402
+from robot_spec.reality_gap import (  # noqa: E402
+    RANDOM_RANGES,
+    MotorEffects,
+    RealityGapProfile,
+    SensorNoise,
+    load_reality_gap,
+)
 from robot_spec.spec import load_robot  # noqa: E402
 
 SIM_POLICY = Path("/work/shared_runs/go1/20261205-191808_quick/policy.pt")
@@ -73,7 +79,7 @@ SETTLE_S = 0.5  # damping after a reset, as collect does
 SPIKE = (0.5, 0.04)  # sensor spike: rad on one joint's reading, for s
 PUSH_SPEED = (1.0, 3.0)  # m/s, in a random horizontal direction
 STATED_S = {  # the time each fault must be caught in (issue 23); fall and push: from the true fall
-    "dead_motor": 0.15, "weak_motor": 0.15, "freeze_state": 0.15, "drop_packets": 0.15, "sensor_spike": 0.06,
+    "dead_motor": 0.15, "weak_motor": 0.5, "freeze_state": 0.15, "drop_packets": 0.15, "sensor_spike": 0.04,
     "sensor_nan": 0.04, "fall": 0.02, "push": 0.02,
 }  # fmt: skip
 FAULTS = tuple(STATED_S)
@@ -267,7 +273,8 @@ class PointRun:
         self.inputs.update({f"ep{number}_{k}": v for k, v in pack_inputs(safety.inputs).items()})
         self.episodes.append({
             "start_us": start_us, "policy_start_us": policy_start_us, "end_us": io.truth.time_us,
-            "fell_us": io.truth.fell_us, "onset_us": self.onset_us if self.onset_us and self.onset_us >= start_us else None,
+            "fell_us": io.truth.fell_us,
+            "onset_us": self.onset_us if self.onset_us and self.onset_us >= start_us else None,
             "policy_s": policy_s, "trips": safety.events,
         })  # fmt: skip
 
@@ -327,7 +334,8 @@ def judge(result: dict) -> dict:
 
 def fall_caught(trips: list[dict], fell_us: int) -> dict:
     """Orientation's trip time after a true fall (None: it never tripped)."""
-    times = [t["time_us"] for t in trips if t["monitor"] == "orientation" and t["time_us"] >= fell_us - FALL_EARLY_S * 1e6]
+    early_us = fell_us - FALL_EARLY_S * 1e6
+    times = [t["time_us"] for t in trips if t["monitor"] == "orientation" and t["time_us"] >= early_us]
     return {"fell_us": fell_us, "orientation_s": (min(times) - fell_us) / 1e6 if times else None}
 
 
@@ -383,7 +391,8 @@ def summarise(results: list[dict]) -> dict:
     return {
         "healthy_hours": hours, "points": len(results), "per_monitor": per_monitor,
         "healthy_falls": len(falls),
-        "healthy_falls_caught_within_1_step": sum(f["orientation_s"] is not None and f["orientation_s"] <= 0.02 for f in falls),
+        "healthy_falls_caught_within_1_step": sum(f["orientation_s"] is not None and f["orientation_s"] <= 0.02
+                                                  for f in falls),
         "faults": faults, "pushes_that_fell": sum(1 for j in judged if j["fault"] and j["fault"]["kind"] == "push"),
         "pushes": len(pushes),
     }  # fmt: skip
@@ -427,6 +436,28 @@ def main() -> None:
         })  # fmt: skip
 
 
+def markdown(before: dict, after: dict) -> str:
+    """The README's tables: per monitor, false trips on healthy robots; per fault, caught and how soon."""
+    hours = before["healthy_hours"]
+    lines = [f"| monitor | false trips in {hours:.2f} h of healthy robots, before → after (per hour, 95 % bound) "
+             "| trips in the second before a true fall, before → after |", "|---|---|---|"]
+    for name in after["per_monitor"]:
+        b, a = before["per_monitor"].get(name), after["per_monitor"][name]
+        old = f"{b['false_trips']} ({b['per_hour']:.1f}/h, ≤ {b['per_hour_upper_95']:.1f})" if b else "(new)"
+        new = f"{a['false_trips']} ({a['per_hour']:.1f}/h, ≤ {a['per_hour_upper_95']:.1f})"
+        before_fall = b["trips_before_a_fall"] if b else "-"
+        lines.append(f"| {name} | {old} → {new} | {before_fall} → {a['trips_before_a_fall']} |")
+    lines += ["", "| fault | stated time | caught (within the stated time) of injected, before → after "
+              "| slowest catch, before → after | first monitor(s) after |", "|---|---|---|---|---|"]
+    for kind, a in after["faults"].items():
+        b = before["faults"][kind]
+        slow = [f"{r['time_s_max'] * 1e3:.0f} ms" if r["time_s_max"] is not None else "-" for r in (b, a)]
+        caught = [f"{r['caught']} ({r['within_stated']}) of {r['injected']}" for r in (b, a)]
+        lines.append(f"| {kind} | {a['stated_s'] * 1e3:.0f} ms | {caught[0]} → {caught[1]} | {slow[0]} → {slow[1]} "
+                     f"| {', '.join(a['first_monitors'])} |")
+    return "\n".join(lines)
+
+
 def replay_run(args) -> None:
     """Today's monitors on the steps a grid run recorded: its results with the trips replaced."""
     spec = load_robot("go1")
@@ -439,8 +470,11 @@ def replay_run(args) -> None:
             fields = {k.split("_", 1)[1]: arrays[k] for k in arrays.files if k.startswith(f"ep{number}_")}
             episode["trips"] = replay(unpack_inputs(fields), spec, cfg)
         results.append(result)
+    summary = summarise(results)
     save(f"{args.name}_replay", {"command": " ".join(sys.argv), "of": run["command"], "complete": run["complete"],
-                                 "summary": summarise(results), "results": results})  # fmt: skip
+                                 "summary": summary, "results": results})  # fmt: skip
+    before = summarise(json.loads((RESULTS / f"{args.name}.json").read_text())["results"])  # today's judging
+    print(markdown(before, summary))
 
 
 if __name__ == "__main__":
