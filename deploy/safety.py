@@ -33,6 +33,9 @@ class SafetyConfig:
     motor_gain_max: float
     motor_strength_min: float  # realised torque ÷ the PD law's, of a healthy motor (at most 1)
     motor_tracking_speed: float  # rad/s: a joint moving toward its target this fast has a working motor
+    motor_relative_fraction: float  # a motor giving less than this share of what the robot's others give ...
+    motor_relative_steps: int  # ... (each relative to the least healthy torque) over this many judged steps
+    max_reading_jump: float  # rad: a joint angle reading this far from what its velocity reading says it moved
     max_roll_pitch: float  # rad
     max_action_delta: float  # |a_t − a_(t−1)|, policy action units
     loop_overrun_factor: float  # control periods between two steps
@@ -61,6 +64,9 @@ class SafetyLimits:
     motor_gains: tuple[float, float]
     motor_strength_min: float
     motor_tracking_speed: float
+    motor_relative_fraction: float
+    motor_relative_steps: int
+    max_reading_jump: float
     period_s: float  # control period
     max_roll_pitch: float
     max_action_delta: float
@@ -85,6 +91,9 @@ class SafetyLimits:
             motor_gains=(cfg.motor_gain_min, cfg.motor_gain_max),
             motor_strength_min=cfg.motor_strength_min,
             motor_tracking_speed=cfg.motor_tracking_speed,
+            motor_relative_fraction=cfg.motor_relative_fraction,
+            motor_relative_steps=cfg.motor_relative_steps,
+            max_reading_jump=cfg.max_reading_jump,
             period_s=spec.control.policy_dt,
             max_roll_pitch=cfg.max_roll_pitch,
             max_action_delta=cfg.max_action_delta,
@@ -182,6 +191,13 @@ class MotorResponse:
     ~0 torque and its joint is carried away). `motor_response_steps` failing steps trip, unless a judged step
     passes between them; a step that asks too little to judge (in a gait, much of a lightly loaded joint's)
     neither confirms nor clears.
+
+    A motor at a third of its strength on a stiff robot gives as much as a healthy one on a soft robot, so no
+    absolute bound tells it apart. But one robot's motors share its gains and latency: a motor is also judged
+    against the robot's others. Its median torque (as a share of the least healthy torque, over its last
+    `motor_relative_steps` judged steps) below `motor_relative_fraction` x the median of the other motors'
+    medians trips. On the healthy grid (per-joint strength 0.7-1.0) the lowest share was 0.7
+    (benchmarks/monitor_grid.py).
     """
 
     def __init__(self, limits: SafetyLimits):
@@ -189,11 +205,15 @@ class MotorResponse:
         self.step = 0
         # Per joint, its failing steps since it last passed one: (step, torque given, least healthy, speed toward).
         self.evidence: list[list[tuple[int, float, float, float]]] = [[] for _ in limits.names]
+        # Per joint, its latest judged steps: (step, torque given ÷ least healthy).
+        self.shares: list[deque[tuple[int, float]]] = [deque(maxlen=limits.motor_relative_steps) for _ in limits.names]
 
     def reset(self) -> None:
         """Forget every target and step (the latch was cleared: the runtime starts anew)."""
         self.targets.clear()
         for joint in self.evidence:
+            joint.clear()
+        for joint in self.shares:
             joint.clear()
 
     def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
@@ -216,10 +236,30 @@ class MotorResponse:
                 self.evidence[j].append((self.step, given[j], least[j], toward[j]))
             else:
                 self.evidence[j].clear()
+            if toward[j] < limits.motor_tracking_speed:
+                self.shares[j].append((self.step, given[j] / least[j]))
         worst = max(range(len(self.evidence)), key=lambda j: len(self.evidence[j]))
-        if len(self.evidence[worst]) < limits.motor_response_steps:
+        if len(self.evidence[worst]) >= limits.motor_response_steps:
+            return self._describe(worst, limits)
+        return self._weaker_than_the_others(limits)
+
+    def _weaker_than_the_others(self, limits: SafetyLimits) -> str | None:
+        """The motor whose median share is under the fraction of the others' (only with at least half of the
+        motors' windows full: fewer say little about this robot)."""
+        full = [j for j, shares in enumerate(self.shares) if len(shares) == shares.maxlen]
+        if 2 * len(full) < len(self.shares):
             return None
-        return self._describe(worst, limits)
+        medians = {j: float(np.median([share for _, share in self.shares[j]])) for j in full}
+        j = min(medians, key=medians.get)
+        others = float(np.median([m for k, m in medians.items() if k != j]))
+        if medians[j] >= limits.motor_relative_fraction * others:
+            return None
+        span_ms = 1e3 * limits.period_s * (self.step - self.shares[j][0][0] + 1)
+        return (
+            f"{limits.names[j]} gave a median {medians[j]:.2f} x the least healthy torque over its last "
+            f"{len(self.shares[j])} judged steps (within {span_ms:.0f} ms), the robot's other {len(full) - 1} motors "
+            f"{others:.2f} x: under {limits.motor_relative_fraction:g} x theirs"
+        )
 
     def _describe(self, j: int, limits: SafetyLimits) -> str:
         steps, given, least, toward = np.array(self.evidence[j]).T
@@ -232,6 +272,31 @@ class MotorResponse:
             f"(Kp/Kd {low:g}-{high:g}x, strength >= {limits.motor_strength_min:g}); its joint moved "
             f"{toward.min():.2f}..{toward.max():.2f} rad/s toward them"
         )
+
+
+class JointReading:
+    """A joint angle reading that jumps: it moved far more (or less) over a step than its own velocity reading
+    says (a sensor spike, a slipped encoder), so the policy acts on a pose the robot is not in. The angle's change
+    is compared with the trapezoid of the step's two velocity readings; the healthy grid's largest gap is ~0.1 rad
+    (noise, impacts within a step: benchmarks/monitor_grid.py)."""
+
+    def __init__(self, limits: SafetyLimits):
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self.last = None
+
+    def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        last, self.last = self.last, (x.q.copy(), x.dq.copy())
+        if last is None or not x.step_interval_s:
+            return None
+        moved, said = x.q - last[0], 0.5 * (x.dq + last[1]) * x.step_interval_s
+        gap = np.nan_to_num(np.abs(moved - said))  # a NaN is non_finite's to report
+        j = int(np.argmax(gap))
+        if gap[j] <= limits.max_reading_jump:
+            return None
+        return (f"{limits.names[j]} angle reading moved {moved[j]:+.3f} rad in {1e3 * x.step_interval_s:.0f} ms; its "
+                f"velocity readings account for {said[j]:+.3f} rad (> {limits.max_reading_jump:g} rad apart)")
 
 
 def orientation(x: SafetyInput, limits: SafetyLimits) -> str | None:
@@ -279,6 +344,7 @@ MONITORS: dict[str, Monitor | type] = {
     "loop_overrun": loop_overrun,
     "orientation": orientation,
     "joint_position": joint_position,
+    "joint_reading": JointReading,
     "joint_velocity": joint_velocity,
     "torque": torque,
     "motor_response": MotorResponse,

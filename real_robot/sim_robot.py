@@ -33,6 +33,7 @@ monotonic clock in real-time mode), and listens on "<prefix>sim_control" (sim_co
                   sensor_spike   + magnitude on joint `motor`'s position reading (motor -1: every joint and the gyro)
                   sensor_nan     NaN in joint `motor`'s readings (motor -1: every joint and the IMU)
                   dead_motor     joint `motor` (-1: all) produces no torque
+                  weak_motor     joint `motor` (-1: all) gives only `magnitude` (0 < magnitude < 1) of its torque
                   fall           tips the robot over (rolled by `magnitude` rad, default FALL_ROLL)
                   each but fall lasts duration_s of robot time (0: until clear_faults)
     clear_faults  ends every fault
@@ -95,7 +96,7 @@ MOTOR_TEMPERATURE_C = 40
 RESET_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # everything mj_step reads, solver warm start included
 TERRAIN_CELL = 0.05  # m, the heightfield's grid spacing
 TERRAIN_STREAM, JITTER_STREAM = 1, 2  # random streams of the robot's seed besides the sensor noise's
-FAULTS = ("drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "fall")
+FAULTS = ("drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "weak_motor", "fall")
 ACTIONS = ("fault", "clear_faults", "push", "reset", "remote")
 
 
@@ -377,6 +378,8 @@ class StandInRobot:
             raise ValueError(f"unknown fault '{kind}'; known: {', '.join(FAULTS)}")
         if not -1 <= motor < self.spec.num_joints:
             raise ValueError(f"fault motor {motor}: expected a joint index 0..{self.spec.num_joints - 1} or -1 (all)")
+        if kind == "weak_motor" and not 0 < magnitude < 1:
+            raise ValueError(f"weak_motor magnitude {magnitude}: expected the share of torque left, 0 < magnitude < 1")
         self._requests.put((at_s, lambda: self._start_fault(kind, motor, magnitude, duration_s)))
 
     def clear_faults(self, at_s: float = 0.0) -> None:
@@ -460,12 +463,16 @@ class StandInRobot:
             except wire.WireError:
                 self.stats.malformed_packets += 1
                 continue
-            self.stats.commands += 1
             self.client = address
-            due = self.robot_time + self.profile.actuator_latency_s
-            if jitter := self.profile.motors.latency_jitter_s:
-                due += self.jitter_rng.uniform(0.0, jitter)  # in order still: see _command_due
-            self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile, self.strength)))
+            self._accept_command(cmd)
+
+    def _accept_command(self, cmd: wire.LowCmd) -> None:
+        """Queue a received command to act after the actuation latency (and jitter)."""
+        self.stats.commands += 1
+        due = self.robot_time + self.profile.actuator_latency_s
+        if jitter := self.profile.motors.latency_jitter_s:
+            due += self.jitter_rng.uniform(0.0, jitter)  # in order still: see _command_due
+        self.pending.append((due, MotorLaw.from_low_cmd(cmd, self.spec, self.profile, self.strength)))
 
     def _command_due(self) -> MotorLaw:
         """The newest command that is due; first in, first due (a late one holds back those behind it)."""
@@ -479,6 +486,8 @@ class StandInRobot:
         tau = self._limit_by_speed(law.torque(q, d.qvel[6:], self.torque_limit), d.qvel[6:])
         if "dead_motor" in self.faults:
             tau[self.faults["dead_motor"].joints(self.spec.num_joints)] = 0.0
+        if weak := self.faults.get("weak_motor"):  # a strength factor on its whole torque, limit included
+            tau[weak.joints(self.spec.num_joints)] *= weak.magnitude
         d.ctrl[:] = tau
         mujoco.mj_step(self.model, d)
         self.applied_torque = tau

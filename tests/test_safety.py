@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from deploy.runtime import PdTarget
-from deploy.safety import MONITORS, MotorResponse, SafetyInput, SafetyLimits, SafetyMonitor, load_safety_config
+from deploy.safety import (
+    MONITORS,
+    MotorResponse,
+    SafetyInput,
+    SafetyLimits,
+    SafetyMonitor,
+    healthy_torque,
+    load_safety_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +86,8 @@ def violations(spec, cfg):
     dead = standing(spec, target=pd(spec, calf_demand(spec, limits)))  # the calf asked to push, tau_est 0
     nan_obs = np.zeros(spec.observation.dim)
     nan_obs[7] = np.nan
+    spiked = spec.default_pose.copy()
+    spiked[calf] += cfg.max_reading_jump + 0.01  # its velocity reading says it stood still
     return {
         "non_finite": [standing(spec, obs=nan_obs)],
         "bridge": [standing(spec, bridge_trip="watchdog: no pd_target for 62 ms")],
@@ -85,6 +95,7 @@ def violations(spec, cfg):
         "loop_overrun": [standing(spec, step_interval_s=limits.max_step_interval_s * 1.01)],
         "orientation": [standing(spec, **tilted(cfg.max_roll_pitch + 0.01, axis=1))],
         "joint_position": [standing(spec, q=q)],
+        "joint_reading": [standing(spec), standing(spec, q=spiked)],
         "joint_velocity": [standing(spec, dq=dq)],
         "torque": [standing(spec, tau_est=tau)],
         "motor_response": [dead] * steps_to_trip(limits),
@@ -246,3 +257,42 @@ def test_non_finite_wins_over_comparisons_nan_would_slip_through(spec, cfg):
     q = spec.default_pose.copy()
     q[4] = np.nan  # NaN < lower is False: the position monitor alone would pass it
     assert SafetyMonitor(spec, cfg).check(standing(spec, q=q), 0).reason == "non_finite"
+
+
+def demanding_all(spec, limits: SafetyLimits, times_min: float = 3.0) -> PdTarget:
+    """Every joint's target offset so far that even the weakest healthy motor is asked `times_min` x the minimum."""
+    weakest = limits.motor_gains[0] * limits.motor_strength_min * spec.control.kp
+    return pd(spec, times_min * limits.motor_min_torque / weakest)
+
+
+def test_one_motor_at_a_third_on_a_stiff_robot_trips_against_the_robots_others(spec, cfg):
+    """Kp/Kd 1.5x: its motor at 0.3 gives more than the weakest healthy motor would, so only the comparison with
+    the same robot's other motors (per-joint strengths 0.7-1.0) shows it."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    target, rng = demanding_all(spec, limits), np.random.default_rng(0)
+    per_joint = rng.uniform(limits.motor_strength_min, 1.0, 12)
+    high = limits.motor_gains[1]
+    healthy = healthy_motor(limits, target, spec.default_pose, np.zeros(12), high, high, 1.0) * per_joint
+    weak = healthy.copy()
+    weak[2] = 0.3 * healthy[2] / per_joint[2]
+    low, _ = healthy_torque(target, spec.default_pose, np.zeros(12), limits)
+    assert weak[2] > limits.motor_response_fraction * low[2]  # the absolute bound lets it pass
+    steps = limits.motor_targets + limits.motor_relative_steps - 1
+    assert verdict("motor_response", [standing(spec, target=target, tau_est=healthy)] * (3 * steps), limits) is None
+    almost = [standing(spec, target=target, tau_est=weak)] * (steps - 1)
+    assert verdict("motor_response", almost, limits) is None
+    detail = verdict("motor_response", almost + almost[:1], limits)
+    assert detail.startswith("FL_calf_joint gave a median") and f"last {limits.motor_relative_steps} judged" in detail
+
+
+def test_a_joint_reading_that_jumps_trips_and_fast_true_motion_does_not(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    dt, q, dq = spec.control.policy_dt, spec.default_pose.copy(), np.zeros(12)
+    fast = np.zeros(12)
+    fast[4] = 20.0  # rad/s: 0.4 rad in a step, told by the velocity readings
+    moving = [standing(spec, q=q + k * dt * fast, dq=fast) for k in range(5)]
+    assert verdict("joint_reading", moving, limits) is None
+    spiked = q.copy()
+    spiked[4] += 0.5
+    detail = verdict("joint_reading", [standing(spec, q=q, dq=dq), standing(spec, q=spiked, dq=dq)], limits)
+    assert detail.startswith("FR_thigh_joint angle reading moved +0.500 rad in 20 ms")

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset
+from deploy.in_process import InMemoryBoard, InProcessRobot
 from deploy.lcm_io import LcmRobotIO
 from real_robot.loopback import LoopbackRobot
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
@@ -187,3 +188,90 @@ def test_motors_at_a_third_of_their_strength_trip_motor_response(spec, policies,
             rig.close()
     trip = record["trip"]
     assert trip is not None and trip.reason == "motor_response", trip
+
+
+# ------------------------------------------------------------------------------------------------ in process
+# The same stand-in, bridge core and runtime in one process (deploy/in_process.py, as benchmarks/monitor_grid.py
+# runs them): no processes to start, robot time independent of this host's load.
+class InProcessRig(Rig):
+    def __init__(self, spec, profile: str, policy_file, seed: int = 0):
+        self.robot, self.spec = InMemoryBoard(profile, seed=seed), spec
+        self.io = InProcessRobot(self.robot)
+        cfg = load_runtime_config("runtime_fast", {**START, "host_stall_allowance_s": 0.0})
+        policy = load_policy(policy_file, spec)
+        commands = ScheduledCommand(load_schedule("stand", load_speed_preset("low")))
+        self.safety = SafetyMonitor(spec, load_safety_config("go1"))
+        self.controller = Controller(spec, policy, self.safety, commands, cfg)
+        self.runtime = Runtime(self.controller, self.io, cfg)
+        self.runtime.wait_for_state()
+
+    def fault_at(self, fault: str, motor: int, at_us: int, magnitude: float = 0.0) -> None:
+        self.robot.inject_fault(fault, motor, magnitude, at_s=at_us / 1e6)
+
+    def close(self) -> None:
+        self.io.close()
+        self.robot.close()
+
+
+# A corner of the monitor grid's healthy robots (benchmarks/monitor_grid.py): 36 ms + up to 4 ms of jitter, soft
+# Kp with stiff Kd, uneven motors (by kind 0.7-1.0) with the torque-speed line, 3 kg on a slippery floor.
+GRID_CORNER = {"actuator_latency_s": 0.036, "kp_factor": 0.6, "kd_factor": 1.5, "motor_strength": 1.0,
+               "motors": {"latency_jitter_s": 0.004, "strength_per_joint": [0.7, 1.0, 0.8], "torque_speed": True}}
+
+
+@pytest.mark.parametrize("policy", ["standing", "stepping"])
+def test_a_healthy_robot_at_the_grids_corner_stands_and_steps_without_a_trip(spec, policies, tmp_path, policy):
+    profile = profile_file(tmp_path, "laggy_weak", "grid_corner", **GRID_CORNER)
+    rig = InProcessRig(spec, profile, policies[policy])
+    try:
+        record = rig.run(4.0, phase=Phase.POLICY)
+    finally:
+        rig.close()
+    assert record["trip"] is None, record["trip"]
+    assert abs(record["state"].rpy[:2]).max() < 0.5
+
+
+IN_PROCESS_FAULTS = [  # fault, motor, magnitude -> the monitor that must trip, within s
+    ("dead_motor", 5, 0.0, "motor_response", 0.15),
+    ("sensor_nan", 2, 0.0, "non_finite", 0.04),
+    ("freeze_state", -1, 0.0, "stale_state", 0.15),
+    ("drop_packets", -1, 0.0, "stale_state", 0.15),
+    ("sensor_spike", 2, 0.5, "joint_reading", 0.04),
+    ("fall", -1, 0.0, "orientation", 0.04),
+]
+
+
+@pytest.mark.parametrize("fault, motor, magnitude, monitor, within_s", IN_PROCESS_FAULTS,
+                         ids=[f[0] for f in IN_PROCESS_FAULTS])  # fmt: skip
+def test_faults_on_the_grids_corner_robot_trip_their_monitors(spec, policies, tmp_path, fault, motor, magnitude,
+                                                               monitor, within_s):  # fmt: skip
+    rig = InProcessRig(spec, profile_file(tmp_path, "laggy_weak", "grid_corner", **GRID_CORNER), policies["stepping"])
+    try:
+        rig.run(1.0, phase=Phase.POLICY)
+        fault_us = rig.runtime.prev_tick + 2 * rig.runtime.period_us
+        rig.fault_at(fault, motor, fault_us, magnitude)
+        trip = rig.run(1.0)["trip"]
+    finally:
+        rig.close()
+    assert trip is not None and trip.reason == monitor, trip
+    assert (trip.time_us - fault_us) / 1e6 <= within_s, trip
+
+
+WEAK_MOTOR_DETECTION_S = 0.5
+
+
+def test_one_motor_at_a_third_on_a_stiff_laggy_robot_trips_motor_response(spec, policies, tmp_path):
+    """Kp/Kd 1.5x: the weak motor gives about what the weakest healthy motor would, so it is the comparison with
+    the robot's other motors that catches it, stepping, within WEAK_MOTOR_DETECTION_S."""
+    rig = InProcessRig(spec, profile_file(tmp_path, "laggy_weak", "laggy_stiff", kp_factor=1.5, kd_factor=1.5),
+                       policies["stepping"])  # fmt: skip
+    try:
+        record = rig.run(1.0, phase=Phase.POLICY)
+        assert record["trip"] is None, record["trip"]
+        fault_us = rig.runtime.prev_tick + 2 * rig.runtime.period_us
+        rig.fault_at("weak_motor", 5, fault_us, 0.3)  # FR calf
+        trip = rig.run(2.0)["trip"]
+    finally:
+        rig.close()
+    assert trip is not None and trip.reason == "motor_response" and "FR_calf_joint" in trip.detail, trip
+    assert (trip.time_us - fault_us) / 1e6 <= WEAK_MOTOR_DETECTION_S, trip

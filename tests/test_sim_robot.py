@@ -261,6 +261,17 @@ def test_dead_motor_fall_push_reset_and_remote(make_robot):
     assert tau_est[2] == 0.0 and np.count_nonzero(tau_est) == 11
     robot.clear_faults()
 
+    exchange(robot, client, 2, q=spec.default_pose, kp=20.0, kd=0.5)
+    healthy = robot.applied_torque.copy()
+    robot.inject_fault("weak_motor", motor=5, magnitude=0.3)
+    exchange(robot, client, 1, q=spec.default_pose, kp=20.0, kd=0.5)
+    tau_est = spec.from_sdk_order(np.array([client.state.motorState[i].tauEst for i in range(12)]))
+    law = robot.active.torque(robot.data.qpos[7:] + robot.bias_q, robot.data.qvel[6:], robot.torque_limit)
+    assert abs(healthy[5]) > 0.5 and tau_est[5] == pytest.approx(0.3 * law[5], abs=0.3)
+    with pytest.raises(ValueError, match="weak_motor magnitude"):
+        robot.inject_fault("weak_motor", motor=5, magnitude=1.5)
+    robot.clear_faults()
+
     robot.set_remote(lx=0.5, ly=-0.25, rx=1.0, ry=-1.0)
     exchange(robot, client, 1, mode=0)
     remote = wire.decode_remote(bytes(client.state.wirelessRemote))
