@@ -32,7 +32,8 @@ from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, 
 from deploy.lcm_io import LcmRobotIO
 from deploy.record import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Phase, StepRecord, episode_outcome, record_schema
 from deploy.runtime import Behaviour, Controller, Runtime, load_runtime_config
-from deploy.safety import SafetyMonitor, load_safety_config
+from deploy.safety import SafetyMonitor, Trip, load_safety_config
+from deploy.trips import check_bridge_mode, trip_line, wait_for_bridge_status
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
 from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
@@ -175,6 +176,10 @@ def repeated_trip_advice(trips: dict[str, int], episodes: int) -> str | None:
 class EpisodeStartError(RuntimeError):
     """Episode after episode, the robot tripped as soon as it was re-armed (Collector.run gives up)."""
 
+    def __init__(self, message: str, trip: Trip | None = None):
+        super().__init__(message)
+        self.trip = trip  # the last start's
+
 
 class Collector:
     """Drives the runtime episode after episode: logs, ends episodes at their time limit, resets, re-arms."""
@@ -236,6 +241,7 @@ class Collector:
         ended upright at its time limit."""
         if self.runtime.next_tick is None:
             self.runtime.wait_for_state()
+            check_bridge_mode(wait_for_bridge_status(self.runtime), self.runtime.cfg.realtime)
         failed_starts = 0
         while not self.done and self.runtime.stop_reason is None:
             self.reset_robot(self.episodes)
@@ -250,7 +256,7 @@ class Collector:
             if failed_starts >= MAX_FAILED_STARTS:
                 self.bar.close()
                 raise EpisodeStartError(f"the robot tripped at the start of {failed_starts} episodes in a row, "
-                                        f"the last on {trip.reason}: {trip.detail}")  # fmt: skip
+                                        f"the last on {trip_line(trip)}", trip)  # fmt: skip
         self.bar.close()
         self.runtime.on_step = None  # steps from here on belong to no episode
         if stand_after and self.last_outcome == "timeout" and self.runtime.stop_reason is None:
