@@ -33,7 +33,7 @@ from deploy.lcm_io import LcmRobotIO
 from deploy.record import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Phase, StepRecord, episode_outcome, record_schema
 from deploy.runtime import Behaviour, Controller, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, Trip, load_safety_config
-from deploy.trips import check_bridge_mode, trip_line, wait_for_bridge_status
+from deploy.trips import check_bridge_mode, trip_line
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
 from real_robot.lcm_types.go1lcm import arm_request_t, sim_control_t
@@ -241,7 +241,6 @@ class Collector:
         ended upright at its time limit."""
         if self.runtime.next_tick is None:
             self.runtime.wait_for_state()
-            check_bridge_mode(wait_for_bridge_status(self.runtime), self.runtime.cfg.realtime)
         failed_starts = 0
         while not self.done and self.runtime.stop_reason is None:
             self.reset_robot(self.episodes)
@@ -284,6 +283,7 @@ def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float,
         msg.seed = 1 + seed() * NOISE_STREAMS_PER_SEED + episode % NOISE_STREAMS_PER_SEED
         node.publish("sim_control", msg)
         runtime.run(duration_s=settle_s)  # damping while the reset lands and the robot settles
+        check_pacing(runtime)
         rearm(runtime, node)
 
     return reset
@@ -303,12 +303,19 @@ def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[int], None]:
             runtime.step()
         if runtime.stop_reason is None:
             sys.stdin.readline()
+            check_pacing(runtime)
             if standing and runtime.controller.standing:  # from the stance: a soft start that hands over
                 runtime.controller.soft_start(runtime.io.state.q)
             else:
                 rearm(runtime, node)
 
     return reset
+
+
+def check_pacing(runtime: Runtime) -> None:
+    """Before an episode starts: BridgeModeError (naming the flag) if the bridge paces by another clock than the
+    runtime (the stand-in's --fast against `runtime`, or the reverse). Its status came during the damping steps."""
+    check_bridge_mode(runtime.io.bridge_status(), runtime.cfg.realtime)
 
 
 def rearm(runtime: Runtime, node: LcmNode) -> None:

@@ -323,3 +323,43 @@ def test_a_cached_offline_stage_says_so(tmp_path, capsys):
     for _ in range(2):
         stage.cached("critics", "k1", lambda ctx: trained.append(1) or {"w": 1}, lambda a: a, lambda saved: saved)
     assert len(trained) == 1 and "critics: cached" in capsys.readouterr().out
+
+
+def test_collect_and_online_exit_codes_tell_a_shortfall_an_abort_and_a_trip(monkeypatch, tmp_path, capsys):
+    import real_robot.collect_cli as collect_cli
+    import uni_o4.cli as uni_o4_cli
+    import uni_o4.finetune as finetune
+    from deploy.session import EpisodeStartError
+
+    never_started = EpisodeStartError("the robot tripped at the start of 5 episodes in a row, the last on safety "
+                                      "trip: stale_state (...). Next: ...", Trip("stale_state", 0, "..."))  # fmt: skip
+
+    def cannot_start(*_args):
+        raise never_started
+
+    argv = ["--policy", str(SHIPPED / "policy.pt"), "--steps", "100"]
+    monkeypatch.setattr(collect_cli, "collect", cannot_start)
+    assert collect_main(argv) == ExitCode.SHORTFALL and "stale_state" in capsys.readouterr().err
+    monkeypatch.setattr(collect_cli, "collect", lambda *_: Namespace(done=False, steps=40, episodes=2))  # Ctrl-C
+    assert collect_main(argv) == ExitCode.ABORTED and "stopped by the operator" in capsys.readouterr().err
+    monkeypatch.setattr(collect_cli, "collect", lambda *_: Namespace(done=True, steps=100, episodes=5))
+    assert collect_main(argv) == ExitCode.OK
+    monkeypatch.setattr(finetune, "finetune_online", cannot_start)
+    online = ["finetune", "--online", "--policy", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert uni_o4_cli.main(online) == ExitCode.SAFETY_TRIP and "stale_state" in capsys.readouterr().err
+
+
+def test_the_commands_the_readme_says_take_device_do(capsys):
+    from deploy.cli import main as deploy_main
+    from sim_pretrain.cli import main as sim_main
+    from uni_o4.cli import main as uni_o4_main
+
+    readme = (REPO / "README.md").read_text()
+    assert "Every command takes `--device`" not in readme  # sim-robot, bridge, logs, calibrate have no policy
+    claim = re.search(r"The commands that run or train a policy \((.*?)\)\s+take `--device`", readme, re.S)
+    assert claim and claim.group(1).count("`") == 8
+    for main, argv in [(sim_main, ["train"]), (sim_main, ["finetune"]), (sim_main, ["eval"]), (deploy_main, ["run"]),
+                       (collect_main, []), (uni_o4_main, ["finetune"]), (uni_o4_main, ["pipeline"])]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        assert "--device" in capsys.readouterr().out, argv
