@@ -213,7 +213,7 @@ def test_a_log_with_a_nan_trip_is_flagged_and_cut_at_the_trip_not_a_crash(spec, 
     assert flagged["file"] == nan_file and flagged["non_finite_records"] == 1 and flagged["non_finite_fields"] == ["q"]
     text = format_summary(summary)
     assert "1 episode(s) with NaN/Inf readings" in text.splitlines()[0] and f"NaN/Inf in {nan_file}" in text
-    with pytest.warns(NonFiniteRecordsWarning, match=re.escape(Path(nan_file).name)):
+    with pytest.warns(NonFiniteRecordsWarning, match=re.escape(str(tmp_path / "log" / nan_file))):
         data, report = dataset_from_log_folder(tmp_path / "log", spec, LogDataConfig())
     assert report.transitions == 4 + 5 and torch.isfinite(data.rewards).all()  # cut before the NaN record
 

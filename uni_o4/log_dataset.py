@@ -298,7 +298,10 @@ def _as_episode(episode) -> LogEpisode:
         return episode
     records = episode["records"] if isinstance(episode, dict) else episode.records
     outcome = episode["outcome"] if isinstance(episode, dict) else episode.outcome
-    source = (episode.get("source", "") if isinstance(episode, dict) else getattr(episode, "source", "")) or ""
+    if isinstance(episode, dict):
+        source = episode.get("source", "")
+    else:  # the reader's episode: its path (folder and file) names it among every folder of data_logs/
+        source = getattr(episode, "path", None) or getattr(episode, "source", "")
     if isinstance(records, np.ndarray) and records.dtype.names:
         records = {name: records[name] for name in records.dtype.names}
     return LogEpisode(dict(records), str(outcome), str(source))
