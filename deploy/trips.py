@@ -14,12 +14,13 @@ from deploy.safety import MONITORS, Trip
 
 BRIDGE_STATUS_WAIT_S = 0.5  # wall time to wait for the bridge's first status (it sends ~10 per second)
 REARM = "`deploy arm` re-arms a running `deploy run` (a soft start from where the robot lies)"
-_LIMITS = "the policy drove a joint past a limit: check the robot and the trip's values (`real_robot logs <folder>`), then retry at --speed low"  # fmt: skip
+_LIMITS = ("the policy drove a joint past a limit: check the robot and the trip's values (`real_robot logs "
+           "<folder>`), then retry at --speed low")
 NEXT_STEP = {  # monitor -> what a careful operator does next
     "non_finite": "a sensor or the policy gave NaN/Inf: check the sensors and cables (stand-in: a fault injection)",
     "bridge": "the bridge stopped executing targets (its watchdog or PowerProtect, see its output)",
-    "stale_state": "no fresh state from the bridge: is it running? A stand-in started with --fast (bridge --follow) "
-    "needs --runtime-config runtime_fast",
+    "stale_state": "no fresh state from the bridge: is it running, is the host busy (the stand-in and the bridge "
+    "starve)? A stand-in started with --fast (bridge --follow) needs --runtime-config runtime_fast",
     "loop_overrun": "the control loop ran late: the host is busy (stop other work); a stand-in started with --fast "
     "(bridge --follow) needs --runtime-config runtime_fast",
     "orientation": "the robot tilted beyond the limit (a fall): put it down lying, then start again",
