@@ -121,7 +121,7 @@ def deploy_run(robot, *extra, duration: float = 5.0) -> subprocess.CompletedProc
     argv = [sys.executable, "-m", "deploy.cli", "run", "--policy", str(SHIPPED / "policy.pt"), "--speed", "low",
             "--commands", "schedule:stand", "--duration", str(duration), "--lcm-url", robot.lcm_url,
             "--channel-prefix", robot.prefix, *extra]  # fmt: skip
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def test_deploy_runs_twice_in_a_row_and_a_trip_exits_3_naming_the_monitor_and_the_next_step(robot, tmp_path):
@@ -298,7 +298,7 @@ def test_eval_records_its_preset_and_seed_and_sets_mujoco_gl_before_mujoco_loads
     code = ("import os, sys; os.environ.pop('MUJOCO_GL', None); from sim_pretrain.cli import main; "
             "assert 'mujoco' not in sys.modules; main(['eval', '--policy', 'missing.pt', '--gait', '0', '0', '0']); "
             "print(os.environ.get('MUJOCO_GL'), 'mujoco' in sys.modules)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert out.stdout.split() == ["egl", "True"], out.stderr[-2000:]  # set, then mujoco was loaded
 
