@@ -96,7 +96,12 @@ def test_the_readme_walk_recipe_walks_the_shipped_policy_on_the_stand_in(tmp_pat
     finally:
         for process in background:  # `kill %1 %2`
             process.terminate()
-            process.wait(timeout=10)
+        for process in background:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     deploy, logs = results
     assert deploy.returncode == ExitCode.OK, deploy.stderr[-2000:]
     assert logs.returncode == ExitCode.OK and ": OK" in logs.stdout and "policy steps" in logs.stdout
