@@ -1,15 +1,22 @@
 """`deploy run`: a policy on the robot through the LCM bridge, safety monitors on, logging on.
-`deploy arm`: ask the bridge and/or a running deploy to re-arm after a latched trip."""
+`deploy arm`: ask the bridge and/or a running deploy to re-arm after a latched trip.
+
+Exit codes (robot_spec/exit_codes.py): 0 done (--duration reached, or Ctrl-C without --duration), 1 no robot,
+2 bad input (also a runtime config whose pacing does not match the bridge's), 3 a safety monitor tripped during
+the run (or the bridge is latched from an earlier trip), 130 Ctrl-C before --duration.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from deploy.command_sources import make_command_source
@@ -17,13 +24,23 @@ from deploy.commands import load_speed_preset
 from deploy.runtime import Controller, Phase, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, load_safety_config
 from real_robot.arming import ArmingError
+from deploy.trips import (
+    REARM,
+    check_bridge_mode,
+    is_safety_trip,
+    is_stand_in,
+    latched_bridge_message,
+    trip_line,
+    wait_for_bridge_status,
+)
 from robot_spec.config import ConfigError, check_number, to_dict
+from robot_spec.exit_codes import ExitCode
 from robot_spec.policy_io import load_policy
 from robot_spec.spec import PolicyMismatchError, load_robot
 from robot_spec.args import device_arg, out_dir_arg
 
-EXIT_BAD_INPUT = 2
-EXIT_NO_ROBOT = 1
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+EXIT_NO_ROBOT = ExitCode.FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime-config", default="runtime",
                      help="configs/deploy/<name>.yaml or a YAML file: runtime (real time, default) or runtime_fast "
                           "(the stand-in robot's --fast mode, robot time faster than wall time)")  # fmt: skip
+    run.add_argument("--arm-bridge", action="store_true",
+                     help="re-arm a bridge latched by an earlier trip before starting (done anyway on the stand-in "
+                          "robot, whose bridge talks to 127.0.0.1; on a real robot check it first)")  # fmt: skip
 
     arm = sub.add_parser("arm", help="re-arm the bridge and/or a running deploy after a latched trip")
     arm.add_argument("--target", choices=["all", "bridge", "deploy"], default="all", help="who re-arms (default: all)")
@@ -81,11 +101,38 @@ def run(args: argparse.Namespace) -> int:
         except TimeoutError as err:
             print(f"deploy run: {err}", file=sys.stderr)
             return EXIT_NO_ROBOT
+        if not start_on_bridge(args, runtime):
+            return ExitCode.SAFETY_TRIP
         runtime.run(duration_s=args.duration)
+        aborted = args.duration is not None and runtime.stop_reason == "operator_stop"
         runtime.request_stop("timeout" if args.duration is not None else "operator_stop")
         trip = runtime.run()["trip"]  # damping for stop_damping_s, then out
     print(f"deploy: stopped after {runtime.step_count} steps ({trip.reason}: {trip.detail})")
-    return 0
+    safety_trip = runtime.on_step.first_trip
+    if safety_trip is not None:
+        print(f"deploy run: {trip_line(safety_trip)}; {runtime.controller.safety.trip_count} safety trip(s) in this "
+              "run. Once the cause is fixed run again (the bridge re-arms itself on the stand-in; on a robot "
+              "`deploy arm --target bridge` or --arm-bridge)", file=sys.stderr)  # fmt: skip
+        return ExitCode.SAFETY_TRIP
+    return ExitCode.ABORTED if aborted else ExitCode.OK
+
+
+def start_on_bridge(args: argparse.Namespace, runtime: Runtime) -> bool:
+    """Before the first target: the bridge paces as the runtime does (else BridgeModeError), and a trip latched by
+    an earlier run is re-armed on the stand-in or with --arm-bridge, else explained (False: do not start)."""
+    from real_robot.lcm_bus import publish_arm_request
+
+    status = wait_for_bridge_status(runtime)
+    check_bridge_mode(status, runtime.cfg.realtime)
+    if status is None or not status.tripped:
+        return True
+    if not (args.arm_bridge or is_stand_in(status)):
+        print(f"deploy run: {latched_bridge_message(status)}", file=sys.stderr)
+        return False
+    publish_arm_request(args.lcm_url, args.channel_prefix, target="bridge", source="deploy run")
+    why = "--arm-bridge" if args.arm_bridge else "the stand-in robot"
+    print(f"deploy: the bridge was latched from an earlier trip ({status.reason}); re-armed it ({why})")
+    return True
 
 
 def arm(args: argparse.Namespace) -> int:
@@ -120,18 +167,31 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
         log = stack.enter_context(RunLog(folder, spec, meta, lambda: {"commands": args.commands}))
         print(f"deploy: logging to {folder}")
 
-    def on_step(record: dict) -> None:
-        if log is not None:
-            log.on_step(record)
-        status.update(record)
-
-    runtime = Runtime(controller, io, cfg, on_step)
+    runtime = Runtime(controller, io, cfg, StepHandler(log, status))
     stack.callback(runtime.close)
     return runtime
 
 
+class StepHandler:
+    """The runtime's `on_step`: log the record, update the status line, say each safety trip once as it happens."""
+
+    def __init__(self, log, status: StatusLine):
+        self.log, self.status = log, status
+        self.first_trip = None  # the run's first safety trip (not a stop)
+        self.trips_said = 0
+
+    def __call__(self, record: dict) -> None:
+        if self.log is not None:
+            self.log.on_step(record)
+        self.status.update(record)
+        if is_safety_trip(record["trip"]) and record["trip_count"] > self.trips_said:
+            self.trips_said = record["trip_count"]
+            self.first_trip = self.first_trip or record["trip"]
+            tqdm.write(f"deploy: {trip_line(record['trip'])}. {REARM}; Ctrl-C ends the run")
+
+
 class StatusLine:
-    """A live one-line status (a tqdm bar): robot time, phase, command, safety."""
+    """A live one-line status (a tqdm bar): robot time, phase, command, measured velocity and tilt, safety."""
 
     def __init__(self, duration_s: float | None, dt: float):
         self.dt = dt
@@ -143,11 +203,17 @@ class StatusLine:
         self.bar.n = record["step"] * self.dt
         trip = record["trip"]
         safety = f"TRIPPED {trip.reason}: {trip.detail}" if trip else "ok"
+        self.bar.set_postfix_str(f"{Phase(record['phase']).name.lower():10s} {self.motion(record)} safety {safety}",
+                                 refresh=True)  # fmt: skip
+
+    @staticmethod
+    def motion(record: dict) -> str:
+        """The command beside what the robot does: body velocity (odometry, if there is a source) and tilt."""
         vx, vy, yaw = record["command"]
-        self.bar.set_postfix_str(
-            f"{Phase(record['phase']).name.lower():10s} cmd ({vx:+.2f}, {vy:+.2f}, {yaw:+.2f}) safety {safety}",
-            refresh=True,
-        )
+        lin, rpy = record["odometry"].lin_vel, record["state"].rpy
+        measured = f"v ({lin[0]:+.2f}, {lin[1]:+.2f})" if np.all(np.isfinite(lin[:2])) else "v n/a (no odometry)"
+        tilt = math.degrees(max(abs(rpy[0]), abs(rpy[1])))
+        return f"cmd ({vx:+.2f}, {vy:+.2f}, {yaw:+.2f}) {measured} tilt {tilt:4.1f}°"
 
     def __enter__(self) -> StatusLine:
         return self

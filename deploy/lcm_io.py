@@ -161,7 +161,7 @@ class LcmRobotIO:
 
     def _on_safety_status(self, msg: safety_status_t, _received_us: int) -> None:
         if msg.source == "bridge":
-            self._bridge = BridgeStatus(msg.tripped, msg.reason, msg.timestamp_us)
+            self._bridge = BridgeStatus(msg.tripped, msg.reason, msg.timestamp_us, msg.follow, msg.robot_ip)
 
     def bridge_status(self) -> BridgeStatus | None:
         return self._bridge

@@ -123,6 +123,8 @@ class BridgeStatus:
     tripped: bool
     reason: str
     stamp_us: int  # the bridge's monotonic clock when it published
+    follow: bool | None = None  # paced by robot time (bridge --follow, the stand-in's --fast); None: not told
+    robot_ip: str = ""  # the board's address (loopback: the stand-in robot)
 
 
 class RobotIO(Protocol):

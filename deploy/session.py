@@ -32,7 +32,8 @@ from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, 
 from deploy.lcm_io import LcmRobotIO
 from deploy.record import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Phase, StepRecord, episode_outcome, record_schema
 from deploy.runtime import Behaviour, Controller, Runtime, load_runtime_config
-from deploy.safety import SafetyMonitor, load_safety_config
+from deploy.safety import SafetyMonitor, Trip, load_safety_config
+from deploy.trips import check_bridge_mode, trip_line
 from real_robot.datalog import LogWriter
 from real_robot.lcm_bus import DEFAULT_LCM_URL, LcmNode, now_us
 from real_robot.lcm_types.go1lcm import sim_control_t
@@ -175,6 +176,10 @@ def repeated_trip_advice(trips: dict[str, int], episodes: int) -> str | None:
 class EpisodeStartError(RuntimeError):
     """Episode after episode, the robot tripped as soon as it was re-armed (Collector.run gives up)."""
 
+    def __init__(self, message: str, trip: Trip | None = None):
+        super().__init__(message)
+        self.trip = trip  # the last start's
+
 
 class Collector:
     """Drives the runtime episode after episode: logs, ends episodes at their time limit, resets, re-arms."""
@@ -250,7 +255,7 @@ class Collector:
             if failed_starts >= MAX_FAILED_STARTS:
                 self.bar.close()
                 raise EpisodeStartError(f"the robot tripped at the start of {failed_starts} episodes in a row, "
-                                        f"the last on {trip.reason}: {trip.detail}")  # fmt: skip
+                                        f"the last on {trip_line(trip)}", trip)  # fmt: skip
         self.bar.close()
         self.runtime.on_step = None  # steps from here on belong to no episode
         if stand_after and self.last_outcome == "timeout" and self.runtime.stop_reason is None:
@@ -278,6 +283,7 @@ def stand_in_reset(runtime: Runtime, node: LcmNode, settle_s: float,
         msg.seed = 1 + seed() * NOISE_STREAMS_PER_SEED + episode % NOISE_STREAMS_PER_SEED
         node.publish("sim_control", msg)
         runtime.run(duration_s=settle_s)  # damping while the reset lands and the robot settles
+        check_pacing(runtime)
         rearm(runtime)
 
     return reset
@@ -297,12 +303,19 @@ def operator_reset(runtime: Runtime, node: LcmNode) -> Callable[[int], None]:
             runtime.step()
         if runtime.stop_reason is None:
             sys.stdin.readline()
+            check_pacing(runtime)
             if standing and runtime.controller.standing:  # from the stance: a soft start that hands over
                 runtime.controller.soft_start(runtime.io.state.q)
             else:
                 rearm(runtime)
 
     return reset
+
+
+def check_pacing(runtime: Runtime) -> None:
+    """Before an episode starts: BridgeModeError (naming the flag) if the bridge paces by another clock than the
+    runtime (the stand-in's --fast against `runtime`, or the reverse). Its status came during the damping steps."""
+    check_bridge_mode(runtime.io.bridge_status(), runtime.cfg.realtime)
 
 
 def rearm(runtime: Runtime) -> None:

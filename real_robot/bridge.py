@@ -389,6 +389,7 @@ class Bridge:
         self.core, self.robot, self.node = core, robot, node
         self.robot_clock = RobotClock()
         self.clock: Clock = self.robot_clock if follow else WallClock()
+        self.follow, self.robot_ip = follow, cfg.robot_ip  # told in every status: the runtime checks its own mode
         self.foot_index = sdk_foot_index(core.spec)
         self.status_period_us = round(1e6 / cfg.status_hz)
         self._status_sent: WatchdogStatus | None = None
@@ -440,6 +441,7 @@ class Bridge:
         msg = safety_status_t()
         msg.timestamp_us, msg.source = wall_us(), "bridge"
         msg.tripped, msg.reason, msg.trip_count = status.tripped, status.reason, status.trip_count
+        msg.follow, msg.robot_ip = self.follow, self.robot_ip
         self.node.publish("safety_status", msg)
         self._status_sent, self._status_sent_us = status, now_us
 

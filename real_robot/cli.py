@@ -1,9 +1,15 @@
-"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection, log checks, calibration."""
+"""`real_robot <command>`: the stand-in robot, the SDK ⇄ LCM bridge, data collection, log checks, calibration.
+
+`real_robot <command> --help` lists a command's options."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 import sys
+
+from robot_spec.exit_codes import ExitCode
 
 COMMANDS = {
     "sim-robot": ("real_robot.sim_robot", "stand-in Go1: MuJoCo + reality-gap profile, Unitree UDP protocol on 127.0.0.1"),
@@ -16,14 +22,28 @@ COMMANDS = {
 }
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """Subcommands the argparse way; each command's own parser (in its module, imported only when it runs) reads
+    the rest, so `real_robot logs` does not import MuJoCo."""
+    parser = argparse.ArgumentParser(prog="real_robot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)  # its --help is the command's own
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        lines = [f"  {name:10s} {help_}" for name, (_, help_) in COMMANDS.items()]
-        print("usage: real_robot <command> [options]\n\ncommands:\n" + "\n".join(lines))
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    parser = build_parser()
+    try:
+        if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+            parser.error(f"unknown command '{argv[0]}' (commands: {', '.join(COMMANDS)})")
+        command = parser.parse_args(argv[:1]).command
+        return importlib.import_module(COMMANDS[command][0]).main(argv[1:])
+    except BrokenPipeError:  # `real_robot ... | head`: the reader has gone; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

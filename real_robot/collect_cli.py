@@ -3,6 +3,11 @@
 A thin shell over the robot session (deploy/session.py: `collect(SessionConfig, CollectConfig)`), which holds
 what a collection does: soft start, policy, safety monitors, one log record per control step, an episode per
 soft start, stand-in resets or operator resets between episodes.
+
+Episodes ended by a safety trip are data (the log records each one), not a failure. Exit codes
+(robot_spec/exit_codes.py): 0 the asked steps/episodes were logged (or Ctrl-C with no amount asked), 1 no
+robot, 2 bad input (also --runtime-config not matching the bridge's pacing), 4 shortfall (the robot tripped at
+the start of episode after episode), 130 Ctrl-C before the asked amount.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 from deploy.session import CollectConfig, EpisodeStartError, SessionConfig, collect
 from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import ConfigError
+from robot_spec.exit_codes import ExitCode
 from robot_spec.spec import PolicyMismatchError
 from robot_spec.args import device_arg, out_dir_arg
 
@@ -70,14 +76,22 @@ def configs(args: argparse.Namespace) -> tuple[SessionConfig, CollectConfig]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        collect(*configs(args))
+        collector = collect(*configs(args))
     except (PolicyMismatchError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"real_robot collect: error: {err}", file=sys.stderr)
-        return 2
-    except (TimeoutError, EpisodeStartError) as err:  # every episode logged so far stays in the log folder
+        return ExitCode.BAD_INPUT
+    except TimeoutError as err:  # every episode logged so far stays in the log folder
         print(f"real_robot collect: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    except EpisodeStartError as err:
+        print(f"real_robot collect: stopped short: {err}", file=sys.stderr)
+        return ExitCode.SHORTFALL
+    asked = args.steps is not None or args.episodes is not None
+    if asked and not collector.done:  # only a stop request (Ctrl-C) ends a collection early
+        print(f"real_robot collect: stopped by the operator after {collector.steps} policy steps, "
+              f"{collector.episodes} episodes", file=sys.stderr)  # fmt: skip
+        return ExitCode.ABORTED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

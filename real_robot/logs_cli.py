@@ -1,9 +1,10 @@
 """`real_robot logs FOLDER...`: summarise and check log folders written by real_robot.datalog.
 
-Per folder: episodes, records (steps), robot time, outcomes, safety trips and falls by reason, interrupted
-episodes and torn tail bytes (a writer killed mid-write: not damage), and every damaged file with its byte
-offset. A folder that holds no episodes itself but has log folders inside (e.g. data_logs/) is summarised
-folder by folder. Exit code: 0 all intact, 1 damage found (0 with --skip-damaged, which accepts it),
+Per folder: episodes, policy steps (as `collect` counts them) and records (soft start and the first damping
+step too), robot time, outcomes, safety trips and falls by reason, episodes with NaN/Inf readings (a sensor
+fault; offline fine-tuning leaves those records out), interrupted episodes and torn tail bytes (a writer
+killed mid-write: not damage), and every damaged file with its byte offset. A folder that holds no episodes
+itself but has log folders inside (e.g. data_logs/) is summarised folder by folder. Exit code: 0 all intact, 1 damage found (0 with --skip-damaged, which accepts it),
 2 bad input (missing or non-log folder).
 """
 
@@ -15,8 +16,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from deploy.record import Phase
 from real_robot.datalog import EPISODE_GLOB, DamagedLogError, LogError, episode_files, read_episode
 
 EXIT_DAMAGED = 1
@@ -35,23 +38,48 @@ def summarize(folder: str | Path, skip_damaged: bool = False) -> dict:
         except DamagedLogError as err:
             damaged.append({"file": str(err.path), "offset": err.offset, "problem": err.problem})
             continue
+        bad_records, bad_fields = non_finite_records(episode.records)
         episodes.append({
-            "file": episode.source, "steps": episode.num_records, "duration_s": round(episode.duration_s, 3),
-            "outcome": episode.outcome, "reason": episode.reason, "dropped_tail_bytes": episode.dropped_tail_bytes,
+            "file": episode.source, "records": episode.num_records, "policy_steps": policy_steps(episode.records),
+            "duration_s": round(episode.duration_s, 3), "outcome": episode.outcome, "reason": episode.reason,
+            "dropped_tail_bytes": episode.dropped_tail_bytes, "non_finite_records": bad_records,
+            "non_finite_fields": bad_fields,
         })  # fmt: skip
     trips = Counter(f"{e['outcome']}: {e['reason']}" for e in episodes if e["outcome"] in TRIP_OUTCOMES)
     return {
         "folder": str(folder),
         "episodes": len(episodes),
-        "steps": sum(e["steps"] for e in episodes),
+        "policy_steps": sum(e["policy_steps"] for e in episodes),
+        "records": sum(e["records"] for e in episodes),
         "duration_s": round(sum(e["duration_s"] for e in episodes), 3),
         "outcomes": dict(sorted(Counter(e["outcome"] for e in episodes).items())),
         "trips": dict(trips.most_common()),
         "dropped_tail_bytes": sum(e["dropped_tail_bytes"] for e in episodes),
+        "non_finite": [e for e in episodes if e["non_finite_records"]],
         "damaged": damaged,
         "passed": not damaged or skip_damaged,
         "per_episode": episodes,
     }
+
+
+def policy_steps(records: dict[str, np.ndarray]) -> int:
+    """Records of a policy step that acted (not tripped): what `collect --steps` counts. 0 without those fields."""
+    if "phase" not in records or "tripped" not in records:
+        return 0
+    return int(np.sum((records["phase"] == Phase.POLICY) & (records["tripped"] == 0)))
+
+
+def non_finite_records(records: dict[str, np.ndarray]) -> tuple[int, list[str]]:
+    """How many records hold NaN/Inf in a float field, and which fields (a sensor fault; a missing odometry
+    source is logged as NaN too)."""
+    bad, fields = np.zeros(len(next(iter(records.values()), [])), dtype=bool), []
+    for name, values in records.items():
+        if values.dtype.kind == "f" and len(values):
+            rows = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if rows.any():
+                bad |= rows
+                fields.append(name)
+    return int(bad.sum()), fields
 
 
 def log_folders(folder: Path) -> list[Path]:
@@ -65,12 +93,20 @@ def log_folders(folder: Path) -> list[Path]:
 
 def format_summary(s: dict) -> str:
     status = "OK" if not s["damaged"] else ("DAMAGED (skipped)" if s["passed"] else "DAMAGED")
+    if s["non_finite"]:
+        status += f", {len(s['non_finite'])} episode(s) with NaN/Inf readings"
     lines = [
         f"{s['folder']}: {status}",
-        f"  episodes {s['episodes']}, steps {s['steps']}, robot time {s['duration_s']:.1f} s",
+        f"  episodes {s['episodes']}, policy steps {s['policy_steps']} (records {s['records']}, with soft start and "
+        f"damping), robot time {s['duration_s']:.1f} s",
         "  outcomes: " + (", ".join(f"{k} {v}" for k, v in s["outcomes"].items()) or "none"),
     ]
     lines += [f"  trip  {count:4d} × {reason}" for reason, count in s["trips"].items()]
+    lines += [
+        f"  NaN/Inf in {e['file']}: {e['non_finite_records']} of {e['records']} records "
+        f"({', '.join(e['non_finite_fields'])}; {e['outcome']}): offline fine-tuning leaves those records out"
+        for e in s["non_finite"]
+    ]
     if s["dropped_tail_bytes"]:
         lines.append(f"  torn tails: {s['dropped_tail_bytes']} bytes after the last complete record (writer killed)")
     lines += [f"  damaged {d['file']} at byte {d['offset']}: {d['problem']}" for d in s["damaged"]]

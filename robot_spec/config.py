@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -137,6 +138,39 @@ def load_config(cls: type[T], path: str | Path, overrides: dict | None = None) -
     if overrides:
         data = merge(data, overrides)
     return from_dict(cls, data, where=str(path))
+
+
+# PyYAML reads YAML 1.1, where 5e-4 (no dot) is a string; on the command line it means the number.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+OVERRIDE_HELP = ("override any config value, Hydra style: KEY.PATH=VALUE ... (e.g. ppo.learning_rate=5e-4 "
+                 "env.num_envs=1024; values are YAML: 3, 0.5, true, [1, 2]); checked like the YAML file and "
+                 "written into the run's saved config")  # fmt: skip
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """`--set` items ["ppo.learning_rate=5e-4", "env.num_envs=1024"] -> a nested dict for `load_config`'s
+    overrides, which checks every key and type as strictly as the YAML file's own."""
+    out: dict = {}
+    for item in items or []:
+        key, equals, text = item.partition("=")
+        path = key.strip().split(".")
+        if not equals or not all(path):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. ppo.learning_rate=5e-4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            value = float(value)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is given a value and sub-keys")
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(f"--set {item!r}: {key} is given a value and sub-keys")
+        node[path[-1]] = value
+    return out
 
 
 def merge(base: dict, update: dict) -> dict:

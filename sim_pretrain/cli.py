@@ -1,14 +1,16 @@
-"""`sim_pretrain train` and `sim_pretrain eval`."""
+"""`sim_pretrain train`, `sim_pretrain finetune` and `sim_pretrain eval`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from robot_spec.config import ConfigError, check_number, load_config, named_config
 from robot_spec.args import device_arg, out_dir_arg
+from robot_spec.config import OVERRIDE_HELP, ConfigError, check_number, load_config, named_config, parse_overrides
+from robot_spec.exit_codes import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,11 +19,15 @@ def main(argv: list[str] | None = None) -> int:
 
     train = sub.add_parser("train", help="pretrain a locomotion policy with rsl_rl PPO in MuJoCo")
     train.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
-    train.add_argument("--preset", default="quick", help="training preset configs/train/<robot>_<preset>.yaml")
-    train.add_argument("--num-envs", type=int, help="parallel environments (preset default: 512)")
-    train.add_argument("--iterations", type=int, help="total PPO iterations (counted from 0, also when resuming)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--resume", type=Path, help="checkpoint model_<it>.pt (or its run folder) to continue")
+    train.add_argument("--preset", default="quick",
+                       help="training preset: configs/train/<robot>_<preset>.yaml, or a .yaml file (default: quick)")
+    train.add_argument("--num-envs", type=int, help="parallel environments (default: the preset's, 512)")
+    train.add_argument("--iterations", type=int, help="total PPO iterations (counted from 0, also when resuming; "
+                       "default: the preset's)")  # fmt: skip
+    train.add_argument("--seed", type=int, help="seed of training and the environments (default: the preset's, 0)")
+    train.add_argument("--resume", type=Path, help="checkpoint model_<it>.pt (or its run folder) to continue, with "
+                       "the run's own config.yaml (--preset is then not read)")  # fmt: skip
+    train.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=OVERRIDE_HELP)
     train.add_argument("--runs", type=Path, default=Path("runs"), help="parent folder of run folders")
     train.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
 
@@ -43,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("eval", help="evaluate a policy under a command grid and randomised dynamics")
     ev.add_argument("--policy", type=Path, required=True, help="exported policy.pt")
-    ev.add_argument("--robot", default="go1")
-    ev.add_argument("--preset", default="default", help="evaluation preset configs/eval/<preset>.yaml")
-    ev.add_argument("--out", type=out_dir_arg, help="folder for metrics.json and plots (default: next to the policy)")
-    ev.add_argument("--seed", type=int)
-    ev.add_argument("--device", type=device_arg, default="cpu")
+    ev.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
+    ev.add_argument("--preset", default="default",
+                    help="evaluation preset: configs/eval/<preset>.yaml, or a .yaml file (default: default)")
+    ev.add_argument("--out", type=out_dir_arg, help="folder for metrics.json and plots (default: <policy folder>/eval)")
+    ev.add_argument("--seed", type=int, help="seed of the randomised dynamics (default: the preset's, 0)")
+    ev.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ... (default: cpu)")
+    ev.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=OVERRIDE_HELP)
     ev.add_argument("--gait", type=float, nargs=3, metavar=("VX", "VY", "YAW"),
                     help="also render the gait under this command (gait.gif + gait_filmstrip.png; needs EGL)")
 
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"train": _train, "finetune": _finetune, "eval": _eval}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"sim_pretrain {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -67,13 +75,15 @@ def _train(args: argparse.Namespace) -> int:
     check_number("--iterations", args.iterations, 1, integer=True)  # -1 exported an untrained policy
     check_number("--num-envs", args.num_envs, 1, integer=True)
     load_robot(args.robot)  # unknown robot names are answered with the known ones
-    resume, run_dir = None, None
+    resume, run_dir, preset = None, None, args.preset
     if args.resume is not None:
         resume = _latest_checkpoint(args.resume)
         run_dir = resume.parent
-    cfg = load_train_config(args.robot, args.preset, args.seed, args.num_envs, args.iterations)
+        preset = str(run_dir / "config.yaml")  # the run goes on as it was configured (its --set values too)
+    extra = parse_overrides(args.set)
+    cfg = load_train_config(args.robot, preset, args.seed, args.num_envs, args.iterations, extra)
     if run_dir is None:
-        run_dir = new_run_dir(args.runs, args.robot, args.preset)
+        run_dir = new_run_dir(args.runs, args.robot, Path(args.preset).stem)
     print(f"run folder: {run_dir}")
     policy = train(cfg, run_dir, device=args.device, resume=resume)
     print(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")
@@ -109,15 +119,19 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.gait is not None:  # mujoco reads MUJOCO_GL when first imported: before evaluate imports it
+        os.environ.setdefault("MUJOCO_GL", "egl")
     from sim_pretrain.evaluate import EvalConfig, evaluate_policy, write_report
     from robot_spec import load_robot
     from robot_spec.policy_io import load_policy
 
     spec = load_robot(args.robot)
     policy = load_policy(args.policy, spec, device=args.device)
-    overrides = {"seed": args.seed} if args.seed is not None else None
-    cfg = load_config(EvalConfig, named_config("eval", args.preset), overrides)
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    preset_file = named_config("eval", args.preset)
+    cfg = load_config(EvalConfig, preset_file, {**overrides, **parse_overrides(args.set)})
     metrics = evaluate_policy(policy, cfg, device=args.device)
+    metrics = {"preset": str(preset_file), "seed": cfg.seed, "set": args.set or [], **metrics}  # what produced them
     out = args.out or args.policy.parent / "eval"
     write_report(metrics, out)
     if args.gait is not None:

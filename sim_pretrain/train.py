@@ -69,7 +69,8 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
         runner.current_learning_iteration = 0
         tqdm.write(f"fine-tuning from {init}")
 
-    history = TrainingHistory()
+    # A resumed run keeps its history up to the checkpoint (iterations after it are trained again).
+    history = load_history(run_dir, runner.current_learning_iteration) if resume is not None else TrainingHistory()
     remaining = cfg.iterations - runner.current_learning_iteration
     stop_requested = _install_sigint_flag()
     try:
@@ -88,6 +89,16 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     policy_path = export_policy(runner, run_dir, cfg)
     _plot_history(history, run_dir)
     return policy_path
+
+
+def load_history(run_dir: Path, before_iteration: int) -> TrainingHistory:
+    """The run's training_history.json up to (not including) `before_iteration`; empty if there is none."""
+    path = run_dir / "training_history.json"
+    if not path.is_file():
+        return TrainingHistory()
+    saved = json.loads(path.read_text())
+    keep = [i for i, it in enumerate(saved["iteration"]) if it < before_iteration]
+    return TrainingHistory(**{key: [saved[key][i] for i in keep] for key in vars(TrainingHistory())})
 
 
 def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_dir: Path, device: str = "cpu",
@@ -173,7 +184,7 @@ def _hook_progress(
 ) -> None:
     """Replace rsl_rl's console report by a progress bar; keep its TensorBoard logging."""
     logger, log = runner.logger, runner.logger.log
-    start = time.time()
+    start = time.time() - (history.wall_s[-1] if history.wall_s else 0.0)  # a resumed run's clock goes on
 
     def log_quietly(*args, **kwargs):
         with contextlib.redirect_stdout(io.StringIO()):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from robot_spec.config import check_fields, load_config, named_config
+from robot_spec.config import check_fields, load_config, merge, named_config
 from sim_pretrain.env_config import EnvConfig
 
 
@@ -78,8 +79,10 @@ class TrainConfig:
 
 
 def load_train_config(robot: str, preset: str, seed: int | None = None, num_envs: int | None = None,
-                      iterations: int | None = None) -> TrainConfig:
-    """configs/train/<robot>_<preset>.yaml for `robot`, with what a command line may change (None: the preset's)."""
+                      iterations: int | None = None, extra: dict | None = None) -> TrainConfig:
+    """configs/train/<robot>_<preset>.yaml (or `preset`, a .yaml file) for `robot`, with what a command line may
+    change (None: the preset's); `extra` (`--set`, parse_overrides) is merged last, checked like the file."""
+    path = Path(preset) if preset.endswith((".yaml", ".yml")) else named_config("train", f"{robot}_{preset}")
     overrides: dict = {"env": {"robot": robot}}
     if num_envs is not None:
         overrides["env"]["num_envs"] = num_envs
@@ -88,4 +91,4 @@ def load_train_config(robot: str, preset: str, seed: int | None = None, num_envs
     if seed is not None:
         overrides["seed"] = seed
         overrides["env"]["seed"] = seed
-    return load_config(TrainConfig, named_config("train", f"{robot}_{preset}"), overrides)
+    return load_config(TrainConfig, path, merge(overrides, extra or {}))

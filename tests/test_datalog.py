@@ -294,7 +294,7 @@ def test_logs_command_summarises_and_checks(tmp_path, capsys):
         write_episode(writer, 10, "safety_trip")
         write_episode(writer, 5, outcome=None)
     summary = summarize(run)
-    assert summary["episodes"] == 3 and summary["steps"] == 65 and summary["passed"] and not summary["damaged"]
+    assert summary["episodes"] == 3 and summary["records"] == 65 and summary["passed"] and not summary["damaged"]
     assert summary["outcomes"] == {"interrupted": 1, "safety_trip": 1, "timeout": 1}
     assert summary["trips"] == {"safety_trip: safety_trip after 10": 1}
     assert summary["duration_s"] == pytest.approx((49 + 9 + 4) * 0.02)

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL
-from robot_spec.config import ConfigError
+from robot_spec.config import OVERRIDE_HELP, ConfigError, parse_overrides
+from robot_spec.exit_codes import ExitCode
 from uni_o4.finetune import default_out
 from uni_o4.registry import METHODS
 from robot_spec.args import device_arg, out_dir_arg
@@ -46,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", type=out_dir_arg, help="output folder (default runs/finetune/<time>); reuse it to resume")
     ft.add_argument("--cache", type=Path, help="artefact cache shared across runs (default <out>/cache)")
     ft.add_argument("--skip-damaged", action="store_true", help="report damage (file, offset) and use every intact frame")
-    ft.add_argument("--seed", type=int)
-    ft.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ...")
+    ft.add_argument("--seed", type=int, help="seed (default: the preset's)")
+    ft.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ... (default: cpu)")
+    ft.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=OVERRIDE_HELP)
     from uni_o4.pipeline import add_pipeline_parser
 
     add_pipeline_parser(sub)
@@ -73,7 +75,7 @@ def offline(args: argparse.Namespace) -> int:
 
     finetune_offline(OfflineRequest(
         list(args.offline), args.out or default_out(), args.algo, args.init, args.preset, args.ope_preset,
-        args.robot, args.cache, args.skip_damaged, args.seed, args.device,
+        args.robot, args.cache, args.skip_damaged, args.seed, args.device, parse_overrides(args.set),
     ))  # fmt: skip
     return 0
 
@@ -84,16 +86,20 @@ def online(args: argparse.Namespace) -> int:
 
     out = args.out or default_out()
     request = OnlineRequest(args.policy, out, args.preset, args.stand_in, args.updates, args.rollout_steps,
-                            args.lcm_url, args.channel_prefix, args.robot, args.seed, args.device)  # fmt: skip
+                            args.lcm_url, args.channel_prefix, args.robot, args.seed, args.device,
+                            parse_overrides(args.set))  # fmt: skip
     try:
         finetune_online(request)
-    except (TimeoutError, EpisodeStartError) as err:  # no state from the bridge; a robot that cannot start
+    except TimeoutError as err:  # no state from the bridge
         print(f"uni_o4 finetune --online: {err}; rerun with --out {out} to resume", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
+    except EpisodeStartError as err:  # a robot that cannot start: a safety trip ended the run
+        print(f"uni_o4 finetune --online: {err}; once fixed, rerun with --out {out} to resume", file=sys.stderr)
+        return ExitCode.SAFETY_TRIP
     except KeyboardInterrupt:
         print(f"online: stopped by the operator (the robot is damping); rerun with --out {out} to resume")
-        return 130
-    return 0
+        return ExitCode.ABORTED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL
-from robot_spec.config import load_config, named_config
+from robot_spec.config import load_config, merge, named_config
 
 SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
 
@@ -38,6 +38,7 @@ class OfflineRequest:
     skip_damaged: bool = False  # report damaged log files and use the rest
     seed: int | None = None
     device: str = "cpu"
+    overrides: dict | None = None  # `--set` values over the preset, checked like it, saved with the run's config
 
 
 def finetune_offline(req: OfflineRequest) -> Path:
@@ -58,7 +59,7 @@ def finetune_offline(req: OfflineRequest) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     job = OfflineJob(
         req.algo, req.preset or METHODS[req.algo].preset, list(req.logs), spec, out, init, req.init, req.seed,
-        req.device, req.cache, req.ope_preset,
+        req.device, req.cache, req.ope_preset, overrides=req.overrides or {},
     )  # fmt: skip
     data_cfg = method.data_config(job)
     if data_cfg is not None:
@@ -122,6 +123,7 @@ class OnlineRequest:
     robot: str = "go1"
     seed: int | None = None
     device: str = "cpu"
+    overrides: dict | None = None  # `--set` values over the preset, checked like it, saved in online_config.yaml
 
 
 def finetune_online(req: OnlineRequest):
@@ -141,7 +143,8 @@ def finetune_online(req: OnlineRequest):
     spec = load_robot(req.robot)
     given = {"seed": req.seed, "updates": req.updates, "rollout_steps": req.rollout_steps}
     overrides = {key: value for key, value in given.items() if value is not None}
-    cfg = load_config(OnlineConfig, named_config("finetune", req.preset or "online"), overrides)
+    preset = named_config("finetune", req.preset or "online")
+    cfg = load_config(OnlineConfig, preset, merge(overrides, req.overrides or {}))
     source = json.loads((req.policy / SOURCE_FILE).read_text())
     learner, data_cfg = build_learner(req.policy, source, spec, cfg, req.device)
     if req.stand_in:

@@ -7,6 +7,8 @@ is cut there). The reward r_t reads the measurements of record t+1 (the state a_
 action of record t, and is computed by sim_pretrain/rewards.py's RewardFunction with a RewardTracker
 replayed in time order, exactly as the simulator computes it. A fall or safety trip makes the episode's last
 transition terminal; a timeout, operator stop or interruption does not (bootstrapping continues).
+A record with NaN/Inf readings (a sensor fault: the record of a `non_finite` trip) is left out and the episode
+cut there, with a `NonFiniteRecordsWarning` naming the file.
 
 The critics and the dynamics model may also read measurements the policy cannot see (`critic_fields`).
 """
@@ -14,6 +16,7 @@ The critics and the dynamics model may also read measurements the policy cannot 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,10 @@ REWARD_FIELDS = ("q", "dq", "tau_est", "quaternion", "gyro", "foot_force", "odom
 RECORD_FIELDS = ("timestamp_us", "step", "phase", "obs", "tripped", *REWARD_FIELDS)  # what a dataset reads
 if unknown := {*RECORD_FIELDS, *(f for f, _ in CRITIC_FIELDS.values())} - set(FIELD_NAMES):
     raise ImportError(f"uni_o4.log_dataset reads fields the log record (deploy.record) lacks: {sorted(unknown)}")
+
+
+class NonFiniteRecordsWarning(UserWarning):
+    """A log episode holds records with NaN/Inf readings: they are left out and the episode is cut there."""
 
 
 @dataclass
@@ -156,7 +163,35 @@ def episode_segments(episode: LogEpisode, critic_fields: Iterable[str] = ()) -> 
         raise ValueError(f"log episode {episode.source or '?'}: unknown outcome {episode.outcome!r}; known {known}")
     order = np.argsort(episode.records["timestamp_us"], kind="stable")
     records = {k: np.asarray(v)[order] for k, v in episode.records.items()}
-    return [{k: v[idx] for k, v in records.items()} for idx in acting_segments(records)]
+    finite, bad_fields = finite_records(records, needed)
+    acting = acting_segments(records)
+    segments = [run for idx in acting for run in finite_runs(idx, finite)]
+    acting_bad = sum(int((~finite[idx]).sum()) for idx in acting)
+    if acting_bad:
+        warnings.warn(f"log {episode.source or '?'} ({episode.outcome}): {acting_bad} record(s) with NaN/Inf in "
+                      f"{', '.join(bad_fields)} left out, the episode cut there", NonFiniteRecordsWarning,
+                      stacklevel=2)  # fmt: skip
+    return [{k: v[idx] for k, v in records.items()} for idx in segments]
+
+
+def finite_records(records: dict[str, np.ndarray], fields: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+    """Per record, whether every float value of `fields` is finite; and the fields that are not."""
+    finite, bad_fields = np.ones(len(records["timestamp_us"]), dtype=bool), []
+    for name in dict.fromkeys(fields):
+        values = np.asarray(records[name])
+        if values.dtype.kind == "f":
+            rows = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if not rows.all():
+                finite &= rows
+                bad_fields.append(name)
+    return finite, bad_fields
+
+
+def finite_runs(idx: np.ndarray, finite: np.ndarray) -> list[np.ndarray]:
+    """A segment's record indices split at records that are not finite (left out); runs of >= 2 records."""
+    bad = np.flatnonzero(~finite[idx])
+    runs = [piece[1:] if i else piece for i, piece in enumerate(np.split(idx, bad))]  # a piece starts at a bad one
+    return [run for run in runs if len(run) >= 2]
 
 
 def next_observations(segment: dict[str, np.ndarray], spec: RobotSpec) -> np.ndarray:
@@ -263,7 +298,10 @@ def _as_episode(episode) -> LogEpisode:
         return episode
     records = episode["records"] if isinstance(episode, dict) else episode.records
     outcome = episode["outcome"] if isinstance(episode, dict) else episode.outcome
-    source = (episode.get("source", "") if isinstance(episode, dict) else getattr(episode, "source", "")) or ""
+    if isinstance(episode, dict):
+        source = episode.get("source", "")
+    else:  # the reader's episode: its path (folder and file) names it among every folder of data_logs/
+        source = getattr(episode, "path", None) or getattr(episode, "source", "")
     if isinstance(records, np.ndarray) and records.dtype.names:
         records = {name: records[name] for name in records.dtype.names}
     return LogEpisode(dict(records), str(outcome), str(source))

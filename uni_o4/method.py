@@ -45,6 +45,7 @@ class OfflineJob:
     data: OfflineDataset | None = None  # the logs as a dataset, by the method's `data_config` (None: none asked)
     data_report: LogReport | None = None
     writer: Any = None  # TensorBoard SummaryWriter
+    overrides: dict = field(default_factory=dict)  # `--set` values over the preset (robot_spec.config.parse_overrides)
 
     @property
     def preset_file(self) -> Path:

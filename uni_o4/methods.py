@@ -9,7 +9,7 @@ import torch
 
 from deploy.safety import load_safety_config
 from robot_spec.checkpoint import load_checkpoint
-from robot_spec.config import from_dict, load_config, named_config, save_config, to_dict
+from robot_spec.config import from_dict, load_config, merge, named_config, save_config, to_dict
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.spec import RobotSpec
 from uni_o4.baselines.common import Algorithm, SafeActionSet, train
@@ -32,7 +32,7 @@ class UniO4(FineTuningMethod):
         overrides: dict = {"behaviour": {"init": "policy" if job.init is not None else "bc"}}
         if job.seed is not None:
             overrides["seed"] = job.seed
-        return load_offline_config(job.preset_file, overrides)
+        return load_offline_config(job.preset_file, merge(overrides, job.overrides))
 
     def data_config(self, job: OfflineJob) -> LogDataConfig:
         return self.config(job).data
@@ -106,8 +106,8 @@ class OffPolicy(FineTuningMethod):
     online data between rollouts; its candidate is scored by Uni-O4's AM-Q yardstick for the gate."""
 
     def config(self, job: OfflineJob):
-        overrides = {"seed": job.seed} if job.seed is not None else None
-        return load_config(self.algorithm.config_type, job.preset_file, overrides)
+        overrides = {"seed": job.seed} if job.seed is not None else {}
+        return load_config(self.algorithm.config_type, job.preset_file, merge(overrides, job.overrides))
 
     def data_config(self, job: OfflineJob) -> LogDataConfig:
         return baseline_data_config()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import from_dict, load_config, save_config, to_dict
@@ -204,6 +205,8 @@ class Stage1:
     def cached(self, name: str, key: str, train: Callable[[TrainContext], Any], payload: Callable[[Any], dict], load):
         """The artefact from the cache, or trained (resuming from its checkpoint) and then cached."""
         if (saved := self.store.load(name, key)) is not None:
+            if self.progress:  # said, so a stage that finishes at once is not taken for one that did nothing
+                tqdm.write(f"{name}: cached (same data and config), loaded from {self.store.path(name, key)}")
             return load(saved)
         cfg = self.cfg
         ctx = TrainContext(self.store.checkpoint_path(name, key), cfg.checkpoint_every, self.writer, cfg.log_every,

@@ -9,11 +9,11 @@ import struct
 
 class safety_status_t(object):
 
-    __slots__ = ["timestamp_us", "source", "tripped", "reason", "trip_count"]
+    __slots__ = ["timestamp_us", "source", "tripped", "reason", "trip_count", "follow", "robot_ip"]
 
-    __typenames__ = ["int64_t", "string", "boolean", "string", "int32_t"]
+    __typenames__ = ["int64_t", "string", "boolean", "string", "int32_t", "boolean", "string"]
 
-    __dimensions__ = [None, None, None, None, None]
+    __dimensions__ = [None, None, None, None, None, None, None]
 
     def __init__(self):
         self.timestamp_us = 0
@@ -42,6 +42,14 @@ class safety_status_t(object):
         LCM Type: int32_t
         """
 
+        self.follow = False
+        """ LCM Type: boolean """
+        self.robot_ip = ""
+        """
+        bridge: paced by robot time (--follow, the stand-in's --fast); deploy: false
+        LCM Type: string
+        """
+
 
     def encode(self):
         buf = BytesIO()
@@ -60,7 +68,11 @@ class safety_status_t(object):
         buf.write(struct.pack('>I', len(__reason_encoded)+1))
         buf.write(__reason_encoded)
         buf.write(b"\0")
-        buf.write(struct.pack(">i", self.trip_count))
+        buf.write(struct.pack(">ib", self.trip_count, self.follow))
+        __robot_ip_encoded = self.robot_ip.encode('utf-8')
+        buf.write(struct.pack('>I', len(__robot_ip_encoded)+1))
+        buf.write(__robot_ip_encoded)
+        buf.write(b"\0")
 
     @staticmethod
     def decode(data: bytes):
@@ -82,12 +94,15 @@ class safety_status_t(object):
         __reason_len = struct.unpack('>I', buf.read(4))[0]
         self.reason = buf.read(__reason_len)[:-1].decode('utf-8', 'replace')
         self.trip_count = struct.unpack(">i", buf.read(4))[0]
+        self.follow = bool(struct.unpack('b', buf.read(1))[0])
+        __robot_ip_len = struct.unpack('>I', buf.read(4))[0]
+        self.robot_ip = buf.read(__robot_ip_len)[:-1].decode('utf-8', 'replace')
         return self
 
     @staticmethod
     def _get_hash_recursive(parents):
         if safety_status_t in parents: return 0
-        tmphash = (0x9de37baef309000c) & 0xffffffffffffffff
+        tmphash = (0x652762faea3dc4f3) & 0xffffffffffffffff
         tmphash  = (((tmphash<<1)&0xffffffffffffffff) + (tmphash>>63)) & 0xffffffffffffffff
         return tmphash
     _packed_fingerprint = None
