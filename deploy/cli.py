@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="remote (operator sticks), keyboard (w/a/s/d/q/e, space = stop; needs a terminal), "
                           "schedule:<YAML file, or name of configs/deploy/schedule_<name>.yaml> or ros2[:<topic>] "
                           "(geometry_msgs/Twist, default /cmd_vel; a stale one = stop) (default: remote)")
+    run.add_argument("--ros2-out", action="store_true",
+                     help="publish /joint_states, /imu, /odom (every step) and /diagnostics (the safety state: 1 Hz "
+                          "and on change) on ROS 2, from a thread beside the control loop (needs the ros2 extra)")
     run.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     run.add_argument("--duration", type=float, help="stop (damping) after this many seconds of robot time")
     run.add_argument("--log-dir", type=Path,
@@ -108,12 +111,17 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
     stack.callback(io.close)
     controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), commands, cfg)
     status = stack.enter_context(StatusLine(args.duration, controller.dt))
+    ros2_out = None
+    if args.ros2_out:
+        from deploy.ros2 import Ros2StatePublisher
+
+        ros2_out = stack.enter_context(Ros2StatePublisher(spec))
     log = None
     if not args.no_log:
         folder = args.log_dir or Path("data_logs") / f"deploy_{time.strftime('%Y%m%d-%H%M%S')}"
         meta = run_meta(
             spec, policy, cfg, safety_cfg, commands=args.commands, speed=args.speed, speed_preset=to_dict(preset),
-            lcm_url=args.lcm_url, channel_prefix=args.channel_prefix,
+            lcm_url=args.lcm_url, channel_prefix=args.channel_prefix, ros2_out=args.ros2_out,
         )  # fmt: skip
         log = stack.enter_context(RunLog(folder, spec, meta, lambda: {"commands": args.commands}))
         print(f"deploy: logging to {folder}")
@@ -121,6 +129,8 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
     def on_step(record: dict) -> None:
         if log is not None:
             log.on_step(record)
+        if ros2_out is not None:  # after the log: the target went out, the record is on its way to disk
+            ros2_out.on_step(record)
         status.update(record)
 
     runtime = Runtime(controller, io, cfg, on_step)

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from deploy.record import Phase
+from deploy.record import STOP_OUTCOMES, Phase
 
 ODOM_FRAME, BASE_FRAME = "odom", "base"
 DIAGNOSTICS_PERIOD_S = 1.0  # robot time between /diagnostics messages when the safety state does not change
-DIAGNOSTIC_OK, DIAGNOSTIC_ERROR = 0, 2  # diagnostic_msgs/DiagnosticStatus levels
+DIAGNOSTIC_OK, DIAGNOSTIC_WARN, DIAGNOSTIC_ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 DIAGNOSTIC_NAME = "go1 deploy: safety"
 
 # The standard ROS 2 definitions (comments dropped; nested types package-qualified), for MCAP schemas.
@@ -148,13 +148,16 @@ def safety_state(row: Mapping, trip: str) -> tuple[int, bool]:
 
 
 def diagnostics(row: Mapping, unix_ns: int, trip: str = "", hardware_id: str = "go1") -> dict:
-    """diagnostic_msgs/DiagnosticArray with the safety state: OK, or ERROR with the trip ("monitor: values")."""
+    """diagnostic_msgs/DiagnosticArray with the safety state: OK; WARN while a stop (timeout, operator) damps;
+    ERROR with the trip ("monitor: values") while a safety trip or fall is latched."""
     phase, tripped = safety_state(row, trip)
+    stopped = trip.split(":")[0] in STOP_OUTCOMES
+    level = (DIAGNOSTIC_WARN if stopped else DIAGNOSTIC_ERROR) if tripped else DIAGNOSTIC_OK
+    message = (f"{'stopped' if stopped else 'tripped'}: {trip or 'latched'}") if tripped else "ok"
     values = {"phase": Phase(phase).name.lower(), "tripped": str(tripped).lower(), "step": str(int(row["step"])),
               "robot_time_s": f"{int(row['robot_tick_us']) / 1e6:.6f}"}  # fmt: skip
     status = {
-        "level": DIAGNOSTIC_ERROR if tripped else DIAGNOSTIC_OK, "name": DIAGNOSTIC_NAME,
-        "message": (f"tripped: {trip}" if trip else "tripped") if tripped else "ok", "hardware_id": hardware_id,
+        "level": level, "name": DIAGNOSTIC_NAME, "message": message, "hardware_id": hardware_id,
         "values": [{"key": k, "value": v} for k, v in values.items()],
     }  # fmt: skip
     return {"header": header(unix_ns), "status": [status]}
