@@ -107,15 +107,15 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
     commands = make_command_source(args.commands, preset, cfg.remote, cfg.keyboard_step_fraction)
     if hasattr(commands, "__enter__"):  # the keyboard's terminal mode, ROS 2's node
         stack.enter_context(commands)
+    ros2_out = None
+    if args.ros2_out:  # before subscribing to the robot: states would pile up while ROS 2 starts (~1 s)
+        from deploy.ros2 import Ros2StatePublisher
+
+        ros2_out = stack.enter_context(Ros2StatePublisher(spec))
     io = LcmRobotIO(args.lcm_url, args.channel_prefix)
     stack.callback(io.close)
     controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), commands, cfg)
     status = stack.enter_context(StatusLine(args.duration, controller.dt))
-    ros2_out = None
-    if args.ros2_out:
-        from deploy.ros2 import Ros2StatePublisher
-
-        ros2_out = stack.enter_context(Ros2StatePublisher(spec))
     log = None
     if not args.no_log:
         folder = args.log_dir or Path("data_logs") / f"deploy_{time.strftime('%Y%m%d-%H%M%S')}"
