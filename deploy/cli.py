@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="remote (operator sticks), keyboard (w/a/s/d/q/e, space = stop; needs a terminal), "
                           "schedule:<YAML file, or name of configs/deploy/schedule_<name>.yaml> or ros2[:<topic>] "
                           "(geometry_msgs/Twist, default /cmd_vel; a stale one = stop) (default: remote)")
+    run.add_argument("--ros2-out", action="store_true",
+                     help="publish /joint_states, /imu, /odom (every step) and /diagnostics (the safety state: 1 Hz "
+                          "and on change) on ROS 2, from a thread beside the control loop (needs the ros2 extra)")
     run.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     run.add_argument("--duration", type=float, help="stop (damping) after this many seconds of robot time")
     run.add_argument("--log-dir", type=out_dir_arg,
@@ -153,6 +156,11 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
     commands = make_command_source(args.commands, preset, cfg.remote, cfg.keyboard_step_fraction)
     if hasattr(commands, "__enter__"):  # the keyboard's terminal mode, ROS 2's node
         stack.enter_context(commands)
+    ros2_out = None
+    if args.ros2_out:  # before subscribing to the robot: states would pile up while ROS 2 starts (~1 s)
+        from deploy.ros2 import Ros2StatePublisher
+
+        ros2_out = stack.enter_context(Ros2StatePublisher(spec))
     io = LcmRobotIO(args.lcm_url, args.channel_prefix)
     stack.callback(io.close)
     controller = Controller(spec, policy, SafetyMonitor(spec, safety_cfg), commands, cfg)
@@ -162,12 +170,12 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
         folder = args.log_dir or Path("data_logs") / f"deploy_{time.strftime('%Y%m%d-%H%M%S')}"
         meta = run_meta(
             spec, policy, cfg, safety_cfg, commands=args.commands, speed=args.speed, speed_preset=to_dict(preset),
-            lcm_url=args.lcm_url, channel_prefix=args.channel_prefix,
+            lcm_url=args.lcm_url, channel_prefix=args.channel_prefix, ros2_out=args.ros2_out,
         )  # fmt: skip
         log = stack.enter_context(RunLog(folder, spec, meta, lambda: {"commands": args.commands}))
         print(f"deploy: logging to {folder}")
 
-    runtime = Runtime(controller, io, cfg, StepHandler(log, status))
+    runtime = Runtime(controller, io, cfg, StepHandler(log, status, ros2_out))
     stack.callback(runtime.close)
     return runtime
 
@@ -175,14 +183,16 @@ def build_runtime(args: argparse.Namespace, spec, policy, stack: ExitStack) -> R
 class StepHandler:
     """The runtime's `on_step`: log the record, update the status line, say each safety trip once as it happens."""
 
-    def __init__(self, log, status: StatusLine):
-        self.log, self.status = log, status
+    def __init__(self, log, status: StatusLine, ros2_out=None):
+        self.log, self.status, self.ros2_out = log, status, ros2_out
         self.first_trip = None  # the run's first safety trip (not a stop)
         self.trips_said = 0
 
     def __call__(self, record: dict) -> None:
         if self.log is not None:
             self.log.on_step(record)
+        if self.ros2_out is not None:  # after the log: the target went out, the record is on its way to disk
+            self.ros2_out.on_step(record)
         self.status.update(record)
         if is_safety_trip(record["trip"]) and record["trip_count"] > self.trips_said:
             self.trips_said = record["trip_count"]

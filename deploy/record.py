@@ -43,9 +43,10 @@ def episode_outcome(trip_reason: str) -> str:
     return STOP_OUTCOMES.get(trip_reason, "safety_trip")
 
 
-def _column(dtype: str, *shape: str | int):
-    """A record field: numpy dtype and shape; named dimensions are the robot's (see `DIMENSIONS`)."""
-    return field(metadata={"dtype": dtype, "shape": shape})
+def _column(dtype: str, *shape: str | int, labels: str = ""):
+    """A record field: numpy dtype and shape; named dimensions are the robot's (see `DIMENSIONS`). `labels`
+    names the elements of a fixed-size vector (space separated); a named dimension's come from the spec."""
+    return field(metadata={"dtype": dtype, "shape": shape, "labels": labels.split()})
 
 
 F32 = "float32"
@@ -54,6 +55,12 @@ DIMENSIONS = {  # named dimensions of the record, from the robot spec
     "feet": lambda spec: len(spec.foot_names),
     "obs": lambda spec: spec.observation.dim,
 }
+LABELS = {  # names of the elements along a named dimension (flat tables: `q.FL_hip_joint`, `obs.gyro_2`)
+    "joints": lambda spec: list(spec.joint_names),
+    "feet": lambda spec: list(spec.foot_names),
+    "obs": lambda spec: [f"{t.name}_{i}" for t in spec.observation.terms for i in range(t.dim)],
+}
+XYZ, WXYZ = "x y z", "w x y z"
 
 
 @dataclass
@@ -67,16 +74,17 @@ class StepRecord:
     q: np.ndarray = _column(F32, "joints")  # joint position (rad, absolute), as measured
     dq: np.ndarray = _column(F32, "joints")
     tau_est: np.ndarray = _column(F32, "joints")  # estimated torque
-    quaternion: np.ndarray = _column(F32, 4)  # IMU attitude w, x, y, z
-    rpy: np.ndarray = _column(F32, 3)
-    gyro: np.ndarray = _column(F32, 3)  # body frame
-    accelerometer: np.ndarray = _column(F32, 3)  # body frame
+    quaternion: np.ndarray = _column(F32, 4, labels=WXYZ)  # IMU attitude w, x, y, z
+    rpy: np.ndarray = _column(F32, 3, labels="roll pitch yaw")
+    gyro: np.ndarray = _column(F32, 3, labels=XYZ)  # body frame
+    accelerometer: np.ndarray = _column(F32, 3, labels=XYZ)  # body frame
     foot_force: np.ndarray = _column(F32, "feet")  # raw foot force readings
-    odom_position: np.ndarray = _column(F32, 3)  # odometry (tracking camera / stand-in truth), world; NaN if none
-    odom_quaternion: np.ndarray = _column(F32, 4)  # w, x, y, z
-    odom_lin_vel: np.ndarray = _column(F32, 3)  # body frame
-    odom_ang_vel: np.ndarray = _column(F32, 3)  # body frame
-    command: np.ndarray = _column(F32, 3)  # vx, vy, yaw rate the policy was given (0 outside the policy phase)
+    # odometry (tracking camera / stand-in truth), world; NaN if none
+    odom_position: np.ndarray = _column(F32, 3, labels=XYZ)
+    odom_quaternion: np.ndarray = _column(F32, 4, labels=WXYZ)  # w, x, y, z
+    odom_lin_vel: np.ndarray = _column(F32, 3, labels=XYZ)  # body frame
+    odom_ang_vel: np.ndarray = _column(F32, 3, labels=XYZ)  # body frame
+    command: np.ndarray = _column(F32, 3, labels="vx vy yaw_rate")  # the policy's (0 outside the policy phase)
     obs: np.ndarray = _column(F32, "obs")  # exactly what the policy saw (0 outside the policy phase)
     action: np.ndarray = _column(F32, "joints")  # executed action (0 outside the policy phase / on a tripping step)
     q_des: np.ndarray = _column(F32, "joints")  # the PD target published
@@ -113,6 +121,15 @@ def record_schema(spec: RobotSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
                                             for d in f.metadata["shape"]))  # fmt: skip
         for f in fields(StepRecord)
     }
+
+
+def element_labels(spec: RobotSpec) -> dict[str, list[str]]:
+    """Each field's element names, in row order (empty for a scalar field), e.g. {"q": ["FL_hip_joint", ...]}."""
+    labels = {}
+    for f in fields(StepRecord):
+        named = [d for d in f.metadata["shape"] if isinstance(d, str)]
+        labels[f.name] = LABELS[named[0]](spec) if named else f.metadata["labels"]
+    return labels
 
 
 def log_record(record: dict) -> dict:

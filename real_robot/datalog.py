@@ -368,6 +368,9 @@ class Episode:
     meta: dict
     counts: dict = field(default_factory=dict)
     dropped_tail_bytes: int = 0  # a torn last frame (writer killed mid-write)
+    index: int = -1  # the episode number (header)
+    started_us: int = 0  # when the writer started it: host monotonic (the records' clock) ...
+    started_unix: float = 0.0  # ... and Unix time, so record stamps map to dates
 
     @property
     def source(self) -> str:
@@ -454,7 +457,8 @@ def _read_episode(path: Path, damage: list[DamagedLogError] | None) -> Episode:
     return Episode(
         path=path, records={name: table[name].copy() for name in dtype.names}, outcome=footer["outcome"],
         reason=footer.get("reason", ""), info=header.get("info", {}), meta=header.get("meta", {}),
-        counts=footer.get("counts", {}), dropped_tail_bytes=tail,
+        counts=footer.get("counts", {}), dropped_tail_bytes=tail, index=int(header.get("episode", -1)),
+        started_us=int(header.get("started_us", 0)), started_unix=float(header.get("started_unix", 0.0)),
     )  # fmt: skip
 
 

@@ -6,6 +6,10 @@ fault; offline fine-tuning leaves those records out), interrupted episodes and t
 killed mid-write: not damage), and every damaged file with its byte offset. A folder that holds no episodes
 itself but has log folders inside (e.g. data_logs/) is summarised folder by folder. Exit code: 0 all intact, 1 damage found (0 with --skip-damaged, which accepts it),
 2 bad input (missing or non-log folder).
+
+`--export mcap|parquet` also writes each intact folder (damaged ones with --skip-damaged: their intact frames)
+as one file beside it, `<folder>.mcap` / `<folder>.parquet` (or in `--out DIR`): MCAP with ROS 2 messages for
+Foxglove and PlotJuggler, Parquet with one column per scalar element (deploy/log_export.py says what is where).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from real_robot.datalog import EPISODE_GLOB, DamagedLogError, LogError, episode_
 EXIT_DAMAGED = 1
 EXIT_BAD_INPUT = 2
 TRIP_OUTCOMES = ("safety_trip", "fall")
+EXPORTS = ("mcap", "parquet")
 
 
 def summarize(folder: str | Path, skip_damaged: bool = False) -> dict:
@@ -110,6 +116,8 @@ def format_summary(s: dict) -> str:
     if s["dropped_tail_bytes"]:
         lines.append(f"  torn tails: {s['dropped_tail_bytes']} bytes after the last complete record (writer killed)")
     lines += [f"  damaged {d['file']} at byte {d['offset']}: {d['problem']}" for d in s["damaged"]]
+    if "export" in s:
+        lines.append(f"  export: {s['export']}")
     return "\n".join(lines)
 
 
@@ -120,7 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-damaged", action="store_true",
                    help="accept damaged files (still listed) and exit 0; readers then load every other file")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON instead of text")
+    p.add_argument("--export", choices=EXPORTS, help="also write each folder as <folder>.mcap (ROS 2 messages: "
+                   "Foxglove, PlotJuggler) or <folder>.parquet (one column per element: pandas, Arrow tools)")
+    p.add_argument("--out", type=Path, help="folder for the exported files (default: beside each log folder)")
     return p
+
+
+def export(summary: dict, fmt: str, out_dir: Path | None) -> None:
+    """Write the summarised folder as `fmt` (if it passed the check); record where in the summary."""
+    from deploy.log_export import export_mcap, export_parquet  # pandas, pyarrow, mcap: only when asked for
+
+    folder = Path(summary["folder"])
+    if not summary["passed"]:
+        summary["export"] = "not exported: damaged (--skip-damaged exports the intact frames)"
+        return
+    out = (out_dir or folder.parent) / f"{folder.name}.{fmt}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (export_mcap if fmt == "mcap" else export_parquet)(folder, out, skip_damaged=True)
+    summary["export"] = str(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folders = [inner for folder in args.folders for inner in log_folders(folder)]
         summaries = [summarize(folder, args.skip_damaged) for folder in folders]
+        if args.export:
+            with warnings.catch_warnings():  # the damage is in the summary already
+                warnings.simplefilter("ignore")
+                for summary in summaries:
+                    export(summary, args.export, args.out)
     except (FileNotFoundError, NotADirectoryError, LogError) as err:
         print(f"real_robot logs: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
