@@ -121,18 +121,30 @@ def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "
     contract = json.loads(extra[CONTRACT_FILE])
     if spec is not None:
         check_policy_contract(contract, spec, source=str(path))
-    actor = ActorMLP(**contract["architecture"])
+    actor = _rebuild(contract["architecture"])
     state = scripted.state_dict()
-    for name in ("out_low", "out_high"):  # files written before squashed outputs existed
-        state.setdefault(name, getattr(actor, name))
+    if isinstance(actor, ActorMLP):
+        for name in ("out_low", "out_high"):  # files written before squashed outputs existed
+            state.setdefault(name, getattr(actor, name))
+    else:  # an imported policy's running state (its history) is saved by TorchScript but starts empty
+        state = {k: v for k, v in state.items() if k not in actor._non_persistent_buffers_set}
     actor.load_state_dict(state)
     actor.eval()
     policy_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return LoadedPolicy(actor.to(device), contract, policy_id, path)
 
 
+def _rebuild(architecture: dict) -> nn.Module:
+    """The eager actor an architecture describes: an ActorMLP, or an imported policy's wrapper (foreign.py)."""
+    if "kind" in architecture:
+        from robot_spec.foreign import actor_from_architecture
+
+        return actor_from_architecture(architecture)
+    return ActorMLP(**architecture)
+
+
 def _cpu_copy(actor: ActorMLP) -> ActorMLP:
-    copy = ActorMLP(**actor.architecture)
+    copy = _rebuild(actor.architecture)
     copy.load_state_dict({k: v.detach().cpu() for k, v in actor.state_dict().items()})
     return copy.eval()
 
@@ -140,6 +152,9 @@ def _cpu_copy(actor: ActorMLP) -> ActorMLP:
 def _save_onnx(actor: ActorMLP, contract: dict, path: Path) -> None:
     import onnx
 
+    if "kind" in actor.architecture:  # a stateful imported policy (its history lives in the module): TorchScript only
+        path.unlink(missing_ok=True)
+        return
     dummy = torch.zeros(1, actor.architecture["obs_dim"])
     torch.onnx.export(
         actor, (dummy,), str(path), input_names=["obs"], output_names=["actions"],

@@ -1,0 +1,329 @@
+"""Policies trained elsewhere (Isaac Gym: legged_gym, walk-these-ways, unitree_rl_gym) meet our robot contract.
+
+A `ForeignConvention` states how the other project feeds and reads its network: its joint order, default pose,
+action scale (per joint), action clip, PD gains, control period and observation frame (terms in order, with their
+scales) and history. From it and our robot spec come two affine maps:
+
+  their observation frame = M · our observation + c   (every term a Go1 measures; stateful terms filled later)
+  our action[k]          = out_scale[k] · their action[out_index[k]] + out_offset[k]
+
+so on the same physical state the imported network sees the numbers its own observation code would give it, and
+its action becomes the same PD target through our ActionMap. A feed-forward network is folded into an ActorMLP
+(first layer · M, last layer rows mapped): hidden layers keep their weights, the function is the same, and every
+tool that takes a policy takes it unchanged. Walk-these-ways (30 frames of history, two previous actions, a gait
+clock, an adaptation module) becomes `WalkTheseWaysActor`, which keeps that state itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from robot_spec.policy_io import ACTIVATIONS, ActorMLP, mlp
+from robot_spec.spec import RobotSpec
+
+# Their observation terms we can build from what a Go1 measures (term -> dims as a function of joint count J).
+MEASURED_TERMS = ("projected_gravity", "base_ang_vel", "commands", "dof_pos", "dof_vel", "actions")
+STATEFUL_TERMS = ("last_actions", "clock_inputs")  # walk-these-ways: kept by WalkTheseWaysActor
+# Terms a real Go1 cannot give the policy, and what `maps` may stand in for them.
+UNMEASURABLE = {
+    "base_lin_vel": "base linear velocity (a Go1 has no sensor for it; map it explicitly, e.g. "
+                    "--map base_lin_vel=command, or to odometry where a tracking camera exists)",
+    "height_measurements": "terrain height scan (a Go1 has no height map)",
+    "contact_states": "foot contact states (not in the robot's observation)",
+    "yaw": "heading (not in the robot's observation)",
+    "phase": "a gait phase clock (sin/cos of time; not in the robot's observation)",
+}  # fmt: skip
+LIN_VEL_MAPS = ("command", "zero")  # stand-ins a user may choose for base_lin_vel
+
+
+class ImportError_(ValueError):
+    """A foreign policy cannot be mapped onto the robot contract; the message names what and why."""
+
+
+@dataclass(frozen=True)
+class ForeignTerm:
+    name: str
+    dim: int
+    scale: list[float]  # one value or one per element (their obs_scales)
+
+    def scale_vector(self) -> torch.Tensor:
+        if len(self.scale) not in (1, self.dim):
+            raise ImportError_(f"observation term {self.name}: scale needs 1 or {self.dim} values")
+        return torch.tensor(self.scale, dtype=torch.float32).expand(self.dim).clone()
+
+
+@dataclass(frozen=True)
+class ForeignConvention:
+    project: str
+    joint_names: list[str]  # their joint order
+    default_joint_pos: list[float]  # their order
+    action_scale: list[float]  # per joint, their order (walk-these-ways: hips × hip_scale_reduction)
+    clip_actions: float
+    kp: float
+    kd: float
+    policy_dt: float  # sim dt × decimation
+    terms: list[ForeignTerm]  # one frame, in order
+    history_length: int = 1  # frames, oldest first (walk-these-ways' obs_history)
+    command_defaults: list[float] = field(default_factory=list)  # raw commands beyond (vx, vy, yaw)
+    maps: dict[str, str] = field(default_factory=dict)  # explicit stand-ins for unmeasurable terms
+
+    @property
+    def frame_dim(self) -> int:
+        return sum(t.dim for t in self.terms)
+
+    def slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for t in self.terms:
+            out[t.name] = slice(start, start + t.dim)
+            start += t.dim
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "project": self.project, "joint_names": self.joint_names, "default_joint_pos": self.default_joint_pos,
+            "action_scale": self.action_scale, "clip_actions": self.clip_actions, "kp": self.kp, "kd": self.kd,
+            "policy_dt": self.policy_dt, "history_length": self.history_length,
+            "terms": [{"name": t.name, "dim": t.dim, "scale": t.scale} for t in self.terms],
+            "command_defaults": self.command_defaults, "maps": self.maps,
+        }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def check_convention(src: ForeignConvention, spec: RobotSpec, stateful_ok: bool = False) -> list[int]:
+    """Refuse what cannot be mapped (one clear message); return `perm`: their joint index of each of our joints."""
+    n = spec.num_joints
+    if len(src.joint_names) != n:
+        raise ImportError_(f"{src.project} policy drives {len(src.joint_names)} joints, robot '{spec.name}' has {n}")
+    if sorted(src.joint_names) != sorted(spec.joint_names):
+        unknown = sorted(set(src.joint_names) - set(spec.joint_names))
+        raise ImportError_(f"{src.project} joint names {unknown} are not joints of robot '{spec.name}'")
+    if abs(src.policy_dt - spec.control.policy_dt) > 1e-9:
+        raise ImportError_(f"{src.project} control period {src.policy_dt * 1e3:.1f} ms (sim dt × decimation) differs "
+                           f"from robot '{spec.name}': {spec.control.policy_dt * 1e3:.1f} ms")  # fmt: skip
+    if (src.kp, src.kd) != (spec.control.kp, spec.control.kd):
+        raise ImportError_(f"{src.project} PD gains Kp {src.kp} Kd {src.kd} differ from robot '{spec.name}' "
+                           f"(Kp {spec.control.kp}, Kd {spec.control.kd}); the robot spec allows only its own")  # fmt: skip
+    problems = []
+    for term in src.terms:  # every term that cannot be mapped, in one message
+        try:
+            _check_term(term, src, n, stateful_ok)
+        except ImportError_ as err:
+            problems.append(str(err))
+    if problems:
+        raise ImportError_("; ".join(problems))
+    if src.history_length != 1 and not stateful_ok:
+        raise ImportError_(f"{src.project} policy reads {src.history_length} frames of history; "
+                           "only walk-these-ways' history is supported")  # fmt: skip
+    _check_our_layout(spec)
+    return [src.joint_names.index(name) for name in spec.joint_names]
+
+
+def _check_term(term: ForeignTerm, src: ForeignConvention, n: int, stateful_ok: bool) -> None:
+    expected = {"projected_gravity": 3, "base_ang_vel": 3, "base_lin_vel": 3, "clock_inputs": 4,
+                "dof_pos": n, "dof_vel": n, "actions": n, "last_actions": n}  # fmt: skip
+    if term.name == "base_lin_vel" and term.name in src.maps:
+        if src.maps[term.name] not in LIN_VEL_MAPS:
+            raise ImportError_(f"--map base_lin_vel={src.maps[term.name]}: known stand-ins {list(LIN_VEL_MAPS)}")
+    elif term.name in UNMEASURABLE:
+        raise ImportError_(f"{src.project} policy observes {term.name}: {UNMEASURABLE[term.name]}")
+    elif term.name in STATEFUL_TERMS and not stateful_ok:
+        raise ImportError_(f"{src.project} policy observes {term.name}, which only the walk-these-ways import keeps")
+    elif term.name not in MEASURED_TERMS + STATEFUL_TERMS:
+        raise ImportError_(f"{src.project} policy observes an unknown term {term.name!r}; known: "
+                           f"{list(MEASURED_TERMS + STATEFUL_TERMS)}, refused: {sorted(UNMEASURABLE)}")  # fmt: skip
+    if term.name in expected and term.dim != expected[term.name]:
+        raise ImportError_(f"{src.project} term {term.name} has {term.dim} values, expected {expected[term.name]}")
+    if term.name == "commands" and term.dim != 3 + len(src.command_defaults):
+        raise ImportError_(f"{src.project} commands has {term.dim} values: (vx, vy, yaw) come from the robot's "
+                           f"command, the other {term.dim - 3} need defaults, {len(src.command_defaults)} given")  # fmt: skip
+
+
+def _check_our_layout(spec: RobotSpec) -> None:
+    needed = ["projected_gravity", "gyro", "command", "joint_pos", "joint_vel", "last_action"]
+    missing = [t for t in needed if t not in spec.observation.names]
+    if missing or spec.observation.history_length != 1:
+        raise ImportError_(f"robot '{spec.name}' observation must hold {needed} with history_length 1 to import "
+                           f"into (missing {missing}, history {spec.observation.history_length})")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ the maps
+def input_map(src: ForeignConvention, spec: RobotSpec, perm: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, c): their frame = M · our observation + c; rows of stateful terms are zero (filled by their keeper)."""
+    ours = spec.observation.slices()
+    inv_scale = 1.0 / spec.observation.scale_vector()  # our observation → raw measurement
+    our_default = torch.as_tensor(spec.default_pose, dtype=torch.float32)
+    their_default = torch.tensor(src.default_joint_pos, dtype=torch.float32)
+    their_action_scale = torch.tensor(src.action_scale, dtype=torch.float32)
+    s_ours = spec.control.action_scale
+    M = torch.zeros(src.frame_dim, spec.observation.dim)
+    c = torch.zeros(src.frame_dim)
+    mine = {v: k for k, v in enumerate(perm)}  # their joint j -> our joint k
+
+    def pick(row: int, our_term: str, index: int, gain: float = 1.0) -> None:
+        col = ours[our_term].start + index
+        M[row, col] = gain * inv_scale[col]
+
+    for term, sl in src.slices().items():
+        r0 = sl.start
+        if term == "projected_gravity":
+            for i in range(3):
+                pick(r0 + i, "projected_gravity", i)
+        elif term == "base_ang_vel":
+            for i in range(3):
+                pick(r0 + i, "gyro", i)
+        elif term == "base_lin_vel" and src.maps.get(term) == "command":  # vx, vy as commanded, vz 0
+            for i in range(2):
+                pick(r0 + i, "command", i)
+        elif term == "commands":
+            for i in range(3):
+                pick(r0 + i, "command", i)
+            c[r0 + 3 : sl.stop] = torch.tensor(src.command_defaults, dtype=torch.float32)
+        elif term in ("dof_pos", "dof_vel"):
+            for j in range(sl.stop - r0):
+                pick(r0 + j, "joint_pos" if term == "dof_pos" else "joint_vel", mine[j])
+                if term == "dof_pos":  # q − their default = our joint_pos + our default − their default
+                    c[r0 + j] = our_default[mine[j]] - their_default[j]
+        elif term == "actions":  # the same PD target: their default + s_j a_j = our default + s a
+            for j in range(sl.stop - r0):
+                pick(r0 + j, "last_action", mine[j], s_ours / float(their_action_scale[j]))
+                c[r0 + j] = (our_default[mine[j]] - their_default[j]) / their_action_scale[j]
+    scale = torch.cat([t.scale_vector() for t in src.terms])
+    return scale[:, None] * M, scale * c
+
+
+def output_map(src: ForeignConvention, spec: RobotSpec, perm: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """(out_index, out_scale, out_offset): our action k from their action out_index[k], same PD target."""
+    s = spec.control.action_scale
+    scale = torch.tensor([src.action_scale[j] / s for j in perm], dtype=torch.float32)
+    offset = torch.tensor([(src.default_joint_pos[j] - spec.default_pose[k]) / s for k, j in enumerate(perm)],
+                          dtype=torch.float32)  # fmt: skip
+    return list(perm), scale, offset
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def mlp_layers(state: dict[str, torch.Tensor], prefix: str = "") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of an nn.Sequential's Linear layers from its state dict (keys <prefix><i>.weight)."""
+    idx = sorted({int(k[len(prefix):].split(".")[0]) for k in state
+                  if k.startswith(prefix) and k.endswith(".weight") and k[len(prefix):].split(".")[0].isdigit()})  # fmt: skip
+    if not idx:
+        raise ImportError_(f"no Linear layers {prefix}<i>.weight in the checkpoint")
+    return [(state[f"{prefix}{i}.weight"].float(), state[f"{prefix}{i}.bias"].float()) for i in idx]
+
+
+def check_activation(name: str, project: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ImportError_(f"{project} network uses activation {name!r}; importable: {sorted(ACTIVATIONS)}")
+    return name
+
+
+def fold_into_actor(layers, activation: str, src: ForeignConvention, spec: RobotSpec, perm: list[int]) -> ActorMLP:
+    """A feed-forward network with both maps folded into its first and last layers: the same function of our
+    observation, our joint order and our action units. Hidden layers keep their weights."""
+    M, c = input_map(src, spec, perm)
+    (w0, b0), (wl, bl) = layers[0], layers[-1]
+    if w0.shape[1] != src.frame_dim or wl.shape[0] != len(src.joint_names):
+        raise ImportError_(f"{src.project} network maps {w0.shape[1]} -> {wl.shape[0]}, its config says "
+                           f"{src.frame_dim} -> {len(src.joint_names)}")  # fmt: skip
+    weights = [(w.clone(), b.clone()) for w, b in layers]
+    weights[0] = (w0 @ M, b0 + w0 @ c)
+    index, scale, offset = output_map(src, spec, perm)
+    wl, bl = weights[-1]
+    weights[-1] = (scale[:, None] * wl[index], scale * bl[index] + offset)
+    hidden = [w.shape[0] for w, _ in layers[:-1]]
+    actor = ActorMLP(spec.observation.dim, spec.num_joints, hidden, activation)
+    linears = [m for m in actor.mlp if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for lin, (w, b) in zip(linears, weights, strict=True):
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+    return actor.eval()
+
+
+class WalkTheseWaysActor(nn.Module):
+    """walk-these-ways' body + adaptation module behind our observation, keeping what our frame does not carry:
+    the 30-frame history (oldest first), the action before last and the gait clock, as its deploy code
+    (go1_gym_deploy LCMAgent + HistoryWrapper) builds them. A row whose last_action is all zero starts afresh
+    (both our simulator and our runtime zero it at an episode start, as walk-these-ways zeros its history), as
+    does every row when the batch size changes."""
+
+    def __init__(self, obs_dim: int, action_dim: int, frame_dim: int, history_length: int, body_hidden: list[int],
+                 adaptation_hidden: list[int], latent_dim: int, activation: str, gait: list[float],
+                 policy_dt: float, clip_actions: float, our_last_action: list[int], slices: dict[str, list[int]],
+                 out_index: list[int]):  # fmt: skip
+        super().__init__()
+        self.architecture = {
+            "kind": "walk_these_ways", "obs_dim": obs_dim, "action_dim": action_dim, "frame_dim": frame_dim,
+            "history_length": history_length, "body_hidden": list(body_hidden),
+            "adaptation_hidden": list(adaptation_hidden), "latent_dim": latent_dim, "activation": activation,
+            "gait": list(gait), "policy_dt": policy_dt, "clip_actions": clip_actions,
+            "our_last_action": list(our_last_action), "slices": dict(slices), "out_index": list(out_index),
+        }  # fmt: skip
+        hist_dim = frame_dim * history_length
+        self.adaptation_module = mlp(hist_dim, latent_dim, adaptation_hidden, activation)
+        self.body = mlp(hist_dim + latent_dim, action_dim, body_hidden, activation)
+        self.register_buffer("in_matrix", torch.zeros(frame_dim, obs_dim))
+        self.register_buffer("in_offset", torch.zeros(frame_dim))
+        self.register_buffer("out_scale", torch.ones(action_dim))
+        self.register_buffer("out_offset", torch.zeros(action_dim))
+        self.frame_dim, self.history_length, self.clip_actions = frame_dim, history_length, clip_actions
+        self.dt_freq = policy_dt * gait[0]  # gait: frequency, phase, offset, bound (walk-these-ways commands 4-7)
+        self.phase, self.offset, self.bound = gait[1], gait[2], gait[3]
+        self.la0, self.la1 = our_last_action
+        self.act0, self.act1 = slices["actions"]
+        self.prev0, self.prev1 = slices.get("last_actions", [0, 0])  # [0, 0]: the term is not observed
+        self.clock0, self.clock1 = slices.get("clock_inputs", [0, 0])
+        self.out_index = out_index
+        self.register_buffer("history", torch.zeros(0, history_length, frame_dim), persistent=False)
+        self.register_buffer("prev_actions", torch.zeros(0, action_dim), persistent=False)
+        self.register_buffer("gait_index", torch.zeros(0), persistent=False)
+        self.register_buffer("clock", torch.zeros(0, 4), persistent=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        batch = obs.shape[0]
+        fresh = (obs[:, self.la0 : self.la1] == 0).all(dim=-1)
+        if self.history.shape[0] != batch:
+            self._resize(batch, obs)
+            fresh = torch.ones_like(fresh)
+        keep = (~fresh).to(obs.dtype)
+        history = self.history * keep[:, None, None]
+        gait = self.gait_index * keep
+        frame = obs @ self.in_matrix.T + self.in_offset
+        actions = torch.clamp(frame[:, self.act0 : self.act1], -self.clip_actions, self.clip_actions)
+        parts = [frame[:, : self.act0], actions]
+        if self.prev1 > self.prev0:  # the layout puts last_actions right after actions (LCMAgent.get_obs)
+            parts.append(self.prev_actions * keep[:, None])
+        if self.clock1 > self.clock0:
+            parts.append(self.clock * keep[:, None])
+        parts.append(frame[:, max(max(self.act1, self.prev1), self.clock1) :])
+        frame = torch.cat(parts, dim=-1)
+        history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
+        flat = history.reshape(batch, -1)
+        latent = self.adaptation_module(flat)
+        raw = self.body(torch.cat([flat, latent], dim=-1))
+        action = torch.clamp(raw, -self.clip_actions, self.clip_actions)[:, self.out_index]
+        # their deploy advances the gait clock after building the observation, from the second step on
+        gait = torch.where(fresh, gait, torch.remainder(gait + self.dt_freq, 1.0))
+        self.history, self.prev_actions, self.gait_index = history, actions, gait
+        self.clock = self._clock(gait)
+        return action * self.out_scale + self.out_offset
+
+    def _clock(self, gait: torch.Tensor) -> torch.Tensor:
+        feet = torch.stack([gait + self.phase + self.offset + self.bound, gait + self.offset, gait + self.bound,
+                            gait + self.phase], dim=-1)  # fmt: skip
+        return torch.sin(2.0 * 3.141592653589793 * feet)
+
+    def _resize(self, batch: int, obs: torch.Tensor) -> None:
+        self.history = torch.zeros(batch, self.history_length, self.frame_dim, dtype=obs.dtype, device=obs.device)
+        self.prev_actions = torch.zeros(batch, self.out_scale.shape[0], dtype=obs.dtype, device=obs.device)
+        self.gait_index = torch.zeros(batch, dtype=obs.dtype, device=obs.device)
+        self.clock = torch.zeros(batch, 4, dtype=obs.dtype, device=obs.device)
+
+
+def actor_from_architecture(architecture: dict) -> nn.Module:
+    """Rebuild the eager actor a policy file describes (load_policy)."""
+    if architecture.get("kind") == "walk_these_ways":
+        return WalkTheseWaysActor(**{k: v for k, v in architecture.items() if k != "kind"})
+    return ActorMLP(**architecture)
