@@ -11,7 +11,7 @@ so on the same physical state the imported network sees the numbers its own obse
 its action becomes the same PD target through our ActionMap. A feed-forward network is folded into an ActorMLP
 (first layer · M, last layer rows mapped): hidden layers keep their weights, the function is the same, and every
 tool that takes a policy takes it unchanged. Walk-these-ways (30 frames of history, two previous actions, a gait
-clock, an adaptation module) becomes `WalkTheseWaysActor`, which keeps that state itself.
+clock, an adaptation module) becomes `WalkTheseWaysActor` (wtw_actor.py), which keeps that state itself.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robot_spec.policy_io import ACTIVATIONS, ActorMLP, mlp
+from robot_spec.policy_io import ACTIVATIONS, ActorMLP
 from robot_spec.spec import RobotSpec
 
 # Their observation terms we can build from what a Go1 measures (term -> dims as a function of joint count J).
@@ -39,7 +39,7 @@ UNMEASURABLE = {
 LIN_VEL_MAPS = ("command", "zero")  # stand-ins a user may choose for base_lin_vel
 
 
-class ImportError_(ValueError):
+class ForeignPolicyError(ValueError):
     """A foreign policy cannot be mapped onto the robot contract; the message names what and why."""
 
 
@@ -51,7 +51,7 @@ class ForeignTerm:
 
     def scale_vector(self) -> torch.Tensor:
         if len(self.scale) not in (1, self.dim):
-            raise ImportError_(f"observation term {self.name}: scale needs 1 or {self.dim} values")
+            raise ForeignPolicyError(f"observation term {self.name}: scale needs 1 or {self.dim} values")
         return torch.tensor(self.scale, dtype=torch.float32).expand(self.dim).clone()
 
 
@@ -96,26 +96,26 @@ def check_convention(src: ForeignConvention, spec: RobotSpec, stateful_ok: bool 
     """Refuse what cannot be mapped (one clear message); return `perm`: their joint index of each of our joints."""
     n = spec.num_joints
     if len(src.joint_names) != n:
-        raise ImportError_(f"{src.project} policy drives {len(src.joint_names)} joints, robot '{spec.name}' has {n}")
+        raise ForeignPolicyError(f"{src.project} policy drives {len(src.joint_names)} joints, robot '{spec.name}' has {n}")
     if sorted(src.joint_names) != sorted(spec.joint_names):
         unknown = sorted(set(src.joint_names) - set(spec.joint_names))
-        raise ImportError_(f"{src.project} joint names {unknown} are not joints of robot '{spec.name}'")
+        raise ForeignPolicyError(f"{src.project} joint names {unknown} are not joints of robot '{spec.name}'")
     if abs(src.policy_dt - spec.control.policy_dt) > 1e-9:
-        raise ImportError_(f"{src.project} control period {src.policy_dt * 1e3:.1f} ms (sim dt × decimation) differs "
+        raise ForeignPolicyError(f"{src.project} control period {src.policy_dt * 1e3:.1f} ms (sim dt × decimation) differs "
                            f"from robot '{spec.name}': {spec.control.policy_dt * 1e3:.1f} ms")  # fmt: skip
     if (src.kp, src.kd) != (spec.control.kp, spec.control.kd):
-        raise ImportError_(f"{src.project} PD gains Kp {src.kp} Kd {src.kd} differ from robot '{spec.name}' "
+        raise ForeignPolicyError(f"{src.project} PD gains Kp {src.kp} Kd {src.kd} differ from robot '{spec.name}' "
                            f"(Kp {spec.control.kp}, Kd {spec.control.kd}); the robot spec allows only its own")  # fmt: skip
     problems = []
     for term in src.terms:  # every term that cannot be mapped, in one message
         try:
             _check_term(term, src, n, stateful_ok)
-        except ImportError_ as err:
+        except ForeignPolicyError as err:
             problems.append(str(err))
     if problems:
-        raise ImportError_("; ".join(problems))
+        raise ForeignPolicyError("; ".join(problems))
     if src.history_length != 1 and not stateful_ok:
-        raise ImportError_(f"{src.project} policy reads {src.history_length} frames of history; "
+        raise ForeignPolicyError(f"{src.project} policy reads {src.history_length} frames of history; "
                            "only walk-these-ways' history is supported")  # fmt: skip
     _check_our_layout(spec)
     return [src.joint_names.index(name) for name in spec.joint_names]
@@ -126,18 +126,18 @@ def _check_term(term: ForeignTerm, src: ForeignConvention, n: int, stateful_ok: 
                 "dof_pos": n, "dof_vel": n, "actions": n, "last_actions": n}  # fmt: skip
     if term.name == "base_lin_vel" and term.name in src.maps:
         if src.maps[term.name] not in LIN_VEL_MAPS:
-            raise ImportError_(f"--map base_lin_vel={src.maps[term.name]}: known stand-ins {list(LIN_VEL_MAPS)}")
+            raise ForeignPolicyError(f"--map base_lin_vel={src.maps[term.name]}: known stand-ins {list(LIN_VEL_MAPS)}")
     elif term.name in UNMEASURABLE:
-        raise ImportError_(f"{src.project} policy observes {term.name}: {UNMEASURABLE[term.name]}")
+        raise ForeignPolicyError(f"{src.project} policy observes {term.name}: {UNMEASURABLE[term.name]}")
     elif term.name in STATEFUL_TERMS and not stateful_ok:
-        raise ImportError_(f"{src.project} policy observes {term.name}, which only the walk-these-ways import keeps")
+        raise ForeignPolicyError(f"{src.project} policy observes {term.name}, which only the walk-these-ways import keeps")
     elif term.name not in MEASURED_TERMS + STATEFUL_TERMS:
-        raise ImportError_(f"{src.project} policy observes an unknown term {term.name!r}; known: "
+        raise ForeignPolicyError(f"{src.project} policy observes an unknown term {term.name!r}; known: "
                            f"{list(MEASURED_TERMS + STATEFUL_TERMS)}, refused: {sorted(UNMEASURABLE)}")  # fmt: skip
     if term.name in expected and term.dim != expected[term.name]:
-        raise ImportError_(f"{src.project} term {term.name} has {term.dim} values, expected {expected[term.name]}")
+        raise ForeignPolicyError(f"{src.project} term {term.name} has {term.dim} values, expected {expected[term.name]}")
     if term.name == "commands" and term.dim != 3 + len(src.command_defaults):
-        raise ImportError_(f"{src.project} commands has {term.dim} values: (vx, vy, yaw) come from the robot's "
+        raise ForeignPolicyError(f"{src.project} commands has {term.dim} values: (vx, vy, yaw) come from the robot's "
                            f"command, the other {term.dim - 3} need defaults, {len(src.command_defaults)} given")  # fmt: skip
 
 
@@ -145,7 +145,7 @@ def _check_our_layout(spec: RobotSpec) -> None:
     needed = ["projected_gravity", "gyro", "command", "joint_pos", "joint_vel", "last_action"]
     missing = [t for t in needed if t not in spec.observation.names]
     if missing or spec.observation.history_length != 1:
-        raise ImportError_(f"robot '{spec.name}' observation must hold {needed} with history_length 1 to import "
+        raise ForeignPolicyError(f"robot '{spec.name}' observation must hold {needed} with history_length 1 to import "
                            f"into (missing {missing}, history {spec.observation.history_length})")  # fmt: skip
 
 
@@ -209,13 +209,13 @@ def mlp_layers(state: dict[str, torch.Tensor], prefix: str = "") -> list[tuple[t
     idx = sorted({int(k[len(prefix):].split(".")[0]) for k in state
                   if k.startswith(prefix) and k.endswith(".weight") and k[len(prefix):].split(".")[0].isdigit()})  # fmt: skip
     if not idx:
-        raise ImportError_(f"no Linear layers {prefix}<i>.weight in the checkpoint")
+        raise ForeignPolicyError(f"no Linear layers {prefix}<i>.weight in the checkpoint")
     return [(state[f"{prefix}{i}.weight"].float(), state[f"{prefix}{i}.bias"].float()) for i in idx]
 
 
 def check_activation(name: str, project: str) -> str:
     if name not in ACTIVATIONS:
-        raise ImportError_(f"{project} network uses activation {name!r}; importable: {sorted(ACTIVATIONS)}")
+        raise ForeignPolicyError(f"{project} network uses activation {name!r}; importable: {sorted(ACTIVATIONS)}")
     return name
 
 
@@ -225,7 +225,7 @@ def fold_into_actor(layers, activation: str, src: ForeignConvention, spec: Robot
     M, c = input_map(src, spec, perm)
     (w0, b0), (wl, bl) = layers[0], layers[-1]
     if w0.shape[1] != src.frame_dim or wl.shape[0] != len(src.joint_names):
-        raise ImportError_(f"{src.project} network maps {w0.shape[1]} -> {wl.shape[0]}, its config says "
+        raise ForeignPolicyError(f"{src.project} network maps {w0.shape[1]} -> {wl.shape[0]}, its config says "
                            f"{src.frame_dim} -> {len(src.joint_names)}")  # fmt: skip
     weights = [(w.clone(), b.clone()) for w, b in layers]
     weights[0] = (w0 @ M, b0 + w0 @ c)
@@ -240,90 +240,3 @@ def fold_into_actor(layers, activation: str, src: ForeignConvention, spec: Robot
             lin.weight.copy_(w)
             lin.bias.copy_(b)
     return actor.eval()
-
-
-class WalkTheseWaysActor(nn.Module):
-    """walk-these-ways' body + adaptation module behind our observation, keeping what our frame does not carry:
-    the 30-frame history (oldest first), the action before last and the gait clock, as its deploy code
-    (go1_gym_deploy LCMAgent + HistoryWrapper) builds them. A row whose last_action is all zero starts afresh
-    (both our simulator and our runtime zero it at an episode start, as walk-these-ways zeros its history), as
-    does every row when the batch size changes."""
-
-    def __init__(self, obs_dim: int, action_dim: int, frame_dim: int, history_length: int, body_hidden: list[int],
-                 adaptation_hidden: list[int], latent_dim: int, activation: str, gait: list[float],
-                 policy_dt: float, clip_actions: float, our_last_action: list[int], slices: dict[str, list[int]],
-                 out_index: list[int]):  # fmt: skip
-        super().__init__()
-        self.architecture = {
-            "kind": "walk_these_ways", "obs_dim": obs_dim, "action_dim": action_dim, "frame_dim": frame_dim,
-            "history_length": history_length, "body_hidden": list(body_hidden),
-            "adaptation_hidden": list(adaptation_hidden), "latent_dim": latent_dim, "activation": activation,
-            "gait": list(gait), "policy_dt": policy_dt, "clip_actions": clip_actions,
-            "our_last_action": list(our_last_action), "slices": dict(slices), "out_index": list(out_index),
-        }  # fmt: skip
-        hist_dim = frame_dim * history_length
-        self.adaptation_module = mlp(hist_dim, latent_dim, adaptation_hidden, activation)
-        self.body = mlp(hist_dim + latent_dim, action_dim, body_hidden, activation)
-        self.register_buffer("in_matrix", torch.zeros(frame_dim, obs_dim))
-        self.register_buffer("in_offset", torch.zeros(frame_dim))
-        self.register_buffer("out_scale", torch.ones(action_dim))
-        self.register_buffer("out_offset", torch.zeros(action_dim))
-        self.frame_dim, self.history_length, self.clip_actions = frame_dim, history_length, clip_actions
-        self.dt_freq = policy_dt * gait[0]  # gait: frequency, phase, offset, bound (walk-these-ways commands 4-7)
-        self.phase, self.offset, self.bound = gait[1], gait[2], gait[3]
-        self.la0, self.la1 = our_last_action
-        self.act0, self.act1 = slices["actions"]
-        self.prev0, self.prev1 = slices.get("last_actions", [0, 0])  # [0, 0]: the term is not observed
-        self.clock0, self.clock1 = slices.get("clock_inputs", [0, 0])
-        self.out_index = out_index
-        self.register_buffer("history", torch.zeros(0, history_length, frame_dim), persistent=False)
-        self.register_buffer("prev_actions", torch.zeros(0, action_dim), persistent=False)
-        self.register_buffer("gait_index", torch.zeros(0), persistent=False)
-        self.register_buffer("clock", torch.zeros(0, 4), persistent=False)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        batch = obs.shape[0]
-        fresh = (obs[:, self.la0 : self.la1] == 0).all(dim=-1)
-        if self.history.shape[0] != batch:
-            self._resize(batch, obs)
-            fresh = torch.ones_like(fresh)
-        keep = (~fresh).to(obs.dtype)
-        history = self.history * keep[:, None, None]
-        gait = self.gait_index * keep
-        frame = obs @ self.in_matrix.T + self.in_offset
-        actions = torch.clamp(frame[:, self.act0 : self.act1], -self.clip_actions, self.clip_actions)
-        parts = [frame[:, : self.act0], actions]
-        if self.prev1 > self.prev0:  # the layout puts last_actions right after actions (LCMAgent.get_obs)
-            parts.append(self.prev_actions * keep[:, None])
-        if self.clock1 > self.clock0:
-            parts.append(self.clock * keep[:, None])
-        parts.append(frame[:, max(max(self.act1, self.prev1), self.clock1) :])
-        frame = torch.cat(parts, dim=-1)
-        history = torch.cat([history[:, 1:], frame[:, None]], dim=1)
-        flat = history.reshape(batch, -1)
-        latent = self.adaptation_module(flat)
-        raw = self.body(torch.cat([flat, latent], dim=-1))
-        action = torch.clamp(raw, -self.clip_actions, self.clip_actions)[:, self.out_index]
-        # their deploy advances the gait clock after building the observation, from the second step on
-        gait = torch.where(fresh, gait, torch.remainder(gait + self.dt_freq, 1.0))
-        self.history, self.prev_actions, self.gait_index = history, actions, gait
-        self.clock = self._clock(gait)
-        return action * self.out_scale + self.out_offset
-
-    def _clock(self, gait: torch.Tensor) -> torch.Tensor:
-        feet = torch.stack([gait + self.phase + self.offset + self.bound, gait + self.offset, gait + self.bound,
-                            gait + self.phase], dim=-1)  # fmt: skip
-        return torch.sin(2.0 * 3.141592653589793 * feet)
-
-    def _resize(self, batch: int, obs: torch.Tensor) -> None:
-        self.history = torch.zeros(batch, self.history_length, self.frame_dim, dtype=obs.dtype, device=obs.device)
-        self.prev_actions = torch.zeros(batch, self.out_scale.shape[0], dtype=obs.dtype, device=obs.device)
-        self.gait_index = torch.zeros(batch, dtype=obs.dtype, device=obs.device)
-        self.clock = torch.zeros(batch, 4, dtype=obs.dtype, device=obs.device)
-
-
-def actor_from_architecture(architecture: dict) -> nn.Module:
-    """Rebuild the eager actor a policy file describes (load_policy)."""
-    if architecture.get("kind") == "walk_these_ways":
-        return WalkTheseWaysActor(**{k: v for k, v in architecture.items() if k != "kind"})
-    return ActorMLP(**architecture)

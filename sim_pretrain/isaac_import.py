@@ -26,11 +26,12 @@ import torch
 import yaml
 
 from robot_spec.foreign import (
-    ForeignConvention, ForeignTerm, ImportError_, WalkTheseWaysActor, check_activation, check_convention,
+    ForeignConvention, ForeignTerm, ForeignPolicyError, check_activation, check_convention,
     fold_into_actor, input_map, mlp_layers, output_map,
 )  # fmt: skip
 from robot_spec.policy_io import save_policy
 from robot_spec.spec import RobotSpec
+from robot_spec.wtw_actor import WalkTheseWaysActor
 
 SOURCES = ("legged_gym", "walk_these_ways", "unitree_rl_gym")
 ISAAC_JOINTS = [f"{leg}_{kind}_joint" for leg in ("FL", "FR", "RL", "RR") for kind in ("hip", "thigh", "calf")]
@@ -52,7 +53,7 @@ def import_policy(source: str, policy: Path, config: Path | None, spec: RobotSpe
     elif source == "walk_these_ways":
         actor, src = _walk_these_ways(policy, config, spec, maps)
     else:
-        raise ImportError_(f"--from {source}: known sources {list(SOURCES)}")
+        raise ForeignPolicyError(f"--from {source}: known sources {list(SOURCES)}")
     info = {"source": source, "imported_from": str(policy), "config": str(config) if config else None,
             "convention": src.describe()}  # fmt: skip
     return save_policy(actor, spec, out, info)
@@ -80,7 +81,7 @@ def _legged_gym(policy: Path, cfg: dict, spec: RobotSpec, maps: dict[str, str]):
         policy_dt=float(_get(cfg, "sim.dt")) * int(_get(cfg, "control.decimation")), terms=terms, maps=maps,
     )  # fmt: skip
     if _get(cfg, "control.control_type") != "P":
-        raise ImportError_(f"legged_gym control_type {_get(cfg, 'control.control_type')!r}: only position targets (P)")
+        raise ForeignPolicyError(f"legged_gym control_type {_get(cfg, 'control.control_type')!r}: only position targets (P)")
     perm = check_convention(src, spec)
     _check_count(src, int(_get(cfg, "env.num_observations")), "env.num_observations")
     layers, activation = _read_network(policy, "legged_gym", cfg.get("policy", {}).get("activation", "elu"))
@@ -109,11 +110,11 @@ def _unitree_rl_gym(policy: Path, cfg: dict, spec: RobotSpec, maps: dict[str, st
     elif num_obs == 9 + 3 * n + 2:  # deploy_mujoco.py (humanoids): + sin/cos of a 0.8 s phase
         terms = [*common, ForeignTerm("phase", 2, [1.0])]
     else:
-        raise ImportError_(f"unitree_rl_gym num_obs {num_obs} matches neither layout for {n} actions "
+        raise ForeignPolicyError(f"unitree_rl_gym num_obs {num_obs} matches neither layout for {n} actions "
                            f"({12 + 3 * n}: legged_robot with base_lin_vel; {11 + 3 * n}: deploy with phase)")  # fmt: skip
     kps, kds = [float(v) for v in _get(cfg, "kps")], [float(v) for v in _get(cfg, "kds")]
     if len(set(kps)) > 1 or len(set(kds)) > 1:
-        raise ImportError_(f"unitree_rl_gym gains differ per joint (kps {kps}, kds {kds}); robot '{spec.name}' "
+        raise ForeignPolicyError(f"unitree_rl_gym gains differ per joint (kps {kps}, kds {kds}); robot '{spec.name}' "
                            f"has one Kp {spec.control.kp} and Kd {spec.control.kd}")  # fmt: skip
     src = ForeignConvention(
         project="unitree_rl_gym", joint_names=list(joints), default_joint_pos=[float(v) for v in _get(cfg, "default_angles")],
@@ -139,7 +140,7 @@ def _walk_these_ways(run: Path, params: Path | None, spec: RobotSpec, maps: dict
     hist = src.frame_dim * src.history_length
     latent = adapt[-1][0].shape[0]
     if act_a != act_b or adapt[0][0].shape[1] != hist or body[0][0].shape[1] != hist + latent:
-        raise ImportError_(f"walk_these_ways networks do not fit the run's parameters: adaptation module "
+        raise ForeignPolicyError(f"walk_these_ways networks do not fit the run's parameters: adaptation module "
                            f"{adapt[0][0].shape[1]} -> {latent}, body {body[0][0].shape[1]} inputs, history "
                            f"{src.history_length} × {src.frame_dim} = {hist}")  # fmt: skip
     ours = spec.observation.slices()["last_action"]
@@ -164,7 +165,7 @@ def _wtw_convention(cfg: dict, maps: dict[str, str]) -> tuple[ForeignConvention,
     env, s, n = cfg["env"], cfg["obs_scales"], int(_get(cfg, "env.num_actions"))
     num_cmd = int(_get(cfg, "commands.num_commands"))
     if num_cmd < 9 or num_cmd > 15 or cfg["commands"].get("pacing_offset"):
-        raise ImportError_(f"walk_these_ways commands: {num_cmd} with pacing_offset "
+        raise ForeignPolicyError(f"walk_these_ways commands: {num_cmd} with pacing_offset "
                            f"{cfg['commands'].get('pacing_offset')}; supported 9-15 commands, no pacing offset")  # fmt: skip
     cmd_scale = [s["lin_vel"], s["lin_vel"], s["ang_vel"], s["body_height_cmd"], 1, 1, 1, 1, 1,
                  s["footswing_height_cmd"], s["body_pitch_cmd"], s["body_roll_cmd"], s["stance_width_cmd"],
@@ -224,11 +225,11 @@ def read_wtw_parameters(path: Path) -> dict:
     try:
         data = _DataOnly(path.open("rb")).load()
     except Exception as err:  # a damaged or foreign pickle: say which file
-        raise ImportError_(f"{path}: not a walk-these-ways parameters.pkl ({type(err).__name__}: {err})") from None
+        raise ForeignPolicyError(f"{path}: not a walk-these-ways parameters.pkl ({type(err).__name__}: {err})") from None
     sections = ("env", "obs_scales", "commands", "init_state", "control", "normalization", "sim")
     cfg = data.get("Cfg") if isinstance(data, dict) else None
     if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), dict) for k in sections):
-        raise ImportError_(f"{path}: not a walk-these-ways parameters.pkl (a dict 'Cfg' with {list(sections)})")
+        raise ForeignPolicyError(f"{path}: not a walk-these-ways parameters.pkl (a dict 'Cfg' with {list(sections)})")
     return data
 
 
@@ -243,14 +244,14 @@ def _read_network(path: Path, project: str, activation: str = "elu") -> tuple[li
     except RuntimeError:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "model_state_dict" not in state:
-            raise ImportError_(f"{path}: neither a TorchScript export nor an rsl_rl checkpoint (model_state_dict)")
+            raise ForeignPolicyError(f"{path}: neither a TorchScript export nor an rsl_rl checkpoint (model_state_dict)")
         return mlp_layers(state["model_state_dict"], "actor."), check_activation(activation, project)
     if "reset_memory" in dir(module) or "memory" in dict(module.named_children()):
-        raise ImportError_(f"{path}: a recurrent (LSTM) export; only feed-forward policies are importable")
+        raise ForeignPolicyError(f"{path}: a recurrent (LSTM) export; only feed-forward policies are importable")
     kinds = {child.original_name for _, child in module.named_children()} - {"Linear"}
     names = {JIT_ACTIVATIONS.get(k, k) for k in kinds}
     if len(names) != 1:
-        raise ImportError_(f"{path}: expected Linear layers and one activation, found {sorted(kinds)}")
+        raise ForeignPolicyError(f"{path}: expected Linear layers and one activation, found {sorted(kinds)}")
     return mlp_layers(dict(module.state_dict())), check_activation(names.pop(), project)
 
 
@@ -263,7 +264,7 @@ def _load_layers(seq: torch.nn.Sequential, layers: list) -> None:
 
 def _check_count(src: ForeignConvention, declared: int, key: str) -> None:
     if src.frame_dim != declared:
-        raise ImportError_(f"{src.project} {key} = {declared}, but its observation terms "
+        raise ForeignPolicyError(f"{src.project} {key} = {declared}, but its observation terms "
                            f"{[t.name for t in src.terms]} add up to {src.frame_dim}")  # fmt: skip
 
 
@@ -271,7 +272,7 @@ def _per_joint(cfg: dict, key: str, joints: list[str]) -> list[float]:
     values = _get(cfg, key)
     missing = [j for j in joints if j not in values]
     if missing:
-        raise ImportError_(f"{key} has no value for {missing}")
+        raise ForeignPolicyError(f"{key} has no value for {missing}")
     return [float(values[j]) for j in joints]
 
 
@@ -280,7 +281,7 @@ def _gain(cfg: dict, kind: str, joints: list[str]) -> float:
     table = _get(cfg, f"control.{kind}")
     gains = {float(next((v for k, v in table.items() if k in j), float("nan"))) for j in joints}
     if len(gains) != 1 or any(g != g for g in gains):  # differing, or a joint without a gain (nan)
-        raise ImportError_(f"control.{kind} {table} does not give every joint one value")
+        raise ForeignPolicyError(f"control.{kind} {table} does not give every joint one value")
     return gains.pop()
 
 
@@ -288,17 +289,17 @@ def _get(cfg: dict, dotted: str):
     node = cfg
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ImportError_(f"config value {dotted} missing")
+            raise ForeignPolicyError(f"config value {dotted} missing")
         node = node[part]
     return node
 
 
 def _yaml(path: Path | None, what: str) -> dict:
     if path is None:
-        raise ImportError_(f"{what} is required")
+        raise ForeignPolicyError(f"{what} is required")
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {path}")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
-        raise ImportError_(f"{path}: expected a mapping")
+        raise ForeignPolicyError(f"{path}: expected a mapping")
     return data

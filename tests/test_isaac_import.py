@@ -17,7 +17,7 @@ import yaml
 from torch import nn
 
 from robot_spec import ObservationBuilder
-from robot_spec.foreign import ImportError_
+from robot_spec.foreign import ForeignPolicyError
 from robot_spec.policy_io import load_policy
 from sim_pretrain.isaac_import import import_policy
 
@@ -183,7 +183,7 @@ def test_legged_gym_refusals_name_the_reason(spec, tmp_path, changes, match):
     n = changes.get("env__num_actions", 12)
     src = export_as_jit(rsl_rl_actor(changes.get("env__num_observations", 12 + 3 * n), out=n), tmp_path / "p_1.pt")
     maps = {"base_lin_vel": "command"} if changes else {}
-    with pytest.raises(ImportError_, match=match):
+    with pytest.raises(ForeignPolicyError, match=match):
         import_policy("legged_gym", src, legged_gym_cfg(tmp_path, **changes), spec, tmp_path / "p.pt", maps)
     assert not (tmp_path / "p.pt").exists()
 
@@ -218,11 +218,11 @@ def test_unitree_rl_gym_humanoid_deploy_yaml_is_refused(spec, tmp_path):
           "cmd_scale": [2.0, 2.0, 0.25], "num_actions": 12, "num_obs": 47}  # deploy_mujoco/configs/g1.yaml  # fmt: skip
     (tmp_path / "g1.yaml").write_text(yaml.safe_dump(g1))
     src = export_as_jit(rsl_rl_actor(47, hidden=(32,)), tmp_path / "policy_1.pt")
-    with pytest.raises(ImportError_, match="gains differ per joint"):
+    with pytest.raises(ForeignPolicyError, match="gains differ per joint"):
         import_policy("unitree_rl_gym", src, tmp_path / "g1.yaml", spec, tmp_path / "p.pt")
     g1.update(kps=[20] * 12, kds=[0.5] * 12)
     (tmp_path / "g1.yaml").write_text(yaml.safe_dump(g1))
-    with pytest.raises(ImportError_, match="phase"):
+    with pytest.raises(ForeignPolicyError, match="phase"):
         import_policy("unitree_rl_gym", src, tmp_path / "g1.yaml", spec, tmp_path / "p.pt")
 
 
@@ -339,10 +339,10 @@ def test_walk_these_ways_import_follows_its_deploy_loop(spec, tmp_path):
 
 def test_walk_these_ways_refusals_and_safe_parameters(spec, tmp_path):
     run, *_ = wtw_run(tmp_path, wtw_parameters(observe_imu=True, num_observations=73))
-    with pytest.raises(ImportError_, match="unknown term 'imu'"):
+    with pytest.raises(ForeignPolicyError, match="unknown term 'imu'"):
         import_policy("walk_these_ways", run, None, spec, tmp_path / "p.pt")
     run, *_ = wtw_run(tmp_path, wtw_parameters(observe_only_lin_vel=True, num_observations=73))
-    with pytest.raises(ImportError_, match="observes base_lin_vel"):
+    with pytest.raises(ForeignPolicyError, match="observes base_lin_vel"):
         import_policy("walk_these_ways", run, None, spec, tmp_path / "p.pt")
     # a parameters.pkl that names code: nothing it names runs
     marker = tmp_path / "ran"
@@ -352,7 +352,7 @@ def test_walk_these_ways_refusals_and_safe_parameters(spec, tmp_path):
             return (os.system, (f"touch {marker}",))
 
     (run / "parameters.pkl").write_bytes(pickle.dumps({"Cfg": {"env": Payload()}}))
-    with pytest.raises(ImportError_, match="parameters.pkl"):
+    with pytest.raises(ForeignPolicyError, match="parameters.pkl"):
         import_policy("walk_these_ways", run, None, spec, tmp_path / "p.pt")
     assert not marker.exists()
 
@@ -383,3 +383,19 @@ def test_cli_import_and_one_line_errors(tmp_path, capsys):
     assert main(["import", "--from", "legged_gym", "--policy", str(src), "--config", cfg, "--out",
                  str(tmp_path / "p.pt"), "--map", "base_lin_vel=command"]) == 0  # fmt: skip
     assert (tmp_path / "p.pt").is_file()
+
+
+def test_fine_tuning_starts_from_the_imported_weights_or_refuses_clearly(spec, tmp_path):
+    from robot_spec.policy_io import require_feed_forward
+    from uni_o4.networks import GaussianPolicyEnsemble
+
+    src = export_as_jit(rsl_rl_actor(48), tmp_path / "policy_1.pt")
+    import_policy("legged_gym", src, legged_gym_cfg(tmp_path), spec, tmp_path / "lg.pt", {"base_lin_vel": "command"})
+    imported = require_feed_forward(load_policy(tmp_path / "lg.pt", spec), "fine-tuning")
+    ensemble = GaussianPolicyEnsemble.from_actor(imported.actor, 2)  # Uni-O4's stage 1 starts here
+    obs = torch.randn(6, spec.observation.dim)
+    torch.testing.assert_close(ensemble.export_member(1)(obs), imported(obs))
+    run, *_ = wtw_run(tmp_path, wtw_parameters())
+    import_policy("walk_these_ways", run, None, spec, tmp_path / "wtw.pt")
+    with pytest.raises(ValueError, match="walk_these_ways import .* fine-tuning needs a feed-forward policy"):
+        require_feed_forward(load_policy(tmp_path / "wtw.pt", spec), "fine-tuning")
