@@ -96,16 +96,17 @@ def check_convention(src: ForeignConvention, spec: RobotSpec, stateful_ok: bool 
     """Refuse what cannot be mapped (one clear message); return `perm`: their joint index of each of our joints."""
     n = spec.num_joints
     if len(src.joint_names) != n:
-        raise ForeignPolicyError(f"{src.project} policy drives {len(src.joint_names)} joints, robot '{spec.name}' has {n}")
+        raise ForeignPolicyError(f"{src.project} policy drives {len(src.joint_names)} joints, "
+                                 f"robot '{spec.name}' has {n}")
     if sorted(src.joint_names) != sorted(spec.joint_names):
         unknown = sorted(set(src.joint_names) - set(spec.joint_names))
         raise ForeignPolicyError(f"{src.project} joint names {unknown} are not joints of robot '{spec.name}'")
     if abs(src.policy_dt - spec.control.policy_dt) > 1e-9:
-        raise ForeignPolicyError(f"{src.project} control period {src.policy_dt * 1e3:.1f} ms (sim dt × decimation) differs "
-                           f"from robot '{spec.name}': {spec.control.policy_dt * 1e3:.1f} ms")  # fmt: skip
+        raise ForeignPolicyError(f"{src.project} control period {src.policy_dt * 1e3:.1f} ms (sim dt × decimation) "
+                                 f"differs from robot '{spec.name}': {spec.control.policy_dt * 1e3:.1f} ms")
     if (src.kp, src.kd) != (spec.control.kp, spec.control.kd):
         raise ForeignPolicyError(f"{src.project} PD gains Kp {src.kp} Kd {src.kd} differ from robot '{spec.name}' "
-                           f"(Kp {spec.control.kp}, Kd {spec.control.kd}); the robot spec allows only its own")  # fmt: skip
+                                 f"(Kp {spec.control.kp}, Kd {spec.control.kd}); the spec allows only its own")
     problems = []
     for term in src.terms:  # every term that cannot be mapped, in one message
         try:
@@ -116,7 +117,7 @@ def check_convention(src: ForeignConvention, spec: RobotSpec, stateful_ok: bool 
         raise ForeignPolicyError("; ".join(problems))
     if src.history_length != 1 and not stateful_ok:
         raise ForeignPolicyError(f"{src.project} policy reads {src.history_length} frames of history; "
-                           "only walk-these-ways' history is supported")  # fmt: skip
+                                 "only walk-these-ways' history is supported")  # fmt: skip
     _check_our_layout(spec)
     return [src.joint_names.index(name) for name in spec.joint_names]
 
@@ -130,15 +131,17 @@ def _check_term(term: ForeignTerm, src: ForeignConvention, n: int, stateful_ok: 
     elif term.name in UNMEASURABLE:
         raise ForeignPolicyError(f"{src.project} policy observes {term.name}: {UNMEASURABLE[term.name]}")
     elif term.name in STATEFUL_TERMS and not stateful_ok:
-        raise ForeignPolicyError(f"{src.project} policy observes {term.name}, which only the walk-these-ways import keeps")
+        raise ForeignPolicyError(f"{src.project} policy observes {term.name}, kept only by the walk-these-ways import")
     elif term.name not in MEASURED_TERMS + STATEFUL_TERMS:
         raise ForeignPolicyError(f"{src.project} policy observes an unknown term {term.name!r}; known: "
-                           f"{list(MEASURED_TERMS + STATEFUL_TERMS)}, refused: {sorted(UNMEASURABLE)}")  # fmt: skip
+                                 f"{list(MEASURED_TERMS + STATEFUL_TERMS)}, refused: {sorted(UNMEASURABLE)}")
     if term.name in expected and term.dim != expected[term.name]:
-        raise ForeignPolicyError(f"{src.project} term {term.name} has {term.dim} values, expected {expected[term.name]}")
+        raise ForeignPolicyError(f"{src.project} term {term.name} has {term.dim} values, "
+                                 f"expected {expected[term.name]}")
     if term.name == "commands" and term.dim != 3 + len(src.command_defaults):
-        raise ForeignPolicyError(f"{src.project} commands has {term.dim} values: (vx, vy, yaw) come from the robot's "
-                           f"command, the other {term.dim - 3} need defaults, {len(src.command_defaults)} given")  # fmt: skip
+        raise ForeignPolicyError(f"{src.project} commands has {term.dim} values: (vx, vy, yaw) come from the "
+                                 f"robot's command, the other {term.dim - 3} need defaults, "
+                                 f"{len(src.command_defaults)} given")
 
 
 def _check_our_layout(spec: RobotSpec) -> None:
@@ -146,7 +149,7 @@ def _check_our_layout(spec: RobotSpec) -> None:
     missing = [t for t in needed if t not in spec.observation.names]
     if missing or spec.observation.history_length != 1:
         raise ForeignPolicyError(f"robot '{spec.name}' observation must hold {needed} with history_length 1 to import "
-                           f"into (missing {missing}, history {spec.observation.history_length})")  # fmt: skip
+                                 f"into (missing {missing}, history {spec.observation.history_length})")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ the maps
@@ -194,7 +197,8 @@ def input_map(src: ForeignConvention, spec: RobotSpec, perm: list[int]) -> tuple
     return scale[:, None] * M, scale * c
 
 
-def output_map(src: ForeignConvention, spec: RobotSpec, perm: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+def output_map(src: ForeignConvention, spec: RobotSpec,
+               perm: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:  # fmt: skip
     """(out_index, out_scale, out_offset): our action k from their action out_index[k], same PD target."""
     s = spec.control.action_scale
     scale = torch.tensor([src.action_scale[j] / s for j in perm], dtype=torch.float32)
@@ -206,8 +210,8 @@ def output_map(src: ForeignConvention, spec: RobotSpec, perm: list[int]) -> tupl
 # ------------------------------------------------------------------------------------------------ networks
 def mlp_layers(state: dict[str, torch.Tensor], prefix: str = "") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight, bias) of an nn.Sequential's Linear layers from its state dict (keys <prefix><i>.weight)."""
-    idx = sorted({int(k[len(prefix):].split(".")[0]) for k in state
-                  if k.startswith(prefix) and k.endswith(".weight") and k[len(prefix):].split(".")[0].isdigit()})  # fmt: skip
+    heads = [k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix) and k.endswith(".weight")]
+    idx = sorted({int(h) for h in heads if h.isdigit()})
     if not idx:
         raise ForeignPolicyError(f"no Linear layers {prefix}<i>.weight in the checkpoint")
     return [(state[f"{prefix}{i}.weight"].float(), state[f"{prefix}{i}.bias"].float()) for i in idx]
@@ -226,7 +230,7 @@ def fold_into_actor(layers, activation: str, src: ForeignConvention, spec: Robot
     (w0, b0), (wl, bl) = layers[0], layers[-1]
     if w0.shape[1] != src.frame_dim or wl.shape[0] != len(src.joint_names):
         raise ForeignPolicyError(f"{src.project} network maps {w0.shape[1]} -> {wl.shape[0]}, its config says "
-                           f"{src.frame_dim} -> {len(src.joint_names)}")  # fmt: skip
+                                 f"{src.frame_dim} -> {len(src.joint_names)}")  # fmt: skip
     weights = [(w.clone(), b.clone()) for w, b in layers]
     weights[0] = (w0 @ M, b0 + w0 @ c)
     index, scale, offset = output_map(src, spec, perm)

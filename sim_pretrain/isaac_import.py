@@ -74,14 +74,16 @@ def _legged_gym(policy: Path, cfg: dict, spec: RobotSpec, maps: dict[str, str]):
     if _get(cfg, "terrain.measure_heights"):
         terms.append(ForeignTerm("height_measurements", _height_points(cfg), [s["height_measurements"]]))
     src = ForeignConvention(
-        project="legged_gym", joint_names=list(joints), default_joint_pos=_per_joint(cfg, "init_state.default_joint_angles", joints),
+        project="legged_gym", joint_names=list(joints),
+        default_joint_pos=_per_joint(cfg, "init_state.default_joint_angles", joints),
         action_scale=[float(_get(cfg, "control.action_scale"))] * len(joints),
         clip_actions=float(_get(cfg, "normalization.clip_actions")),
         kp=_gain(cfg, "stiffness", joints), kd=_gain(cfg, "damping", joints),
         policy_dt=float(_get(cfg, "sim.dt")) * int(_get(cfg, "control.decimation")), terms=terms, maps=maps,
     )  # fmt: skip
     if _get(cfg, "control.control_type") != "P":
-        raise ForeignPolicyError(f"legged_gym control_type {_get(cfg, 'control.control_type')!r}: only position targets (P)")
+        raise ForeignPolicyError(f"legged_gym control_type {_get(cfg, 'control.control_type')!r}: "
+                                 "only position targets (P) are importable")
     perm = check_convention(src, spec)
     _check_count(src, int(_get(cfg, "env.num_observations")), "env.num_observations")
     layers, activation = _read_network(policy, "legged_gym", cfg.get("policy", {}).get("activation", "elu"))
@@ -111,13 +113,14 @@ def _unitree_rl_gym(policy: Path, cfg: dict, spec: RobotSpec, maps: dict[str, st
         terms = [*common, ForeignTerm("phase", 2, [1.0])]
     else:
         raise ForeignPolicyError(f"unitree_rl_gym num_obs {num_obs} matches neither layout for {n} actions "
-                           f"({12 + 3 * n}: legged_robot with base_lin_vel; {11 + 3 * n}: deploy with phase)")  # fmt: skip
+                                 f"({12 + 3 * n}: legged_robot with base_lin_vel; {11 + 3 * n}: deploy with phase)")
     kps, kds = [float(v) for v in _get(cfg, "kps")], [float(v) for v in _get(cfg, "kds")]
     if len(set(kps)) > 1 or len(set(kds)) > 1:
         raise ForeignPolicyError(f"unitree_rl_gym gains differ per joint (kps {kps}, kds {kds}); robot '{spec.name}' "
-                           f"has one Kp {spec.control.kp} and Kd {spec.control.kd}")  # fmt: skip
+                                 f"has one Kp {spec.control.kp} and Kd {spec.control.kd}")  # fmt: skip
     src = ForeignConvention(
-        project="unitree_rl_gym", joint_names=list(joints), default_joint_pos=[float(v) for v in _get(cfg, "default_angles")],
+        project="unitree_rl_gym", joint_names=list(joints),
+        default_joint_pos=[float(v) for v in _get(cfg, "default_angles")],
         action_scale=[float(_get(cfg, "action_scale"))] * n, clip_actions=float(cfg.get("clip_actions", 100.0)),
         kp=kps[0], kd=kds[0], policy_dt=float(_get(cfg, "simulation_dt")) * int(_get(cfg, "control_decimation")),
         terms=terms, maps=maps,
@@ -141,8 +144,8 @@ def _walk_these_ways(run: Path, params: Path | None, spec: RobotSpec, maps: dict
     latent = adapt[-1][0].shape[0]
     if act_a != act_b or adapt[0][0].shape[1] != hist or body[0][0].shape[1] != hist + latent:
         raise ForeignPolicyError(f"walk_these_ways networks do not fit the run's parameters: adaptation module "
-                           f"{adapt[0][0].shape[1]} -> {latent}, body {body[0][0].shape[1]} inputs, history "
-                           f"{src.history_length} × {src.frame_dim} = {hist}")  # fmt: skip
+                                 f"{adapt[0][0].shape[1]} -> {latent}, body {body[0][0].shape[1]} inputs, history "
+                                 f"{src.history_length} × {src.frame_dim} = {hist}")  # fmt: skip
     ours = spec.observation.slices()["last_action"]
     index, out_scale, out_offset = output_map(src, spec, perm)
     actor = WalkTheseWaysActor(
@@ -166,7 +169,7 @@ def _wtw_convention(cfg: dict, maps: dict[str, str]) -> tuple[ForeignConvention,
     num_cmd = int(_get(cfg, "commands.num_commands"))
     if num_cmd < 9 or num_cmd > 15 or cfg["commands"].get("pacing_offset"):
         raise ForeignPolicyError(f"walk_these_ways commands: {num_cmd} with pacing_offset "
-                           f"{cfg['commands'].get('pacing_offset')}; supported 9-15 commands, no pacing offset")  # fmt: skip
+                                 f"{cfg['commands'].get('pacing_offset')}; importable: 9-15, no pacing offset")
     cmd_scale = [s["lin_vel"], s["lin_vel"], s["ang_vel"], s["body_height_cmd"], 1, 1, 1, 1, 1,
                  s["footswing_height_cmd"], s["body_pitch_cmd"], s["body_roll_cmd"], s["stance_width_cmd"],
                  s["stance_length_cmd"], s["aux_reward_cmd"]][:num_cmd]  # fmt: skip  (LCMAgent.commands_scale)
@@ -225,7 +228,8 @@ def read_wtw_parameters(path: Path) -> dict:
     try:
         data = _DataOnly(path.open("rb")).load()
     except Exception as err:  # a damaged or foreign pickle: say which file
-        raise ForeignPolicyError(f"{path}: not a walk-these-ways parameters.pkl ({type(err).__name__}: {err})") from None
+        raise ForeignPolicyError(f"{path}: not a walk-these-ways parameters.pkl ({type(err).__name__}: {err})") \
+            from None
     sections = ("env", "obs_scales", "commands", "init_state", "control", "normalization", "sim")
     cfg = data.get("Cfg") if isinstance(data, dict) else None
     if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), dict) for k in sections):
@@ -244,7 +248,8 @@ def _read_network(path: Path, project: str, activation: str = "elu") -> tuple[li
     except RuntimeError:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "model_state_dict" not in state:
-            raise ForeignPolicyError(f"{path}: neither a TorchScript export nor an rsl_rl checkpoint (model_state_dict)")
+            raise ForeignPolicyError(f"{path}: neither a TorchScript export nor an rsl_rl checkpoint "
+                                     "(model_state_dict)")
         return mlp_layers(state["model_state_dict"], "actor."), check_activation(activation, project)
     if "reset_memory" in dir(module) or "memory" in dict(module.named_children()):
         raise ForeignPolicyError(f"{path}: a recurrent (LSTM) export; only feed-forward policies are importable")
@@ -265,7 +270,7 @@ def _load_layers(seq: torch.nn.Sequential, layers: list) -> None:
 def _check_count(src: ForeignConvention, declared: int, key: str) -> None:
     if src.frame_dim != declared:
         raise ForeignPolicyError(f"{src.project} {key} = {declared}, but its observation terms "
-                           f"{[t.name for t in src.terms]} add up to {src.frame_dim}")  # fmt: skip
+                                 f"{[t.name for t in src.terms]} add up to {src.frame_dim}")  # fmt: skip
 
 
 def _per_joint(cfg: dict, key: str, joints: list[str]) -> list[float]:
