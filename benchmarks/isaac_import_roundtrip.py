@@ -25,6 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
+from real_robot.datalog import read_log_folder  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import load_policy  # noqa: E402
 from sim_pretrain.evaluate import EvalConfig, evaluate_policy  # noqa: E402
@@ -74,12 +75,19 @@ def wtw_synthetic(run: Path) -> Path:
     return run
 
 
+def ended_by(folder: Path) -> list[str]:
+    """Why each episode ended (the tripping monitor, fall, timeout), in order."""
+    return [f"{e.outcome}: {e.reason}" if e.reason else e.outcome for e in read_log_folder(folder).episodes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", type=Path, required=True)
     parser.add_argument("--profiles", nargs="+", default=["none", "strong"])
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--episode-s", type=float, default=20.0)
+    parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()) / "isaac_import_roundtrip",
+                        help="stand-in log folders (kept, to read why episodes ended)")
     args = parser.parse_args()
     spec = load_robot("go1")
     original = load_policy(args.policy, spec)
@@ -101,14 +109,18 @@ def main() -> None:
         cfg = RobotEvalConfig(episodes=args.episodes, episode_s=args.episode_s)
         for profile in args.profiles:
             for name, path in (("original", args.policy), ("imported", imported_path)):
-                m = evaluate_on_stand_in(path, profile, tmp / f"{profile}_{name}", spec, cfg)
+                logs = args.logs / f"{profile}_{name}"
+                m = evaluate_on_stand_in(path, profile, logs, spec, cfg)
                 result[f"stand_in_{profile}_{name}"] = {k: m[k] for k in (
                     "mean_return", "tracking_error_xy", "fall_rate", "trip_rate", "policy_steps")}  # fmt: skip
+                result[f"stand_in_{profile}_{name}"]["ended_by"] = ended_by(logs)
                 print(f"stand-in {profile} {name}: {result[f'stand_in_{profile}_{name}']}")
         run = wtw_synthetic(tmp / "wtw_run")
         import_policy("walk_these_ways", run, None, spec, tmp / "wtw.pt")
-        m = evaluate_on_stand_in(tmp / "wtw.pt", "none", tmp / "wtw_eval", spec, RobotEvalConfig(episodes=1, episode_s=5.0))
+        logs = args.logs / "none_wtw_synthetic"
+        m = evaluate_on_stand_in(tmp / "wtw.pt", "none", logs, spec, RobotEvalConfig(episodes=1, episode_s=5.0))
         result["stand_in_none_wtw_synthetic"] = {k: m[k] for k in ("policy_steps", "fall_rate", "trip_rate")}
+        result["stand_in_none_wtw_synthetic"]["ended_by"] = ended_by(logs)
         print(f"stand-in none, synthetic walk-these-ways import: {result['stand_in_none_wtw_synthetic']}")
     save("isaac_import_roundtrip", result)
 

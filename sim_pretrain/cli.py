@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--policy", type=Path, required=True,
                      help="legged_gym/unitree_rl_gym: exported policy_1.pt (or an rsl_rl model_<it>.pt); "
                           "walk_these_ways: the run folder holding checkpoints/ and parameters.pkl")
-    imp.add_argument("--config", type=Path, help="legged_gym: the task's values as YAML (configs/import/"
-                     "legged_gym_a1_flat.yaml); unitree_rl_gym: its deploy YAML; walk_these_ways: parameters.pkl "
-                     "(default: in the run folder)")
+    imp.add_argument("--config", type=Path, help="legged_gym: the task's values as YAML; unitree_rl_gym: its "
+                     "deploy YAML (a path, or a name in configs/import/: legged_gym_a1_flat, unitree_rl_gym_go2); "
+                     "walk_these_ways: parameters.pkl (default: in the run folder)")
     imp.add_argument("--map", action="append", default=[], metavar="TERM=STANDIN",
                      help="stand in for a term a Go1 cannot measure, explicitly: base_lin_vel=command|zero")
     imp.add_argument("--robot", default="go1")
@@ -152,7 +152,10 @@ def _import(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--map {item!r}: expected TERM=STANDIN, e.g. base_lin_vel=command")
         maps[term] = standin
-    contract = import_policy(args.source, args.policy, args.config, load_robot(args.robot), args.out, maps)
+    config = args.config
+    if config is not None and not config.exists() and not config.suffix:  # a shipped one: configs/import/<name>.yaml
+        config = named_config("import", str(config))
+    contract = import_policy(args.source, args.policy, config, load_robot(args.robot), args.out, maps)
     arch = contract["architecture"]
     print(f"imported {args.source} policy -> {args.out} ({arch.get('kind', 'mlp')}, "
           f"{arch['obs_dim']} -> {arch['action_dim']}, robot {contract['robot']})")

@@ -380,9 +380,12 @@ def test_cli_import_and_one_line_errors(tmp_path, capsys):
                  str(tmp_path / "p.pt")]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert "base_lin_vel" in err and "\n" not in err and "Traceback" not in err
-    assert main(["import", "--from", "legged_gym", "--policy", str(src), "--config", cfg, "--out",
+    assert main(["import", "--from", "legged_gym", "--policy", str(src), "--config", "legged_gym_a1_flat", "--out",
                  str(tmp_path / "p.pt"), "--map", "base_lin_vel=command"]) == 0  # fmt: skip
     assert (tmp_path / "p.pt").is_file()
+    assert main(["import", "--from", "legged_gym", "--policy", str(src), "--config", "no_such_task", "--out",
+                 str(tmp_path / "q.pt")]) == 2  # fmt: skip
+    assert "legged_gym_a1_flat" in capsys.readouterr().err  # the known names
 
 
 def test_fine_tuning_starts_from_the_imported_weights_or_refuses_clearly(spec, tmp_path):
