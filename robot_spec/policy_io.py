@@ -11,38 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from robot_spec.mlp import ACTIVATIONS, IN_PLACE, activation, mlp  # noqa: F401 (their home before mlp.py)
 from robot_spec.spec import RobotSpec, check_policy_contract
+from robot_spec.wtw_actor import WalkTheseWaysActor
 
 CONTRACT_FILE = "contract.json"
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "swish": nn.SiLU,
-}  # fmt: skip
-IN_PLACE = ("relu", "elu")  # their backward needs only their output: safe in place after a matmul
-
-
-def activation(name: str, in_place: bool = False) -> nn.Module:
-    """`in_place`: overwrite the input (no new activation buffer) where the backward allows it."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name](inplace=True) if in_place and name in IN_PLACE else ACTIVATIONS[name]()
-
-
-def mlp(in_dim: int, out_dim: int, hidden_dims: Sequence[int], activation_name: str = "relu") -> nn.Sequential:
-    """Linear → activation → … → Linear; the output layer is linear (no activation). Every MLP of the project."""
-    sizes = [in_dim, *hidden_dims]
-    layers: list[nn.Module] = []
-    for i in range(len(hidden_dims)):
-        layers += [nn.Linear(sizes[i], sizes[i + 1]), activation(activation_name)]
-    layers.append(nn.Linear(sizes[-1], out_dim))
-    return nn.Sequential(*layers)
-
-
 class ActorMLP(nn.Module):
     """actions = mlp((obs − mean) / std): the deployable part of every policy we train.
 
@@ -122,10 +100,13 @@ def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "
     if spec is not None:
         check_policy_contract(contract, spec, source=str(path))
     try:  # a contract whose architecture does not match the weights: one line, not a size-mismatch traceback
-        actor = ActorMLP(**contract["architecture"])
+        actor = _rebuild(contract["architecture"])
         state = scripted.state_dict()
-        for name in ("out_low", "out_high"):  # files written before squashed outputs existed
-            state.setdefault(name, getattr(actor, name))
+        if isinstance(actor, ActorMLP):
+            for name in ("out_low", "out_high"):  # files written before squashed outputs existed
+                state.setdefault(name, getattr(actor, name))
+        else:  # an imported policy's running state (its history) is saved by TorchScript but starts empty
+            state = {k: v for k, v in state.items() if k not in actor._non_persistent_buffers_set}
         actor.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -135,8 +116,24 @@ def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "
     return LoadedPolicy(actor.to(device), contract, policy_id, path)
 
 
+def require_feed_forward(policy: LoadedPolicy, purpose: str) -> LoadedPolicy:
+    """`policy`, if its network is an ActorMLP (what fine-tuning updates); else a clear refusal."""
+    if not isinstance(policy.actor, ActorMLP):
+        kind = policy.contract["architecture"].get("kind")
+        raise ValueError(f"{policy.path} is a {kind} import (history and gait clock kept inside the network): "
+                         f"{purpose} needs a feed-forward policy, as legged_gym / unitree_rl_gym imports are")  # fmt: skip
+    return policy
+
+
+def _rebuild(architecture: dict) -> nn.Module:
+    """The eager actor an architecture describes: an ActorMLP, or an imported policy's wrapper (foreign.py)."""
+    if architecture.get("kind") == "walk_these_ways":
+        return WalkTheseWaysActor(**{k: v for k, v in architecture.items() if k != "kind"})
+    return ActorMLP(**architecture)
+
+
 def _cpu_copy(actor: ActorMLP) -> ActorMLP:
-    copy = ActorMLP(**actor.architecture)
+    copy = _rebuild(actor.architecture)
     copy.load_state_dict({k: v.detach().cpu() for k, v in actor.state_dict().items()})
     return copy.eval()
 
@@ -144,6 +141,9 @@ def _cpu_copy(actor: ActorMLP) -> ActorMLP:
 def _save_onnx(actor: ActorMLP, contract: dict, path: Path) -> None:
     import onnx
 
+    if "kind" in actor.architecture:  # a stateful imported policy (its history lives in the module): TorchScript only
+        path.unlink(missing_ok=True)
+        return
     dummy = torch.zeros(1, actor.architecture["obs_dim"])
     torch.onnx.export(
         actor, (dummy,), str(path), input_names=["obs"], output_names=["actions"],

@@ -1,4 +1,4 @@
-"""`sim_pretrain train`, `sim_pretrain finetune` and `sim_pretrain eval`."""
+"""`sim_pretrain train`, `finetune`, `eval` and `import` (a policy from legged_gym, walk-these-ways, unitree_rl_gym)."""
 
 from __future__ import annotations
 
@@ -59,9 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--gait", type=float, nargs=3, metavar=("VX", "VY", "YAW"),
                     help="also render the gait under this command (gait.gif + gait_filmstrip.png; needs EGL)")
 
+    imp = sub.add_parser("import", help="convert a legged_gym / walk-these-ways / unitree_rl_gym policy into a "
+                         "policy.pt with the robot contract")
+    imp.add_argument("--from", dest="source", required=True, choices=("legged_gym", "walk_these_ways", "unitree_rl_gym"))
+    imp.add_argument("--policy", type=Path, required=True,
+                     help="legged_gym/unitree_rl_gym: exported policy_1.pt (or an rsl_rl model_<it>.pt); "
+                          "walk_these_ways: the run folder holding checkpoints/ and parameters.pkl")
+    imp.add_argument("--config", type=Path, help="legged_gym: the task's values as YAML; unitree_rl_gym: its "
+                     "deploy YAML (a path, or a name in configs/import/: legged_gym_a1_flat, unitree_rl_gym_go2); "
+                     "walk_these_ways: parameters.pkl (default: in the run folder)")
+    imp.add_argument("--map", action="append", default=[], metavar="TERM=STANDIN",
+                     help="stand in for a term a Go1 cannot measure, explicitly: base_lin_vel=command|zero")
+    imp.add_argument("--robot", default="go1")
+    imp.add_argument("--out", type=Path, required=True, help="our policy file to write (policy.pt)")
+
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "finetune": _finetune, "eval": _eval}[args.command](args)
+        return {"train": _train, "finetune": _finetune, "eval": _eval, "import": _import}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"sim_pretrain {args.command}: error: {err}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -140,6 +154,26 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"gait: {render_gait(policy, list(args.gait), out)}")
     print(f"fall rate {metrics['fall_rate']:.3f}, mean tracking error {metrics['mean_tracking_error']:.3f} m/s, "
           f"mean return {metrics['mean_return']:.2f} -> {out}/metrics.json")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from robot_spec import load_robot
+    from sim_pretrain.isaac_import import import_policy
+
+    maps = {}
+    for item in args.map:
+        term, sep, standin = item.partition("=")
+        if not sep:
+            raise ValueError(f"--map {item!r}: expected TERM=STANDIN, e.g. base_lin_vel=command")
+        maps[term] = standin
+    config = args.config
+    if config is not None and not config.exists() and not config.suffix:  # a shipped one: configs/import/<name>.yaml
+        config = named_config("import", str(config))
+    contract = import_policy(args.source, args.policy, config, load_robot(args.robot), args.out, maps)
+    arch = contract["architecture"]
+    print(f"imported {args.source} policy -> {args.out} ({arch.get('kind', 'mlp')}, "
+          f"{arch['obs_dim']} -> {arch['action_dim']}, robot {contract['robot']})")
     return 0
 
 

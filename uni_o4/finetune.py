@@ -47,7 +47,7 @@ def finetune_offline(req: OfflineRequest) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     from robot_spec import load_robot
-    from robot_spec.policy_io import load_policy
+    from robot_spec.policy_io import load_policy, require_feed_forward
     from uni_o4.log_dataset import dataset_from_log_folder, files_hash, log_folders
     from uni_o4.method import OfflineJob
     from uni_o4.registry import METHODS, make_method
@@ -55,6 +55,7 @@ def finetune_offline(req: OfflineRequest) -> Path:
     method = make_method(req.algo)
     spec = load_robot(req.robot)
     init = load_policy(req.init, spec) if req.init else None  # refuses a policy for another robot/layout
+    init = require_feed_forward(init, "fine-tuning") if init else None
     out = req.out
     out.mkdir(parents=True, exist_ok=True)
     job = OfflineJob(
