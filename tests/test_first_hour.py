@@ -12,7 +12,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from argparse import Namespace
 from pathlib import Path
 
