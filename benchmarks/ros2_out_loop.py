@@ -51,7 +51,8 @@ def main() -> None:
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     spec = load_robot("go1")
     runs = []
-    with tempfile.TemporaryDirectory() as tmp, LoopbackRobot(profile="none", fast=False) as robot:
+    startup_s = 600  # a busy host starts the stand-in slowly
+    with tempfile.TemporaryDirectory() as tmp, LoopbackRobot("none", fast=False, startup_timeout_s=startup_s) as robot:
         policy_path = args.policy or (DEFAULT_POLICY if DEFAULT_POLICY.is_file() else None)
         if policy_path is None:
             policy_path = Path(tmp) / "policy.pt"
