@@ -85,13 +85,13 @@ def bench_loop(spec, policy_path: Path, seconds: float, profile: str) -> dict:
         return {"profile": profile, **measure_loop(spec, policy_path, robot, seconds)}
 
 
-def measure_loop(spec, policy_path: Path, robot, seconds: float, also_on_step=None) -> dict:
+def measure_loop(spec, policy_path: Path, robot, seconds: float, also_on_step=None, io=None) -> dict:
     """The runtime in real time on a running loopback `robot` for `seconds`; `also_on_step(record)` is called
-    after each step's own bookkeeping (a ROS 2 publisher, say)."""
+    after each step's own bookkeeping (a ROS 2 publisher, say). `io`: the robot side (default: LCM to `robot`)."""
     from deploy.lcm_io import LcmRobotIO
 
     cfg = load_runtime_config("runtime")
-    io = LcmRobotIO(robot.lcm_url, robot.prefix)
+    io = io or LcmRobotIO(robot.lcm_url, robot.prefix)
     records = []
 
     def on_step(record: dict) -> None:

@@ -2,8 +2,10 @@
 benchmarks/control_loop.py on one stand-in robot, in alternating runs without and with the ROS 2 state publisher
 (started before the robot's state is subscribed to, as deploy run does; its own ROS domain): state→command
 latency, the controller's compute and loop jitter per run, and what was published.
+`--no-robot` measures the same without the stand-in (the loop over an in-process robot that sends a state every
+2 ms of wall time): on a host too busy for the stand-in to keep real time, what the publisher adds to the loop.
 
-    python benchmarks/ros2_out_loop.py [--seconds 10] [--rounds 3] [--policy policy.pt]
+    python benchmarks/ros2_out_loop.py [--seconds 10] [--rounds 3] [--policy policy.pt] [--no-robot]
 """
 
 from __future__ import annotations
@@ -12,22 +14,85 @@ import argparse
 import os
 import sys
 import tempfile
+import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from benchmarks.control_loop import DEFAULT_POLICY, measure_loop  # noqa: E402
+from real_robot.clock import now_us  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import ActorMLP, save_policy  # noqa: E402
 
 
+class PacedRobot:
+    """An in-process robot for `measure_loop`: a new state every 2 ms of wall time (the Go1's 500 Hz board), that
+    stands still; odometry at the origin. Stands in for LoopbackRobot + LcmRobotIO."""
+
+    lcm_url = prefix = ""
+
+    def __init__(self, spec):
+        import numpy as np
+
+        from deploy.runtime import Odometry, RobotState
+
+        n = spec.num_joints
+        self.odometry = Odometry(np.zeros(3), np.array([1.0, 0, 0, 0]), np.zeros(3), np.zeros(3))
+        self.start = time.monotonic()
+        self.state = RobotState(
+            robot_tick_us=0, body_tick_us=0, stamp_us=0, received_s=self.start, repeats=0, tick_step_us=2000,
+            q=spec.default_pose.copy(), dq=np.zeros(n), tau_est=np.zeros(n), quaternion=np.array([1.0, 0, 0, 0]),
+            rpy=np.zeros(3), gyro=np.zeros(3), accelerometer=np.array([0, 0, 9.81]), foot_force=np.zeros(4),
+        )  # fmt: skip
+
+    def poll(self, timeout_s: float) -> None:
+        import dataclasses
+
+        tick = int((time.monotonic() - self.start) * 1e6) // 2000 * 2000
+        if tick <= self.state.robot_tick_us:
+            time.sleep(min(timeout_s, (self.state.robot_tick_us + 2000 - tick) / 1e6))
+            tick = int((time.monotonic() - self.start) * 1e6) // 2000 * 2000
+        if tick > self.state.robot_tick_us:
+            self.state = dataclasses.replace(self.state, robot_tick_us=tick, body_tick_us=tick, stamp_us=now_us(),
+                                             received_s=time.monotonic())  # fmt: skip
+
+    def odometry_at(self, stamp_us):
+        return self.odometry
+
+    def remote(self):
+        return None
+
+    def bridge_status(self):
+        return None
+
+    def take_arm_request(self) -> bool:
+        return False
+
+    def publish_target(self, target, sequence, robot_tick_us) -> None:
+        pass
+
+    def publish_status(self, trip, trip_count) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def arm(self, _target) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def one_run(spec, policy_path: Path, robot, seconds: float, ros2_out: bool) -> dict:
+    io = robot if isinstance(robot, PacedRobot) else None
     if not ros2_out:
-        return {"ros2_out": False, **measure_loop(spec, policy_path, robot, seconds)}
+        return {"ros2_out": False, **measure_loop(spec, policy_path, robot, seconds, io=io)}
     from deploy.ros2 import Ros2StatePublisher
 
     with Ros2StatePublisher(spec) as publisher:
-        result = measure_loop(spec, policy_path, robot, seconds, also_on_step=publisher.on_step)
+        result = measure_loop(spec, policy_path, robot, seconds, also_on_step=publisher.on_step, io=io)
     return {"ros2_out": True, **result, "published": dict(publisher.published), "dropped": publisher.dropped}
 
 
@@ -45,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="real-time loop duration of each run")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of runs (without, with)")
+    parser.add_argument("--no-robot", action="store_true", help="an in-process robot instead of the stand-in")
     parser.add_argument("--policy", type=Path, help=f"policy file (default: {DEFAULT_POLICY} if present, else a "
                         "freshly initialised 256-128-64 MLP)")  # fmt: skip
     args = parser.parse_args()
@@ -52,7 +118,9 @@ def main() -> None:
     spec = load_robot("go1")
     runs = []
     startup_s = 600  # a busy host starts the stand-in slowly
-    with tempfile.TemporaryDirectory() as tmp, LoopbackRobot("none", fast=False, startup_timeout_s=startup_s) as robot:
+    robot = nullcontext(PacedRobot(spec)) if args.no_robot else \
+        LoopbackRobot("none", fast=False, startup_timeout_s=startup_s)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, robot as robot:
         policy_path = args.policy or (DEFAULT_POLICY if DEFAULT_POLICY.is_file() else None)
         if policy_path is None:
             policy_path = Path(tmp) / "policy.pt"
@@ -61,7 +129,9 @@ def main() -> None:
             for ros2_out in (False, True):
                 runs.append(one_run(spec, policy_path, robot, args.seconds, ros2_out))
                 print(line(runs[-1]), flush=True)
-    save("ros2_out_loop", {"policy": str(policy_path), "seconds": args.seconds, "runs": runs})
+    name = "ros2_out_loop_no_robot" if args.no_robot else "ros2_out_loop"
+    save(name, {"policy": str(policy_path), "seconds": args.seconds, "robot": "in-process" if args.no_robot else
+                "stand-in", "runs": runs})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ TOPICS = ("/joint_states", "/imu", "/odom", "/diagnostics")
 @pytest.fixture(scope="module")
 def robot():
     pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
-    with LoopbackRobot(profile="none", fast=True) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=120) as robot:
         yield robot
 
 
