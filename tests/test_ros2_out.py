@@ -109,7 +109,7 @@ def test_deploy_publishes_the_state_at_the_step_rate_with_the_logged_values(spec
                 [sys.executable, "-m", "deploy.cli", "run", "--policy", str(policy), "--speed", "low", "--commands",
                  "schedule:stand", "--runtime-config", "runtime_fast", "--lcm-url", robot.lcm_url, "--channel-prefix",
                  robot.prefix, "--duration", "5.5", "--log-dir", str(log_dir), "--ros2-out"],
-                capture_output=True, text=True, timeout=120,
+                capture_output=True, text=True, timeout=600,  # a starved host is slow, not wrong
             )  # fmt: skip
             # 0, or the exit code of a safety trip (a busy host): never bad input or a crash
             assert deploy.returncode != 2 and "Traceback" not in deploy.stderr, deploy.stderr[-2000:]
