@@ -18,6 +18,8 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from benchmarks.control_loop import DEFAULT_POLICY, measure_loop  # noqa: E402
@@ -91,9 +93,27 @@ def one_run(spec, policy_path: Path, robot, seconds: float, ros2_out: bool) -> d
         return {"ros2_out": False, **measure_loop(spec, policy_path, robot, seconds, io=io)}
     from deploy.ros2 import Ros2StatePublisher
 
+    queueing_us = []  # the control thread's CPU time in the publisher's on_step
+
+    def on_step(record: dict) -> None:
+        start = time.thread_time_ns()
+        publisher.on_step(record)
+        queueing_us.append((time.thread_time_ns() - start) / 1e3)
+
     with Ros2StatePublisher(spec) as publisher:
-        result = measure_loop(spec, policy_path, robot, seconds, also_on_step=publisher.on_step, io=io)
-    return {"ros2_out": True, **result, "published": dict(publisher.published), "dropped": publisher.dropped}
+        result = measure_loop(spec, policy_path, robot, seconds, also_on_step=on_step, io=io)
+        time.sleep(0.5)  # the queue drains
+        thread_cpu_s = thread_cpu_seconds(publisher._thread.native_id)
+    p50, p99 = np.percentile(queueing_us, [50, 99])
+    return {"ros2_out": True, **result, "published": dict(publisher.published), "dropped": publisher.dropped,
+            "control_thread_queueing_us": {"p50": float(p50), "p99": float(p99)},
+            "publisher_thread_cpu_ms_per_step": 1e3 * thread_cpu_s / max(1, len(queueing_us))}  # fmt: skip
+
+
+def thread_cpu_seconds(native_id: int) -> float:
+    """User + system CPU time of one thread of this process (Linux /proc; clock ticks)."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def line(run: dict) -> str:
@@ -101,7 +121,9 @@ def line(run: dict) -> str:
     return (f"ros2_out {'on ' if run['ros2_out'] else 'off'}  state->command p50 {lat['p50']:.3f} p99 {lat['p99']:.3f}"
             f"  compute p50 {comp['p50']:.3f} p99 {comp['p99']:.3f}  jitter p50 {jit['p50']:.3f} p99 {jit['p99']:.3f}"
             f" max {jit['max']:.1f} ms  steps {run['steps']}  trip {run['first_trip']}"
-            + (f"  published {run['published']} dropped {run['dropped']}" if run["ros2_out"] else ""))  # fmt: skip
+            + (f"  published {run['published']} dropped {run['dropped']}; control thread queueing "
+               f"{run['control_thread_queueing_us']['p50']:.0f} us p50, publisher thread "
+               f"{run['publisher_thread_cpu_ms_per_step']:.2f} ms CPU/step" if run["ros2_out"] else ""))  # fmt: skip
 
 
 def main() -> None:
