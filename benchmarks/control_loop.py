@@ -79,17 +79,33 @@ def bench_inference(spec, policy_path: Path, calls: int) -> dict:
 
 
 def bench_loop(spec, policy_path: Path, seconds: float, profile: str) -> dict:
-    from deploy.lcm_io import LcmRobotIO
     from real_robot.loopback import LoopbackRobot
 
-    cfg = load_runtime_config("runtime")
     with LoopbackRobot(profile=profile, fast=False) as robot:
-        io = LcmRobotIO(robot.lcm_url, robot.prefix)
-        records = []
-        runtime = Runtime(make_controller(spec, policy_path, cfg), io, cfg, on_step=records.append)
-        runtime.wait_for_state()
-        runtime.run(duration_s=seconds)
-        io.close()
+        return {"profile": profile, **measure_loop(spec, policy_path, robot, seconds)}
+
+
+def measure_loop(spec, policy_path: Path, robot, seconds: float, also_on_step=None, io=None) -> dict:
+    """The runtime in real time on a running loopback `robot` for `seconds`; `also_on_step(record)` is called
+    after each step's own bookkeeping (a ROS 2 publisher, say). `io`: the robot side (default: LCM to `robot`)."""
+    from deploy.lcm_io import LcmRobotIO
+
+    cfg = load_runtime_config("runtime")
+    io = io or LcmRobotIO(robot.lcm_url, robot.prefix)
+    records = []
+
+    def on_step(record: dict) -> None:
+        records.append(record)
+        if also_on_step is not None:
+            also_on_step(record)
+
+    robot.reset()
+    robot.arm("bridge")
+    runtime = Runtime(make_controller(spec, policy_path, cfg), io, cfg, on_step=on_step)
+    runtime.wait_for_state()
+    runtime.run(duration_s=seconds)
+    io.close()
+    runtime.close()
     fresh = [r for r in records if r["state"].repeats == 0 and r["state"].robot_tick_us >= r["robot_tick_us"]]
     latency = [(r["publish_us"] - r["state"].stamp_us) / 1e6 for r in fresh]
     delivery = [(r["timestamp_us"] - r["state"].stamp_us) / 1e6 for r in fresh]  # LCM + waking up
@@ -98,7 +114,7 @@ def bench_loop(spec, policy_path: Path, seconds: float, profile: str) -> dict:
     period = spec.control.policy_dt
     trips = [r["trip"].reason for r in records if r["trip"] is not None]
     return {
-        "seconds": seconds, "profile": profile, "steps": len(records), "late_or_stale_steps": len(records) - len(fresh),
+        "seconds": seconds, "steps": len(records), "late_or_stale_steps": len(records) - len(fresh),
         "phases": {p.name.lower(): sum(r["phase"] == p for r in records) for p in Phase},
         "first_trip": trips[0] if trips else None,
         "state_to_command_ms": percentiles_ms(latency),

@@ -177,17 +177,17 @@ class Ros2StatePublisher:
         self._thread.start()
 
     def on_step(self, record: dict) -> None:
-        """Queue a runtime step record for publishing; never blocks the control loop."""
-        trip = record["trip"]
-        step = (StepRecord.from_runtime(record).row(), f"{trip.reason}: {trip.detail}" if trip else "")
+        """Queue a runtime step record for publishing; never blocks the control loop. The record is not changed
+        after its step (every state is a fresh RobotState, every target a fresh PdTarget), so the thread reads it."""
         try:
-            self._queue.put_nowait(step)
+            self._queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            self._publish(*item)
+        while (record := self._queue.get()) is not None:
+            trip = record["trip"]
+            self._publish(StepRecord.from_runtime(record).row(), f"{trip.reason}: {trip.detail}" if trip else "")
 
     def _warm_up(self, spec: RobotSpec) -> None:
         """Build one message of each type now: the first build imports and loads type support, which must not

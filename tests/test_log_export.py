@@ -77,7 +77,8 @@ def test_mcap_export_reads_back_with_the_expected_channels_counts_and_values(log
         "/joint_states": records, "/joint_targets": records, "/imu": records, "/command": records,
         "/odom": records - 20, "/tf": records - 20, "/diagnostics": 7, "/log_record": records,
     }  # fmt: skip
-    assert schemas["/joint_states"].name == "sensor_msgs/msg/JointState" and schemas["/joint_states"].encoding == "ros2msg"
+    joint_schema = schemas["/joint_states"]
+    assert (joint_schema.name, joint_schema.encoding) == ("sensor_msgs/msg/JointState", "ros2msg")
     assert schemas["/log_record"].encoding == "jsonschema"
 
     episodes = read_log_folder(log_folder).episodes
