@@ -9,9 +9,10 @@ the robot standing, never walking on; a Twist with a non-finite field is dropped
 The subscription is spun by its own executor thread, so the control loop only reads the newest command.
 DDS stays on loopback unless the environment says otherwise (`keep_dds_on_loopback`): with neither
 ROS_AUTOMATIC_DISCOVERY_RANGE nor FASTDDS_DEFAULT_PROFILES_FILE set, Fast DDS runs with
-configs/ros2/fastdds_loopback.xml, every socket on 127.0.0.1 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST alone
-still binds 0.0.0.0 and the LAN address); set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET to command the robot from
-another machine. rclpy comes with the `ros2` extra (`pip install -e ".[ros2]"`, CPython 3.11 on x86_64, like the
+configs/ros2/fastdds_loopback.xml: every socket on 127.0.0.1, discovery by unicast to this host's well-known
+ports (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST alone still binds 0.0.0.0 and the LAN address); publishers on this
+host find it with their default settings or LOCALHOST. Set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET to command the
+robot from another machine. rclpy comes with the `ros2` extra (`pip install -e ".[ros2]"`, CPython 3.11 on x86_64, like the
 Unitree SDK).
 
 State out, each control step after its PD target has gone out (robot time: 50 Hz on the Go1):

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sock)
     groups = {s.host for s in sockets if s.host.count(".") == 3 and ipaddress.ip_address(s.host).is_multicast}
     for line in memberships(groups):
-        print(f"membership {line}")
+        print(f"host membership {line}")  # of any process on this host, not only these
     outside = [s for s in sockets if not s.loopback]
     print(f"{len(sockets)} sockets, {len(outside)} not on loopback")
     return 1 if outside else 0

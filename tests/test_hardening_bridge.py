@@ -5,6 +5,7 @@ with the per-user secret; LCM and DDS sockets stay on loopback. Plus a seeded fu
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from real_robot.sockets import parse_ss, process_sockets
 
 MS = 1000
 SESSION = 777
+STARTUP_S = 120  # a loaded host starts the stand-in and bridge slowly (over 30 s at load 15 on 2 cores)
 
 
 @pytest.fixture
@@ -168,7 +170,7 @@ def test_runtime_targets_are_inside_the_bounds(spec, cfg, core):
 def test_a_second_publisher_cannot_drive_the_stand_in(spec):
     """Stand-in + bridge subprocesses: a spoofer sends out-of-range targets with guessed tokens and unsigned arms;
     the stand-in keeps lying in damping (its measured torques stay small) and the bridge counts every one."""
-    with LoopbackRobot(profile="none", fast=True) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
         states = []
         robot.node.subscribe("joint_state", lambda msg, _t: states.append(msg))
         spoofer = LcmNode(robot.lcm_url, robot.prefix)
@@ -185,9 +187,11 @@ def test_a_second_publisher_cannot_drive_the_stand_in(spec):
         assert len(states) > 100 and tau.max() < 5.0, f"the stand-in was driven: |tau| up to {tau.max():.1f} N·m"
         bridge = robot.processes[1]
         bridge.send_signal(signal.SIGINT)
-        bridge.wait(timeout=10)
+        bridge.wait(timeout=60)
         summary = robot.process_logs()
-        assert "'foreign': 200" in summary and "'arm_refused': 100" in summary, summary[-600:]
+        counts = {k: int(v) for k, v in re.findall(r"'(\w+)': (\d+)", summary.rsplit("bridge: stopped", 1)[-1])}
+        # (UDP on a loaded host may drop a few: the exact count is the in-process fuzz's to check)
+        assert counts["targets"] == 0 and counts["foreign"] > 100 and counts["arm_refused"] > 50, summary[-600:]
         spoofer.close()
 
 
@@ -207,7 +211,7 @@ def test_a_wildly_exploring_collection_has_no_refused_or_foreign_targets(spec, t
     save_policy(actor, spec, tmp_path / "policy.pt")
     runtime = yaml.safe_load(open("configs/deploy/runtime_fast.yaml"))
     (tmp_path / "quick.yaml").write_text(yaml.safe_dump({**runtime, "soft_start_s": 0.6, "stand_s": 0.2}))
-    with LoopbackRobot(profile="none", fast=True) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
         args = ["--policy", str(tmp_path / "policy.pt"), "--runtime-config", str(tmp_path / "quick.yaml"),
                 "--out", str(tmp_path / "log"), "--lcm-url", robot.lcm_url, "--channel-prefix", robot.prefix,
                 "--stand-in-profile", "none", "--reset-settle-s", "0.3", "--episodes", "2", "--episode-s", "0.6",
@@ -215,7 +219,7 @@ def test_a_wildly_exploring_collection_has_no_refused_or_foreign_targets(spec, t
         assert collect_main(args) == 0
         bridge = robot.processes[1]
         bridge.send_signal(signal.SIGINT)
-        bridge.wait(timeout=10)
+        bridge.wait(timeout=60)
         summary = robot.process_logs()
     assert "'refused': 0, 'foreign': 0, 'arm_refused': 0" in summary, summary[-600:]
     assert "'targets': 0" not in summary
@@ -223,7 +227,7 @@ def test_a_wildly_exploring_collection_has_no_refused_or_foreign_targets(spec, t
 
 def test_lcm_and_the_bridge_stay_on_loopback():
     """`real_robot sockets` on a stand-in, a bridge and this process's LCM node: every socket on loopback."""
-    with LoopbackRobot(profile="none", fast=True) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
         pids = [str(p.pid) for p in robot.processes] + [str(os.getpid())]
         args = [sys.executable, "-m", "real_robot.cli", "sockets"] + [a for pid in pids for a in ("--pid", pid)]
         result = subprocess.run(args, capture_output=True, text=True, timeout=30)
@@ -231,7 +235,7 @@ def test_lcm_and_the_bridge_stay_on_loopback():
         sockets = process_sockets({p.pid for p in robot.processes} | {os.getpid()})
         assert {s.port for s in sockets} >= {"7667"} and all(s.loopback for s in sockets)
         assert any(s.device == "lo" for s in sockets)  # the LCM sockets: tied to lo, not just 0.0.0.0
-        assert "membership lo 239.255.76.67" in result.stdout
+        assert "host membership lo 239.255.76.67" in result.stdout
 
 
 def test_the_sockets_check_fails_on_a_socket_bound_beyond_loopback():
@@ -258,7 +262,7 @@ def test_deploy_ros2_node_binds_only_loopback(monkeypatch):
     with Ros2Command(load_speed_preset("low"), RemoteConfig(timeout_s=0.3), f"/hardening_{os.getpid()}"):
         time.sleep(0.5)
         dds = [s for s in process_sockets({os.getpid()}) if (s.port, s.host) not in before]
-    assert dds and all(s.loopback or s.host == "239.255.0.1" for s in dds), [str(s) for s in dds]
+    assert dds and all(s.loopback for s in dds), [str(s) for s in dds]
 
 
 # ------------------------------------------------------------------------------------------------ fuzz
@@ -294,6 +298,32 @@ def test_fuzzed_lcm_messages_neither_crash_nor_actuate(spec, cfg):
         assert io.node.malformed["pd_target"] > 0 and io.node.received["joint_state"] >= 0
     finally:
         io.close()
+
+
+def test_fuzzed_sim_control_messages_never_stop_the_stand_in():
+    """The stand-in's channel: well-formed sim_control messages with hostile values (NaN, inf, huge ticks, bad
+    motors and actions) are applied or refused with a message; the robot keeps stepping."""
+    from real_robot.lcm_types.go1lcm import sim_control_t
+    from real_robot.sim_robot import StandInRobot
+
+    robot = StandInRobot("none", port=0, fast=True, lcm_url=None)
+    rng = np.random.default_rng(18)
+    weird = [np.nan, np.inf, -np.inf, 0.0, -1.0, 1e308, 5.0]
+    try:
+        for _ in range(150):
+            msg = sim_control_t()
+            msg.action = str(rng.choice(["fault", "clear_faults", "reset", "remote", "push", "bogus", ""]))
+            msg.fault = str(rng.choice(["drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "x"]))
+            msg.motor = int(rng.choice([-1, 0, 11, 12, 999, -5, 2**31 - 1]))
+            msg.magnitude, msg.duration_s = float(rng.choice(weird)), float(rng.choice(weird))
+            msg.sticks = [float(rng.choice(weird)) for _ in range(4)]
+            msg.at_robot_us = int(rng.choice([0, 10**6, 2**62, -(2**62), 2**63 - 1]))
+            msg.seed = int(rng.choice([0, 1, -1, 2**63 - 1]))
+            robot._on_sim_control(msg, 0)
+            for _ in range(2):
+                robot.step()
+    finally:
+        robot.close()
 
 
 def test_fuzzed_log_files_neither_crash_nor_go_uncounted(tmp_path):
