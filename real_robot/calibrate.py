@@ -489,6 +489,7 @@ def combine_fits(reports: list[dict], out: Path, settings: CalibrationSettings, 
     report = {**{k: reports[0][k] for k in ("logs", "policy_steps", "walking_steps", "saturated_fraction",
                                              "fitted", "not_identified", "need_walking_data", "nominal")},
               "profile": str(out), "identified": {n: round(v, 4) for n, v in median.items()},
+              "at_bounds": at_bounds(median),
               "range": {n: [min(r["identified"][n] for r in reports), max(r["identified"][n] for r in reports)]
                         for n in names},
               "fits": [{"profile": r["profile"], "identified": r["identified"], "fit_error_rms": r["fit_error_rms"]}
@@ -525,6 +526,7 @@ def calibrate_once(folders: list[Path], out: Path, settings: CalibrationSettings
         "fitted": names, "not_identified": [n for n in PARAMS if n not in names],
         "need_walking_data": [n for n, p in PARAMS.items() if p.needs_walking],
         "identified": {n: round(values[n], 4) for n in names if n != OFFSETS},
+        "at_bounds": at_bounds({n: values[n] for n in names if n != OFFSETS}),
         "joint_offsets": None if offsets is None else [round(float(o), 4) for o in offsets],
         "nominal": {n: PARAMS[n].nominal for n in PARAMS},
         "windows": {"fit": len(fit_set), "held_out": len(held_out), "policy_steps": settings.horizon},
@@ -614,6 +616,14 @@ def settings_from(args: argparse.Namespace) -> CalibrationSettings:
                                args.fits)
 
 
+def at_bounds(identified: dict[str, float], share: float = 0.01) -> list[str]:
+    """Fitted figures on an edge of their search range (within `share` of its width): there the data asked for
+    more than the range allows, or could not pin the figure down, so the value is a bound, not an estimate (on a
+    random profile with a 2.6 kg payload the fit put it at the range's -1 kg)."""
+    return [n for n, v in identified.items()
+            if min(v - PARAMS[n].low, PARAMS[n].high - v) <= share * (PARAMS[n].high - PARAMS[n].low)]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -624,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     fit_err = report["fit_error_rms"]["held_out"]
     print(f"calibrate: {report['policy_steps']} policy steps ({report['walking_steps']} walking); fitted "
           + ", ".join(f"{k}={v:g}" for k, v in report["identified"].items()))
+    if report["at_bounds"]:
+        print(f"calibrate: warning: {', '.join(report['at_bounds'])} at the edge of the search range: a bound, not "
+              "an estimate (the logs do not pin it down, or the robot lies beyond the range)")  # fmt: skip
     if "range" in report:
         ranges = (f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in report["range"].items())
         print("calibrate: range over the fits " + ", ".join(ranges))

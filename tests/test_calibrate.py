@@ -275,3 +275,9 @@ def test_several_fits_give_their_median_and_range(gait_log, tmp_path, capsys):
         assert report["identified"][name] == pytest.approx(values[1], abs=1e-4)
     assert load_reality_gap(str(out)).kp_factor == pytest.approx(report["identified"]["kp"], abs=1e-4)
     assert all((tmp_path / f"ensemble_fit{k}.yaml").is_file() for k in range(3))
+
+
+def test_a_figure_on_the_edge_of_its_search_range_is_reported_as_a_bound():
+    low, high = cal.PARAMS["added_mass"].low, cal.PARAMS["friction"].high
+    assert cal.at_bounds({"added_mass": low, "friction": high - 0.001, "kp": 0.9}) == ["added_mass", "friction"]
+    assert cal.at_bounds({"added_mass": 1.5, "kp": 0.9}) == []
