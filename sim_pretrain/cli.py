@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from robot_spec import load_robot
-    from sim_pretrain.train import new_run_dir, train
+    from sim_pretrain.train import new_run_dir, read_checkpoint, train
     from sim_pretrain.train_config import load_train_config
 
     check_number("--iterations", args.iterations, 1, integer=True)  # -1 exported an untrained policy
@@ -92,6 +92,7 @@ def _train(args: argparse.Namespace) -> int:
     resume, run_dir, preset = None, None, args.preset
     if args.resume is not None:
         resume = _latest_checkpoint(args.resume)
+        read_checkpoint(resume)  # a crafted or foreign file is refused before its folder's config is read
         run_dir = resume.parent
         preset = str(run_dir / "config.yaml")  # the run goes on as it was configured (its --set values too)
     extra = parse_overrides(args.set)
