@@ -29,6 +29,7 @@ from deploy.runtime import BridgeStatus
 from real_robot import unitree_wire as wire
 from real_robot.bridge import BridgeCore, body_state_msg, joint_state_msg, load_bridge_config, sdk_foot_index
 from real_robot.bridge import LowStateReading
+from real_robot.arming import BIND
 from real_robot.lcm_bus import now_us
 from real_robot.sim_robot import BOARD_DT, StandInRobot, quat_to_rpy
 from robot_spec.reality_gap import RealityGapProfile
@@ -84,10 +85,17 @@ class InProcessRobot(LcmRobotIO):
         super().__init__("memq://", f"inproc{id(self):x}_")
         self.robot, self.spec = robot, robot.spec
         self.bridge_cfg = load_bridge_config(self.spec.name)
-        self.core = BridgeCore(self.spec, self.bridge_cfg)
         self.foot_index = sdk_foot_index(self.spec)
         self.truth = Truth()
         self.node.subscribe("pd_target", lambda msg, _received: self.core.on_pd_target(msg, self.board_us))
+        self.node.subscribe("arm_request", lambda msg, received: self.core.on_arm_request(msg, received))
+        self._new_core()
+
+    def _new_core(self) -> None:
+        """A bridge core bound to this runtime's session, as deploy binds the real bridge before its first target."""
+        self.core = BridgeCore(self.spec, self.bridge_cfg, self.secret)
+        self.arm_bridge(BIND, "in_process")
+        self.node.handle(0.0)
 
     @property
     def board_us(self) -> int:
@@ -95,7 +103,7 @@ class InProcessRobot(LcmRobotIO):
 
     def new_episode(self) -> None:
         """A fresh bridge (as after an operator's re-arm) and a fresh fall record."""
-        self.core = BridgeCore(self.spec, self.bridge_cfg)
+        self._new_core()
         self.truth.fell_us = None
 
     # -- RobotIO
@@ -137,6 +145,7 @@ class InProcessRobot(LcmRobotIO):
         if self.robot.state is None:
             return
         reading = read_low_state(self.robot.state, self.spec, self.foot_index)
+        self.core.observe_tick(reading.tick)  # the bridge accepts targets only for ticks it has sent
         stamp = now_us()
         self._on_joint_state(joint_state_msg(reading, reading.tick, stamp), stamp)
         self._on_body_state(body_state_msg(reading, reading.tick, stamp), stamp)
