@@ -108,7 +108,7 @@ def test_deploy_publishes_the_state_at_the_step_rate_with_the_logged_values(spec
             deploy = subprocess.run(
                 [sys.executable, "-m", "deploy.cli", "run", "--policy", str(policy), "--speed", "low", "--commands",
                  "schedule:stand", "--runtime-config", "runtime_fast", "--lcm-url", robot.lcm_url, "--channel-prefix",
-                 robot.prefix, "--duration", "5.5", "--log-dir", str(log_dir), "--ros2-out"],
+                 robot.prefix, "--duration", "10", "--log-dir", str(log_dir), "--ros2-out"],
                 capture_output=True, text=True, timeout=600,  # a starved host is slow, not wrong
             )  # fmt: skip
             # 0, or the exit code of a safety trip (a busy host): never bad input or a crash
@@ -124,7 +124,8 @@ def test_deploy_publishes_the_state_at_the_step_rate_with_the_logged_values(spec
     assert np.isfinite(log["odom_position"]).all()  # the stand-in has odometry: every step has its /odom
 
     # One message per logged step on each state topic, in order, with the logged values. The first steps may
-    # go out before discovery has matched this subscriber (volatile QoS, as for any sensor topic).
+    # go out before discovery has matched this subscriber (volatile QoS, as for any sensor topic): on a quiet
+    # host that took up to ~4 s of robot time, hence 10 s runs.
     ticks = log["robot_tick_us"]
     assert np.median(np.diff(ticks)) == STEP_US  # a step per 20 ms of robot time (one may be skipped on a busy host)
     for topic in ("/joint_states", "/imu", "/odom"):
@@ -169,7 +170,8 @@ def test_deploy_publishes_the_state_at_the_step_rate_with_the_logged_values(spec
     for before, after in zip(diagnostics, diagnostics[1:]):
         interval = float(after["robot_time_s"]) - float(before["robot_time_s"])
         changed = (before["phase"], before["tripped"]) != (after["phase"], after["tripped"])
-        assert interval <= 1.0 if changed else 1.0 <= interval < 1.0 + longest_step_s, (before, after)
+        periods = max(1, int(interval))  # whole seconds: one sent before discovery matched us is not heard
+        assert interval <= 1.0 if changed else periods <= interval < periods + longest_step_s, (before, after)
     assert diagnostics[0]["level"] == 0 and diagnostics[0]["message"] == "ok"
     end = next(d for d in logged if d["tripped"] == "true")  # the episode's last record: the trip or the stop
     stopped = episode.outcome == "timeout"
