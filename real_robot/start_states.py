@@ -4,8 +4,9 @@ each episode's first policy step.
 Deploy's soft start stands the robot up with its PD gains; a weak, heavy or sticky robot ends it in a crouch far
 from the default pose (on `strong`: rear calves 0.6 rad past the target, nose up 0.2 rad), and the policy must
 walk off from there. A simulator that starts every episode at the default pose never trains or tests that moment:
-measured on strong, the sim policy fell in 3 % of simulated episodes started at the default pose and in 54 %
-started from these states (the robot: 75 %). Only what every robot measures is used (no tracking camera).
+measured on strong, the sim policy fell in 31 % of simulated episodes started at the default pose and in 56 %
+started from these states (the robot: 75 %; benchmarks/start_states.py). Only what every robot measures is used
+(no tracking camera).
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ class SimPPOConfig:
     candidates: int = 1
     # Share of training episodes that start where the robot's policy took over (its logged policy-start states,
     # real_robot.start_states); the gate's simulator starts every episode there. On strong the sim policy fell in
-    # 3 % of simulated episodes from the default pose, 54 % from these starts and 75 % on the robot.
+    # 31 % of simulated episodes from the default pose, 56 % from these starts and 75 % on the robot
+    # (benchmarks/start_states.py).
     start_share: float = 0.5
     calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
     gate: SimGateConfig = field(default_factory=SimGateConfig)
