@@ -96,9 +96,9 @@ def main() -> None:
                                        root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
                           for k in range(args.candidates)]  # fmt: skip
             row_of, passed = {str(args.policy): "sim policy"}, []
-            for k, candidate in enumerate(candidates):
+            decisions = gate(candidates, args.policy, calibrated, calibration, starts, cfg_ours.gate)
+            for k, (candidate, decision) in enumerate(zip(candidates, decisions)):
                 row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + k}"
-                decision = gate(candidate, args.policy, calibrated, calibration, starts, cfg_ours.gate)
                 rows[row_of[str(candidate)]] = {**evaluate(candidate.parent.name, candidate), "gate": decision}
                 passed += [candidate] if decision["passed"] else []
             picked, records = (robot_check(passed, args.policy, profile, root / "check", cfg_ours, seed) if passed

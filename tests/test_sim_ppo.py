@@ -28,20 +28,30 @@ def fake_sim(monkeypatch):
 
 def test_gate_passes_a_better_candidate_in_a_simulator_that_fits(fake_sim):
     fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
-    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())
+    decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
     assert decision["passed"] and decision["held_out_fit_gain"] == pytest.approx(0.5)
 
 
 def test_gate_refuses_when_the_calibration_does_not_explain_held_out_logs(fake_sim):
     fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
-    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.95), "s.npz", SimGateConfig())
+    decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.95), "s.npz", SimGateConfig())[0]
     assert not decision["passed"] and "not trusted" in decision["reasons"][0]
+
+
+def test_gate_evaluates_the_incumbent_once_for_all_candidates(monkeypatch):
+    scores = {"a": sim_metrics(0.10, 0.0), "b": sim_metrics(0.30, 0.0), "incumbent": sim_metrics(0.20, 0.0)}
+    evaluated = []
+    monkeypatch.setattr(sim_ppo, "evaluate_in", lambda policy, *_a, **_k: evaluated.append(policy) or scores[policy])
+    decisions = sim_ppo.gate(["a", "b"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())
+    assert [d["passed"] for d in decisions] == [True, False]
+    assert sorted(evaluated) == ["a", "b", "incumbent"]
+    assert all(d["sim"]["incumbent"]["mean_tracking_error"] == 0.20 for d in decisions)
 
 
 @pytest.mark.parametrize("candidate, reason", [(sim_metrics(0.25, 0.0), "tracking"), (sim_metrics(0.1, 0.2), "falls")])
 def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
     fake_sim.update(candidate=candidate, incumbent=sim_metrics(0.20, 0.1))
-    decision = sim_ppo.gate("candidate", "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())
+    decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
     assert not decision["passed"] and any(reason in r for r in decision["reasons"])
 
 

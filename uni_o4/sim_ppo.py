@@ -107,7 +107,7 @@ def finetune_offline(logs: list[Path], init: Path, out: Path, cfg: SimPPOConfig,
     starts = robot_starts(logs, out / "calibration")
     runs = [tune(init, profile, calibration, starts, cfg.iterations, out / ("ppo" if k == 0 else f"ppo{k}"), cfg,
                  device, seed=cfg.seed + k) for k in range(cfg.candidates)]  # fmt: skip
-    decisions = [gate(c, init, profile, calibration, starts, cfg.gate, device) for c in runs]
+    decisions = gate(runs, init, profile, calibration, starts, cfg.gate, device)
     passed = [str(c) for c, d in zip(runs, decisions) if d["passed"]]
     decision = next((d for d in decisions if d["passed"]), decisions[0])
     candidate = Path(passed[0]) if passed else runs[0]
@@ -185,15 +185,18 @@ def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
                    latency_spread_s=max(dynamics.latency_spread_s, half_width("latency")))  # fmt: skip
 
 
-def gate(candidate: Path, incumbent: Path, profile: Path, calibration: dict, starts: Path, cfg: SimGateConfig,
-         device: str = "cpu") -> dict:  # fmt: skip
-    """Trust the calibrated simulator only as far as it fits held-out logs; then compare there, every episode
-    starting where the robot's policy took over."""
+def gate(candidates: list[Path], incumbent: Path, profile: Path, calibration: dict, starts: Path,
+         cfg: SimGateConfig, device: str = "cpu") -> list[dict]:  # fmt: skip
+    """Trust the calibrated simulator only as far as it fits held-out logs; then compare each candidate with the
+    incumbent there (evaluated once), every episode starting where the robot's policy took over."""
     held_out = calibration["fit_error_rms"]["held_out"]
     fit_gain = 1.0 - held_out["loss_after"] / max(held_out["loss_before"], 1e-12)
-    sim = {name: evaluate_in(policy, profile, cfg, device, starts)
-           for name, policy in (("candidate", candidate), ("incumbent", incumbent))}  # fmt: skip
-    c, i = sim["candidate"], sim["incumbent"]
+    incumbent_sim = evaluate_in(incumbent, profile, cfg, device, starts)
+    return [decide(evaluate_in(c, profile, cfg, device, starts), incumbent_sim, fit_gain, cfg) for c in candidates]
+
+
+def decide(c: dict, i: dict, fit_gain: float, cfg: SimGateConfig) -> dict:
+    """The gate's verdict on a candidate's simulator metrics `c` against the incumbent's `i`."""
     reasons = []
     if fit_gain < cfg.min_fit_gain:
         reasons.append(f"the calibration explains held-out logs only {fit_gain:.0%} better than the nominal model "
@@ -210,7 +213,7 @@ def gate(candidate: Path, incumbent: Path, profile: Path, calibration: dict, sta
                        f"{i['fall_rate']:.3f} -> {c['fall_rate']:.3f} in the calibrated simulator")  # fmt: skip
     keep = ("fall_rate", "mean_tracking_error", "mean_return")
     return {"passed": passed, "reasons": reasons, "held_out_fit_gain": fit_gain,
-            "sim": {name: {k: m[k] for k in keep} for name, m in sim.items()}}  # fmt: skip
+            "sim": {name: {k: m[k] for k in keep} for name, m in (("candidate", c), ("incumbent", i))}}  # fmt: skip
 
 
 def evaluate_in(policy: Path, profile: Path, gate_cfg: SimGateConfig, device: str = "cpu",
