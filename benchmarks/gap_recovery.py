@@ -5,16 +5,18 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
     oracle             + PPO in the training simulator set to the profile's true figures (what a perfect
                        calibration could give; the training solver, so effects it cannot express stay unmodelled);
                        with --oracle-starts also from the robot's logged starts, as ours trains
-    ours (sim_ppo)     collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
+    ours, candidate k  collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
                        centred on the identified figures, a share of episodes starting from the robot's logged
-                       policy starts (sim_ppo.tune: its offline stage, before its gate); "ours, narrow" the
+                       policy starts (sim_ppo.tune: its offline stage, before its gate; PPO seed seed + k);
+                       "ours, narrow" the
                        same with ±10 %, ±0.5 kg, ±2 ms and no logged starts
     ours, robot-checked  what sim_ppo deploys: of its candidates (--candidates PPO runs) those its gate passes
                        (the calibrated simulator from the robot's starts), the robot's check picks one (its online
                        stage's first step, on other episodes), or the sim policy stays
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
-Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return. The oracle and the control never
+Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return (over seeds, with intervals and
+the falls test: benchmarks/gap_summary.py). The oracle and the control never
 see the robot: each is trained once per profile (PPO seed 0) and evaluated on every seed's robot; ours is trained
 per seed from that robot's logs (PPO seed = seed). Each step's output is kept under --root and reused, so the
 script resumes.
@@ -40,7 +42,7 @@ from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
 from uni_o4.sim_ppo import tune as sim_ppo_tune  # noqa: E402
 
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate",
-        "policy_steps")
+        "policy_steps", "per_episode")  # per episode: benchmarks/gap_summary.py's intervals and fall tests
 
 
 def main() -> None:
@@ -98,7 +100,7 @@ def main() -> None:
             row_of, passed = {str(args.policy): "sim policy"}, []
             decisions = gate(candidates, args.policy, calibrated, calibration, starts, cfg_ours.gate)
             for k, (candidate, decision) in enumerate(zip(candidates, decisions)):
-                row_of[str(candidate)] = "ours (sim_ppo)" if k == 0 else f"ours (sim_ppo), PPO seed {seed + k}"
+                row_of[str(candidate)] = f"ours, candidate {k}"  # PPO seed seed + k
                 rows[row_of[str(candidate)]] = {**evaluate(candidate.parent.name, candidate), "gate": decision}
                 passed += [candidate] if decision["passed"] else []
             picked, records = (robot_check(passed, args.policy, profile, root / "check", cfg_ours, seed) if passed
