@@ -8,17 +8,15 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
     ours, candidate k  collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
                        centred on the identified figures, a share of episodes starting from the robot's logged
                        policy starts (sim_ppo.tune: its offline stage, before its gate; PPO seed seed + k);
-                       "ours, narrow" the
-                       same with ±10 %, ±0.5 kg, ±2 ms and no logged starts
+                       "ours, narrow" the same with ±10 %, ±0.5 kg, ±2 ms and no logged starts
     ours, robot-checked  what sim_ppo deploys: of its candidates (--candidates PPO runs) those its gate passes
                        (the calibrated simulator from the robot's starts), the robot's check picks one (its online
                        stage's first step, on other episodes), or the sim policy stays
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return (over seeds, with intervals and
-the falls test: benchmarks/gap_summary.py). The oracle and the control never
-see the robot: each is trained once per profile (PPO seed 0) and evaluated on every seed's robot; ours is trained
-per seed from that robot's logs (PPO seed = seed). Each step's output is kept under --root and reused, so the
+the falls test: benchmarks/gap_summary.py). The oracle and the control never see the robot: each is trained once
+per profile (PPO seed 0) and evaluated on every seed's robot; ours is trained per seed from that robot's logs. Each step's output is kept under --root and reused, so the
 script resumes.
 
     python benchmarks/gap_recovery.py --policy runs/go1/<run>/policy.pt --profiles strong unmodelled --seeds 0 1
