@@ -19,9 +19,9 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     online.write_text(yaml.safe_dump({"updates": 2, "episodes_per_rollout": 1, "episode_s": 1.0,
                                       "ppo": {"epochs": 1, "minibatch_size": 32}}))  # fmt: skip
     out = tmp_path / "pipeline"
-    argv = ["pipeline", "--pretrain-preset", "tiny", "--collect-steps", "150", "--offline-preset", "uni_o4_tiny",
-            "--online-preset", str(online), "--eval-episodes", "1", "--eval-episode-s", "1.0", "--out", str(out),
-            "--oracle-iterations", "1"]  # fmt: skip
+    argv = ["pipeline", "--algo", "uni_o4", "--pretrain-preset", "tiny", "--collect-steps", "150",
+            "--offline-preset", "uni_o4_tiny", "--online-preset", str(online), "--eval-episodes", "1",
+            "--eval-episode-s", "1.0", "--out", str(out), "--oracle-iterations", "1"]  # fmt: skip
     assert main(argv) == 0
 
     rows = json.loads((out / "pipeline.json").read_text())

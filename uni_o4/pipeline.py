@@ -1,10 +1,11 @@
 """`uni_o4 pipeline`: the whole sim-to-real loop on the stand-in robot in one command.
 
     pretrain (sim_pretrain train, quick preset)  →  stand-in Go1 with a reality-gap profile
-    →  deploy and collect (real_robot collect)    →  offline fine-tuning (uni_o4 finetune --offline)
-    →  guarded online fine-tuning (uni_o4 finetune --online)
-With `--algo sim_ppo` the offline and online stages are fine-tuning in a simulator calibrated from the logs
-(uni_o4/sim_ppo.py). The oracle row (`--oracle-iterations`, 150 by default, 0 skips it) is the sim policy
+    →  deploy and collect (real_robot collect)    →  offline fine-tuning  →  guarded online fine-tuning
+By default (`--algo sim_ppo`, uni_o4/sim_ppo.py) offline is fine-tuning in a simulator calibrated from the logs
+(real_robot calibrate → PPO there, half the episodes from the robot's own policy starts → the gate → the robot's
+check), and online is rounds of real rollouts → recalibration → PPO → the robot's check. `--algo uni_o4` (or a
+baseline: iql, calql, o3f) runs `uni_o4 finetune --offline` on the logs and `uni_o4 finetune --online` instead. The oracle row (`--oracle-iterations`, 150 by default, 0 skips it) is the sim policy
 fine-tuned by PPO in the training simulator set to the stand-in's true figures: the ceiling that "gap recovered"
 is measured against, (stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
 
@@ -39,7 +40,9 @@ ORACLE_STAGE = "oracle (true profile)"
 def add_pipeline_parser(sub) -> None:
     p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--algo", default="uni_o4", choices=METHODS, help="fine-tuning method (default uni_o4)")
+    p.add_argument("--algo", default="sim_ppo", choices=METHODS,
+                   help="fine-tuning method (default sim_ppo: the one that recovers the gap on the stand-ins, see the "
+                        "README; uni_o4 for Uni-O4 on the logs)")  # fmt: skip
     p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
     p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
