@@ -58,6 +58,8 @@ def main() -> None:
                    "episodes from the robot's logged starts (trained per seed)")
     p.add_argument("--start-share", type=float, default=None, help="sim_ppo's start_share (share of training "
                    "episodes from the robot's logged policy starts); 0 = the runs from before them")
+    p.add_argument("--terrain", type=float, nargs=2, metavar=("STEP_M", "SLOPE"), help="sim_ppo's terrain "
+                   "randomisation (tile steps up to STEP_M, hills up to SLOPE grade); 0 0 = flat (default: the preset's)")
     p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
                    "evaluated each; the robot's check picks among them (default 1)")
     args = p.parse_args()
@@ -82,6 +84,8 @@ def main() -> None:
             rows = {"sim policy, no gap": evaluate("sim_none", args.policy, "none"),
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip
             overrides = {"seed": seed} if args.start_share is None else {"seed": seed, "start_share": args.start_share}
+            if args.terrain is not None:
+                overrides["terrain"] = {"step_height": args.terrain[0], "slope": args.terrain[1]}
             cfg_ours = load_sim_ppo_config("sim_ppo", overrides)
             calibrated, calibration = calibrated_profile(args, root, cfg_ours)
             starts = robot_starts([root / "logs"], root / "calibration")
@@ -91,7 +95,8 @@ def main() -> None:
                 rows["oracle"] = evaluate("oracle_starts", tune(root / "oracle_starts", oracle, 0, from_starts))
             else:
                 rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
-            prefix = "robot_starts" if cfg_ours.start_share > 0 else "calibrated_wide"  # the runs before starts
+            prefix = ("rough_starts" if cfg_ours.terrain.enabled else "robot_starts") if cfg_ours.start_share > 0 \
+                else "calibrated_wide"  # the runs before starts (and before terrain)
             candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
                                        root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
                           for k in range(args.candidates)]  # fmt: skip

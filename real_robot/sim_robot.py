@@ -79,6 +79,7 @@ from robot_spec.reality_gap import (
 from robot_spec.config import ConfigError, check_number
 from robot_spec.mjcf import build_model_xml, sensor_slices
 from robot_spec.spec import RobotSpec, load_robot
+from robot_spec.terrain import add_terrain, ground_top
 
 BOARD_DT = 0.002  # the board's 500 Hz loop
 ODOMETRY_PERIOD_TICKS = 5  # 100 Hz
@@ -94,7 +95,6 @@ FALL_ROLL = 2.0  # rad: on its side, past the point of return
 IMU_TEMPERATURE_C = 35
 MOTOR_TEMPERATURE_C = 40
 RESET_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # everything mj_step reads, solver warm start included
-TERRAIN_CELL = 0.05  # m, the heightfield's grid spacing
 TERRAIN_STREAM, JITTER_STREAM = 1, 2  # random streams of the robot's seed besides the sensor noise's
 FAULTS = ("drop_packets", "freeze_state", "sensor_spike", "sensor_nan", "dead_motor", "weak_motor", "fall")
 ACTIONS = ("fault", "clear_faults", "push", "reset", "remote")
@@ -233,36 +233,6 @@ def add_payload(mj_spec: mujoco.MjSpec, payload: Payload) -> None:
                      rgba=[0.2, 0.5, 0.9, 1.0])  # fmt: skip
 
 
-def terrain_heights(ground: Ground, rng: np.random.Generator) -> np.ndarray:
-    """Heights (m, >= 0) on a square grid of TERRAIN_CELL spacing centred on the start point: random tiles of
-    height up to step_height on two crossed sine hills whose steepest grade is `slope`."""
-    n = round(ground.terrain_size / TERRAIN_CELL) + 1
-    x = np.arange(n) * TERRAIN_CELL
-    tiles = rng.uniform(0.0, ground.step_height, (n, n))  # more tiles than needed: index by tile number
-    tile = (x // ground.tile_size).astype(int)
-    heights = tiles[np.ix_(tile, tile)]
-    wavelength = 4.0  # m
-    phase = rng.uniform(0.0, 2 * np.pi, 2)
-    amplitude = ground.slope * wavelength / (2 * np.pi)  # a sine's steepest grade is 2 pi A / wavelength
-    hills = amplitude * (np.sin(2 * np.pi * x / wavelength + phase[0])[None, :]
-                         + np.sin(2 * np.pi * x / wavelength + phase[1])[:, None])  # fmt: skip
-    heights = heights + hills
-    return heights - heights.min()
-
-
-def add_terrain(mj_spec: mujoco.MjSpec, ground: Ground, rng: np.random.Generator) -> None:
-    """A heightfield geom over the floor plane (the plane stays beyond it)."""
-    heights = terrain_heights(ground, rng)
-    top = max(float(heights.max()), 1e-4)
-    half = ground.terrain_size / 2
-    n = heights.shape[0]
-    mj_spec.add_hfield(name="terrain", nrow=n, ncol=n, size=[half, half, top, 0.05],
-                       userdata=(heights / top).ravel().tolist())  # fmt: skip
-    # Contact bits as the floor's: the robot touches it, and nothing else does.
-    mj_spec.worldbody.add_geom(name="terrain", type=mujoco.mjtGeom.mjGEOM_HFIELD, hfieldname="terrain",
-                               contype=1, conaffinity=2, rgba=[0.6, 0.6, 0.55, 1.0])  # fmt: skip
-
-
 def set_ground(model: mujoco.MjModel, profile: RealityGapProfile) -> None:
     """Terrain friction as the floor's; the ground's softness on every geom (all contacts are robot-ground)."""
     terrain = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "terrain")
@@ -272,15 +242,6 @@ def set_ground(model: mujoco.MjModel, profile: RealityGapProfile) -> None:
         model.geom_solref[:] = profile.ground.solref
     if profile.ground.solimp:
         model.geom_solimp[:] = profile.ground.solimp
-
-
-def ground_top(model: mujoco.MjModel, radius: float = 0.5) -> float:
-    """The terrain's highest point within `radius` (m) of the start point (0 on a flat floor)."""
-    if not model.nhfield:
-        return 0.0
-    n, r = int(model.hfield_nrow[0]), round(radius / TERRAIN_CELL)
-    heights = model.hfield_data.reshape(n, n) * model.hfield_size[0, 2]
-    return float(heights[n // 2 - r : n // 2 + r + 1, n // 2 - r : n // 2 + r + 1].max())
 
 
 def lying_pose(spec: RobotSpec) -> np.ndarray:

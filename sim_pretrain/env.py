@@ -26,14 +26,18 @@ from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
 from robot_spec import load_robot
-from robot_spec.mjcf import build_model, home_qpos, sensor_slices
+from robot_spec.mjcf import build_model, build_model_xml, home_qpos, sensor_slices
 from robot_spec.observation import projected_gravity, quaternion_rpy, roll_pitch, rotate_inverse
 from robot_spec.policy_map import ActionMap, ObservationBuilder
-from robot_spec.reality_gap import RealityGapProfile, apply_body_dynamics, load_reality_gap
+from robot_spec.reality_gap import Ground, RealityGapProfile, apply_body_dynamics, load_reality_gap
+from robot_spec.terrain import TERRAIN_CELL, add_terrain, ground_top
 from sim_pretrain.env_config import EnvConfig
 from sim_pretrain.rewards import RewardFunction, RewardInputs, RewardTracker
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+TERRAIN_STREAM = 1  # the terrain field's random stream beside the env's own (which stays as without terrain)
+TERRAIN_EDGE_M = 1.0  # the field slopes down to the floor over its outer metre
+SPAWN_CLEARANCE_M = 0.35  # a reset's trunk height rests its feet on the highest terrain within this of its spot
 PRIVILEGED_DIM = 11  # body velocity (3), height (1), foot contacts (4), friction, payload, motor strength
 
 
@@ -60,7 +64,7 @@ class Go1Env(VecEnv):
         dyn = self.cfg.dynamics
         self.profile: RealityGapProfile | None = load_reality_gap(dyn.profile) if dyn.profile else None
         on_profile = self.profile is not None and dyn.physics == "profile"
-        self.base_model = build_model(self.spec, self.profile.physics if on_profile else self.cfg.physics)
+        self.base_model = self._compile(self.profile.physics if on_profile else self.cfg.physics)
         if self.profile is not None:
             apply_body_dynamics(self.base_model, self.spec, replace(self.profile, added_mass=0.0))  # payload per env
             if not on_profile:
@@ -78,7 +82,10 @@ class Go1Env(VecEnv):
         self.qvel = slice(1 + m.nq, 1 + m.nq + m.nv)
         self.sensors = sensor_slices(m, self.spec)
         self.trunk_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "trunk")
-        self.friction_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ["floor", *self.spec.foot_names]]
+        ground = ["floor", "terrain"] if self.cfg.terrain.enabled else ["floor"]
+        self.friction_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n)
+                               for n in [*ground, *self.spec.foot_names]]  # fmt: skip
+        self.terrain_top = float(m.hfield_size[0, 2]) if m.nhfield else 0.0
 
         data = mujoco.MjData(m)
         data.qpos[:] = home_qpos(m, self.spec)
@@ -86,6 +93,22 @@ class Go1Env(VecEnv):
         self.home_state = np.empty(self.state_size)
         mujoco.mj_getState(m, data, self.home_state, STATE_SPEC)
         self.starts = self._load_initial_states()
+
+    def _compile(self, physics) -> mujoco.MjModel:
+        """The robot on the flat floor, or with the terrain field over it."""
+        t = self.cfg.terrain
+        if not t.enabled:
+            return build_model(self.spec, physics)
+        mj_spec = mujoco.MjSpec.from_string(build_model_xml(self.spec, physics))
+        ground = Ground(step_height=t.step_height, slope=t.slope, tile_size=t.tile_size, terrain_size=t.size)
+        add_terrain(mj_spec, ground, np.random.default_rng([self.cfg.seed, TERRAIN_STREAM]))
+        model = mj_spec.compile()
+        # Down to the floor over the field's outer metre: a robot that walks off it meets no cliff.
+        n = int(model.hfield_nrow[0])
+        edge = np.minimum(np.arange(n), np.arange(n)[::-1]) * TERRAIN_CELL
+        ramp = np.clip(edge / TERRAIN_EDGE_M, 0.0, 1.0)
+        model.hfield_data[:] = (model.hfield_data.reshape(n, n) * np.minimum.outer(ramp, ramp)).ravel()
+        return model
 
     def _load_initial_states(self) -> dict[str, np.ndarray] | None:
         """The robot's logged policy-start states, each with the trunk height that rests its lowest foot on the
@@ -287,6 +310,8 @@ class Go1Env(VecEnv):
         self.prev_targets[idx] = self.spec.default_pose - self.bias["joint_pos"][idx]
         for i in idx:
             self._apply_dynamics(int(i))
+        if self.cfg.terrain.enabled:
+            self._place_on_terrain(idx)
 
         self.episode_length_buf[rows] = 0
         self.actions[rows] = 0.0
@@ -303,6 +328,17 @@ class Go1Env(VecEnv):
         qpos[rows, 2] = starts["height"][pick]
         roll, pitch = starts["roll_pitch"][pick].T
         qpos[rows, 3:7] = quaternion_rpy(roll, pitch, yaw[rows]).T
+
+    def _place_on_terrain(self, idx: np.ndarray) -> None:
+        """Each reset row on a random spot of the field, with its own share of the roughness (the field's height
+        scaled), its feet resting on the highest ground under them."""
+        r, n = self.cfg.terrain.spawn_radius, len(idx)
+        xy, share = self.rng.uniform(-r, r, (n, 2)), self.rng.uniform(0.0, 1.0, n)
+        for k, i in enumerate(idx):
+            model = self.models[i]
+            model.hfield_size[0, 2] = max(self.terrain_top * share[k], 1e-6)
+            self.state[i, self.qpos.start : self.qpos.start + 2] = xy[k]
+            self.state[i, self.qpos.start + 2] += ground_top(model, SPAWN_CLEARANCE_M, at=tuple(xy[k]))
 
     def _apply_dynamics(self, i: int) -> None:
         model, base, p = self.models[i], self.base_model, self.params

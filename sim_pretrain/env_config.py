@@ -89,6 +89,29 @@ class InitialStatesConfig:
 
 
 @dataclass
+class TerrainConfig:
+    """Uneven ground (robot_spec.terrain): tiles of random height up to `step_height` on hills of grade up to
+    `slope`, one field for all environments, each environment at reset on a random spot of it with its own share
+    in [0, 1] of the roughness (some flat, some the full height). No log identifies the floor a robot will meet,
+    so fine-tuning randomises it: a policy trained on a flat floor stumbles over a 2 cm step."""
+
+    step_height: float = 0.0  # m; 0 with slope 0: the flat floor plane alone
+    slope: float = 0.0  # steepest grade of the hills (rise/run)
+    tile_size: float = 0.4  # m
+    size: float = 14.0  # m, the side of the square field (flat floor beyond)
+    spawn_radius: float = 3.0  # m, resets land within this distance of the field's centre on each axis
+
+    def __post_init__(self) -> None:
+        if not (self.step_height >= 0 and self.slope >= 0 and self.tile_size > 0 and self.size > 0
+                and 0 <= self.spawn_radius < self.size / 2):  # fmt: skip
+            raise ValueError("terrain: step_height, slope >= 0, tile_size, size > 0, spawn_radius in [0, size/2)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.step_height > 0 or self.slope > 0
+
+
+@dataclass
 class EnvConfig:
     robot: str = "go1"
     backend: str = "mujoco"  # simulator (sim_pretrain.backends.BACKENDS)
@@ -103,4 +126,5 @@ class EnvConfig:
     termination: TerminationConfig = field(default_factory=TerminationConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     initial_states: InitialStatesConfig = field(default_factory=InitialStatesConfig)
+    terrain: TerrainConfig = field(default_factory=TerrainConfig)
     seed: int = 0

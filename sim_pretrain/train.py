@@ -27,7 +27,7 @@ from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import load_config, save_config
 from robot_spec.policy_io import ActorMLP, save_policy
 from sim_pretrain.backends import make_env
-from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig
+from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig, TerrainConfig
 from sim_pretrain.train_config import TrainConfig
 
 
@@ -103,7 +103,8 @@ def load_history(run_dir: Path, before_iteration: int) -> TrainingHistory:
 
 def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_dir: Path, device: str = "cpu",
                     seed: int | None = None, num_envs: int | None = None,
-                    initial_states: InitialStatesConfig | None = None) -> Path:  # fmt: skip
+                    initial_states: InitialStatesConfig | None = None,
+                    terrain: TerrainConfig | None = None) -> Path:  # fmt: skip
     """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
     `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
     (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt."""
@@ -112,7 +113,8 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
     base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
     seed = base.seed if seed is None else seed
     env = dataclasses.replace(base.env, dynamics=dynamics, seed=seed, num_envs=num_envs or base.env.num_envs,
-                              initial_states=initial_states or base.env.initial_states)  # fmt: skip
+                              initial_states=initial_states or base.env.initial_states,
+                              terrain=terrain or base.env.terrain)  # fmt: skip
     cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env)
     return train(cfg, run_dir, device, init=checkpoint)
 

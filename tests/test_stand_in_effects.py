@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from real_robot import cli, unitree_wire as wire
-from real_robot.sim_robot import BOARD_DT, StandInRobot, build_stand_in_model, ground_top
+from real_robot.sim_robot import BOARD_DT, StandInRobot, build_stand_in_model
+from robot_spec.terrain import ground_top
 from robot_spec.config import ConfigError
 from robot_spec.mjcf import build_model
 from robot_spec.reality_gap import (

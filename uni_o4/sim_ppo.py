@@ -23,7 +23,7 @@ from pathlib import Path
 
 from real_robot.datalog import read_log_folder
 from robot_spec.config import load_config, named_config, save_config, to_dict
-from sim_pretrain.env_config import DynamicsConfig
+from sim_pretrain.env_config import DynamicsConfig, TerrainConfig
 from uni_o4.gate import install
 
 COLLECTED = "collected.txt"  # written after a round's collection finished (a rerun resumes after it)
@@ -81,6 +81,9 @@ class SimPPOConfig:
     # 31 % of simulated episodes from the default pose, 56 % from these starts and 75 % on the robot
     # (benchmarks/start_states.py).
     start_share: float = 0.5
+    # Uneven ground in the simulator (sim_pretrain TerrainConfig): what no log identifies, randomised. Off here;
+    # the presets set it.
+    terrain: TerrainConfig = field(default_factory=TerrainConfig)
     calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
     gate: SimGateConfig = field(default_factory=SimGateConfig)
     online: SimOnlineConfig = field(default_factory=SimOnlineConfig)
@@ -160,7 +163,8 @@ def tune(start: Path, profile: Path, calibration: dict, starts: Path, iterations
     dynamics = covering(replace(cfg.dynamics, profile=str(profile)), calibration)
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed if seed is None else seed,
                            num_envs=cfg.num_envs or None,
-                           initial_states=InitialStatesConfig(str(starts), cfg.start_share))  # fmt: skip
+                           initial_states=InitialStatesConfig(str(starts), cfg.start_share),
+                           terrain=cfg.terrain)  # fmt: skip
 
 
 def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
