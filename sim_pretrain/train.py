@@ -79,7 +79,7 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     # A resumed run keeps its history up to the checkpoint (iterations after it are trained again).
     history = load_history(run_dir, runner.current_learning_iteration) if resume is not None else TrainingHistory()
     remaining = cfg.iterations - runner.current_learning_iteration
-    stop_requested = _install_sigint_flag()
+    stop_requested = _install_sigint_flag(say)
     try:
         with tqdm(total=max(remaining, 0), desc="PPO", unit="it", dynamic_ncols=True,
                   disable=not ranks.is_main) as bar:
@@ -217,7 +217,7 @@ def _hook_progress(
     logger.log = log_quietly
 
 
-def _install_sigint_flag():
+def _install_sigint_flag(say=tqdm.write):
     """First Ctrl-C: finish the iteration, then save. Second: stop at once."""
     state = {"requested": False}
 
@@ -225,7 +225,7 @@ def _install_sigint_flag():
         if state["requested"]:
             raise KeyboardInterrupt
         state["requested"] = True
-        tqdm.write("Ctrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
+        say("Ctrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
 
     signal.signal(signal.SIGINT, handler)
     return lambda: state["requested"]
