@@ -70,13 +70,16 @@ def main() -> None:
     args = parser.parse_args()
     steps_per_env = load_config(TrainConfig, named_config("train", f"go1_{PRESET}")).ppo.num_steps_per_env
     best: dict[str, dict] = {}
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for mode, processes in MODES.items():
+                load = os.getloadavg()[0]  # how busy the machine was as this run began
                 run_dir = run(processes, args.envs, args.iterations, Path(tmp) / f"{processes}_{repeat}")
                 measured = rates(run_dir, args.warmup, steps_per_env * args.envs)
+                runs.append({"mode": mode, "repeat": repeat, "load_avg_1min_before": load, **measured})
                 print(f"{mode}: {measured['env_steps_per_s']:7.0f} env-steps/s training, "
-                      f"{measured['collection_env_steps_per_s']:7.0f} collecting (repeat {repeat})")  # fmt: skip
+                      f"{measured['collection_env_steps_per_s']:7.0f} collecting (repeat {repeat}, load {load:.1f})")
                 if mode not in best or measured["env_steps_per_s"] > best[mode]["env_steps_per_s"]:
                     best[mode] = measured
     one, two = (best[mode]["env_steps_per_s"] for mode in MODES)
@@ -86,7 +89,7 @@ def main() -> None:
                 "to be re-measured on an idle one",
         "command": " ".join(["nice -n 19 python benchmarks/distributed_throughput.py", *sys.argv[1:]]),
         "preset": PRESET, "num_envs": args.envs, "iterations": args.iterations, "warmup": args.warmup,
-        "repeats": args.repeats, "modes": best, "speedup_2_processes": two / one,
+        "repeats": args.repeats, "best": best, "speedup_2_processes": two / one, "runs": runs,
     })  # fmt: skip
 
 
