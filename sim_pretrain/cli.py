@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from robot_spec import load_robot
+    from sim_pretrain.distributed import Ranks, rank_config
     from sim_pretrain.train import new_run_dir, read_checkpoint, train
     from sim_pretrain.train_config import load_train_config
 
@@ -97,12 +98,21 @@ def _train(args: argparse.Namespace) -> int:
         preset = str(run_dir / "config.yaml")  # the run goes on as it was configured (its --set values too)
     extra = parse_overrides(args.set)
     cfg = load_train_config(args.robot, preset, args.seed, args.num_envs, args.iterations, extra)
+    rank_config(cfg, Ranks.from_env())  # under torchrun: refuses environments the processes cannot share evenly
     if run_dir is None:
         run_dir = new_run_dir(args.runs, args.robot, Path(args.preset).stem)
-    print(f"run folder: {run_dir}")
+    _say(f"run folder: {run_dir}")
     policy = train(cfg, run_dir, device=args.device, resume=resume)
-    print(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")
+    _say(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")
     return 0
+
+
+def _say(message: str) -> None:
+    """Print, from rank 0 only under torchrun (it alone writes the run folder)."""
+    from sim_pretrain.distributed import Ranks
+
+    if Ranks.from_env().is_main:
+        print(message)
 
 
 def _latest_checkpoint(path: Path) -> Path:
@@ -126,10 +136,10 @@ def _finetune(args: argparse.Namespace) -> int:
     load_reality_gap(args.dynamics)  # an unknown profile is answered with the known ones
     dynamics = DynamicsConfig(profile=args.dynamics, physics=args.physics, spread=args.spread)
     out = args.out or Path("runs") / "go1" / f"{time.strftime('%Y%m%d-%H%M%S')}_finetune"
-    print(f"run folder: {out}")
+    _say(f"run folder: {out}")
     policy = finetune_in_sim(args.policy, dynamics, args.iterations, out, device=args.device, seed=args.seed,
                              num_envs=args.num_envs)
-    print(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")
+    _say(f"exported policy: {policy} (+ {policy.with_suffix('.onnx').name})")
     return 0
 
 

@@ -27,6 +27,7 @@ from robot_spec.checkpoint import load_checkpoint
 from robot_spec.config import load_config, save_config
 from robot_spec.policy_io import ActorMLP, save_policy
 from sim_pretrain.backends import make_env
+from sim_pretrain.distributed import Ranks, Runner, any_rank, close, rank_config, rank_device
 from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig, TerrainConfig
 from sim_pretrain.train_config import TrainConfig
 
@@ -50,42 +51,53 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
           init: Path | None = None) -> Path:
     """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too.
     `resume` continues a run; `init` starts a new run (iterations counted from 0) from another run's checkpoint:
-    actor, critic, normalisers and optimiser, so fine-tuning in another simulator needs no critic warm-up."""
+    actor, critic, normalisers and optimiser, so fine-tuning in another simulator needs no critic warm-up.
+    Under torchrun each process trains its share (sim_pretrain.distributed) and rank 0 alone writes `run_dir`."""
+    ranks = Ranks.from_env()
+    local = rank_config(cfg, ranks)  # this rank's environments, threads and seeds (`cfg` without torchrun)
+    device = rank_device(device, ranks)
+    say = tqdm.write if ranks.is_main else lambda message: None
     start = resume if resume is not None else init
     saved = read_checkpoint(start) if start is not None else None  # before anything is written into run_dir
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.torch_threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(local.seed)
+    torch.set_num_threads(local.torch_threads)
+    if ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")  # the whole run's config: a resume shares it out again
 
-    env = make_env(cfg.env.robot, cfg.env.backend, cfg.env, device)
+    env = make_env(local.env.robot, local.env.backend, local.env, device)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints the model summaries
-        runner = OnPolicyRunner(env, cfg.rsl_rl_dict(run_dir.name), log_dir=str(run_dir), device=device)
+        runner = Runner(env, cfg.rsl_rl_dict(run_dir.name), log_dir=str(run_dir), device=device)
     if saved is not None:
         restore_runner(runner, saved, start)
     if resume is not None:
-        tqdm.write(f"resumed from {resume} at iteration {runner.current_learning_iteration}")
+        say(f"resumed from {resume} at iteration {runner.current_learning_iteration}")
     elif init is not None:
         runner.current_learning_iteration = 0
-        tqdm.write(f"fine-tuning from {init}")
+        say(f"fine-tuning from {init}")
 
     # A resumed run keeps its history up to the checkpoint (iterations after it are trained again).
     history = load_history(run_dir, runner.current_learning_iteration) if resume is not None else TrainingHistory()
     remaining = cfg.iterations - runner.current_learning_iteration
-    stop_requested = _install_sigint_flag()
+    stop_requested = _install_sigint_flag(say)
     try:
-        with tqdm(total=max(remaining, 0), desc="PPO", unit="it", dynamic_ncols=True) as bar:
+        with tqdm(total=max(remaining, 0), desc="PPO", unit="it", dynamic_ncols=True,
+                  disable=not ranks.is_main) as bar:
             _hook_progress(runner, env, bar, history, stop_requested, run_dir)
             if remaining > 0:
                 runner.learn(num_learning_iterations=remaining, init_at_random_ep_len=resume is None)
     except StopTraining:
         checkpoint = run_dir / f"model_{runner.current_learning_iteration}.pt"
-        runner.save(str(checkpoint))
-        tqdm.write(f"interrupted: saved {checkpoint}; resume with --resume {checkpoint}")
+        if ranks.is_main:
+            runner.save(str(checkpoint))
+            say(f"interrupted: saved {checkpoint}; resume with --resume {checkpoint}")
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         env.close()
+        close()
 
+    if not ranks.is_main:
+        return run_dir / "policy.pt"  # rank 0's
     policy_path = export_policy(runner, run_dir, cfg)
     _plot_history(history, run_dir)
     return policy_path
@@ -192,7 +204,7 @@ def _hook_progress(
         with contextlib.redirect_stdout(io.StringIO()):
             log(*args, **kwargs)
         it = kwargs["it"]
-        if logger.rewbuffer:
+        if logger.rewbuffer:  # rank 0's alone: the other ranks' loggers are off
             ret, length = statistics.mean(logger.rewbuffer), statistics.mean(logger.lenbuffer) * env.dt
             history.iteration.append(it)
             history.mean_return.append(ret)
@@ -201,13 +213,13 @@ def _hook_progress(
             bar.set_postfix(ret=f"{ret:.2f}", ep_s=f"{length:.1f}", refresh=False)
             (run_dir / "training_history.json").write_text(json.dumps(vars(history)))
         bar.update(1)
-        if stop():
+        if any_rank(stop()):
             raise StopTraining
 
     logger.log = log_quietly
 
 
-def _install_sigint_flag():
+def _install_sigint_flag(say=tqdm.write):
     """First Ctrl-C: finish the iteration, then save. Second: stop at once."""
     state = {"requested": False}
 
@@ -215,7 +227,7 @@ def _install_sigint_flag():
         if state["requested"]:
             raise KeyboardInterrupt
         state["requested"] = True
-        tqdm.write("Ctrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
+        say("Ctrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
 
     signal.signal(signal.SIGINT, handler)
     return lambda: state["requested"]
