@@ -1,0 +1,66 @@
+"""Which of a profile's effects makes a policy fall? The same policy on the stand-in with the profile as it is and
+with one effect taken away at a time (each variant a profile file beside the results), the same episodes.
+
+    python benchmarks/effect_ablation.py --policy runs/.../policy.pt --profile random_1 \
+        --without ground.step_height=0 motors.latency_jitter_s=0 payload.mass=0 --root runs/ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import save  # noqa: E402
+from robot_spec import load_robot  # noqa: E402
+from robot_spec.config import named_config  # noqa: E402
+from uni_o4.robot_eval import RobotEvalConfig, evaluation_of  # noqa: E402
+
+KEYS = ("mean_return", "tracking_error_xy", "fall_rate", "trip_rate", "episodes")
+
+
+def variant(profile: dict, change: str) -> dict:
+    """`profile` with one dotted field set (`ground.step_height=0`)."""
+    key, value = change.split("=", 1)
+    out, node = yaml.safe_load(yaml.safe_dump(profile)), None
+    *path, leaf = key.split(".")
+    node = out
+    for part in path:
+        node = node[part]
+    if leaf not in node:
+        raise ValueError(f"{key}: no such field in the profile")
+    node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", type=Path, required=True)
+    p.add_argument("--profile", required=True, help="configs/reality_gap/ name or a .yaml path")
+    p.add_argument("--without", nargs="+", required=True, metavar="FIELD=VALUE", help="one variant per change")
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="the stand-in robot (episodes: seed + 100, as gap_recovery)")
+    p.add_argument("--root", type=Path, default=Path("runs/ablation"))
+    p.add_argument("--name", default="effect_ablation")
+    args = p.parse_args()
+    spec, cfg = load_robot("go1"), RobotEvalConfig(episodes=args.episodes, seed=args.seed + 100, robot_seed=args.seed)
+    base = yaml.safe_load(named_config("reality_gap", args.profile).read_text())
+    args.root.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for change in ["as is", *args.without]:
+        name = "as_is" if change == "as is" else change.replace(".", "_").replace("=", "_")
+        profile = args.root / f"{name}.yaml"
+        profile.write_text(yaml.safe_dump({**(base if change == "as is" else variant(base, change)),
+                                           "name": f"{base['name']}_{name}"}, sort_keys=False))  # fmt: skip
+        metrics = evaluation_of(args.policy, str(profile), args.root / name, spec, cfg)
+        rows[change] = {k: metrics[k] for k in KEYS}
+        print(f"{change:32s} return {metrics['mean_return']:6.2f}  tracking {metrics['tracking_error_xy']:.3f} m/s  "
+              f"falls {metrics['fall_rate']:.2f}", flush=True)  # fmt: skip
+    save(args.name, {"policy": str(args.policy), "profile": args.profile, "seed": args.seed, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
