@@ -52,9 +52,9 @@ def main() -> None:
     rows = {}
     for change in ["as is", *args.without]:
         name = "as_is" if change == "as is" else change.replace(".", "_").replace("=", "_")
-        profile = args.root / f"{name}.yaml"
+        profile = args.root / f"{base['name']}_{name}.yaml"  # a profile is named after its file
         profile.write_text(yaml.safe_dump({**(base if change == "as is" else variant(base, change)),
-                                           "name": f"{base['name']}_{name}"}, sort_keys=False))  # fmt: skip
+                                           "name": profile.stem}, sort_keys=False))  # fmt: skip
         metrics = evaluation_of(args.policy, str(profile), args.root / name, spec, cfg)
         rows[change] = {k: metrics[k] for k in KEYS}
         print(f"{change:32s} return {metrics['mean_return']:6.2f}  tracking {metrics['tracking_error_xy']:.3f} m/s  "
