@@ -81,8 +81,8 @@ class SimPPOConfig:
     # 31 % of simulated episodes from the default pose, 56 % from these starts and 75 % on the robot
     # (benchmarks/start_states.py).
     start_share: float = 0.5
-    # Uneven ground in the simulator (sim_pretrain TerrainConfig): what no log identifies, randomised. Off here;
-    # the presets set it.
+    # Uneven ground in the simulator (sim_pretrain TerrainConfig): what no log identifies, randomised. Off, here
+    # and in the presets: at 150 iterations from a flat-trained policy it did not help on random_1 (README).
     terrain: TerrainConfig = field(default_factory=TerrainConfig)
     calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
     gate: SimGateConfig = field(default_factory=SimGateConfig)
