@@ -16,8 +16,8 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
                        more training?)
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return (over seeds, with intervals and
 the falls test: benchmarks/gap_summary.py). The oracle and the control never see the robot: each is trained once
-per profile (PPO seed 0) and evaluated on every seed's robot; ours is trained per seed from that robot's logs. Each step's output is kept under --root and reused, so the
-script resumes.
+per profile (PPO seed 0) and evaluated on every seed's robot; ours is trained per seed from that robot's logs.
+Each step's output is kept under --root and reused, so the script resumes.
 
     python benchmarks/gap_recovery.py --policy runs/go1/<run>/policy.pt --profiles strong unmodelled --seeds 0 1
 """
@@ -33,7 +33,7 @@ from benchmarks.common import save  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
-from uni_o4.pipeline import gap_recovered  # noqa: E402
+from uni_o4.gap_stats import gap_recovered  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
 from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, gate, load_sim_ppo_config  # noqa: E402
 from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
@@ -59,7 +59,8 @@ def main() -> None:
     p.add_argument("--start-share", type=float, default=None, help="sim_ppo's start_share (share of training "
                    "episodes from the robot's logged policy starts); 0 = the runs from before them")
     p.add_argument("--terrain", type=float, nargs=2, metavar=("STEP_M", "SLOPE"), help="sim_ppo's terrain "
-                   "randomisation (tile steps up to STEP_M, hills up to SLOPE grade); 0 0 = flat (default: the preset's)")
+                   "randomisation (tile steps up to STEP_M, hills up to SLOPE grade); 0 0 = flat "
+                   "(default: the preset's)")
     p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
                    "evaluated each; the robot's check picks among them (default 1)")
     args = p.parse_args()

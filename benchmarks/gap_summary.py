@@ -83,8 +83,9 @@ def fmt_gap(g: dict | None) -> str:
 
 
 def table(profile: str, rows: dict) -> list[str]:
-    lines = [f"### {profile}", "", "| row | seeds × episodes | return | tracking (m/s) | falls/episode | more falls "
-             "than the sim policy? (p) | gap recovered: tracking [95 %] | return [95 %] |", "|---" * 8 + "|"]  # fmt: skip
+    header = ("| row | seeds × episodes | return | tracking (m/s) | falls/episode | more falls than the sim policy? "
+              "(p) | gap recovered: tracking [95 %] | return [95 %] |")
+    lines = [f"### {profile}", "", header, "|---" * 8 + "|"]
     for name, r in rows.items():
         falls = "yes" if r["more_falls_than_sim"] else "no"
         lines.append(f"| {name} | {r['seeds']} × {r['episodes'] // r['seeds']} | {r['return']:.2f} | "

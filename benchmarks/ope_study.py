@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from robot_spec.config import named_config  # noqa: E402
-from uni_o4.sim_ppo import SimGateConfig, accept, decide, evaluate_in  # noqa: E402
+from uni_o4.sim_ppo import SimGateConfig, accept, decide, evaluate_in, held_out_fit_gain  # noqa: E402
 
 EVALUATORS = ("calibrated, default pose", "calibrated, robot starts", "true figures, robot starts")
 INCUMBENT = "sim"  # the eval folder of the sim policy: the incumbent every candidate is judged against
@@ -88,8 +88,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def study_robot(robot: dict, gate: SimGateConfig, cache: dict, cache_file: Path) -> dict:
-    fit = json.loads((robot["calibration"] / "calibrated_report.json").read_text())["fit_error_rms"]["held_out"]
-    fit_gain = 1.0 - fit["loss_after"] / max(fit["loss_before"], 1e-12)
+    fit_gain = held_out_fit_gain(json.loads((robot["calibration"] / "calibrated_report.json").read_text()))
     policies, incumbent = robot["policies"], robot["incumbent"]
     out = {"policies": len(policies), "fit_gain": fit_gain, "evaluators": {}}
     truth = {p: accept(m, policies[incumbent])[0] for p, m in policies.items() if p != incumbent}

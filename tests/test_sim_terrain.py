@@ -25,8 +25,8 @@ def lowest_foot_clearance(env: Go1Env, i: int) -> float:
     data.qpos[:] = env.state[i, env.qpos]
     mujoco.mj_kinematics(model, data)
     feet = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, f) for f in env.spec.foot_names]
-    return min(data.site_xpos[f, 2] - env.spec.body.foot_radius - ground_top(model, 0.0, at=tuple(data.site_xpos[f, :2]))
-               for f in feet)  # fmt: skip
+    ground = [ground_top(model, 0.0, at=tuple(data.site_xpos[f, :2])) for f in feet]
+    return min(data.site_xpos[f, 2] - env.spec.body.foot_radius - g for f, g in zip(feet, ground))
 
 
 def test_the_flat_floor_is_the_default_and_has_no_field():

@@ -38,9 +38,12 @@ def row_means(v: dict[str, np.ndarray], pick: np.ndarray | None = None) -> dict[
             "return": float(v["return"][pick].mean())}  # fmt: skip
 
 
-def gap(row: float, sim: float, oracle: float, lower_is_better: bool) -> float:
+def gap_recovered(value: float, sim: float, oracle: float, lower_is_better: bool = False) -> float | None:
+    """(value − sim) ÷ (oracle − sim): 0 = the sim policy, 1 = the oracle; None when the oracle is no better than
+    the sim policy (no ceiling: nothing known to recover). Whether its margin is more than chance is
+    gap_with_interval's to judge."""
     margin = (sim - oracle) if lower_is_better else (oracle - sim)
-    return (row - sim) / (oracle - sim) if margin > 0 else float("nan")
+    return None if margin <= 1e-9 else (value - sim) / (oracle - sim)
 
 
 @dataclass
@@ -65,7 +68,8 @@ def gap_with_interval(seeds: list[dict[str, list[dict]]], row: str, metric: str,
                                 for i, v in enumerate(values)]) for name in names}  # fmt: skip
         sim, oracle = means["sim policy"], means["oracle"]
         margin = (sim - oracle) if lower_is_better else (oracle - sim)
-        return gap(means[row], sim, oracle, lower_is_better), margin
+        share = gap_recovered(means[row], sim, oracle, lower_is_better)
+        return (float("nan") if share is None else share), margin
 
     rng = np.random.default_rng(seed)
     draws = [estimate([{name: rng.integers(0, len(v[name]["return"]), len(v[name]["return"])) for name in v}

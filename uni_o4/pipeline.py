@@ -5,9 +5,10 @@
 By default (`--algo sim_ppo`, uni_o4/sim_ppo.py) offline is fine-tuning in a simulator calibrated from the logs
 (real_robot calibrate → PPO there, half the episodes from the robot's own policy starts → the gate → the robot's
 check), and online is rounds of real rollouts → recalibration → PPO → the robot's check. `--algo uni_o4` (or a
-baseline: iql, calql, o3f) runs `uni_o4 finetune --offline` on the logs and `uni_o4 finetune --online` instead. The oracle row (`--oracle-iterations`, 150 by default, 0 skips it) is the sim policy
-fine-tuned by PPO in the training simulator set to the stand-in's true figures: the ceiling that "gap recovered"
-is measured against, (stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
+baseline: iql, calql, o3f) runs `uni_o4 finetune --offline` on the logs and `uni_o4 finetune --online` instead.
+The oracle row (`--oracle-iterations`, 150 by default, 0 skips it) is the sim policy fine-tuned by PPO in the
+training simulator set to the stand-in's true figures: the ceiling that "gap recovered" is measured against,
+(stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return.
 
 Each stage calls the functions the command a user would run alone calls (sim_pretrain.train, deploy.session,
 uni_o4.finetune), for --robot, into its own folder under --out; a stage whose output exists is skipped, so
@@ -29,6 +30,7 @@ from real_robot.datalog import set_aside
 from robot_spec.policy_io import load_policy
 from deploy.session import EpisodeStartError
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
+from uni_o4.gap_stats import gap_recovered
 from uni_o4.registry import METHODS as REGISTERED
 from robot_spec.args import device_arg, out_dir_arg
 
@@ -228,14 +230,6 @@ COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_retur
            ("trip_rate", "trips/ep", "{:.2f}"), ("gap_tracking", "gap recovered (tracking)", "{:.0%}"),
            ("gap_return", "gap recovered (return)", "{:.0%}"), ("policy_steps", "steps", "{}"),
            ("note", "note", "{}"))  # fmt: skip
-
-
-def gap_recovered(value: float, sim: float, oracle: float, lower_is_better: bool = False) -> float | None:
-    """(value − sim) ÷ (oracle − sim): 0 = the sim policy, 1 = the oracle; None when the oracle is no better than
-    the sim policy (no ceiling: nothing known to recover). Whether its margin is more than chance is the
-    benchmark's bootstrap to judge."""
-    margin = (sim - oracle) if lower_is_better else (oracle - sim)
-    return None if margin <= 1e-9 else (value - sim) / (oracle - sim)
 
 
 def with_gap_recovered(rows: list[dict]) -> list[dict]:

@@ -193,10 +193,15 @@ def gate(candidates: list[Path], incumbent: Path, profile: Path, calibration: di
          cfg: SimGateConfig, device: str = "cpu") -> list[dict]:  # fmt: skip
     """Trust the calibrated simulator only as far as it fits held-out logs; then compare each candidate with the
     incumbent there (evaluated once), every episode starting where the robot's policy took over."""
-    held_out = calibration["fit_error_rms"]["held_out"]
-    fit_gain = 1.0 - held_out["loss_after"] / max(held_out["loss_before"], 1e-12)
+    fit_gain = held_out_fit_gain(calibration)
     incumbent_sim = evaluate_in(incumbent, profile, cfg, device, starts)
     return [decide(evaluate_in(c, profile, cfg, device, starts), incumbent_sim, fit_gain, cfg) for c in candidates]
+
+
+def held_out_fit_gain(calibration: dict) -> float:
+    """How much better the calibrated model replays held-out logs than the nominal one (a calibrate report)."""
+    held_out = calibration["fit_error_rms"]["held_out"]
+    return 1.0 - held_out["loss_after"] / max(held_out["loss_before"], 1e-12)
 
 
 def decide(c: dict, i: dict, fit_gain: float, cfg: SimGateConfig) -> dict:
