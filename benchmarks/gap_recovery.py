@@ -14,6 +14,9 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
                        stage's first step, on other episodes), or the sim policy stays
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
+    <algo>, candidate  with --offline-methods: `uni_o4 finetune --offline` (Uni-O4 or a baseline, its quick
+                       preset, from the sim policy) on the same logs ours calibrates from, before its gate;
+                       "<algo>, deployed" is what its gate (AM-Q + randomised simulation) lets through
 Gap recovered = (x − sim) ÷ (oracle − sim), for tracking error and for return (over seeds, with intervals and
 the falls test: benchmarks/gap_summary.py). The oracle and the control never see the robot: each is trained once
 per profile (PPO seed 0) and evaluated on every seed's robot; ours is trained per seed from that robot's logs.
@@ -25,6 +28,7 @@ Each step's output is kept under --root and reused, so the script resumes.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,7 +37,10 @@ from benchmarks.common import save  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig  # noqa: E402
 from sim_pretrain.train import finetune_in_sim  # noqa: E402
+from uni_o4.finetune import OfflineRequest, finetune_offline  # noqa: E402
 from uni_o4.gap_stats import gap_recovered  # noqa: E402
+from uni_o4.methods import CANDIDATE  # noqa: E402
+from uni_o4.registry import METHODS  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
 from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, gate, load_sim_ppo_config  # noqa: E402
 from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
@@ -63,6 +70,8 @@ def main() -> None:
                    "(default: the preset's)")
     p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
                    "evaluated each; the robot's check picks among them (default 1)")
+    p.add_argument("--offline-methods", nargs="+", default=[], choices=sorted(set(METHODS) - {"sim_ppo"}),
+                   help="also fine-tune offline with these methods on the same logs (their quick presets)")
     args = p.parse_args()
 
     spec, results = load_robot("go1"), {}
@@ -110,6 +119,8 @@ def main() -> None:
             picked, records = (robot_check(passed, args.policy, profile, root / "check", cfg_ours, seed) if passed
                                else (args.policy, []))  # fmt: skip
             rows["ours, robot-checked"] = {**rows[row_of[str(picked)]], "check": records}
+            for algo in args.offline_methods:
+                rows.update(offline_rows(algo, args.policy, root, seed, evaluate, rows["sim policy"]))
             if not args.no_controls:
                 narrow = DynamicsConfig(profile=str(calibrated), physics="training")  # ±10 %, ±0.5 kg, ±2 ms
                 rows["ours, narrow"] = evaluate("calibrated", tune(root / "calibrated", narrow, seed))
@@ -134,6 +145,17 @@ def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) 
                             robot_seed=seed)  # fmt: skip
         (logs / "done").write_text("collected")
     return calibrate_from([logs], root / "calibration", cfg)
+
+
+def offline_rows(algo: str, policy: Path, root: Path, seed: int, evaluate, sim_row: dict) -> dict:
+    """`uni_o4 finetune --offline --algo <algo>` on this robot's logs: its candidate, and what its gate deploys."""
+    run = root / f"offline_{algo}"
+    if not (run / "report.json").is_file():
+        finetune_offline(OfflineRequest(logs=[root / "logs"], out=run, algo=algo, init=policy,
+                                        preset=METHODS[algo].quick_preset, seed=seed))  # fmt: skip
+    decision = json.loads((run / "report.json").read_text())["gate"]
+    candidate = {**evaluate(f"offline_{algo}", run / CANDIDATE), "gate": decision}
+    return {f"{algo}, candidate": candidate, f"{algo}, deployed": candidate if decision["passed"] else sim_row}
 
 
 def robot_check(candidates: list[Path], incumbent: Path, profile: str, folder: Path, cfg: SimPPOConfig,
