@@ -152,7 +152,8 @@ def offline_rows(algo: str, policy: Path, root: Path, seed: int, evaluate, sim_r
     run = root / f"offline_{algo}"
     if not (run / "report.json").is_file():
         finetune_offline(OfflineRequest(logs=[root / "logs"], out=run, algo=algo, init=policy,
-                                        preset=METHODS[algo].quick_preset, seed=seed))  # fmt: skip
+                                        preset=METHODS[algo].quick_preset, ope_preset="uni_o4_quick",
+                                        cache=root / "offline_cache", seed=seed))  # as the pipeline runs it
     decision = json.loads((run / "report.json").read_text())["gate"]
     candidate = {**evaluate(f"offline_{algo}", run / CANDIDATE), "gate": decision}
     return {f"{algo}, candidate": candidate, f"{algo}, deployed": candidate if decision["passed"] else sim_row}

@@ -7,6 +7,10 @@ the robot) is also scored by each evaluator, all with the gate's command grid (s
                                 (the gate before the robot's starts)
     calibrated, robot starts    the same simulator, every episode from the robot's logged policy starts (the gate)
     true figures, robot starts  the training simulator at the profile's true figures (a perfect calibration)
+    AM-Q                        Uni-O4's off-policy evaluation: its IQL critics and learned dynamics ensemble,
+                                trained on that robot's logs (the stage-1 artefacts of gap_recovery.py's
+                                `--offline-methods uni_o4` run, offline_uni_o4/); its verdict is the gate's AM-Q
+                                rule alone (candidate >= incumbent + margin; the gate's simulator check aside)
 Reported per evaluator: Spearman rank correlation with the robot, per robot and pooled, for return and for
 tracking error; and the gate's verdicts (sim_ppo.decide, each policy against the sim policy) against the robot's
 (sim_ppo.accept on the evaluation episodes): false passes (passed, worse on the robot) and false refusals. Also
@@ -29,9 +33,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from robot_spec.config import named_config  # noqa: E402
+from uni_o4.gate import GateConfig  # noqa: E402
 from uni_o4.sim_ppo import SimGateConfig, accept, decide, evaluate_in, held_out_fit_gain  # noqa: E402
 
 EVALUATORS = ("calibrated, default pose", "calibrated, robot starts", "true figures, robot starts")
+AMQ = "AM-Q"
+AMQ_RUN = "offline_uni_o4"  # gap_recovery.py --offline-methods uni_o4: its config and stage-1 cache
 INCUMBENT = "sim"  # the eval folder of the sim policy: the incumbent every candidate is judged against
 
 
@@ -41,7 +48,8 @@ def robots(folders: list[Path]) -> dict[str, dict]:
     for folder in folders:
         profile, seed = folder.parent.name, int(re.fullmatch(r"seed(\d+)", folder.name)[1])
         robot = out.setdefault(f"{profile} seed {seed}", {"profile": profile, "policies": {}, "incumbent": None,
-                                                          "checks": [], "calibration": None})  # fmt: skip
+                                                          "checks": [], "calibration": None,
+                                                          "amq_run": None})  # fmt: skip
         for metrics_file in sorted(folder.glob("eval/*/metrics.json")):
             name = metrics_file.parent.name
             if name == "sim_none" or "interrupted" in name:
@@ -56,6 +64,8 @@ def robots(folders: list[Path]) -> dict[str, dict]:
         calibration = folder / "calibration"
         if all((calibration / f).is_file() for f in ("calibrated.yaml", "calibrated_report.json", "starts.npz")):
             robot["calibration"] = robot["calibration"] or calibration
+        if (folder / AMQ_RUN / "offline_config.yaml").is_file():
+            robot["amq_run"] = robot["amq_run"] or folder / AMQ_RUN
     return out
 
 
@@ -71,6 +81,44 @@ def score(policy: str, evaluator: str, robot: dict, gate: SimGateConfig, cache: 
         cache_file.write_text(json.dumps(cache, indent=1))
         print(f"{evaluator:28s} {Path(policy).parent.name:22s} {cache[key]}")
     return cache[key]
+
+
+def amq_scores_of(policies: list[str], run: Path, cache: dict, cache_file: Path) -> dict[str, dict]:
+    """AM-Q of each policy with the critics and dynamics Uni-O4 trained on this robot's logs (run/../logs)."""
+    missing = [p for p in policies if f"{AMQ}|{run}|{p}" not in cache]
+    if missing:
+        from robot_spec import load_robot
+        from robot_spec.config import load_config
+        from robot_spec.policy_io import load_policy
+        from uni_o4.log_dataset import dataset_from_log_folder
+        from uni_o4.offline import OfflineConfig, amq_scores
+
+        spec, cfg = load_robot("go1"), load_config(OfflineConfig, run / "offline_config.yaml")
+        data, _ = dataset_from_log_folder([run.parent / "logs"], spec, cfg.data)
+        actors = [load_policy(Path(p), spec).actor for p in missing]
+        for p, value in zip(missing, amq_scores(data, actors, cfg, run / "cache", spec.observation)):
+            cache[f"{AMQ}|{run}|{p}"] = {"am_q": value}
+            print(f"{AMQ:28s} {Path(p).parent.name:22s} {value:.4g}")
+        cache_file.write_text(json.dumps(cache, indent=1))
+    return {p: cache[f"{AMQ}|{run}|{p}"] for p in policies}
+
+
+def amq_evaluation(robot: dict, truth: dict, cache: dict, cache_file: Path) -> dict:
+    """The AM-Q evaluator's rank correlation with the robot's return, and its gate rule's verdicts."""
+    policies, incumbent, margin = robot["policies"], robot["incumbent"], GateConfig().min_score_margin
+    scores = amq_scores_of(list(policies), robot["amq_run"], cache, cache_file)
+    verdicts = {p: scores[p]["am_q"] >= scores[incumbent]["am_q"] + margin for p in truth}
+    return {
+        "spearman_return": spearman([scores[p]["am_q"] for p in policies],
+                                    [policies[p]["mean_return"] for p in policies]),
+        "spearman_tracking": spearman([-scores[p]["am_q"] for p in policies],
+                                      [policies[p]["tracking_error_xy"] for p in policies]),
+        "passed": sum(verdicts.values()),
+        "false_passes": sum(verdicts[p] and not truth[p] for p in truth),
+        "false_refusals": sum(not verdicts[p] and truth[p] for p in truth),
+        "scores": {p: {"am_q": scores[p]["am_q"], "robot_return": policies[p]["mean_return"],
+                       "robot_accepts": truth.get(p), "gate_passes": verdicts.get(p)} for p in policies},
+    }  # fmt: skip
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -107,6 +155,8 @@ def study_robot(robot: dict, gate: SimGateConfig, cache: dict, cache_file: Path)
                            "robot_tracking": policies[p]["tracking_error_xy"], "robot_accepts": truth.get(p),
                            "gate_passes": verdicts.get(p)} for p in policies},
         }  # fmt: skip
+    if robot["amq_run"] is not None:
+        out["evaluators"][AMQ] = amq_evaluation(robot, truth, cache, cache_file)
     # The robot's check (its own episodes) against the evaluation's verdict on the same candidate.
     check = [(accept(c, current)[0], truth.get(c["policy"])) for current, c in robot["checks"]]
     out["robot_check"] = {"checked": len(check), "accepted": sum(a for a, _ in check),
@@ -131,12 +181,15 @@ def main() -> None:
             continue
         results[name] = study_robot(robot, gate, cache, args.cache)
     pooled = {}
-    for evaluator in EVALUATORS:
-        per = [r["evaluators"][evaluator] for r in results.values()]
+    for evaluator in (*EVALUATORS, AMQ):
+        per = [r["evaluators"][evaluator] for r in results.values() if evaluator in r["evaluators"]]
+        if not per:
+            continue
         pooled[evaluator] = {
             "mean_spearman_return": float(np.nanmean([e["spearman_return"] for e in per])),
             "mean_spearman_tracking": float(np.nanmean([e["spearman_tracking"] for e in per])),
             **{k: sum(e[k] for e in per) for k in ("passed", "false_passes", "false_refusals")},
+            "robots": len(per), "candidates": sum(len(e["scores"]) - 1 for e in per),
         }  # fmt: skip
         print(f"{evaluator:28s} rank corr. return {pooled[evaluator]['mean_spearman_return']:+.2f} tracking "
               f"{pooled[evaluator]['mean_spearman_tracking']:+.2f}; gate passed {pooled[evaluator]['passed']}, "
