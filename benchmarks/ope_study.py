@@ -135,12 +135,13 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1]) if ra.std() > 0 and rb.std() > 0 else float("nan")
 
 
-def study_robot(robot: dict, gate: SimGateConfig, cache: dict, cache_file: Path) -> dict:
+def study_robot(robot: dict, gate: SimGateConfig, cache: dict, cache_file: Path,
+                evaluators: tuple[str, ...] = (*EVALUATORS, AMQ)) -> dict:  # fmt: skip
     fit_gain = held_out_fit_gain(json.loads((robot["calibration"] / "calibrated_report.json").read_text()))
     policies, incumbent = robot["policies"], robot["incumbent"]
     out = {"policies": len(policies), "fit_gain": fit_gain, "evaluators": {}}
     truth = {p: accept(m, policies[incumbent])[0] for p, m in policies.items() if p != incumbent}
-    for evaluator in EVALUATORS:
+    for evaluator in [e for e in EVALUATORS if e in evaluators]:
         sims = {p: score(p, evaluator, robot, gate, cache, cache_file) for p in policies}
         verdicts = {p: decide(sims[p], sims[incumbent], fit_gain, gate)["passed"] for p in truth}
         out["evaluators"][evaluator] = {
@@ -155,7 +156,7 @@ def study_robot(robot: dict, gate: SimGateConfig, cache: dict, cache_file: Path)
                            "robot_tracking": policies[p]["tracking_error_xy"], "robot_accepts": truth.get(p),
                            "gate_passes": verdicts.get(p)} for p in policies},
         }  # fmt: skip
-    if robot["amq_run"] is not None:
+    if robot["amq_run"] is not None and AMQ in evaluators:
         out["evaluators"][AMQ] = amq_evaluation(robot, truth, cache, cache_file)
     # The robot's check (its own episodes) against the evaluation's verdict on the same candidate.
     check = [(accept(c, current)[0], truth.get(c["policy"])) for current, c in robot["checks"]]
@@ -170,6 +171,8 @@ def main() -> None:
     p.add_argument("robots", type=Path, nargs="+", help="<root>/<profile>/seed<N> folders of gap_recovery.py")
     p.add_argument("--cache", type=Path, default=Path("runs/ope_study_cache.json"))
     p.add_argument("--name", default="ope_study")
+    p.add_argument("--evaluators", nargs="+", choices=(*EVALUATORS, AMQ), default=(*EVALUATORS, AMQ),
+                   help="which evaluators to score with (default all)")
     args = p.parse_args()
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     args.cache.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +182,7 @@ def main() -> None:
         if robot["calibration"] is None or robot["incumbent"] is None:
             print(f"{name}: no calibration or no sim-policy evaluation, skipped")
             continue
-        results[name] = study_robot(robot, gate, cache, args.cache)
+        results[name] = study_robot(robot, gate, cache, args.cache, tuple(args.evaluators))
     pooled = {}
     for evaluator in (*EVALUATORS, AMQ):
         per = [r["evaluators"][evaluator] for r in results.values() if evaluator in r["evaluators"]]
