@@ -14,6 +14,7 @@ gate deployed, on the same episodes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from benchmarks.isaac_import_roundtrip import as_legged_gym_export, ended_by  # noqa: E402
+from real_robot import loopback  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import load_policy  # noqa: E402
 from sim_pretrain import cli as sim_cli  # noqa: E402
@@ -47,8 +49,11 @@ def main() -> None:
     parser.add_argument("--action-noise", type=float, default=0.15)
     parser.add_argument("--preset", default="uni_o4_tiny", help="configs/finetune/<preset>.yaml")
     parser.add_argument("--episodes", type=int, default=3, help="stand-in evaluation episodes per policy")
+    parser.add_argument("--startup-timeout-s", type=float, default=30.0,
+                        help="how long the stand-in may take to start (longer on a loaded machine at nice 19)")
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "import_finetune_e2e")
     args = parser.parse_args()
+    loopback.LoopbackRobot = functools.partial(loopback.LoopbackRobot, startup_timeout_s=args.startup_timeout_s)
     spec = load_robot("go1")
     root = args.root
     root.mkdir(parents=True, exist_ok=True)
