@@ -28,6 +28,7 @@ from robot_spec import load_robot  # noqa: E402
 from robot_spec.policy_io import load_policy  # noqa: E402
 from sim_pretrain import cli as sim_cli  # noqa: E402
 from uni_o4 import cli as uni_o4_cli  # noqa: E402
+from uni_o4.log_dataset import log_folders  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluate_on_stand_in  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "import" / "legged_gym_a1_flat.yaml"
@@ -48,7 +49,8 @@ def main() -> None:
     parser.add_argument("--collect-steps", type=int, default=3000)
     parser.add_argument("--action-noise", type=float, default=0.15)
     parser.add_argument("--preset", default="uni_o4_tiny", help="configs/finetune/<preset>.yaml")
-    parser.add_argument("--episodes", type=int, default=3, help="stand-in evaluation episodes per policy")
+    parser.add_argument("--logs", type=Path, help="logs already collected with this import (skips collecting)")
+    parser.add_argument("--episodes", type=int, default=3, help="stand-in evaluation episodes per policy (0: none)")
     parser.add_argument("--startup-timeout-s", type=float, default=30.0,
                         help="how long the stand-in may take to start (longer on a loaded machine at nice 19)")
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "import_finetune_e2e")
@@ -61,16 +63,18 @@ def main() -> None:
     imported = root / "imported" / "policy.pt"
     assert sim_cli.main(["import", "--from", "legged_gym", "--policy", str(export), "--config", str(CONFIG),
                          "--map", "base_lin_vel=zero", "--out", str(imported)]) == 0  # fmt: skip
-    logs = root / "logs"
-    collect_on_stand_in(imported, args.profile, logs, steps=args.collect_steps, action_noise=args.action_noise)
+    logs = args.logs or root / "logs"
+    if not args.logs:
+        collect_on_stand_in(imported, args.profile, logs, steps=args.collect_steps, action_noise=args.action_noise)
     out = root / "finetune"
     assert uni_o4_cli.main(["finetune", "--offline", str(logs), "--init", str(imported), "--preset", args.preset,
                             "--out", str(out)]) == 0  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     candidate = out / "candidate" / "policy.pt"
     result: dict = {
-        "policy": str(args.policy), "profile": args.profile, "collect_steps": args.collect_steps,
-        "action_noise": args.action_noise, "preset": args.preset, "logs_ended_by": ended_by(logs),
+        "policy": str(args.policy), "logs": str(logs), "profile": args.profile, "preset": args.preset,
+        "collected": None if args.logs else {"steps": args.collect_steps, "action_noise": args.action_noise},
+        "logs_ended_by": {str(folder): ended_by(folder) for folder in log_folders(logs)},
         "dataset": {k: report["data"][k] for k in ("transitions", "episodes", "terminals", "outcomes")},
         "candidate_weight_change": weight_change(load_policy(imported, spec).actor, load_policy(candidate, spec).actor),
         "gate": report["gate"], "gate_sim": {k: report["sim_eval"][k] for k in
@@ -79,7 +83,7 @@ def main() -> None:
     print(f"candidate moved {result['candidate_weight_change']:.4f} of the import's weight norm; "
           f"gate: {result['gate']}", flush=True)
     cfg = RobotEvalConfig(episodes=args.episodes)
-    for name, path in (("imported", imported), ("deployed", out / "deploy" / "policy.pt")):
+    for name, path in (("imported", imported), ("deployed", out / "deploy" / "policy.pt")) if args.episodes else ():
         m = evaluate_on_stand_in(path, args.profile, root / f"eval_{name}", spec, cfg)
         result[f"stand_in_{name}"] = {k: m[k] for k in (
             "mean_return", "tracking_error_xy", "fall_rate", "trip_rate", "policy_steps")}  # fmt: skip
