@@ -402,3 +402,36 @@ def test_fine_tuning_starts_from_the_imported_weights_or_refuses_clearly(spec, t
     import_policy("walk_these_ways", run, None, spec, tmp_path / "wtw.pt")
     with pytest.raises(ValueError, match="walk_these_ways import .* fine-tuning needs a feed-forward policy"):
         require_feed_forward(load_policy(tmp_path / "wtw.pt", spec), "fine-tuning")
+
+
+def test_uni_o4_finetune_updates_the_imported_network(spec, tmp_path, monkeypatch):
+    """`uni_o4 finetune --offline LOGS --init imported.pt`: the candidate is the imported network with its own
+    weights moved by fine-tuning (same layers, near the import, not equal to it), not a network trained afresh."""
+    from uni_o4 import finetune
+    from uni_o4.cli import main
+    from uni_o4.gate import GateDecision
+    from test_uni_o4_log_dataset import _synthetic_records, _write_log  # a real log folder (LogWriter)
+
+    src = export_as_jit(rsl_rl_actor(48, hidden=(32, 32), seed=3), tmp_path / "policy_1.pt")
+    import_policy("legged_gym", src, legged_gym_cfg(tmp_path), spec, tmp_path / "lg.pt", {"base_lin_vel": "zero"})
+    imported = load_policy(tmp_path / "lg.pt", spec).actor
+    for episode in range(2):  # logs of the imported policy acting, with some action spread
+        records = _synthetic_records(100, spec, seed=episode)
+        with torch.no_grad():
+            mean = imported(torch.as_tensor(records["obs"], dtype=torch.float32)).numpy()
+        records["action"] = mean + np.random.default_rng(episode).normal(0, 0.1, mean.shape)
+        _write_log(tmp_path / "logs" / f"collect_{episode}", spec, records)
+    judged = []
+    monkeypatch.setattr(finetune, "gate_candidate", lambda req, spec, candidate, scores: (
+        judged.append(candidate) or (GateDecision(passed=True), {})))  # the gate's own tests live elsewhere
+    assert main(["finetune", "--offline", str(tmp_path / "logs"), "--init", str(tmp_path / "lg.pt"),
+                 "--preset", "uni_o4_tiny", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+
+    (candidate_path,) = judged
+    candidate = load_policy(candidate_path, spec).actor
+    assert candidate.architecture == imported.architecture  # 45 -> 32 -> 32 -> 12, ELU: the imported layers
+    before, after = imported.state_dict(), candidate.state_dict()
+    assert before.keys() == after.keys()
+    change = sum((after[k] - before[k]).norm() ** 2 for k in before) ** 0.5
+    size = sum(before[k].norm() ** 2 for k in before) ** 0.5
+    assert 0.0 < change < 0.2 * size, (float(change), float(size))  # updated, starting from the import
