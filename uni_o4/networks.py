@@ -312,6 +312,14 @@ def clip_grad_norm_per_member_(parameters: Sequence[nn.Parameter], max_norm: flo
     return norms
 
 
+def fused_adam(parameters, lr: float) -> torch.optim.Adam:
+    """Adam as one fused kernel per step: the default Adam's update up to rounding, several times faster on CPU.
+
+    The stacked ensembles have few, large tensors and little other work per step, so the default (foreach) Adam's
+    separate passes were up to a fifth of a stage's step (uni_o4_speed.py's profile)."""
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target ← (1 − τ)·target + τ·source (parameters only)."""
     with torch.no_grad():
