@@ -19,7 +19,7 @@ from torch import nn
 from robot_spec.config import ConfigError, check_fields
 from uni_o4.artifacts import GeneratorState
 from uni_o4.dataset import Batch, OfflineDataset
-from uni_o4.networks import QEnsemble, ValueNet, soft_update
+from uni_o4.networks import QEnsemble, ValueNet, fused_adam, soft_update
 
 
 @dataclass
@@ -117,8 +117,8 @@ class CriticTrainer:
 
     def __init__(self, critics: Critics, data: OfflineDataset, cfg: CriticConfig, generator: torch.Generator):
         self.critics, self.data, self.cfg, self.generator = critics, data, cfg, generator
-        self.q_optimizer = torch.optim.Adam(critics.q.parameters(), lr=cfg.q_lr)
-        self.v_optimizer = torch.optim.Adam(critics.v.parameters(), lr=cfg.v_lr)
+        self.q_optimizer = fused_adam(critics.q.parameters(), cfg.q_lr)
+        self.v_optimizer = fused_adam(critics.v.parameters(), cfg.v_lr)
         self.next_index, self.has_next = next_action_index(data)
 
     def losses(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:

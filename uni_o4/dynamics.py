@@ -20,7 +20,7 @@ from torch import nn
 from robot_spec.config import ConfigError, check_fields
 from uni_o4.artifacts import GeneratorState
 from uni_o4.dataset import OfflineDataset
-from uni_o4.networks import EnsembleMLP, Normalizer, copy_member
+from uni_o4.networks import EnsembleMLP, Normalizer, copy_member, fused_adam
 
 
 @dataclass
@@ -135,7 +135,7 @@ class DynamicsTrainer:
         # Everything the loops index, computed once (normalised targets).
         self.train_data = (states, actions, model.target_norm(targets))
         self.holdout_data = (holdout.state, holdout.actions, model.target_norm(model.targets(holdout)))
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.optimizer = fused_adam(model.parameters(), cfg.lr)
         self.snapshot = copy.deepcopy(model)
         self.progress = DynamicsProgress(best_holdout=[math.inf] * cfg.num_members)
 

@@ -21,7 +21,7 @@ from uni_o4.artifacts import GeneratorState, TrainContext
 from uni_o4.critics import CriticConfig, Critics, CriticTrainer
 from uni_o4.dataset import OfflineDataset
 from uni_o4.dynamics import DynamicsConfig, DynamicsTrainer, EnsembleDynamics, holdout_split
-from uni_o4.networks import GaussianPolicyEnsemble, gaussian_kl
+from uni_o4.networks import GaussianPolicyEnsemble, fused_adam, gaussian_kl
 
 
 @dataclass
@@ -91,7 +91,7 @@ class BehaviourTrainer:
         self, policy: GaussianPolicyEnsemble, data: OfflineDataset, cfg: BehaviourConfig, generator: torch.Generator
     ):
         self.policy, self.data, self.cfg, self.generator = policy, data, cfg, generator
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        self.optimizer = fused_adam(policy.parameters(), cfg.lr)
 
     def losses(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """indices (M, B): member i's own rows. Negative log-likelihood and diversity penalty, each (M,)."""

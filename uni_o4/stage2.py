@@ -18,7 +18,7 @@ from robot_spec.config import check_fields
 from uni_o4.artifacts import GeneratorState, TrainContext
 from uni_o4.critics import Critics
 from uni_o4.dataset import OfflineDataset
-from uni_o4.networks import GaussianPolicyEnsemble, clip_grad_norm_per_member_, copy_member
+from uni_o4.networks import GaussianPolicyEnsemble, clip_grad_norm_per_member_, copy_member, fused_adam
 from uni_o4.ope import AmqEvaluator
 
 
@@ -86,7 +86,7 @@ class PolicyImprover:
         self.policy, self.critics, self.data, self.evaluator, self.cfg = policy, critics, data, evaluator, cfg
         self.generator = generator
         self.old_policy = copy.deepcopy(policy).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        self.optimizer = fused_adam(policy.parameters(), cfg.lr)
         initial = evaluator.scores(policy).tolist()
         self.history = ImprovementHistory(initial_scores=initial, best_scores=list(initial))
 
