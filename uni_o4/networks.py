@@ -313,11 +313,9 @@ def clip_grad_norm_per_member_(parameters: Sequence[nn.Parameter], max_norm: flo
 
 
 def fused_adam(parameters, lr: float) -> torch.optim.Adam:
-    """Adam as one fused kernel per step: the default Adam's update up to rounding, and faster on CPU.
-
-    The stacked ensembles have few, large tensors and little other work per step: under torch.profiler at
-    uni_o4_speed.py's sizes the default (foreach) Adam was 12-23 % of a behaviour, critic or dynamics step, and the
-    twin Q's (2 x 1024) optimizer step alone took 120 ms foreach against 21 ms fused (alternated, loaded machine)."""
+    """Adam as one fused kernel per step: the default Adam's update up to rounding, and faster on CPU, where the
+    stacked ensembles' few large tensors make the optimizer step a visible share of each step (profile:
+    benchmarks/uni_o4_speed.py)."""
     return torch.optim.Adam(parameters, lr=lr, fused=True)
 
 
