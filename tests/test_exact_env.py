@@ -81,7 +81,7 @@ def test_an_env_follows_the_stand_in_tick_for_tick(tmp_path, spec, noisy):
     assert np.abs(board.data.qpos[7:] - env.spec.default_pose).max() > 0.1  # it moved
 
 
-def test_the_jitter_is_what_keeps_them_together(tmp_path):
+def test_the_jitter_is_what_keeps_them_together():
     """The comparison can fail: another jitter stream in the env and the trajectories part."""
     env, board = side_by_side("unmodelled")
     env.jitter_rng = np.random.default_rng(99)
