@@ -14,6 +14,11 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
                        stage's first step, on other episodes), or the sim policy stays
     control            + the same PPO budget in the nominal training simulator (is it the calibration or just
                        more training?)
+    oracle, exact      with --exact-oracle: + PPO (the oracle's recipe, --exact-iterations) in the stand-in's own
+                       physics (uni_o4.exact_env: its profile, solver and contact options, motor law, latency
+                       jitter, sensors), the true ceiling where the profile has effects the training simulator
+                       cannot express; trained once per profile, resumed from its last checkpoint if stopped;
+                       its learning curve is saved beside it (training_history.json, training_curve.png)
     <algo>, candidate  with --offline-methods: `uni_o4 finetune --offline` (Uni-O4 or a baseline, its quick
                        preset, from the sim policy) on the same logs ours calibrates from, before its gate;
                        "<algo>, deployed" is what its gate (AM-Q + randomised simulation) lets through
@@ -35,8 +40,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from robot_spec import load_robot  # noqa: E402
+from robot_spec.config import load_config  # noqa: E402
 from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig  # noqa: E402
-from sim_pretrain.train import finetune_in_sim  # noqa: E402
+from sim_pretrain.train import finetune_in_sim, latest_checkpoint, train  # noqa: E402
+from sim_pretrain.train_config import TrainConfig  # noqa: E402
+from uni_o4 import exact_env  # noqa: E402
 from uni_o4.finetune import OfflineRequest, finetune_offline  # noqa: E402
 from uni_o4.gap_stats import gap_recovered  # noqa: E402
 from uni_o4.methods import CANDIDATE  # noqa: E402
@@ -46,6 +54,7 @@ from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, gate, load_sim_ppo_conf
 from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
 from uni_o4.sim_ppo import tune as sim_ppo_tune  # noqa: E402
 
+EXACT_SAVE_INTERVAL = 5  # the exact oracle's iterations are slow: checkpoint often, so a stopped run resumes
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate",
         "policy_steps", "per_episode")  # per episode: benchmarks/gap_summary.py's intervals and fall tests
 
@@ -72,6 +81,9 @@ def main() -> None:
                    "evaluated each; the robot's check picks among them (default 1)")
     p.add_argument("--offline-methods", nargs="+", default=[], choices=sorted(set(METHODS) - {"sim_ppo"}),
                    help="also fine-tune offline with these methods on the same logs (their quick presets)")
+    p.add_argument("--exact-oracle", action="store_true", help="add the row 'oracle, exact': PPO in the stand-in's "
+                   "own physics (slower: one core steps every environment's board)")
+    p.add_argument("--exact-iterations", type=int, default=None, help="its PPO iterations (default: --iterations)")
     args = p.parse_args()
 
     spec, results = load_robot("go1"), {}
@@ -105,6 +117,10 @@ def main() -> None:
                 rows["oracle"] = evaluate("oracle_starts", tune(root / "oracle_starts", oracle, 0, from_starts))
             else:
                 rows["oracle"] = evaluate("oracle", tune(root.parent / "oracle", oracle, 0))
+            if args.exact_oracle:
+                iterations = args.exact_iterations or args.iterations
+                policy, training = exact_oracle(args.policy, profile, root.parent, iterations)
+                rows["oracle, exact"] = {**evaluate(f"oracle_exact_{iterations}it", policy), "training": training}
             prefix = ("rough_starts" if cfg_ours.terrain.enabled else "robot_starts") if cfg_ours.start_share > 0 \
                 else "calibrated_wide"  # the runs before starts (and before terrain)
             candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
@@ -145,6 +161,23 @@ def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) 
                             robot_seed=seed)  # fmt: skip
         (logs / "done").write_text("collected")
     return calibrate_from([logs], root / "calibration", cfg)
+
+
+def exact_oracle(start: Path, profile: str, profile_root: Path, iterations: int) -> tuple[Path, dict]:
+    """The exact oracle: the expressible oracle's recipe (finetune_in_sim from the sim policy, PPO seed 0) in the
+    stand-in's own physics; resumed from its last checkpoint when a run was stopped. Its policy and learning curve."""
+    run = profile_root / f"oracle_exact_{iterations}it"
+    history = run / "training_history.json"
+    if not (run / "policy.pt").is_file() or json.loads(history.read_text())["iteration"][-1] < iterations - 1:
+        exact_env.register()
+        if list(run.glob("model_*.pt")):
+            train(load_config(TrainConfig, run / "config.yaml"), run, resume=latest_checkpoint(run))
+        else:
+            finetune_in_sim(start, DynamicsConfig(profile=profile), iterations, run, seed=0,
+                            backend=exact_env.BACKEND, save_interval=EXACT_SAVE_INTERVAL)  # fmt: skip
+    curve = json.loads(history.read_text())
+    return run / "policy.pt", {"iterations": iterations, "run": str(run), "mean_return": curve["mean_return"],
+                               "mean_episode_s": curve["mean_episode_s"], "wall_s": curve["wall_s"][-1]}  # fmt: skip
 
 
 def offline_rows(algo: str, policy: Path, root: Path, seed: int, evaluate, sim_row: dict) -> dict:

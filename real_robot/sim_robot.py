@@ -155,6 +155,69 @@ class MotorLaw:
         return np.clip(self.tau_ff + self.kp * (self.q_des - q) + self.kd * (self.dq_des - dq), -limit, limit)
 
 
+@dataclass(frozen=True)
+class BoardMotors:
+    """One robot's motors beyond the PD law, in simulator order: the (strength-scaled) torque limit, the
+    torque-speed line and encoder backlash. Arrays broadcast, so a batch of robots (rows) works alike."""
+
+    torque_limit: np.ndarray
+    no_load_speed: np.ndarray
+    torque_speed: bool
+    backlash: float  # rad, width of the encoder's dead zone (0: none)
+
+    @classmethod
+    def of(cls, spec: RobotSpec, profile: RealityGapProfile) -> BoardMotors:
+        m = profile.motors
+        return cls(spec.torque_limit * joint_strength(profile, spec), spec.velocity_limit * m.no_load_speed_factor,
+                   m.torque_speed, m.backlash)  # fmt: skip
+
+    def encoder_angle(self, encoder_q: np.ndarray, true_q: np.ndarray) -> np.ndarray:
+        """The joint angle the encoder sees: the true one, or with backlash, the last one within the dead zone."""
+        if not self.backlash:
+            return true_q
+        return np.clip(encoder_q, true_q - self.backlash / 2, true_q + self.backlash / 2)
+
+    def torque(self, law: MotorLaw, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """The law's torque at the encoder reading `q` (calibration error included), limited by joint speed."""
+        return self.limit_by_speed(law.torque(q, dq, self.torque_limit), dq)
+
+    def limit_by_speed(self, tau: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """The torque-speed line: less torque the faster a joint turns in the torque's direction."""
+        if not self.torque_speed:
+            return tau
+        ratio = dq / self.no_load_speed
+        upper = np.clip(self.torque_limit * (1.0 - ratio), 0.0, self.torque_limit)
+        lower = np.clip(self.torque_limit * (-1.0 - ratio), -self.torque_limit, 0.0)
+        return np.clip(tau, lower, upper)
+
+
+@dataclass(frozen=True)
+class SensorBias:
+    """A robot's fixed calibration errors (drawn once from its seed): encoder offsets, gyro and accelerometer
+    biases, and the IMU's mounting tilt (a rotation vector)."""
+
+    q: np.ndarray
+    gyro: np.ndarray
+    accelerometer: np.ndarray
+    tilt: np.ndarray
+
+    @classmethod
+    def draw(cls, profile: RealityGapProfile, num_joints: int, rng: np.random.Generator) -> SensorBias:
+        b = profile.bias
+        return cls(*(white(rng, std, size) for std, size in
+                     ((b.joint_pos, num_joints), (b.gyro, 3), (b.accelerometer, 3), (b.orientation, 3))))  # fmt: skip
+
+
+def white(rng: np.random.Generator, std: float, size: int) -> np.ndarray:
+    """Gaussian noise, drawing nothing when `std` is 0 (so a profile without it leaves the stream alone)."""
+    return rng.normal(0.0, std, size) if std else np.zeros(size)
+
+
+def imu_quaternion(true_quaternion: np.ndarray, tilt: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """What the IMU reports: the trunk's attitude turned by its mounting tilt, then by this reading's noise."""
+    return rotated(rotated(true_quaternion.copy(), tilt), noise)
+
+
 @dataclass
 class Stats:
     ticks: int = 0
@@ -298,8 +361,7 @@ class StandInRobot:
         self.data = mujoco.MjData(self.model)
         self.sensor = sensor_slices(self.model, spec)
         self.strength = joint_strength(self.profile, spec)
-        self.torque_limit = spec.torque_limit * self.strength
-        self.no_load_speed = spec.velocity_limit * self.profile.motors.no_load_speed_factor
+        self.motors = BoardMotors.of(spec, self.profile)
         self.leg_sdk_order = [i // len(spec.joints_per_leg) for i in spec.sdk_index[:: len(spec.joints_per_leg)]]
         self.start_state = self._settled_lying_state()
 
@@ -316,7 +378,7 @@ class StandInRobot:
         hold = MotorLaw.realise(np.ones(n, bool), d.qpos[7:].copy(), np.zeros(n), np.zeros(n),
                                 np.full(n, c.kp), np.full(n, c.kd), self.profile, self.strength)  # fmt: skip
         for _ in range(round(SETTLE_S / m.opt.timestep)):
-            d.ctrl[:] = self._limit_by_speed(hold.torque(d.qpos[7:], d.qvel[6:], self.torque_limit), d.qvel[6:])
+            d.ctrl[:] = self.motors.torque(hold, d.qpos[7:], d.qvel[6:])
             mujoco.mj_step(m, d)
         d.ctrl[:] = 0.0
         mujoco.mj_step(m, d, round(SETTLE_S / m.opt.timestep))
@@ -325,11 +387,7 @@ class StandInRobot:
         return state
 
     def _draw_biases(self) -> None:
-        b = self.profile.bias
-        self.bias_q = self._white(b.joint_pos, self.spec.num_joints)
-        self.bias_gyro = self._white(b.gyro, 3)
-        self.bias_accelerometer = self._white(b.accelerometer, 3)
-        self.bias_tilt = self._white(b.orientation, 3)
+        self.bias = SensorBias.draw(self.profile, self.spec.num_joints, self.rng)
 
     # ------------------------------------------------------------------------------------------ in-process API
     # Thread-safe: each action runs at the start of the board's next tick, or of the first at robot time `at_s`.
@@ -443,8 +501,8 @@ class StandInRobot:
 
     def _physics_step(self, law: MotorLaw) -> None:
         d = self.data
-        q = self._encoder_angle() + self.bias_q  # the motor's own encoder, calibration error included
-        tau = self._limit_by_speed(law.torque(q, d.qvel[6:], self.torque_limit), d.qvel[6:])
+        q = self._encoder_angle() + self.bias.q  # the motor's own encoder, calibration error included
+        tau = self.motors.torque(law, q, d.qvel[6:])
         if "dead_motor" in self.faults:
             tau[self.faults["dead_motor"].joints(self.spec.num_joints)] = 0.0
         if weak := self.faults.get("weak_motor"):  # a strength factor on its whole torque, limit included
@@ -454,33 +512,20 @@ class StandInRobot:
         self.applied_torque = tau
 
     def _encoder_angle(self) -> np.ndarray:
-        """The joint angle the encoder sees: the true one, or with backlash, the last one within the dead zone."""
-        if not (width := self.profile.motors.backlash):
-            return self.data.qpos[7:]
-        true_q = self.data.qpos[7:]
-        self.encoder_q = np.clip(self.encoder_q, true_q - width / 2, true_q + width / 2)
+        self.encoder_q = self.motors.encoder_angle(self.encoder_q, self.data.qpos[7:])
         return self.encoder_q
-
-    def _limit_by_speed(self, tau: np.ndarray, dq: np.ndarray) -> np.ndarray:
-        """The torque-speed line: less torque the faster a joint turns in the torque's direction."""
-        if not self.profile.motors.torque_speed:
-            return tau
-        ratio = dq / self.no_load_speed
-        upper = np.clip(self.torque_limit * (1.0 - ratio), 0.0, self.torque_limit)
-        lower = np.clip(self.torque_limit * (-1.0 - ratio), -self.torque_limit, 0.0)
-        return np.clip(tau, lower, upper)
 
     def _measure(self) -> Sensors:
         d, s, noise, n, white = self.data, self.sensor, self.profile.noise, self.spec.num_joints, self._white
-        quaternion = rotated(rotated(d.qpos[3:7].copy(), self.bias_tilt), white(noise.orientation, 3))
+        quaternion = imu_quaternion(d.qpos[3:7], self.bias.tilt, white(noise.orientation, 3))
         return Sensors(
-            q=self._encoder_angle() + self.bias_q + white(noise.joint_pos, n),
+            q=self._encoder_angle() + self.bias.q + white(noise.joint_pos, n),
             dq=d.qvel[6:] + white(noise.joint_vel, n),
             ddq=d.qacc[6:].copy(),
             tau=self.applied_torque.copy(),
             quaternion=quaternion,
-            gyro=d.sensordata[s["gyro"]] + self.bias_gyro + white(noise.gyro, 3),
-            accelerometer=d.sensordata[s["accelerometer"]] + self.bias_accelerometer + white(noise.accelerometer, 3),
+            gyro=d.sensordata[s["gyro"]] + self.bias.gyro + white(noise.gyro, 3),
+            accelerometer=d.sensordata[s["accelerometer"]] + self.bias.accelerometer + white(noise.accelerometer, 3),
             foot_force=self._foot_force(d.sensordata[s["feet_touch"]].copy()),
         )
 
@@ -493,7 +538,7 @@ class StandInRobot:
         return force
 
     def _white(self, std: float, size: int) -> np.ndarray:
-        return self.rng.normal(0.0, std, size) if std else np.zeros(size)
+        return white(self.rng, std, size)
 
     def _apply_sensor_faults(self, m: Sensors) -> None:
         n = self.spec.num_joints

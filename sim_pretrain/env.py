@@ -222,9 +222,13 @@ class Go1Env(VecEnv):
 
     def _measure(self) -> dict[str, torch.Tensor]:
         """Everything the task reads, from the physics state after the last step (batched torch)."""
-        state = torch.from_numpy(self.state).to(self.device, torch.float32)
-        sensors = torch.from_numpy(self.sensor_out[:, -1]).to(self.device, torch.float32)
-        qpos, qvel, s = state[:, self.qpos], state[:, self.qvel], self.sensors
+        return self._measurements(self.state[:, self.qpos], self.state[:, self.qvel], self.sensor_out[:, -1])
+
+    def _measurements(self, qpos: np.ndarray, qvel: np.ndarray, sensordata: np.ndarray) -> dict[str, torch.Tensor]:
+        """The task's readings of the ground truth (rows: environments)."""
+        qpos, qvel, sensors = (torch.from_numpy(np.ascontiguousarray(a)).to(self.device, torch.float32)
+                               for a in (qpos, qvel, sensordata))  # fmt: skip
+        s = self.sensors
         quat = qpos[:, 3:7]
         return {
             "quat": quat,
@@ -254,15 +258,8 @@ class Go1Env(VecEnv):
 
     # ----------------------------------------------------------------- observations
     def _observe(self) -> TensorDict:
-        m, noise = self.measured, self.cfg.noise
-        raw = self.obs_builder.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
-                                   self.actions)  # fmt: skip
-        if self.profile is not None:
-            raw.update(self._biased(raw))
-        if noise.enabled:
-            for name in ("projected_gravity", "gyro", "joint_pos", "joint_vel"):
-                raw[name] = raw[name] + getattr(noise, name) * self._randn(raw[name].shape)
-        policy = self.obs_builder.push(raw)
+        m = self.measured
+        policy = self.obs_builder.push(self._observation_terms())
         p = self.params
         dynamics = torch.tensor(
             np.stack([p["friction"], p["added_mass"], p["motor_strength"]], axis=1), dtype=torch.float32
@@ -271,6 +268,18 @@ class Go1Env(VecEnv):
             [m["lin_vel"] * 2.0, m["base_height"][:, None], m["foot_contact"].float(), dynamics], dim=-1
         )
         return TensorDict({"policy": policy, "privileged": privileged}, batch_size=[self.num_envs], device=self.device)
+
+    def _observation_terms(self) -> dict[str, torch.Tensor]:
+        """The policy's raw observation terms: the truth with this episode's sensor biases and noise."""
+        m, noise = self.measured, self.cfg.noise
+        raw = self.obs_builder.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
+                                   self.actions)  # fmt: skip
+        if self.profile is not None:
+            raw.update(self._biased(raw))
+        if noise.enabled:
+            for name in ("projected_gravity", "gyro", "joint_pos", "joint_vel"):
+                raw[name] = raw[name] + getattr(noise, name) * self._randn(raw[name].shape)
+        return raw
 
     def _biased(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Readings as a robot with this episode's calibration errors reports them."""
@@ -291,16 +300,8 @@ class Go1Env(VecEnv):
 
     def _reset_rows(self, rows: torch.Tensor) -> None:
         idx = rows.cpu().numpy()
-        r, n = self.cfg.randomization, len(idx)
-        state = np.tile(self.home_state, (n, 1))
-        qpos = state[:, self.qpos]
-        qpos[:, 7:] += self.rng.uniform(-r.init_joint_noise, r.init_joint_noise, (n, self.num_actions))
-        yaw = self.rng.uniform(-np.pi, np.pi, n)
-        qpos[:, 3:7] = np.stack([np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
-        if self.starts is not None:
-            self._start_like_the_robot(qpos, yaw)
-        state[:, self.qpos] = qpos
-        self.state[idx] = state
+        n = len(idx)
+        self.state[idx] = self._start_states(n)
         for key, rng_range in self.ranges.items():
             self.params[key][idx] = self.rng.uniform(*rng_range, n)
         self.latency[idx] = self.rng.integers(self.latency_range[0], self.latency_range[1] + 1, n)
@@ -312,7 +313,24 @@ class Go1Env(VecEnv):
             self._apply_dynamics(int(i))
         if self.cfg.terrain.enabled:
             self._place_on_terrain(idx)
+        self._reset_task(rows)
 
+    def _start_states(self, n: int) -> np.ndarray:
+        """`n` episode starts (physics states): the default pose with joint noise and a random heading, or a
+        share from the robot's logged starts."""
+        r = self.cfg.randomization
+        state = np.tile(self.home_state, (n, 1))
+        qpos = state[:, self.qpos]
+        qpos[:, 7:] += self.rng.uniform(-r.init_joint_noise, r.init_joint_noise, (n, self.num_actions))
+        yaw = self.rng.uniform(-np.pi, np.pi, n)
+        qpos[:, 3:7] = np.stack([np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
+        if self.starts is not None:
+            self._start_like_the_robot(qpos, yaw)
+        state[:, self.qpos] = qpos
+        return state
+
+    def _reset_task(self, rows: torch.Tensor) -> None:
+        """The task's side of a reset: episode clock, last action, reward and observation history, command."""
         self.episode_length_buf[rows] = 0
         self.actions[rows] = 0.0
         self.tracker.reset(rows)
@@ -372,9 +390,13 @@ class Go1Env(VecEnv):
         idx = due.nonzero(as_tuple=False).flatten().cpu().numpy()
         if len(idx) and self.cfg.randomization.push_velocity > 0:
             v = self.cfg.randomization.push_velocity
-            qvel = self.state[idx][:, self.qvel]
-            qvel[:, :2] += self.rng.uniform(-v, v, (len(idx), 2))
-            self.state[idx, self.qvel] = qvel
+            self._push(idx, self.rng.uniform(-v, v, (len(idx), 2)))
+
+    def _push(self, idx: np.ndarray, velocity_xy: np.ndarray) -> None:
+        """Add horizontal velocity to the trunks of rows `idx`."""
+        qvel = self.state[idx][:, self.qvel]
+        qvel[:, :2] += velocity_xy
+        self.state[idx, self.qvel] = qvel
 
     def _episode_log(self, rows: torch.Tensor, terminated: torch.Tensor) -> dict[str, torch.Tensor]:
         log = {}

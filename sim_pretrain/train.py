@@ -116,18 +116,22 @@ def load_history(run_dir: Path, before_iteration: int) -> TrainingHistory:
 def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_dir: Path, device: str = "cpu",
                     seed: int | None = None, num_envs: int | None = None,
                     initial_states: InitialStatesConfig | None = None,
-                    terrain: TerrainConfig | None = None) -> Path:  # fmt: skip
+                    terrain: TerrainConfig | None = None, backend: str | None = None,
+                    save_interval: int | None = None) -> Path:  # fmt: skip
     """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
     `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
-    (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt."""
+    (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt.
+    `backend`: another simulator of sim_pretrain.backends.BACKENDS (default: the run's); `save_interval`:
+    iterations between checkpoints (default: the run's)."""
     checkpoint = latest_checkpoint(start.parent if start.suffix == ".pt" and not start.stem.startswith("model_")
                                    else start)  # fmt: skip
     base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
     seed = base.seed if seed is None else seed
     env = dataclasses.replace(base.env, dynamics=dynamics, seed=seed, num_envs=num_envs or base.env.num_envs,
                               initial_states=initial_states or base.env.initial_states,
-                              terrain=terrain or base.env.terrain)  # fmt: skip
-    cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env)
+                              terrain=terrain or base.env.terrain, backend=backend or base.env.backend)  # fmt: skip
+    cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env,
+                              save_interval=save_interval or base.save_interval)  # fmt: skip
     return train(cfg, run_dir, device, init=checkpoint)
 
 

@@ -266,7 +266,7 @@ def test_dead_motor_fall_push_reset_and_remote(make_robot):
     robot.inject_fault("weak_motor", motor=5, magnitude=0.3)
     exchange(robot, client, 1, q=spec.default_pose, kp=20.0, kd=0.5)
     tau_est = spec.from_sdk_order(np.array([client.state.motorState[i].tauEst for i in range(12)]))
-    law = robot.active.torque(robot.data.qpos[7:] + robot.bias_q, robot.data.qvel[6:], robot.torque_limit)
+    law = robot.active.torque(robot.data.qpos[7:] + robot.bias.q, robot.data.qvel[6:], robot.motors.torque_limit)
     assert abs(healthy[5]) > 0.5 and tau_est[5] == pytest.approx(0.3 * law[5], abs=0.3)
     with pytest.raises(ValueError, match="weak_motor magnitude"):
         robot.inject_fault("weak_motor", motor=5, magnitude=1.5)

@@ -164,12 +164,12 @@ def test_torque_speed_line(make_robot):
     robot, _ = make_robot(with_effects(motors=MotorEffects(torque_speed=True, no_load_speed_factor=0.5)))
     limit, no_load = SPEC.torque_limit, 0.5 * SPEC.velocity_limit
     big = 10 * limit
-    np.testing.assert_allclose(robot._limit_by_speed(big, np.zeros(12)), limit)  # at rest: the stall torque
-    np.testing.assert_allclose(robot._limit_by_speed(big, 0.25 * no_load), 0.75 * limit)  # linear in speed
-    np.testing.assert_allclose(robot._limit_by_speed(big, no_load), 0.0)  # no torque at the no-load speed
-    np.testing.assert_allclose(robot._limit_by_speed(-big, 0.5 * no_load), -limit)  # braking: full torque
+    np.testing.assert_allclose(robot.motors.limit_by_speed(big, np.zeros(12)), limit)  # at rest: the stall torque
+    np.testing.assert_allclose(robot.motors.limit_by_speed(big, 0.25 * no_load), 0.75 * limit)  # linear in speed
+    np.testing.assert_allclose(robot.motors.limit_by_speed(big, no_load), 0.0)  # no torque at the no-load speed
+    np.testing.assert_allclose(robot.motors.limit_by_speed(-big, 0.5 * no_load), -limit)  # braking: full torque
     off, _ = make_robot(NONE)
-    np.testing.assert_array_equal(off._limit_by_speed(big, no_load), big)
+    np.testing.assert_array_equal(off.motors.limit_by_speed(big, no_load), big)
 
 
 def test_encoder_backlash_holds_the_reading_inside_the_dead_zone(make_robot):
