@@ -244,8 +244,13 @@ def test_a_stand_in_collection_repeats_exactly_from_its_seeds(spec, files, tmp_p
 
     first, second = run("first"), run("second")
     when = ("timestamp_us", "robot_tick_us", "step")  # when it happened, not what happened
+    # Odometry reaches the logger over its own LCM channel, as a tracking camera's would, outside the lockstep:
+    # which message is the newest at a step depends on the host's timing (at most a period or two of motion).
+    odometry = {key for key in first[0] if key.startswith("odom_")}
     for a, b in zip(first, second, strict=True):
         assert (a["phase"] == Phase.POLICY).sum() == round(1.0 * spec.control.policy_hz)
-        for key in set(a) - set(when):
+        for key in set(a) - set(when) - odometry:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        for key in odometry:
+            np.testing.assert_allclose(a[key], b[key], atol=0.05, err_msg=key)
     assert not np.array_equal(first[0]["q"], first[1]["q"])  # episodes differ: their noise streams do
