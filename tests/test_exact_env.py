@@ -16,6 +16,7 @@ from robot_spec.reality_gap import load_reality_gap
 from sim_pretrain.cli import main as sim_main
 from sim_pretrain.env_config import DynamicsConfig, EnvConfig
 from sim_pretrain.train import finetune_in_sim
+from sim_pretrain import backends
 from uni_o4.exact_env import BACKEND, StandInEnv, register
 
 ROBOT_SEED = 4
@@ -103,8 +104,10 @@ def test_env_contract_and_robots(spec):
         StandInEnv(EnvConfig(num_envs=1))
 
 
-def test_ppo_trains_on_it(tmp_path):
+def test_ppo_trains_on_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(backends.BACKENDS, BACKEND, None)  # undone after the test: no backend leaks into others
     register()
+    assert backends.BACKENDS[BACKEND] is StandInEnv
     runs = tmp_path / "runs"
     assert sim_main(["train", "--preset", "tiny", "--runs", str(runs), "--seed", "2", "--iterations", "1"]) == 0
     (run,) = (runs / "go1").iterdir()

@@ -134,7 +134,7 @@ def test_make_env_builds_the_backend_and_refuses_an_unknown_one():
     torch.testing.assert_close(env.step(torch.ones(2, 12))[0]["policy"], direct.step(torch.ones(2, 12))[0]["policy"])
     env.close()
     direct.close()
-    with pytest.raises(ConfigError, match=r"^unknown simulator backend 'isaac'; known: (.+, )?mujoco(, .+)?$"):
+    with pytest.raises(ConfigError, match=r"^unknown simulator backend 'isaac'; known: mujoco$"):
         make_env("go1", "isaac", cfg)
 
 
