@@ -55,6 +55,12 @@ def register() -> None:
     BACKENDS[BACKEND] = StandInEnv
 
 
+def assign_rows(target: MotorLaw, source: MotorLaw, rows: np.ndarray) -> None:
+    """Environments `rows` of the batched law `target` take `source`'s."""
+    for f in dataclasses.fields(MotorLaw):
+        getattr(target, f.name)[rows] = getattr(source, f.name)[rows]
+
+
 @dataclasses.dataclass
 class Sent:
     """One policy step's target as the board queues it, per environment: when it acts (after every copy sent
@@ -146,8 +152,7 @@ class StandInEnv(Go1Env):
         for sent in self.sent:  # oldest first: the newest due target wins
             rows = sent.waiting & (sent.due <= now)
             if rows.any():
-                for f in dataclasses.fields(MotorLaw):
-                    getattr(self.active, f.name)[rows] = getattr(sent.law, f.name)[rows]
+                assign_rows(self.active, sent.law, rows)
                 sent.waiting &= ~rows
         self.sent = [sent for sent in self.sent if sent.waiting.any()]
 
@@ -195,8 +200,7 @@ class StandInEnv(Go1Env):
         for sent in self.sent:  # the board forgets what was queued
             sent.waiting &= ~mask
         self.last_due[mask] = -np.inf
-        for f in dataclasses.fields(MotorLaw):
-            getattr(self.active, f.name)[mask] = getattr(self.hold, f.name)[mask]
+        assign_rows(self.active, self.hold, mask)
         self._reset_task(rows)
 
     def _push(self, idx: np.ndarray, velocity_xy: np.ndarray) -> None:
