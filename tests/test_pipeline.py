@@ -18,10 +18,14 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     online = tmp_path / "online_tiny.yaml"
     online.write_text(yaml.safe_dump({"updates": 2, "episodes_per_rollout": 1, "episode_s": 1.0,
                                       "ppo": {"epochs": 1, "minibatch_size": 32}}))  # fmt: skip
+    gate_preset = tmp_path / "sim_ppo_gate_tiny.yaml"  # the calibrated gate on a tiny budget
+    gate_preset.write_text(yaml.safe_dump({"calibration": {"windows": 6, "held_out": 4, "max_evals": 8},
+                                           "gate": {"episode_s": 1.0}}))  # fmt: skip
     out = tmp_path / "pipeline"
-    argv = ["pipeline", "--algo", "uni_o4", "--pretrain-preset", "tiny", "--collect-steps", "150",
+    argv = ["pipeline", "--algo", "uni_o4", "--pretrain-preset", "tiny", "--collect-steps", "1050",
             "--offline-preset", "uni_o4_tiny", "--online-preset", str(online), "--eval-episodes", "1",
-            "--eval-episode-s", "1.0", "--out", str(out), "--oracle-iterations", "1"]  # fmt: skip
+            "--eval-episode-s", "1.0", "--out", str(out), "--oracle-iterations", "1",
+            "--gate-preset", str(gate_preset)]  # fmt: skip
     assert main(argv) == 0
 
     rows = json.loads((out / "pipeline.json").read_text())
@@ -34,6 +38,9 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     assert sum(len(e.records["step"]) for e in logs.episodes) >= 150
     assert all(e.meta["action_noise_std"] == 0.15 for e in logs.episodes)
     assert (out / "offline" / "gate.json").is_file() and (out / "online" / "deploy" / "policy.pt").is_file()
+    gate = json.loads((out / "offline" / "gate.json").read_text())  # judged in the simulator calibrated from the logs
+    assert gate["evaluator"] == "calibrated" and (out / "offline" / "calibration" / "calibrated.yaml").is_file()
+    assert set(gate["calibrated"]["sim"]) == {"candidate", "incumbent"} and gate["candidate_score"] is not None
 
     capsys.readouterr()
     assert main(argv) == 0

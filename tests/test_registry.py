@@ -64,3 +64,21 @@ def test_a_new_method_is_one_class_and_one_registry_line(spec, tmp_path, monkeyp
     assert source["algo"] == "copy" and len(source["data_hash"]) == 16
     obs = torch.randn(3, spec.observation.dim)
     torch.testing.assert_close(load_policy(judged[0][0], spec).actor(obs), actor(obs))
+
+
+def test_the_calibrated_gate_keeps_the_incumbent_when_the_logs_cannot_calibrate_a_simulator(spec, tmp_path,
+                                                                                             monkeypatch):  # fmt: skip
+    """The default gate judges in a simulator calibrated from the logs; logs it cannot calibrate from leave no
+    simulator to trust, so the candidate is refused with the reason, and the incumbent stays the one to deploy."""
+    monkeypatch.setitem(registry.METHODS, "copy", registry.Registered(CopyIncumbent, "uni_o4", "uni_o4_quick"))
+    save_policy(ActorMLP(spec.observation.dim, spec.num_joints, [8]), spec, tmp_path / "init.pt")
+    logs = tmp_path / "logs"
+    (logs / "run").mkdir(parents=True)
+    (logs / "run" / "episode_000000.g1log").write_bytes(b"")  # no policy steps to calibrate from
+    argv = ["finetune", "--offline", str(logs), "--init", str(tmp_path / "init.pt"), "--algo", "copy",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 0
+    gate = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert gate["evaluator"] == "calibrated" and not gate["passed"]
+    assert "could not calibrate" in gate["reasons"][0] and gate["deployed"] == str(tmp_path / "init.pt")
+    assert (tmp_path / "out" / "deploy" / "policy.pt").is_file()

@@ -1,7 +1,7 @@
 """`uni_o4 finetune --offline LOGS...`, `uni_o4 finetune --online --policy RESULT` and `uni_o4 pipeline`.
 
-Offline: a dataset from robot logs, fine-tuning with the chosen method, the deployment gate (AM-Q not below
-the incumbent's, no falls in randomised simulation). Online: guarded fine-tuning on the robot through the
+Offline: a dataset from robot logs, fine-tuning with the chosen method, the deployment gate (the simulator
+calibrated from the same logs judges candidate against incumbent; `--gate amq`: Uni-O4's AM-Q). Online: guarded fine-tuning on the robot through the
 deploy runtime, starting from an offline result. Every run folder holds the config it used, TensorBoard logs,
 a JSON report and plots; rerunning with the same --out resumes. A thin shell over uni_o4/finetune.py.
 """
@@ -16,6 +16,7 @@ from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import OVERRIDE_HELP, ConfigError, parse_overrides
 from robot_spec.exit_codes import ExitCode
 from uni_o4.finetune import default_out
+from uni_o4.gate import EVALUATORS
 from uni_o4.registry import METHODS
 from robot_spec.args import device_arg, out_dir_arg
 
@@ -35,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--preset", help="configs/finetune/<preset>.yaml (default: the algorithm's; online: online)")
     ft.add_argument("--ope-preset", default="uni_o4",
                     help="offline baselines: Uni-O4 preset whose AM-Q the gate scores with (default uni_o4)")
+    ft.add_argument("--gate", default="calibrated", choices=EVALUATORS,
+                    help="offline: the gate's evaluator: the simulator calibrated from the same logs (default; "
+                         "needs --init) or Uni-O4's AM-Q")  # fmt: skip
+    ft.add_argument("--gate-preset", default="sim_ppo",
+                    help="offline, --gate calibrated: the sim_ppo preset whose calibration budget and gate it uses")
     ft.add_argument("--stand-in", metavar="PROFILE",
                     help="online: run on a stand-in robot with this reality-gap profile (started for each rollout); "
                          "default: the robot behind the running bridge on --lcm-url, reset by the operator")
@@ -75,7 +81,8 @@ def offline(args: argparse.Namespace) -> int:
 
     finetune_offline(OfflineRequest(
         list(args.offline), args.out or default_out(), args.algo, args.init, args.preset, args.ope_preset,
-        args.robot, args.cache, args.skip_damaged, args.seed, args.device, parse_overrides(args.set),
+        args.robot, args.cache, args.skip_damaged, args.seed, args.device, parse_overrides(args.set), args.gate,
+        args.gate_preset,
     ))  # fmt: skip
     return 0
 

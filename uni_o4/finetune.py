@@ -3,7 +3,8 @@ the deployment gate) and `finetune_online` (guarded fine-tuning on the robot fro
 command line (`uni_o4 finetune`) and the pipeline call them; errors arrive as exceptions, not exit codes.
 
 Offline: a dataset from robot logs, fine-tuning with the chosen method (uni_o4/registry.py), the deployment
-gate (AM-Q not below the incumbent's, no falls in randomised simulation). Online: guarded fine-tuning through
+gate (uni_o4/gate.py: by default the simulator calibrated from the same logs judges candidate against incumbent;
+`gate="amq"` for Uni-O4's AM-Q). Online: guarded fine-tuning through
 the robot session, starting from an offline result. Every run folder holds the config it used, TensorBoard logs,
 a JSON report and plots; rerunning with the same `out` resumes.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import load_config, merge, named_config
 
-SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
+SOURCE_FILE = "finetune.json"
+METHOD_FOR_CALIBRATION = "sim_ppo"  # the preset whose calibration budget and gate the calibrated gate uses  # what an offline run was made from: online fine-tuning reads it
 
 
 def default_out() -> Path:
@@ -39,6 +41,9 @@ class OfflineRequest:
     seed: int | None = None
     device: str = "cpu"
     overrides: dict | None = None  # `--set` values over the preset, checked like it, saved with the run's config
+    gate: str = "calibrated"  # the gate's evaluator (uni_o4.gate.EVALUATORS); amq where there is no --init
+    gate_preset: str = "sim_ppo"  # the calibrated gate: the sim_ppo preset whose calibration budget and gate it uses
+    calibration: Path | None = None  # the calibrated gate's folder (reused when it holds these logs' fit)
 
 
 def finetune_offline(req: OfflineRequest) -> Path:
@@ -87,27 +92,60 @@ def finetune_offline(req: OfflineRequest) -> Path:
 
 def gate_candidate(req: OfflineRequest, spec, candidate: Path, scores: tuple[float, float]):
     """The deployment gate; out/deploy/policy.pt is the candidate if it passed, else the incumbent (init)."""
-    from robot_spec.policy_io import load_policy
-    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
     from uni_o4 import gate
 
     out = req.out
-    gate_cfg = gate.GateConfig()
-    eval_cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset))
-    sim = evaluate_policy(load_policy(candidate, spec), eval_cfg, device=req.device)
-    decision = gate.decide(scores[0], scores[1], sim, gate_cfg)
+    if req.gate not in gate.EVALUATORS:
+        raise ValueError(f"gate: unknown evaluator {req.gate!r} (known: {', '.join(gate.EVALUATORS)})")
+    if req.gate == "calibrated" and req.init is not None:
+        decision, sim = calibrated_decision(req, candidate, scores), None
+        summary = "calibrated simulator"
+    else:  # AM-Q, and no falls in randomised simulation
+        decision, sim = amq_decision(req, spec, candidate, scores)
+        summary = (f"AM-Q: incumbent {scores[1]:.4g} -> candidate {scores[0]:.4g}; "
+                   f"sim falls {sim['fall_rate']:.3f}")  # fmt: skip
     if decision.passed or req.init is not None:
         gate.apply(decision, candidate, req.init or candidate, out)
     else:
         (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
     verdict = "passed" if decision.passed else "REFUSED"
-    print(f"AM-Q: incumbent {scores[1]:.4g} -> candidate {scores[0]:.4g}; sim falls {sim['fall_rate']:.3f}; "
-          f"gate {verdict}: {'; '.join(decision.reasons)}")  # fmt: skip
+    print(f"{summary}; gate {verdict}: {'; '.join(decision.reasons)}")
     if decision.passed or req.init is not None:
         print(f"policy to deploy: {out / 'deploy' / 'policy.pt'} ({'fine-tuned' if decision.passed else 'previous'})")
     else:
         print("no policy to deploy: the candidate did not pass and there is no previous policy (--init)")
     return decision, sim
+
+
+def amq_decision(req: OfflineRequest, spec, candidate: Path, scores: tuple[float, float]):
+    """Uni-O4's gate: AM-Q not below the incumbent's, no falls under randomised training dynamics."""
+    from robot_spec.policy_io import load_policy
+    from sim_pretrain.evaluate import EvalConfig, evaluate_policy
+    from uni_o4 import gate
+
+    gate_cfg = gate.GateConfig(evaluator="amq")
+    eval_cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset))
+    sim = evaluate_policy(load_policy(candidate, spec), eval_cfg, device=req.device)
+    return gate.decide(scores[0], scores[1], sim, gate_cfg), sim
+
+
+def calibrated_decision(req: OfflineRequest, candidate: Path, scores: tuple[float, float]):
+    """sim_ppo's gate on this candidate: the simulator calibrated from the same logs (its default budget), every
+    episode from the robot's logged starts, candidate against the incumbent."""
+    from uni_o4 import gate, sim_ppo
+
+    from real_robot.calibrate import CalibrationError
+
+    cfg = sim_ppo.load_sim_ppo_config(req.gate_preset, None if req.seed is None else {"seed": req.seed})
+    folder = req.calibration or req.out / "calibration"
+    try:
+        profile, calibration = sim_ppo.calibrate_from(list(req.logs), folder, cfg)
+    except CalibrationError as err:  # no simulator to judge in: the incumbent stays
+        reason = f"the calibrated gate could not calibrate from these logs ({err}); `--gate amq` judges by AM-Q"
+        return gate.GateDecision(False, [reason], scores[0], scores[1], evaluator="calibrated")
+    starts = sim_ppo.robot_starts(list(req.logs), folder)
+    verdict = sim_ppo.gate([candidate], req.init, profile, calibration, starts, cfg.gate, req.device)[0]
+    return gate.from_calibrated(verdict, scores)
 
 
 # --------------------------------------------------------------------------------------------- online

@@ -1,9 +1,15 @@
 """The deployment gate: a fine-tuned policy replaces the current one only if it is not worse and is safe.
 
-Two checks, both must pass:
-1. offline policy evaluation: its AM-Q score is not below the policy it replaces (scored in the same learned
-   model with the same critics, so the comparison is like for like);
-2. simulation safety: no falls under randomised dynamics across the evaluation command grid.
+Two evaluators (`GateConfig.evaluator`):
+- `calibrated` (the default when there is a policy to replace): the simulator calibrated from the same logs
+  (uni_o4.sim_ppo.gate): trusted only if it explains held-out logs better than the nominal model; there, every
+  episode from the robot's logged starts, the candidate must track better than the incumbent with no more falls.
+  benchmarks/ope_study.py measured it against the robot: it ranks policies with the robot where AM-Q ranks them
+  against it, and it passes fewer of the policies the robot refuses.
+- `amq`: Uni-O4's own offline evaluation, both checks must pass:
+  1. its AM-Q score is not below the policy it replaces (scored in the same learned model with the same critics,
+     so the comparison is like for like);
+  2. simulation safety: no falls under randomised dynamics across the evaluation command grid.
 The decision, with its reasons and figures, is written next to the result; when it fails, the previous policy
 stays the one to deploy.
 """
@@ -16,8 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+EVALUATORS = ("calibrated", "amq")
+
+
 @dataclass
 class GateConfig:
+    evaluator: str = "calibrated"  # one of EVALUATORS; `amq` without a policy to replace (nothing to compare in sim)
     min_score_margin: float = 0.0  # candidate AM-Q must be ≥ incumbent AM-Q + margin
     max_fall_rate: float = 0.0
     eval_preset: str = "default"  # configs/eval/<preset>.yaml
@@ -32,6 +42,15 @@ class GateDecision:
     sim_fall_rate: float | None = None
     sim_tracking_error: float | None = None
     deployed: str = ""  # path of the policy to deploy after this decision
+    evaluator: str = "amq"  # what judged it (EVALUATORS); AM-Q scores are kept either way
+    calibrated: dict | None = None  # the calibrated simulator's verdict (uni_o4.sim_ppo.decide), if it judged
+
+
+def from_calibrated(verdict: dict, scores: tuple[float, float]) -> GateDecision:
+    """The calibrated simulator's verdict as the gate's decision (AM-Q scores beside it, for the record)."""
+    candidate = verdict["sim"]["candidate"]
+    return GateDecision(verdict["passed"], list(verdict["reasons"]), scores[0], scores[1], candidate["fall_rate"],
+                        candidate["mean_tracking_error"], evaluator="calibrated", calibrated=verdict)
 
 
 def decide(candidate_score: float, incumbent_score: float, sim_metrics: dict | None, cfg: GateConfig) -> GateDecision:

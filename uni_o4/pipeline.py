@@ -29,6 +29,7 @@ from typing import Callable
 from real_robot.datalog import set_aside
 from robot_spec.policy_io import load_policy
 from deploy.session import EpisodeStartError
+from uni_o4.gate import EVALUATORS
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
 from uni_o4.gap_stats import gap_recovered
 from uni_o4.registry import METHODS as REGISTERED
@@ -55,6 +56,10 @@ def add_pipeline_parser(sub) -> None:
                    help="std of the Gaussian noise on the collected actions (action units; default 0.15): logs of "
                         "the deterministic policy alone leave offline fine-tuning nothing to compare")
     p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
+    p.add_argument("--gate", default="calibrated", choices=EVALUATORS,
+                   help="the log methods' offline gate: the simulator calibrated from the logs (default) or AM-Q")
+    p.add_argument("--gate-preset", default="sim_ppo_quick",
+                   help="--gate calibrated: the sim_ppo preset whose calibration budget and gate it uses")
     p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
     p.add_argument("--oracle-iterations", type=int, default=150,
                    help="PPO iterations of the oracle row in the true profile's simulator (default 150; 0: no oracle)")
@@ -103,7 +108,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     offline = out / "offline"
     run_stage(offline / "report.json", finetune_offline, OfflineRequest(
         [logs], offline, args.algo, policy, args.offline_preset or REGISTERED[args.algo].quick_preset, "uni_o4_quick",
-        robot=args.robot, cache=out / "cache", seed=args.seed, device=args.device,
+        robot=args.robot, cache=out / "cache", seed=args.seed, device=args.device, gate=args.gate,
+        gate_preset=args.gate_preset,
     ))  # fmt: skip
     gate = json.loads((offline / "gate.json").read_text())
     evaluate("after offline", offline / "candidate" / "policy.pt", args.profile,
