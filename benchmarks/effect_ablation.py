@@ -23,16 +23,17 @@ KEYS = ("mean_return", "tracking_error_xy", "fall_rate", "trip_rate", "episodes"
 
 
 def variant(profile: dict, change: str) -> dict:
-    """`profile` with one dotted field set (`ground.step_height=0`)."""
-    key, value = change.split("=", 1)
-    out, node = yaml.safe_load(yaml.safe_dump(profile)), None
-    *path, leaf = key.split(".")
-    node = out
-    for part in path:
-        node = node[part]
-    if leaf not in node:
-        raise ValueError(f"{key}: no such field in the profile")
-    node[leaf] = yaml.safe_load(value)
+    """`profile` with dotted fields set (`ground.step_height=0`; several joined by '+' in one variant)."""
+    out = yaml.safe_load(yaml.safe_dump(profile))
+    for one in change.split("+"):
+        key, value = one.split("=", 1)
+        *path, leaf = key.split(".")
+        node = out
+        for part in path:
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"{key}: no such field in the profile")
+        node[leaf] = yaml.safe_load(value)
     return out
 
 
@@ -40,7 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", type=Path, required=True)
     p.add_argument("--profile", required=True, help="configs/reality_gap/ name or a .yaml path")
-    p.add_argument("--without", nargs="+", required=True, metavar="FIELD=VALUE", help="one variant per change")
+    p.add_argument("--without", nargs="+", required=True, metavar="FIELD=VALUE", help="one variant per change (FIELD=VALUE+FIELD=VALUE: several in one)")
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="the stand-in robot (episodes: seed + 100, as gap_recovery)")
     p.add_argument("--root", type=Path, default=Path("runs/ablation"))
@@ -51,7 +52,7 @@ def main() -> None:
     args.root.mkdir(parents=True, exist_ok=True)
     rows = {}
     for change in ["as is", *args.without]:
-        name = "as_is" if change == "as is" else change.replace(".", "_").replace("=", "_")
+        name = "as_is" if change == "as is" else change.replace(".", "_").replace("=", "_").replace("+", "__")
         profile = args.root / f"{base['name']}_{name}.yaml"  # a profile is named after its file
         profile.write_text(yaml.safe_dump({**(base if change == "as is" else variant(base, change)),
                                            "name": profile.stem}, sort_keys=False))  # fmt: skip
