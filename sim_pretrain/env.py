@@ -37,6 +37,7 @@ from sim_pretrain.rewards import RewardFunction, RewardInputs, RewardTracker
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 TERRAIN_STREAM = 1  # the terrain field's random stream beside the env's own (which stays as without terrain)
 TERRAIN_EDGE_M = 1.0  # the field slopes down to the floor over its outer metre
+COM_AXES = ("com_x", "com_y", "com_z")  # per-env trunk centre-of-mass displacement (randomization)
 SPAWN_CLEARANCE_M = 0.35  # a reset's trunk height rests its feet on the highest terrain within this of its spot
 PRIVILEGED_DIM = 11  # body velocity (3), height (1), foot contacts (4), friction, payload, motor strength
 
@@ -133,9 +134,10 @@ class Go1Env(VecEnv):
     def _dynamics_ranges(self) -> tuple[dict[str, list[float]], list[int]]:
         """Per-env sampling ranges of the dynamics, and of the latency in physics steps."""
         r, p, dyn = self.cfg.randomization, self.profile, self.cfg.dynamics
+        com = {axis: [-r.com_displacement, r.com_displacement] for axis in COM_AXES} if r.com_displacement else {}
         if p is None:
             keys = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")
-            return {k: getattr(r, k) for k in keys}, list(r.latency_substeps)
+            return {**{k: getattr(r, k) for k in keys}, **com}, list(r.latency_substeps)
 
         def around(value: float) -> list[float]:
             return [value * (1 - dyn.spread), value * (1 + dyn.spread)]
@@ -149,6 +151,7 @@ class Go1Env(VecEnv):
             "motor_strength": around(p.motor_strength),
             "kp_factor": around(p.kp_factor),
             "kd_factor": around(p.kd_factor),
+            **com,
         }, steps
 
     def _build_buffers(self) -> None:
@@ -171,6 +174,7 @@ class Go1Env(VecEnv):
         # Per-environment dynamics, re-sampled at reset: friction, payload, strength, kp/kd factors, latency.
         self.params = {k: np.ones(n) for k in ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")}
         self.params["added_mass"][:] = 0.0
+        self.params.update({axis: np.zeros(n) for axis in COM_AXES if axis in self.ranges})
         self.latency = np.zeros(n, dtype=np.int64)
         # Sensor calibration errors, drawn per episode (profile mode): encoder offsets, gyro bias, IMU tilt (rad).
         self.bias = {"joint_pos": np.zeros((n, j)), "gyro": np.zeros((n, 3)), "orientation": np.zeros((n, 3))}
@@ -362,6 +366,8 @@ class Go1Env(VecEnv):
         model, base, p = self.models[i], self.base_model, self.params
         model.geom_friction[self.friction_geoms, 0] = p["friction"][i]
         model.body_mass[self.trunk_id] = base.body_mass[self.trunk_id] + p["added_mass"][i]
+        if COM_AXES[0] in p:
+            model.body_ipos[self.trunk_id] = base.body_ipos[self.trunk_id] + [p[axis][i] for axis in COM_AXES]
         strength = p["motor_strength"][i]
         kp = self.spec.control.kp * p["kp_factor"][i] * strength
         kd = self.spec.control.kd * p["kd_factor"][i] * strength

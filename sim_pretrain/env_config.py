@@ -30,6 +30,9 @@ class RandomizationConfig:
     push_interval_s: float = 8.0
     push_velocity: float = 0.5  # m/s, added to the trunk's horizontal velocity
     init_joint_noise: float = 0.1  # rad around the default pose at reset
+    # The trunk's centre of mass moved up to this far (m) along each axis: a payload off-centre, a battery or
+    # cable harness; applies around a profile's figures too (no log identifies it). 0: off.
+    com_displacement: float = 0.0
 
 
 @dataclass

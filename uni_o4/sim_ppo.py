@@ -81,8 +81,9 @@ class SimPPOConfig:
     # 31 % of simulated episodes from the default pose, 56 % from these starts and 75 % on the robot
     # (benchmarks/start_states.py).
     start_share: float = 0.5
-    # Uneven ground in the simulator (sim_pretrain TerrainConfig): what no log identifies, randomised. Off, here
-    # and in the presets: at 150 iterations from a flat-trained policy it did not help on random_1 (README).
+    # Uneven ground in the simulator (sim_pretrain TerrainConfig): what no log identifies, randomised. Off (flat) in
+    # the presets: PPO then keeps the pretraining run's ground. Switched on for a flat-trained policy, 150 iterations
+    # did not help on random_1 (README).
     terrain: TerrainConfig = field(default_factory=TerrainConfig)
     calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
     gate: SimGateConfig = field(default_factory=SimGateConfig)
@@ -164,7 +165,7 @@ def tune(start: Path, profile: Path, calibration: dict, starts: Path, iterations
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed if seed is None else seed,
                            num_envs=cfg.num_envs or None,
                            initial_states=InitialStatesConfig(str(starts), cfg.start_share),
-                           terrain=cfg.terrain)  # fmt: skip
+                           terrain=cfg.terrain if cfg.terrain.enabled else None)  # fmt: skip  # None: the pretraining's
 
 
 def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
