@@ -61,6 +61,25 @@ def test_randomisation_stays_in_its_ranges(env):
     assert spread > 0.05  # really sampled, not a constant
 
 
+def test_the_trunk_centre_of_mass_moves_only_when_asked_and_within_its_range():
+    """com_displacement: each env's trunk CoM moved per reset within ±d on each axis, in the physics; off by default
+    (no draws, so every other draw stays as it was)."""
+    off = Go1Env(EnvConfig(num_envs=4, num_threads=1, seed=3))
+    assert not any(k.startswith("com_") for k in off.params)
+    assert all((m.body_ipos[off.trunk_id] == off.base_model.body_ipos[off.trunk_id]).all() for m in off.models)
+    off.close()
+    cfg = EnvConfig(num_envs=4, num_threads=1, seed=3)
+    cfg.randomization.com_displacement = 0.04
+    env = Go1Env(cfg)
+    for _ in range(2):
+        env.reset_all()
+        moved = np.array([m.body_ipos[env.trunk_id] - env.base_model.body_ipos[env.trunk_id] for m in env.models])
+        drawn = np.stack([env.params[axis] for axis in ("com_x", "com_y", "com_z")], axis=1)
+        np.testing.assert_allclose(moved, drawn, atol=1e-12)
+        assert np.abs(moved).max() <= 0.04 and np.abs(moved).max() > 0.005 and len(np.unique(moved[:, 0])) == 4
+    env.close()
+
+
 def _inputs(n=2, **overrides):
     x = dict(
         command=torch.tensor([[1.0, 0.0, 0.0]] * n), lin_vel=torch.zeros(n, 3), ang_vel=torch.zeros(n, 3),
