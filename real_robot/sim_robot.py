@@ -89,8 +89,6 @@ FAST_IDLE_TIMEOUT_S = 2.0
 STOP_POLL_S = 0.05  # fast mode: how soon stop() ends serve_forever while no command comes
 MAX_LATE_S = 0.1  # real-time mode: further behind than this, the schedule restarts (counted as an overrun)
 SETTLE_S = 1.0  # the start pose: lie down holding the lying pose this long, then this long with the motors off
-LYING_THIGH_OFFSET = 0.4  # rad further back than the default pose ...
-LYING_CALF_MARGIN = 0.1  # ... and calves folded to this far from their stop: a Go1 lying down
 FALL_ROLL = 2.0  # rad: on its side, past the point of return
 IMU_TEMPERATURE_C = 35
 MOTOR_TEMPERATURE_C = 40
@@ -307,14 +305,6 @@ def set_ground(model: mujoco.MjModel, profile: RealityGapProfile) -> None:
         model.geom_solimp[:] = profile.ground.solimp
 
 
-def lying_pose(spec: RobotSpec) -> np.ndarray:
-    per_leg = len(spec.joints_per_leg)
-    pose = spec.default_pose.copy()
-    pose[1::per_leg] += LYING_THIGH_OFFSET
-    pose[2::per_leg] = spec.position_lower[2::per_leg] + LYING_CALF_MARGIN
-    return pose
-
-
 class StandInRobot:
     """The stand-in board. Drive it with `step()` (one 2 ms tick) or `serve_forever()` (in a thread or process)."""
 
@@ -368,7 +358,7 @@ class StandInRobot:
     def _settled_lying_state(self) -> np.ndarray:
         m, d = self.model, self.data
         d.qpos[:] = m.qpos0
-        d.qpos[7:] = lying_pose(self.spec)
+        d.qpos[7:] = self.spec.lying_pose
         mujoco.mj_kinematics(m, d)
         feet = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f) for f in self.spec.foot_names]
         d.qpos[2] -= d.site_xpos[feet, 2].min() - self.spec.body.foot_radius  # feet on the ground

@@ -15,6 +15,9 @@ import numpy as np
 from robot_spec.config import ConfigError, from_dict, named_config, read_yaml
 from robot_spec.observation import ObservationLayout
 
+LYING_THIGH_OFFSET = 0.4  # rad further back than the default pose ...
+LYING_CALF_MARGIN = 0.1  # ... and calves folded to this far from their stop: a Go1 lying down
+
 
 @dataclass(frozen=True)
 class ControlSpec:
@@ -118,6 +121,16 @@ class RobotSpec:
     @cached_property
     def default_pose(self) -> np.ndarray:
         return np.asarray(self.default_joint_pos, dtype=np.float64)
+
+    @cached_property
+    def lying_pose(self) -> np.ndarray:
+        """A Go1 lying down: thighs further back than the default pose, calves folded near their stop (where the
+        stand-in starts, and deploy's soft start stands it up from)."""
+        per_leg = len(self.joints_per_leg)
+        pose = self.default_pose.copy()
+        pose[1::per_leg] += LYING_THIGH_OFFSET
+        pose[2::per_leg] = self.position_lower[2::per_leg] + LYING_CALF_MARGIN
+        return pose
 
     @cached_property
     def position_lower(self) -> np.ndarray:

@@ -38,6 +38,7 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 TERRAIN_STREAM = 1  # the terrain field's random stream beside the env's own (which stays as without terrain)
 TERRAIN_EDGE_M = 1.0  # the field slopes down to the floor over its outer metre
 COM_AXES = ("com_x", "com_y", "com_z")  # per-env trunk centre-of-mass displacement (randomization)
+STAND_UP_CHUNK = 100  # physics steps per rollout call while standing up (bounds the buffer)
 SPAWN_CLEARANCE_M = 0.35  # a reset's trunk height rests its feet on the highest terrain within this of its spot
 PRIVILEGED_DIM = 11  # body velocity (3), height (1), foot contacts (4), friction, payload, motor strength
 
@@ -93,6 +94,10 @@ class Go1Env(VecEnv):
         mujoco.mj_forward(m, data)
         self.home_state = np.empty(self.state_size)
         mujoco.mj_getState(m, data, self.home_state, STATE_SPEC)
+        data.qpos[7:] = self.spec.lying_pose  # lying level, the lowest foot on the floor: where a stand-up starts
+        mujoco.mj_kinematics(m, data)
+        feet = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f) for f in self.spec.foot_names]
+        self.lying_height = data.qpos[2] - (data.site_xpos[feet, 2].min() - self.spec.body.foot_radius)
         self.starts = self._load_initial_states()
 
     def _compile(self, physics) -> mujoco.MjModel:
@@ -317,6 +322,8 @@ class Go1Env(VecEnv):
             self._apply_dynamics(int(i))
         if self.cfg.terrain.enabled:
             self._place_on_terrain(idx)
+        if self.cfg.stand_up.share > 0:
+            self._stand_up(idx[self.rng.random(n) < self.cfg.stand_up.share])
         self._reset_task(rows)
 
     def _start_states(self, n: int) -> np.ndarray:
@@ -350,6 +357,28 @@ class Go1Env(VecEnv):
         qpos[rows, 2] = starts["height"][pick]
         roll, pitch = starts["roll_pitch"][pick].T
         qpos[rows, 3:7] = quaternion_rpy(roll, pitch, yaw[rows]).T
+
+    def _stand_up(self, rows: np.ndarray) -> None:
+        """These rows lie down where they were placed and are stood up as deploy's soft start does (StandUpConfig),
+        in their own dynamics; the episode begins where that stand ends."""
+        if not len(rows):
+            return
+        cfg, q = self.cfg.stand_up, self.qpos
+        self.state[rows, q.start + 2] += self.lying_height - self.home_state[q.start + 2]
+        self.state[rows, q.start + 7 : q.stop] = self.spec.lying_pose
+        self.state[rows, self.qvel] = 0.0
+        dt = self.base_model.opt.timestep
+        ramp, hold = round(cfg.ramp_s / dt), round(cfg.hold_s / dt)
+        alpha = np.minimum(np.arange(1, ramp + hold + 1) / max(ramp, 1), 1.0)[:, None]
+        path = (1.0 - alpha) * self.spec.lying_pose + alpha * self.spec.default_pose  # (steps, joints)
+        models = [self.models[i] for i in rows]
+        for start in range(0, len(path), STAND_UP_CHUNK):
+            chunk = path[start : start + STAND_UP_CHUNK]
+            control = chunk[None] - self.bias["joint_pos"][rows][:, None]  # each motor drives its own encoder
+            out = np.empty((len(rows), len(chunk), self.state.shape[1]))
+            self.rollout.rollout(models, self.datas, self.state[rows], control, skip_checks=True, nstep=len(chunk),
+                                 state=out)  # fmt: skip
+            self.state[rows] = out[:, -1]
 
     def _place_on_terrain(self, idx: np.ndarray) -> None:
         """Each reset row on a random spot of the field, with its own share of the roughness (the field's height

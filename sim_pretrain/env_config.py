@@ -115,6 +115,23 @@ class TerrainConfig:
 
 
 @dataclass
+class StandUpConfig:
+    """Episodes that begin where deploy's soft start hands the robot to the policy: lying down, the PD targets
+    ramped to the default pose over `ramp_s`, then held `hold_s` (deploy's runtime.yaml: soft_start_s, stand_s),
+    simulated at reset under the episode's dynamics and ground. A real robot ends that stand in a crouch of its
+    own (on the stand-ins: calves 0.2-0.6 rad short of the default pose, nose up 0.1-0.25 rad), and a policy that
+    only ever started from the default pose can fall in its first seconds from there."""
+
+    share: float = 0.0  # of resets; 0: none (the default pose, or initial_states)
+    ramp_s: float = 3.0
+    hold_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.share <= 1.0 and self.ramp_s >= 0 and self.hold_s >= 0 and self.ramp_s + self.hold_s > 0):
+            raise ValueError("stand_up: share in [0, 1], ramp_s and hold_s >= 0 with a positive sum expected")
+
+
+@dataclass
 class EnvConfig:
     robot: str = "go1"
     backend: str = "mujoco"  # simulator (sim_pretrain.backends.BACKENDS)
@@ -130,4 +147,5 @@ class EnvConfig:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     initial_states: InitialStatesConfig = field(default_factory=InitialStatesConfig)
     terrain: TerrainConfig = field(default_factory=TerrainConfig)
+    stand_up: StandUpConfig = field(default_factory=StandUpConfig)
     seed: int = 0

@@ -25,7 +25,7 @@ from real_robot import calibrate as cal
 from real_robot import unitree_wire as wire
 from deploy.record import record_schema
 from real_robot.datalog import LogWriter, read_log_folder
-from real_robot.sim_robot import MotorLaw, StandInRobot, lying_pose, rotate_into_body
+from real_robot.sim_robot import MotorLaw, StandInRobot, rotate_into_body
 from robot_spec.reality_gap import RealityGapProfile, SensorNoise, load_reality_gap
 
 # ------------------------------------------------------------------------------------ a log of a known profile
@@ -115,7 +115,7 @@ def write_gait_log(folder: Path, profile: RealityGapProfile, policy_steps: int, 
             done, episode = 0, 0
             while done < policy_steps:
                 robot.reset(seed=episode + 1)
-                driver.period(lying_pose(spec), 0.0, 0.0)  # the reset lands; motors still off
+                driver.period(spec.lying_pose, 0.0, 0.0)  # the reset lands; motors still off
                 log.start_episode({"episode": episode})
                 start = driver.state and spec.from_sdk_order(np.asarray(driver.state.q)[: spec.num_joints])
                 for k in range(SOFT_START_STEPS + min(episode_steps, policy_steps - done)):
