@@ -80,6 +80,28 @@ def test_the_trunk_centre_of_mass_moves_only_when_asked_and_within_its_range():
     env.close()
 
 
+def test_a_stand_up_start_begins_where_deploys_soft_start_leaves_the_robot():
+    """stand_up.share 1: every episode begins after lying down and standing up under PD (the robot on its feet,
+    joints moved from the lying pose to near, but not exactly at, the default pose: the crouch a robot hands over
+    in); share 0 draws nothing and starts at the default pose."""
+    from sim_pretrain.env_config import StandUpConfig
+
+    cfg = EnvConfig(num_envs=3, num_threads=1, seed=3)
+    cfg.randomization.init_joint_noise = 0.0
+    cfg.stand_up = StandUpConfig(share=1.0, ramp_s=1.0, hold_s=0.5)
+    env = Go1Env(cfg)
+    q = env.state[:, env.qpos]
+    joints, default, lying = q[:, 7:], env.spec.default_pose, env.spec.lying_pose
+    assert (np.abs(joints - default).max(axis=1) < 0.5 * np.abs(lying - default).max()).all()  # stood up ...
+    assert (np.abs(joints - default).max(axis=1) > 0.02).all()  # ... into a crouch of its own, not the target
+    assert (q[:, 2] > 0.18).all() and np.abs(env.state[:, env.qvel]).mean() < 0.5  # on its feet, settled
+    env.close()
+    cfg.stand_up = StandUpConfig()
+    flat = Go1Env(cfg)
+    np.testing.assert_allclose(flat.state[:, flat.qpos][:, 7:], np.tile(default, (3, 1)))
+    flat.close()
+
+
 def _inputs(n=2, **overrides):
     x = dict(
         command=torch.tensor([[1.0, 0.0, 0.0]] * n), lin_vel=torch.zeros(n, 3), ang_vel=torch.zeros(n, 3),
