@@ -10,8 +10,8 @@ tightened by configs/safety/<robot>.yaml. The first violation trips the `SafetyM
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from types import SimpleNamespace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -113,9 +113,13 @@ class PdLaw(Protocol):
     tau_ff: np.ndarray
 
 
+TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")  # of a PdLaw
+
+
 @dataclass
 class SafetyInput:
-    """What one control step is judged on. Policy fields are None outside the policy phase."""
+    """What one control step is judged on. Policy fields are None outside the policy phase. The arrays may be the
+    controller's buffers, valid during the check only: keep a `copy()`."""
 
     q: np.ndarray
     dq: np.ndarray
@@ -129,6 +133,16 @@ class SafetyInput:
     obs: np.ndarray | None = None
     action: np.ndarray | None = None
     last_action: np.ndarray | None = None
+
+    def copy(self) -> SafetyInput:
+        """This input with every array (the target's too) copied."""
+        def own(value):
+            return value.copy() if isinstance(value, np.ndarray) else value
+
+        target = None if self.target is None else SimpleNamespace(**{f: own(getattr(self.target, f))
+                                                                     for f in TARGET_FIELDS})  # fmt: skip
+        return replace(self, **{f.name: own(getattr(self, f.name)) for f in fields(self) if f.name != "target"},
+                       target=target)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -180,6 +194,34 @@ def healthy_torque(target: PdLaw, q: np.ndarray, dq: np.ndarray, limits: SafetyL
     return np.min(corners, axis=0), np.max(corners, axis=0)
 
 
+class HealthyTorque:
+    """`healthy_torque` over a stack of targets at once, the least and the most over all of them, in buffers
+    made once: the same operations element by element, so the same numbers (tests/test_safety.py compares them)."""
+
+    def __init__(self, limits: SafetyLimits, targets: int):
+        n = len(limits.names)
+        gains, strengths = limits.motor_gains, (limits.motor_strength_min, 1.0)
+        corners = [(s, kp, kd) for s in strengths for kp in gains for kd in gains]  # healthy_torque's corner order
+        self.strength, self.kp, self.kd = (np.array([c[i] for c in corners]).reshape(-1, 1, 1) for i in range(3))
+        self.limit, self.neg_limit = limits.torque_limit, -limits.torque_limit
+        self.position, self.velocity = np.zeros((targets, n)), np.zeros((targets, n))
+        self.corners, self.scratch = np.zeros((len(corners), targets, n)), np.zeros((len(corners), targets, n))
+        self.low, self.high = np.zeros(n), np.zeros(n)
+
+    def range(self, targets: dict[str, np.ndarray], q: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per joint, the least and the most torque a healthy motor gives for any of `targets` (TARGET_FIELDS ->
+        (targets, joints)) at (q, dq); buffers, overwritten by the next call."""
+        position, velocity, c = self.position, self.velocity, self.corners
+        np.multiply(targets["kp"], np.subtract(targets["q_des"], q, out=position), out=position)
+        np.multiply(targets["kd"], np.subtract(targets["dq_des"], dq, out=velocity), out=velocity)
+        np.multiply(self.kp, position, out=c)
+        np.add(c, np.multiply(self.kd, velocity, out=self.scratch), out=c)
+        np.add(c, targets["tau_ff"], out=c)
+        np.clip(c, self.neg_limit, self.limit, out=c)
+        np.multiply(self.strength, c, out=c)
+        return np.min(c, axis=(0, 1), out=self.low), np.max(c, axis=(0, 1), out=self.high)
+
+
 class MotorResponse:
     """A motor that does not act on its targets: dead, disconnected, overheated or far too weak.
 
@@ -201,31 +243,39 @@ class MotorResponse:
     """
 
     def __init__(self, limits: SafetyLimits):
-        self.targets: deque[PdLaw] = deque(maxlen=limits.motor_targets)
+        n, kept = len(limits.names), limits.motor_targets
+        # The latest targets, a ring of `kept` rows per PdLaw field (copies: a target object may be reused).
+        self.targets = {name: np.zeros((kept, n)) for name in TARGET_FIELDS}
+        self.known = 0  # targets in the ring (up to `kept`)
         self.step = 0
+        self.healthy = HealthyTorque(limits, kept)
         # Per joint, its failing steps since it last passed one: (step, torque given, least healthy, speed toward).
         self.evidence: list[list[tuple[int, float, float, float]]] = [[] for _ in limits.names]
-        # Per joint, its latest judged steps: (step, torque given ÷ least healthy).
-        self.shares: list[deque[tuple[int, float]]] = [deque(maxlen=limits.motor_relative_steps) for _ in limits.names]
+        # Per joint, its latest judged steps (a ring of `motor_relative_steps`): torque given ÷ least healthy, step.
+        window = limits.motor_relative_steps
+        self.shares, self.share_steps = np.zeros((n, window)), np.zeros((n, window), np.int64)
+        self.share_count, self.share_next = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.share = np.zeros(n)
 
     def reset(self) -> None:
         """Forget every target and step (the latch was cleared: the runtime starts anew)."""
-        self.targets.clear()
+        self.known = 0
         for joint in self.evidence:
             joint.clear()
-        for joint in self.shares:
-            joint.clear()
+        self.share_count[:] = 0
 
     def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
         if x.target is None:
             self.reset()
             return None
         self.step += 1
-        self.targets.append(x.target)
-        if len(self.targets) < self.targets.maxlen:  # the target acting might be older than any known
+        kept = limits.motor_targets
+        for name, ring in self.targets.items():  # order does not matter: the range is over all of them
+            np.copyto(ring[self.step % kept], getattr(x.target, name))
+        self.known = min(self.known + 1, kept)
+        if self.known < kept:  # the target acting might be older than any known
             return None
-        ranges = [healthy_torque(t, x.q, x.dq, limits) for t in self.targets]
-        low, high = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
+        low, high = self.healthy.range(self.targets, x.q, x.dq)
         direction = np.where(low > 0, 1.0, np.where(high < 0, -1.0, 0.0))  # 0: some healthy torque is none at all
         least = np.where(direction > 0, low, -high)  # the least torque a healthy motor gives that way
         given, toward = direction * x.tau_est, direction * x.dq
@@ -236,28 +286,38 @@ class MotorResponse:
                 self.evidence[j].append((self.step, given[j], least[j], toward[j]))
             else:
                 self.evidence[j].clear()
-            if toward[j] < limits.motor_tracking_speed:
-                self.shares[j].append((self.step, given[j] / least[j]))
+        self._add_shares(judged & (toward < limits.motor_tracking_speed), given, least)
         worst = max(range(len(self.evidence)), key=lambda j: len(self.evidence[j]))
         if len(self.evidence[worst]) >= limits.motor_response_steps:
             return self._describe(worst, limits)
         return self._weaker_than_the_others(limits)
 
+    def _add_shares(self, joints: np.ndarray, given: np.ndarray, least: np.ndarray) -> None:
+        """Push given ÷ least onto the share rings of `joints` (a mask), the oldest dropped from a full ring."""
+        np.divide(given, least, out=self.share, where=joints)
+        for j in np.flatnonzero(joints):
+            at = self.share_next[j]
+            self.shares[j, at], self.share_steps[j, at] = self.share[j], self.step
+            self.share_next[j] = (at + 1) % self.shares.shape[1]
+            self.share_count[j] = min(self.share_count[j] + 1, self.shares.shape[1])
+
     def _weaker_than_the_others(self, limits: SafetyLimits) -> str | None:
         """The motor whose median share is under the fraction of the others' (only with at least half of the
         motors' windows full: fewer say little about this robot)."""
-        full = [j for j, shares in enumerate(self.shares) if len(shares) == shares.maxlen]
+        window = self.shares.shape[1]
+        full = np.flatnonzero(self.share_count == window)
         if 2 * len(full) < len(self.shares):
             return None
-        medians = {j: float(np.median([share for _, share in self.shares[j]])) for j in full}
-        j = min(medians, key=medians.get)
-        others = float(np.median([m for k, m in medians.items() if k != j]))
-        if medians[j] >= limits.motor_relative_fraction * others:
+        medians = np.median(self.shares[full], axis=1)
+        k = int(np.argmin(medians))  # the first of the lowest, as min() over the joints in order
+        j, others = int(full[k]), float(np.median(np.delete(medians, k)))
+        if medians[k] >= limits.motor_relative_fraction * others:
             return None
-        span_ms = 1e3 * limits.period_s * (self.step - self.shares[j][0][0] + 1)
+        oldest = self.share_steps[j, self.share_next[j]]  # the ring is full: the next slot holds the oldest
+        span_ms = 1e3 * limits.period_s * (self.step - oldest + 1)
         return (
-            f"{limits.names[j]} gave a median {medians[j]:.2f} x the least healthy torque over its last "
-            f"{len(self.shares[j])} judged steps (within {span_ms:.0f} ms), the robot's other {len(full) - 1} motors "
+            f"{limits.names[j]} gave a median {medians[k]:.2f} x the least healthy torque over its last "
+            f"{window} judged steps (within {span_ms:.0f} ms), the robot's other {len(full) - 1} motors "
             f"{others:.2f} x: under {limits.motor_relative_fraction:g} x theirs"
         )
 
@@ -268,7 +328,7 @@ class MotorResponse:
         return (
             f"{limits.names[j]} gave {given.min():.2f}..{given.max():.2f} N·m on {len(steps)} steps within "
             f"{span_ms:.0f} ms, under {limits.motor_response_fraction:g} x the {least.min():.2f}..{least.max():.2f} "
-            f"N·m a healthy motor gives for any target of the last {1e3 * limits.period_s * len(self.targets):.0f} ms "
+            f"N·m a healthy motor gives for any target of the last {1e3 * limits.period_s * self.known:.0f} ms "
             f"(Kp/Kd {low:g}-{high:g}x, strength >= {limits.motor_strength_min:g}); its joint moved "
             f"{toward.min():.2f}..{toward.max():.2f} rad/s toward them"
         )
@@ -281,17 +341,28 @@ class JointReading:
     (noise, impacts within a step: benchmarks/monitor_grid.py)."""
 
     def __init__(self, limits: SafetyLimits):
-        self.last: tuple[np.ndarray, np.ndarray] | None = None
+        n = len(limits.names)
+        self.last_q, self.last_dq, self.has_last = np.zeros(n), np.zeros(n), False  # the previous step's readings
+        self.moved, self.said, self.gap = np.zeros(n), np.zeros(n), np.zeros(n)
 
     def reset(self) -> None:
-        self.last = None
+        self.has_last = False
 
     def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
-        last, self.last = self.last, (x.q.copy(), x.dq.copy())
-        if last is None or not x.step_interval_s:
-            return None
-        moved, said = x.q - last[0], 0.5 * (x.dq + last[1]) * x.step_interval_s
-        gap = np.nan_to_num(np.abs(moved - said))  # a NaN is non_finite's to report
+        verdict = self._judge(x, limits) if self.has_last and x.step_interval_s else None
+        np.copyto(self.last_q, x.q)
+        np.copyto(self.last_dq, x.dq)
+        self.has_last = True
+        return verdict
+
+    def _judge(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        moved, said, gap = self.moved, self.said, self.gap
+        np.subtract(x.q, self.last_q, out=moved)
+        np.add(x.dq, self.last_dq, out=said)  # the trapezoid: 0.5 (dq + last dq) interval
+        np.multiply(said, 0.5, out=said)
+        np.multiply(said, x.step_interval_s, out=said)
+        np.abs(np.subtract(moved, said, out=gap), out=gap)
+        np.nan_to_num(gap, copy=False)  # a NaN is non_finite's to report
         j = int(np.argmax(gap))
         if gap[j] <= limits.max_reading_jump:
             return None
