@@ -197,6 +197,7 @@ class Controller:
         self.board_target = PdTarget(np.zeros(n), self.zeros, *self.gains, self.zeros)
         self.has_target = False  # a target has been computed (the board runs one)
         self.scratch = np.zeros(n)
+        self.action_low, self.action_high = np.full(n, -ctrl.action_clip), np.full(n, ctrl.action_clip)  # np.clip's
         self.acting, self.trip, self.context = False, None, None
 
     def soft_start(self, q: np.ndarray, hold: bool = False) -> None:
@@ -291,15 +292,14 @@ class Controller:
             else:
                 action = self.policy.actor(self.obs_tensor.clone().to(self.device))[0].cpu().numpy()
         np.copyto(self.proposed, action)  # to float64
-        clip = self.spec.control.action_clip
-        np.clip(self.proposed, -clip, clip, out=self.proposed)
+        np.minimum(np.maximum(self.proposed, self.action_low, out=self.proposed), self.action_high, out=self.proposed)
 
     def _board_target(self) -> PdTarget | None:
         """The last target as the board runs it (q_des within the SDK's position clamp); None before the first."""
         if not self.has_target:
             return None
         t, board = self.target, self.board_target
-        np.clip(t.q_des, self.sdk_q_lower, self.sdk_q_upper, out=board.q_des)
+        np.minimum(np.maximum(t.q_des, self.sdk_q_lower, out=board.q_des), self.sdk_q_upper, out=board.q_des)
         board.kp, board.kd = t.kp, t.kd
         return board
 
@@ -440,11 +440,13 @@ class Runtime:
             self.controller.rearm(state.q, self.rearm_hold)
             self.armed_at_us = math.inf  # the bridge re-arms on our next target: its older reports are moot
         self.rearm_requested = False
-        target, record = self.controller.step(state, self._context(state, now, wall))
+        target = self.controller.act(state, self._context(state, now, wall))
         self.io.publish_target(target, self.step_count, state.robot_tick_us)
         publish_us = now_us()
+        # The target is out: from here on nothing is on the state→command path.
         if self.armed_at_us == math.inf:  # the bridge's reports count once it has surely seen this target
             self.armed_at_us = publish_us + 2 * self.period_us
+        record = self.controller.record()
         self.io.publish_status(record["trip"], record["trip_count"])
         record.update(
             step=self.step_count, robot_tick_us=self.next_tick, timestamp_us=int(wall * 1e6), publish_us=publish_us,

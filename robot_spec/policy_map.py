@@ -77,7 +77,9 @@ class RobotObservation:
         self.obs = self.history.reshape(-1)  # a view: the observation (dim,) the policy reads
         self.frame = np.zeros(layout.frame_dim, np.float32)
         self.terms = [(TERM_FILLS[name], self.frame[sl]) for name, sl in layout.slices().items()]
-        self.scale, self.clip = layout.scale_vector().numpy(), layout.clip
+        self.scale = layout.scale_vector().numpy()
+        self.low, self.high = np.full(layout.frame_dim, -layout.clip, np.float32), np.full(layout.frame_dim, layout.clip,
+                                                                                           np.float32)  # fmt: skip
         self.default_pose = spec.default_pose.astype(np.float32)
         self.gravity = _GravityScratch()
         self.fresh = True
@@ -90,7 +92,7 @@ class RobotObservation:
         for fill, out in self.terms:
             fill(self, values, out)
         np.multiply(self.frame, self.scale, out=self.frame)
-        np.clip(self.frame, -self.clip, self.clip, out=self.frame)
+        np.minimum(np.maximum(self.frame, self.low, out=self.frame), self.high, out=self.frame)  # torch.clamp
         history = self.history
         if self.fresh:  # a new history: the frame fills every slot
             history[:] = self.frame
@@ -112,6 +114,7 @@ class _GravityScratch:
         self.quat = np.zeros(4, np.float32)
         self.w, self.x, self.y, self.z = (self.quat[i : i + 1] for i in range(4))
         self.a, self.b = np.zeros(1, np.float32), np.zeros(1, np.float32)
+        self.one, self.two, self.minus_two = (np.array([v], np.float32) for v in (1.0, 2.0, -2.0))  # as torch casts
 
 
 def _fill_gravity(obs: RobotObservation, values: dict, out: np.ndarray) -> None:
@@ -119,11 +122,11 @@ def _fill_gravity(obs: RobotObservation, values: dict, out: np.ndarray) -> None:
     (-2 (x z - w y), -2 (y z + w x), -(1 - 2 (x x + y y)))."""
     g = obs.gravity
     np.copyto(g.quat, values["quaternion"])
-    w, x, y, z, a, b = g.w, g.x, g.y, g.z, g.a, g.b
-    np.multiply(x, z, out=a), np.multiply(w, y, out=b), np.subtract(a, b, out=a), np.multiply(a, -2.0, out=out[0:1])
-    np.multiply(y, z, out=a), np.multiply(w, x, out=b), np.add(a, b, out=a), np.multiply(a, -2.0, out=out[1:2])
-    np.multiply(x, x, out=a), np.multiply(y, y, out=b), np.add(a, b, out=a), np.multiply(a, 2.0, out=a)
-    np.subtract(1.0, a, out=a), np.negative(a, out=out[2:3])
+    w, x, y, z, a, b, one, two, minus_two = g.w, g.x, g.y, g.z, g.a, g.b, g.one, g.two, g.minus_two
+    np.multiply(x, z, out=a), np.multiply(w, y, out=b), np.subtract(a, b, out=a), np.multiply(a, minus_two, out=out[0:1])
+    np.multiply(y, z, out=a), np.multiply(w, x, out=b), np.add(a, b, out=a), np.multiply(a, minus_two, out=out[1:2])
+    np.multiply(x, x, out=a), np.multiply(y, y, out=b), np.add(a, b, out=a), np.multiply(a, two, out=a)
+    np.subtract(one, a, out=a), np.negative(a, out=out[2:3])
 
 
 def _fill_joint_pos(obs: RobotObservation, values: dict, out: np.ndarray) -> None:
