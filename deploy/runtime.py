@@ -142,7 +142,8 @@ class RobotIO(Protocol):
 
     def take_arm_request(self) -> bool: ...  # an operator asked to re-arm since the last call
 
-    def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None: ...  # answers that state
+    # Answers that state. `target` is the controller's buffer, valid during the call only: encode or copy it.
+    def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None: ...
 
     def publish_status(self, trip: Trip | None, trip_count: int) -> None: ...
 
