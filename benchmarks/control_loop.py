@@ -13,7 +13,7 @@ loop jitter at 50 Hz, real time, with the ROS 2 state publisher on (as `deploy r
 Targets (#21): receive→publish p99 < 1 ms, jitter p99 < 0.5 ms, zero memory growth (judged as under a byte a
 step: numpy's small-block caches move a few bytes; an array kept per step would be ~100 B a step).
 
-    python benchmarks/control_loop.py [--policy policy.pt] [--seconds 20] [--profile none] [--no-ros2]
+    python benchmarks/control_loop.py [--policy policy.pt] [--seconds 20] [--profile none] [--no-ros2] [--fast]
 """
 
 from __future__ import annotations
@@ -110,28 +110,31 @@ def act_memory(controller: Controller, state: RobotState, steps: int) -> dict:
     return {"steps": steps, "growth_bytes": current - start, "peak_above_start_bytes": peak - start}
 
 
-def bench_loop(spec, policy_path: Path, seconds: float, profile: str, ros2_out: bool) -> dict:
+def bench_loop(spec, policy_path: Path, seconds: float, profile: str, ros2_out: bool, fast: bool = False) -> dict:
     from real_robot.loopback import LoopbackRobot
 
+    mode = {"profile": profile, "fast": fast, "ros2_out": ros2_out}
+    cfg = "runtime_fast" if fast else "runtime"
     if not ros2_out:
-        with LoopbackRobot(profile=profile, fast=False) as robot:
-            return {"profile": profile, "ros2_out": False, **measure_loop(spec, policy_path, robot, seconds)}
+        with LoopbackRobot(profile=profile, fast=fast) as robot:
+            return {**mode, **measure_loop(spec, policy_path, robot, seconds, cfg=cfg)}
     from deploy.ros2 import Ros2StatePublisher
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))  # a domain of its own
-    with Ros2StatePublisher(spec) as publisher, LoopbackRobot(profile=profile, fast=False) as robot:
-        result = measure_loop(spec, policy_path, robot, seconds, also_on_step=publisher.on_step)
+    with Ros2StatePublisher(spec) as publisher, LoopbackRobot(profile=profile, fast=fast) as robot:
+        result = measure_loop(spec, policy_path, robot, seconds, also_on_step=publisher.on_step, cfg=cfg)
         time.sleep(0.5)  # the queue drains
-        return {"profile": profile, "ros2_out": True, **result, "ros2_published": dict(publisher.published),
-                "ros2_dropped": publisher.dropped}  # fmt: skip
+        return {**mode, **result, "ros2_published": dict(publisher.published), "ros2_dropped": publisher.dropped}
 
 
-def measure_loop(spec, policy_path: Path, robot, seconds: float, also_on_step=None, io=None) -> dict:
-    """The runtime in real time on a running loopback `robot` for `seconds`; `also_on_step(record)` is called
-    after each step's own bookkeeping (a ROS 2 publisher, say). `io`: the robot side (default: LCM to `robot`)."""
+def measure_loop(spec, policy_path: Path, robot, seconds: float, also_on_step=None, io=None,
+                 cfg: str = "runtime") -> dict:  # fmt: skip
+    """The runtime (`cfg`: configs/deploy/<cfg>.yaml) on a running loopback `robot` for `seconds` of robot time;
+    `also_on_step(record)` is called after each step's own bookkeeping (a ROS 2 publisher, say). `io`: the robot
+    side (default: LCM to `robot`)."""
     from deploy.lcm_io import LcmRobotIO
 
-    cfg = load_runtime_config("runtime")
+    cfg = load_runtime_config(cfg)
     io = io or LcmRobotIO(robot.lcm_url, robot.prefix)
     records = []
 
@@ -173,6 +176,9 @@ def main() -> None:
     parser.add_argument("--profile", default="none", help="stand-in reality-gap profile (default: none, it stands)")
     parser.add_argument("--calls", type=int, default=2000, help="inference calls timed")
     parser.add_argument("--no-ros2", action="store_true", help="without the ROS 2 state publisher")
+    parser.add_argument("--fast", action="store_true", help="the stand-in in lockstep (sim-robot --fast, bridge "
+                        "--follow): a busy host pauses the robot instead of tripping it; receive->publish is still "
+                        "the controller's own time, state->command and jitter are not real-time figures")  # fmt: skip
     parser.add_argument("--name", default="control_loop", help="result file name (results/<name>.json)")
     args = parser.parse_args()
     spec = load_robot("go1")
@@ -189,7 +195,7 @@ def main() -> None:
         memory = inference["act_memory"]
         print(f"act memory over {memory['steps']} steps: growth {memory['growth_bytes']} B, peak above the start "
               f"{memory['peak_above_start_bytes']} B")  # fmt: skip
-        loop = bench_loop(spec, policy_path, args.seconds, args.profile, ros2_out=not args.no_ros2)
+        loop = bench_loop(spec, policy_path, args.seconds, args.profile, ros2_out=not args.no_ros2, fast=args.fast)
     own, lat, jit = loop["receive_to_publish_ms"], loop["state_to_command_ms"], loop["jitter_ms"]
     print(f"receive->publish   p50 {own['p50']:.3f} ms  p99 {own['p99']:.3f} ms  max {own['max']:.3f} ms")
     print(f"state->command     p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  max {lat['max']:.3f} ms")
