@@ -151,7 +151,7 @@ class ShadowSafety(SafetyMonitor):
         self.inputs: list[tuple[int, SafetyInput]] = []
 
     def check(self, x: SafetyInput, time_us: int):
-        self.inputs.append((int(time_us), x))
+        self.inputs.append((int(time_us), x.copy()))  # x holds the controller's buffers
         for name, monitor in self.monitors.items():
             detail = monitor(x, self.limits)
             if detail is None:

@@ -27,8 +27,8 @@ from deploy.record import Phase
 from deploy.safety import SafetyInput, SafetyMonitor, Trip
 from real_robot.clock import now_us
 from robot_spec.config import check_fields, load_config, named_config
-from robot_spec.policy_io import LoadedPolicy
-from robot_spec.policy_map import ActionMap, ObservationBuilder
+from robot_spec.policy_io import LoadedPolicy, PreallocatedActor
+from robot_spec.policy_map import ActionMap, RobotObservation
 from robot_spec.spec import RobotSpec
 
 MAX_POLL_S = 0.05  # the loop waits for state in slices this long at most, re-judging robot time after each
@@ -142,7 +142,8 @@ class RobotIO(Protocol):
 
     def take_arm_request(self) -> bool: ...  # an operator asked to re-arm since the last call
 
-    def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None: ...  # answers that state
+    # Answers that state. `target` is the controller's buffer, valid during the call only: encode or copy it.
+    def publish_target(self, target: PdTarget, sequence: int, robot_tick_us: int) -> None: ...
 
     def publish_status(self, trip: Trip | None, trip_count: int) -> None: ...
 
@@ -165,29 +166,40 @@ Behaviour = Callable[[torch.Tensor, np.ndarray], np.ndarray]
 
 
 class Controller:
-    """One control step, no I/O: the phase machine, the observation, the policy, the monitors, the PD target."""
+    """One control step, no I/O: the phase machine, the observation, the policy, the monitors, the PD target.
+
+    `act` is the state→command path: it writes into buffers made once (no array is allocated per step with the
+    project's own policies), and its target is valid until the next call. `record` copies the step for logging,
+    after the target is out; `step` is both.
+    """
 
     def __init__(self, spec: RobotSpec, policy: LoadedPolicy, safety: SafetyMonitor, commands: CommandSource,
                  cfg: RuntimeConfig, behaviour: Behaviour | None = None):  # fmt: skip
-        self.spec, self.policy, self.safety, self.commands, self.cfg = spec, policy, safety, commands, cfg
-        self.behaviour = behaviour
+        self.spec, self.safety, self.commands, self.cfg = spec, safety, commands, cfg
         n, ctrl = spec.num_joints, spec.control
         self.dt = ctrl.policy_dt
-        self.builder = ObservationBuilder(spec)
+        self.observation = RobotObservation(spec)
+        self.obs_tensor = torch.from_numpy(self.observation.obs).unsqueeze(0)  # the policy's input: same memory
         self.action_map = ActionMap.from_spec(spec)
         self.gains = (np.full(n, ctrl.kp), np.full(n, ctrl.kd))
         self.damping_gains = (np.zeros(n), np.full(n, safety.cfg.damping_kd))
         self.zeros = np.zeros(n)
         self.sdk_q_lower = spec.per_joint(spec.limits.sdk_position_lower)
         self.sdk_q_upper = spec.per_joint(spec.limits.sdk_position_upper)
-        self.device = next(policy.actor.parameters()).device
-        self.last_target: PdTarget | None = None
+        self.use(policy, commands, behaviour)
         self.phase = Phase.SOFT_START
         self.phase_start_us: int | None = None  # robot time the phase began (set by its first step)
         self.ramp_from = spec.default_pose.copy()
-        self.last_action = np.zeros(n)
         self.holding = False  # the soft start stands until released instead of handing over to the policy
         self.last_pd_q_des: np.ndarray | None = None  # of the last target that was not damping
+        # The step in flight, each in its own buffer (see `act`).
+        self.command, self.last_action, self.proposed = np.zeros(3), np.zeros(n), np.zeros(n)
+        self.target = PdTarget(np.zeros(n), self.zeros, *self.gains, self.zeros)
+        self.board_target = PdTarget(np.zeros(n), self.zeros, *self.gains, self.zeros)
+        self.has_target = False  # a target has been computed (the board runs one)
+        self.scratch = np.zeros(n)
+        self.action_low, self.action_high = np.full(n, -ctrl.action_clip), np.full(n, ctrl.action_clip)  # np.clip's
+        self.acting, self.trip, self.context = False, None, None
 
     def soft_start(self, q: np.ndarray, hold: bool = False) -> None:
         """(Re)start: ramp from the measured pose `q` to the default pose, then stand, then the policy. `hold`
@@ -207,6 +219,9 @@ class Controller:
         """Act with another policy, command source and behaviour from the next policy phase on."""
         self.policy, self.commands, self.behaviour = policy, commands, behaviour
         self.device = next(policy.actor.parameters()).device
+        fast = behaviour is None and PreallocatedActor.supports(policy.actor)
+        self.fast_actor = PreallocatedActor(policy.actor) if fast else None
+        self.actor_output = self.fast_actor.output[0].numpy() if fast else None  # the same memory
 
     @property
     def standing(self) -> bool:
@@ -214,38 +229,49 @@ class Controller:
         return self.holding and self.phase == Phase.SOFT_START and not self.safety.tripped
 
     def step(self, state: RobotState, ctx: StepContext) -> tuple[PdTarget, dict]:
-        """The PD target for this step and everything about it (for logging)."""
+        """The PD target for this step and everything about it (for logging), both the caller's to keep."""
+        self.act(state, ctx)
+        record = self.record()
+        return record["target"], record
+
+    def act(self, state: RobotState, ctx: StepContext) -> PdTarget:
+        """The PD target for this step: this controller's buffer, valid until the next call."""
         if self.phase_start_us is None:
             self.phase_start_us = ctx.time_us
         if self.phase == Phase.SOFT_START and not self.holding and \
                 self._phase_s(ctx) >= self.cfg.soft_start_s + self.cfg.stand_s:  # fmt: skip
             self._enter_policy(ctx.time_us)
-        command, obs, proposed = np.zeros(3), np.zeros(self.spec.observation.dim, np.float32), None
-        if self.phase == Phase.POLICY:
-            command = self.commands.command(self._phase_s(ctx), ctx.remote)
-            obs_t = self.builder.build(state.quaternion, state.gyro, command, state.q, state.dq, self.last_action)
-            proposed = self._act(obs_t)
-            obs = obs_t[0].numpy()
-        acting = proposed is not None
+        self.acting = self.phase == Phase.POLICY
+        if self.acting:
+            np.copyto(self.command, self.commands.command(self._phase_s(ctx), ctx.remote))
+            obs = self.observation.build(state.quaternion, state.gyro, self.command, state.q, state.dq,
+                                         self.last_action)  # fmt: skip
+            self._act(obs)
         check = SafetyInput(
             q=state.q, dq=state.dq, tau_est=state.tau_est, quaternion=state.quaternion, rpy=state.rpy,
             state_age_us=ctx.state_age_us, step_interval_s=ctx.step_interval_s, bridge_trip=ctx.bridge_trip,
-            target=self._board_target(), obs=obs if acting else None, action=proposed,
-            last_action=self.last_action if acting else None,
+            target=self._board_target(), obs=self.observation.obs if self.acting else None,
+            action=self.proposed if self.acting else None, last_action=self.last_action if self.acting else None,
         )  # fmt: skip
-        trip = self.safety.check(check, ctx.time_us)
-        if trip is not None:
+        self.trip, self.context = self.safety.check(check, ctx.time_us), ctx
+        if self.trip is not None:
             self.phase = Phase.DAMPING
-        action = proposed if self.phase == Phase.POLICY else self.zeros
-        target = self.last_target = self._target(action, self._phase_s(ctx))
+        self._target(self._phase_s(ctx))
         if self.phase == Phase.POLICY:
-            self.last_action = action
-        record = {
-            "phase": int(self.phase), "command": command, "obs": obs, "action": action,
-            "proposed_action": proposed if acting else self.zeros, "target": target, "trip": trip,
-            "trip_count": self.safety.trip_count, "context": ctx,
+            np.copyto(self.last_action, self.proposed)
+        return self.target
+
+    def record(self) -> dict:
+        """The last step as logged: copies, the caller's to keep (take them after the target is out)."""
+        walking, acting, t = self.phase == Phase.POLICY, self.acting, self.target
+        return {
+            "phase": int(self.phase), "command": self.command.copy() if acting else np.zeros(3),
+            "obs": self.observation.obs.copy() if acting else np.zeros(self.spec.observation.dim, np.float32),
+            "action": self.proposed.copy() if walking else self.zeros.copy(),
+            "proposed_action": self.proposed.copy() if acting else self.zeros.copy(),
+            "target": PdTarget(t.q_des.copy(), t.dq_des.copy(), t.kp.copy(), t.kd.copy(), t.tau_ff.copy()),
+            "trip": self.trip, "trip_count": self.safety.trip_count, "context": self.context,
         }  # fmt: skip
-        return target, record
 
     def _phase_s(self, ctx: StepContext) -> float:
         """Robot time since the current phase began."""
@@ -253,38 +279,51 @@ class Controller:
 
     def _enter_policy(self, time_us: int) -> None:
         self.phase, self.phase_start_us = Phase.POLICY, time_us
-        self.builder.reset()
-        self.last_action = np.zeros(self.spec.num_joints)
+        self.observation.reset()
+        self.last_action.fill(0.0)
 
-    def _act(self, obs: torch.Tensor) -> np.ndarray:
+    def _act(self, obs: np.ndarray) -> None:
+        """The policy's action for `obs`, clipped as the simulator clips, into `self.proposed`."""
         with torch.inference_mode():
-            if self.behaviour is not None:
-                action = np.asarray(self.behaviour(obs, self.last_action), dtype=np.float64)
+            if self.fast_actor is not None:
+                self.fast_actor(self.obs_tensor)
+                action = self.actor_output
+            elif self.behaviour is not None:  # it may keep what it is given: copies
+                action = self.behaviour(torch.from_numpy(obs.copy()).unsqueeze(0), self.last_action.copy())
             else:
-                action = self.policy.actor(obs.to(self.device))[0].cpu().double().numpy()
-        clip = self.spec.control.action_clip  # as the simulator clips before applying
-        return np.clip(action, -clip, clip)
+                action = self.policy.actor(self.obs_tensor.clone().to(self.device))[0].cpu().numpy()
+        np.copyto(self.proposed, action)  # to float64
+        np.minimum(np.maximum(self.proposed, self.action_low, out=self.proposed), self.action_high, out=self.proposed)
 
     def _board_target(self) -> PdTarget | None:
         """The last target as the board runs it (q_des within the SDK's position clamp); None before the first."""
-        t = self.last_target
-        if t is None:
+        if not self.has_target:
             return None
-        return PdTarget(np.clip(t.q_des, self.sdk_q_lower, self.sdk_q_upper), t.dq_des, t.kp, t.kd, t.tau_ff)
+        t, board = self.target, self.board_target
+        np.minimum(np.maximum(t.q_des, self.sdk_q_lower, out=board.q_des), self.sdk_q_upper, out=board.q_des)
+        board.kp, board.kd = t.kp, t.kd
+        return board
 
-    def _target(self, action: np.ndarray, phase_s: float) -> PdTarget:
-        default = self.spec.default_pose
+    def _target(self, phase_s: float) -> None:
+        """This step's PD target into `self.target`."""
+        default, target = self.spec.default_pose, self.target
+        self.has_target = True
         if self.phase == Phase.DAMPING:  # q_des is unused at Kp 0, but must stay finite for the bridge
-            kp, kd = self.damping_gains
-            return PdTarget(default.copy(), self.zeros, kp, kd, self.zeros)
-        kp, kd = self.gains
+            np.copyto(target.q_des, default)
+            target.kp, target.kd = self.damping_gains
+            return
+        target.kp, target.kd = self.gains
         if self.phase == Phase.SOFT_START:
             alpha = min(1.0, phase_s / self.cfg.soft_start_s) if self.cfg.soft_start_s > 0 else 1.0
-            q_des = (1.0 - alpha) * self.ramp_from + alpha * default
+            np.multiply(self.ramp_from, 1.0 - alpha, out=target.q_des)
+            np.multiply(default, alpha, out=self.scratch)
+            np.add(target.q_des, self.scratch, out=target.q_des)
         else:
-            q_des = self.action_map.targets(action)
-        self.last_pd_q_des = q_des
-        return PdTarget(q_des, self.zeros, kp, kd, self.zeros)
+            self.action_map.targets(self.proposed, out=target.q_des)
+        if self.last_pd_q_des is None:
+            self.last_pd_q_des = target.q_des.copy()
+        else:
+            np.copyto(self.last_pd_q_des, target.q_des)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -402,11 +441,13 @@ class Runtime:
             self.controller.rearm(state.q, self.rearm_hold)
             self.armed_at_us = math.inf  # the bridge re-arms on our next target: its older reports are moot
         self.rearm_requested = False
-        target, record = self.controller.step(state, self._context(state, now, wall))
+        target = self.controller.act(state, self._context(state, now, wall))
         self.io.publish_target(target, self.step_count, state.robot_tick_us)
         publish_us = now_us()
+        # The target is out: from here on nothing is on the state→command path.
         if self.armed_at_us == math.inf:  # the bridge's reports count once it has surely seen this target
             self.armed_at_us = publish_us + 2 * self.period_us
+        record = self.controller.record()
         self.io.publish_status(record["trip"], record["trip_count"])
         record.update(
             step=self.step_count, robot_tick_us=self.next_tick, timestamp_us=int(wall * 1e6), publish_us=publish_us,

@@ -10,8 +10,8 @@ tightened by configs/safety/<robot>.yaml. The first violation trips the `SafetyM
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from types import SimpleNamespace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -113,9 +113,14 @@ class PdLaw(Protocol):
     tau_ff: np.ndarray
 
 
+FLOAT_MAX = np.finfo(np.float64).max
+TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")  # of a PdLaw
+
+
 @dataclass
 class SafetyInput:
-    """What one control step is judged on. Policy fields are None outside the policy phase."""
+    """What one control step is judged on. Policy fields are None outside the policy phase. The arrays may be the
+    controller's buffers, valid during the check only: keep a `copy()`."""
 
     q: np.ndarray
     dq: np.ndarray
@@ -130,6 +135,16 @@ class SafetyInput:
     action: np.ndarray | None = None
     last_action: np.ndarray | None = None
 
+    def copy(self) -> SafetyInput:
+        """This input with every array (the target's too) copied."""
+        def own(value):
+            return value.copy() if isinstance(value, np.ndarray) else value
+
+        target = None if self.target is None else SimpleNamespace(**{f: own(getattr(self.target, f))
+                                                                     for f in TARGET_FIELDS})  # fmt: skip
+        return replace(self, **{f.name: own(getattr(self, f.name)) for f in fields(self) if f.name != "target"},
+                       target=target)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Trip:
@@ -139,32 +154,73 @@ class Trip:
 
 
 # ------------------------------------------------------------------------------------------------ monitors
-def _worst_joint(values: np.ndarray, low: np.ndarray, high: np.ndarray, names: list[str], what: str) -> str | None:
-    outside = np.maximum(low - values, values - high)
-    j = int(np.argmax(outside))
-    if outside[j] <= 0:
-        return None
-    return f"{names[j]} {what}={values[j]:.3f} outside [{low[j]:.3f}, {high[j]:.3f}]"
-
-
-def non_finite(x: SafetyInput, limits: SafetyLimits) -> str | None:
+class NonFinite:
     """NaN/Inf anywhere in the measurements, the observation or the action (checked first: NaN fails no comparison)."""
-    arrays = {"q": x.q, "dq": x.dq, "tau_est": x.tau_est, "quaternion": x.quaternion, "rpy": x.rpy, "obs": x.obs,
-              "action": x.action}  # fmt: skip
-    bad = [name for name, a in arrays.items() if a is not None and not np.all(np.isfinite(a))]
-    return f"non-finite values in {', '.join(bad)}" if bad else None
+
+    FIELDS = ("q", "dq", "tau_est", "quaternion", "rpy", "obs", "action")
+
+    def __init__(self, limits: SafetyLimits):
+        self.finite: dict[int, np.ndarray] = {}  # by array size: where the values are finite
+
+    def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        bad = None
+        for name in self.FIELDS:
+            values = getattr(x, name)
+            if values is not None and not np.isfinite(values, out=self._buffer(values.shape)).all():
+                bad = (bad or []) + [name]
+        return f"non-finite values in {', '.join(bad)}" if bad else None
+
+    def _buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        if shape not in self.finite:
+            self.finite[shape] = np.zeros(shape, bool)
+        return self.finite[shape]
 
 
-def joint_position(x: SafetyInput, limits: SafetyLimits) -> str | None:
-    return _worst_joint(x.q, limits.q_lower, limits.q_upper, limits.names, "q")
+class JointBounds:
+    """A joint reading (`reading`) outside its bounds (`bounds`); the worst joint is reported."""
+
+    reading = ""
+
+    def __init__(self, limits: SafetyLimits):
+        self.low, self.high = self.bounds(limits)
+        self.below, self.above = np.zeros(len(limits.names)), np.zeros(len(limits.names))
+
+    @staticmethod
+    def bounds(limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        values, low, high = getattr(x, self.reading), self.low, self.high
+        outside = np.maximum(np.subtract(low, values, out=self.below), np.subtract(values, high, out=self.above),
+                             out=self.below)  # fmt: skip
+        j = int(np.argmax(outside))
+        if outside[j] <= 0:
+            return None
+        return f"{limits.names[j]} {self.reading}={values[j]:.3f} outside [{low[j]:.3f}, {high[j]:.3f}]"
 
 
-def joint_velocity(x: SafetyInput, limits: SafetyLimits) -> str | None:
-    return _worst_joint(x.dq, -limits.dq_max, limits.dq_max, limits.names, "dq")
+class JointPosition(JointBounds):
+    reading = "q"
+
+    @staticmethod
+    def bounds(limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+        return limits.q_lower, limits.q_upper
 
 
-def torque(x: SafetyInput, limits: SafetyLimits) -> str | None:
-    return _worst_joint(x.tau_est, -limits.tau_max, limits.tau_max, limits.names, "tau_est")
+class JointVelocity(JointBounds):
+    reading = "dq"
+
+    @staticmethod
+    def bounds(limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+        return -limits.dq_max, limits.dq_max
+
+
+class Torque(JointBounds):
+    reading = "tau_est"
+
+    @staticmethod
+    def bounds(limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+        return -limits.tau_max, limits.tau_max
 
 
 def healthy_torque(target: PdLaw, q: np.ndarray, dq: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +234,50 @@ def healthy_torque(target: PdLaw, q: np.ndarray, dq: np.ndarray, limits: SafetyL
         for strength in (limits.motor_strength_min, 1.0) for kp in limits.motor_gains for kd in limits.motor_gains
     ]  # fmt: skip
     return np.min(corners, axis=0), np.max(corners, axis=0)
+
+
+class HealthyTorque:
+    """`healthy_torque` over a stack of targets at once, the least and the most over all of them, in buffers
+    made once: the same operations element by element, so the same numbers (tests/test_safety.py compares them).
+    Every operand has the full (corner, target, joint) shape: numpy buffers a broadcast operand on each call."""
+
+    def __init__(self, limits: SafetyLimits, targets: int):
+        n = len(limits.names)
+        gains, strengths = limits.motor_gains, (limits.motor_strength_min, 1.0)
+        corners = [(s, kp, kd) for s in strengths for kp in gains for kd in gains]  # healthy_torque's corner order
+        shape = (len(corners), targets, n)
+        self.strength, self.kp, self.kd = (np.broadcast_to(np.reshape([c[i] for c in corners], (-1, 1, 1)), shape)
+                                           .copy() for i in range(3))  # fmt: skip
+        self.limit = np.broadcast_to(limits.torque_limit, shape).copy()
+        self.neg_limit = -self.limit
+        self.position, self.velocity = np.zeros((targets, n)), np.zeros((targets, n))
+        self.corners, self.term = np.zeros(shape), np.zeros(shape)
+        self.rows = self.corners.reshape(-1, n)  # a view: one row per (corner, target), reduced over one axis
+        self.low, self.high = np.zeros(n), np.zeros(n)
+
+    def range(self, targets: dict[str, np.ndarray], q: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per joint, the least and the most torque a healthy motor gives for any of `targets` (TARGET_FIELDS ->
+        (targets, joints)) at (q, dq); buffers, overwritten by the next call."""
+        position, velocity, c, term = self.position, self.velocity, self.corners, self.term
+        np.multiply(targets["kp"], np.subtract(targets["q_des"], q, out=position), out=position)
+        np.multiply(targets["kd"], np.subtract(targets["dq_des"], dq, out=velocity), out=velocity)
+        np.copyto(term, position)  # kp factor * position + kd factor * velocity + tau_ff, clamped, * strength
+        np.multiply(self.kp, term, out=c)
+        np.copyto(term, velocity)
+        np.add(c, np.multiply(self.kd, term, out=term), out=c)
+        np.copyto(term, targets["tau_ff"])
+        np.add(c, term, out=c)
+        np.minimum(np.maximum(c, self.neg_limit, out=c), self.limit, out=c)  # np.clip, without its wrapper
+        np.multiply(self.strength, c, out=c)
+        return np.min(self.rows, axis=0, out=self.low), np.max(self.rows, axis=0, out=self.high)
+
+
+def median_of_sorted(values: np.ndarray) -> np.ndarray:
+    """np.median along the last axis of `values` sorted along it (a NaN sorts last and makes it NaN, as there);
+    np.median's own partitioning costs more than the rows are long."""
+    n = values.shape[-1]
+    middle = values[..., n // 2] if n % 2 else (values[..., n // 2 - 1] + values[..., n // 2]) / 2
+    return np.where(np.isnan(values[..., -1]), np.nan, middle)
 
 
 class MotorResponse:
@@ -201,63 +301,99 @@ class MotorResponse:
     """
 
     def __init__(self, limits: SafetyLimits):
-        self.targets: deque[PdLaw] = deque(maxlen=limits.motor_targets)
+        n, kept = len(limits.names), limits.motor_targets
+        # The latest targets, a ring of `kept` rows per PdLaw field (copies: a target object may be reused).
+        self.targets = {name: np.zeros((kept, n)) for name in TARGET_FIELDS}
+        self.known = 0  # targets in the ring (up to `kept`)
         self.step = 0
+        self.healthy = HealthyTorque(limits, kept)
         # Per joint, its failing steps since it last passed one: (step, torque given, least healthy, speed toward).
         self.evidence: list[list[tuple[int, float, float, float]]] = [[] for _ in limits.names]
-        # Per joint, its latest judged steps: (step, torque given ÷ least healthy).
-        self.shares: list[deque[tuple[int, float]]] = [deque(maxlen=limits.motor_relative_steps) for _ in limits.names]
+        # Per joint, its latest judged steps (a ring of `motor_relative_steps`): torque given ÷ least healthy, step.
+        window = limits.motor_relative_steps
+        self.shares, self.share_steps = np.zeros((n, window)), np.zeros((n, window), np.int64)
+        self.share_count, self.share_next = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.share = np.zeros(n)
+        self.ordered = np.zeros((n, window))  # the full rings' shares, each sorted
+        self.scratch = SimpleNamespace(
+            zero=np.zeros(n), tracking_speed=np.full(n, limits.motor_tracking_speed),
+            fraction=np.full(n, limits.motor_response_fraction), **{name: np.zeros(n) for name in (
+                "direction", "least", "given", "toward", "bound")},
+            **{name: np.zeros(n, bool) for name in ("up", "down", "judged", "mask", "slow", "failing")},
+        )  # fmt: skip
 
     def reset(self) -> None:
         """Forget every target and step (the latch was cleared: the runtime starts anew)."""
-        self.targets.clear()
+        self.known = 0
         for joint in self.evidence:
             joint.clear()
-        for joint in self.shares:
-            joint.clear()
+        self.share_count[:] = 0
 
     def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
         if x.target is None:
             self.reset()
             return None
         self.step += 1
-        self.targets.append(x.target)
-        if len(self.targets) < self.targets.maxlen:  # the target acting might be older than any known
+        kept = limits.motor_targets
+        for name, ring in self.targets.items():  # order does not matter: the range is over all of them
+            np.copyto(ring[self.step % kept], getattr(x.target, name))
+        self.known = min(self.known + 1, kept)
+        if self.known < kept:  # the target acting might be older than any known
             return None
-        ranges = [healthy_torque(t, x.q, x.dq, limits) for t in self.targets]
-        low, high = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
-        direction = np.where(low > 0, 1.0, np.where(high < 0, -1.0, 0.0))  # 0: some healthy torque is none at all
-        least = np.where(direction > 0, low, -high)  # the least torque a healthy motor gives that way
-        given, toward = direction * x.tau_est, direction * x.dq
-        judged = (direction != 0) & (least >= limits.motor_min_torque)
-        failing = judged & (given < limits.motor_response_fraction * least) & (toward < limits.motor_tracking_speed)
+        low, high = self.healthy.range(self.targets, x.q, x.dq)
+        b = self.scratch  # per joint; `np.op(..., out=)` keeps the step free of allocations
+        # The way every healthy torque pushes: +1, -1, or 0 where some healthy torque is none at all (low <= high).
+        up, down = np.greater(low, b.zero, out=b.up), np.less(high, b.zero, out=b.down)
+        direction = np.subtract(up, down, out=b.direction, dtype=np.float64)
+        least = np.negative(high, out=b.least)  # the least torque a healthy motor gives that way
+        np.copyto(least, low, where=up)
+        given, toward = np.multiply(direction, x.tau_est, out=b.given), np.multiply(direction, x.dq, out=b.toward)
+        judged = np.not_equal(direction, b.zero, out=b.judged)
+        judged &= np.greater_equal(least, limits.motor_min_torque, out=b.mask)
+        slow = np.less(toward, b.tracking_speed, out=b.slow)  # not moving toward the targets
+        failing = np.less(given, np.multiply(b.fraction, least, out=b.bound), out=b.failing)
+        failing &= judged
+        failing &= slow
         for j in np.flatnonzero(judged):
             if failing[j]:
                 self.evidence[j].append((self.step, given[j], least[j], toward[j]))
             else:
                 self.evidence[j].clear()
-            if toward[j] < limits.motor_tracking_speed:
-                self.shares[j].append((self.step, given[j] / least[j]))
+        self._add_shares(np.logical_and(judged, slow, out=b.mask), given, least)
         worst = max(range(len(self.evidence)), key=lambda j: len(self.evidence[j]))
         if len(self.evidence[worst]) >= limits.motor_response_steps:
             return self._describe(worst, limits)
         return self._weaker_than_the_others(limits)
 
+    def _add_shares(self, joints: np.ndarray, given: np.ndarray, least: np.ndarray) -> None:
+        """Push given ÷ least onto the share rings of `joints` (a mask), the oldest dropped from a full ring."""
+        np.divide(given, least, out=self.share, where=joints)
+        for j in np.flatnonzero(joints):
+            at = self.share_next[j]
+            self.shares[j, at], self.share_steps[j, at] = self.share[j], self.step
+            self.share_next[j] = (at + 1) % self.shares.shape[1]
+            self.share_count[j] = min(self.share_count[j] + 1, self.shares.shape[1])
+
     def _weaker_than_the_others(self, limits: SafetyLimits) -> str | None:
         """The motor whose median share is under the fraction of the others' (only with at least half of the
         motors' windows full: fewer say little about this robot)."""
-        full = [j for j, shares in enumerate(self.shares) if len(shares) == shares.maxlen]
+        window = self.shares.shape[1]
+        full = np.flatnonzero(self.share_count == window)
         if 2 * len(full) < len(self.shares):
             return None
-        medians = {j: float(np.median([share for _, share in self.shares[j]])) for j in full}
-        j = min(medians, key=medians.get)
-        others = float(np.median([m for k, m in medians.items() if k != j]))
-        if medians[j] >= limits.motor_relative_fraction * others:
+        ordered = self.ordered[: len(full)]
+        np.take(self.shares, full, axis=0, out=ordered, mode="clip")  # "raise" would buffer
+        ordered.sort(axis=1)
+        medians = median_of_sorted(ordered)
+        k = int(np.argmin(medians))  # the first of the lowest, as min() over the joints in order
+        j, others = int(full[k]), float(median_of_sorted(np.sort(np.delete(medians, k))))
+        if medians[k] >= limits.motor_relative_fraction * others:
             return None
-        span_ms = 1e3 * limits.period_s * (self.step - self.shares[j][0][0] + 1)
+        oldest = self.share_steps[j, self.share_next[j]]  # the ring is full: the next slot holds the oldest
+        span_ms = 1e3 * limits.period_s * (self.step - oldest + 1)
         return (
-            f"{limits.names[j]} gave a median {medians[j]:.2f} x the least healthy torque over its last "
-            f"{len(self.shares[j])} judged steps (within {span_ms:.0f} ms), the robot's other {len(full) - 1} motors "
+            f"{limits.names[j]} gave a median {medians[k]:.2f} x the least healthy torque over its last "
+            f"{window} judged steps (within {span_ms:.0f} ms), the robot's other {len(full) - 1} motors "
             f"{others:.2f} x: under {limits.motor_relative_fraction:g} x theirs"
         )
 
@@ -268,7 +404,7 @@ class MotorResponse:
         return (
             f"{limits.names[j]} gave {given.min():.2f}..{given.max():.2f} N·m on {len(steps)} steps within "
             f"{span_ms:.0f} ms, under {limits.motor_response_fraction:g} x the {least.min():.2f}..{least.max():.2f} "
-            f"N·m a healthy motor gives for any target of the last {1e3 * limits.period_s * len(self.targets):.0f} ms "
+            f"N·m a healthy motor gives for any target of the last {1e3 * limits.period_s * self.known:.0f} ms "
             f"(Kp/Kd {low:g}-{high:g}x, strength >= {limits.motor_strength_min:g}); its joint moved "
             f"{toward.min():.2f}..{toward.max():.2f} rad/s toward them"
         )
@@ -281,17 +417,29 @@ class JointReading:
     (noise, impacts within a step: benchmarks/monitor_grid.py)."""
 
     def __init__(self, limits: SafetyLimits):
-        self.last: tuple[np.ndarray, np.ndarray] | None = None
+        n = len(limits.names)
+        self.last_q, self.last_dq, self.has_last = np.zeros(n), np.zeros(n), False  # the previous step's readings
+        self.moved, self.said, self.gap, self.nan = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, bool)
 
     def reset(self) -> None:
-        self.last = None
+        self.has_last = False
 
     def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
-        last, self.last = self.last, (x.q.copy(), x.dq.copy())
-        if last is None or not x.step_interval_s:
-            return None
-        moved, said = x.q - last[0], 0.5 * (x.dq + last[1]) * x.step_interval_s
-        gap = np.nan_to_num(np.abs(moved - said))  # a NaN is non_finite's to report
+        verdict = self._judge(x, limits) if self.has_last and x.step_interval_s else None
+        np.copyto(self.last_q, x.q)
+        np.copyto(self.last_dq, x.dq)
+        self.has_last = True
+        return verdict
+
+    def _judge(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        moved, said, gap = self.moved, self.said, self.gap
+        np.subtract(x.q, self.last_q, out=moved)
+        np.add(x.dq, self.last_dq, out=said)  # the trapezoid: 0.5 (dq + last dq) interval
+        np.multiply(said, 0.5, out=said)
+        np.multiply(said, x.step_interval_s, out=said)
+        np.abs(np.subtract(moved, said, out=gap), out=gap)
+        np.putmask(gap, np.isnan(gap, out=self.nan), 0.0)  # a NaN is non_finite's to report
+        np.minimum(gap, FLOAT_MAX, out=gap)  # inf: the largest float (as np.nan_to_num)
         j = int(np.argmax(gap))
         if gap[j] <= limits.max_reading_jump:
             return None
@@ -306,14 +454,20 @@ def orientation(x: SafetyInput, limits: SafetyLimits) -> str | None:
     return f"roll={roll:.3f} pitch={pitch:.3f} beyond ±{limits.max_roll_pitch:.3f} rad"
 
 
-def action_rate(x: SafetyInput, limits: SafetyLimits) -> str | None:
-    if x.action is None or x.last_action is None:
-        return None
-    delta = np.abs(x.action - x.last_action)
-    j = int(np.argmax(delta))
-    if delta[j] <= limits.max_action_delta:
-        return None
-    return f"{limits.names[j]} |a_t - a_t-1|={delta[j]:.3f} > {limits.max_action_delta:.3f}"
+class ActionRate:
+    """|a_t − a_(t−1)| beyond the limit on any joint."""
+
+    def __init__(self, limits: SafetyLimits):
+        self.delta = np.zeros(len(limits.names))
+
+    def __call__(self, x: SafetyInput, limits: SafetyLimits) -> str | None:
+        if x.action is None or x.last_action is None:
+            return None
+        delta = np.abs(np.subtract(x.action, x.last_action, out=self.delta), out=self.delta)
+        j = int(np.argmax(delta))
+        if delta[j] <= limits.max_action_delta:
+            return None
+        return f"{limits.names[j]} |a_t - a_t-1|={delta[j]:.3f} > {limits.max_action_delta:.3f}"
 
 
 def loop_overrun(x: SafetyInput, limits: SafetyLimits) -> str | None:
@@ -338,17 +492,17 @@ Monitor = Callable[[SafetyInput, SafetyLimits], "str | None"]
 
 # Checked in this order; the first violation is the trip's reason. A class is a monitor with memory.
 MONITORS: dict[str, Monitor | type] = {
-    "non_finite": non_finite,
+    "non_finite": NonFinite,
     "bridge": bridge,
     "stale_state": stale_state,
     "loop_overrun": loop_overrun,
     "orientation": orientation,
-    "joint_position": joint_position,
+    "joint_position": JointPosition,
     "joint_reading": JointReading,
-    "joint_velocity": joint_velocity,
-    "torque": torque,
+    "joint_velocity": JointVelocity,
+    "torque": Torque,
     "motor_response": MotorResponse,
-    "action_rate": action_rate,
+    "action_rate": ActionRate,
 }
 
 

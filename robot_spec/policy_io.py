@@ -55,6 +55,64 @@ class ActorMLP(nn.Module):
         return (obs - self.obs_mean) / self.obs_std
 
 
+# In-place forms of the activations (the same kernels as the modules, writing over their input).
+_ACTIVATE_IN_PLACE = {
+    nn.ELU: lambda module, x: nn.functional.elu(x, module.alpha, inplace=True),
+    nn.ReLU: lambda module, x: x.relu_(),
+    nn.Tanh: lambda module, x: x.tanh_(),
+    nn.SiLU: lambda module, x: nn.functional.silu(x, inplace=True),
+}
+
+
+class PreallocatedActor:
+    """`actor(obs)` for one observation, every intermediate in a buffer made once: the 50 Hz runtime's forward
+    pass, with no allocation per call. The same operations as ActorMLP.forward (Linear is addmm), so the same
+    bits (tests/test_policy_io.py compares them). Reads the actor's weights live: an update in place is seen.
+
+        fast = PreallocatedActor(actor)   # a CPU ActorMLP
+        action = fast(obs)                # (1, action_dim), overwritten by the next call
+    """
+
+    def __init__(self, actor: ActorMLP):
+        self.actor = actor
+        self.layers = []  # (weight transposed, bias, output buffer, in-place activation or None)
+        for i, module in enumerate(actor.mlp):
+            if isinstance(module, nn.Linear):
+                self.layers.append([module.weight.t(), module.bias, torch.zeros(1, module.out_features), None])
+            else:
+                act = _ACTIVATE_IN_PLACE[type(module)]
+                self.layers[-1][3] = lambda x, act=act, module=module: act(module, x)
+        self.output = self.layers[-1][2]  # what a call returns
+        self.normalized = torch.zeros(1, actor.architecture["obs_dim"])
+        if actor.squashed:
+            self.neg_low = -actor.out_low
+            self.positive = torch.zeros(1, actor.architecture["action_dim"], dtype=torch.bool)
+            self.bound = torch.zeros(1, actor.architecture["action_dim"])
+
+    @classmethod
+    def supports(cls, actor: nn.Module) -> bool:
+        """An ActorMLP on the CPU with the project's activations (imports keep their own forward)."""
+        return isinstance(actor, ActorMLP) and next(actor.parameters()).device.type == "cpu" and all(
+            isinstance(m, nn.Linear) or type(m) in _ACTIVATE_IN_PLACE for m in actor.mlp
+        )
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (1, obs_dim) float32 -> action (1, action_dim); call under torch.inference_mode()."""
+        actor, x = self.actor, self.normalized
+        torch.sub(obs, actor.obs_mean, out=x)
+        torch.div(x, actor.obs_std, out=x)
+        for weight_t, bias, out, act in self.layers:
+            torch.addmm(bias, x, weight_t, out=out)
+            if act is not None:
+                act(out)
+            x = out
+        if actor.squashed:  # tanh(u) * (high if u >= 0 else -low)
+            torch.ge(x, 0, out=self.positive)
+            torch.where(self.positive, actor.out_high, self.neg_low, out=self.bound)
+            x.tanh_().mul_(self.bound)
+        return x
+
+
 @dataclass
 class LoadedPolicy:
     actor: ActorMLP

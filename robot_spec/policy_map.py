@@ -63,6 +63,91 @@ class ObservationBuilder:
         self.history.reset(rows)
 
 
+class RobotObservation:
+    """`ObservationBuilder`'s numbers for one robot, in numpy, into buffers made once: the 50 Hz runtime's path,
+    with no allocation per step. The same float32 operations in the same order, so the same bits (tests compare
+    it with `ObservationBuilder` on recorded states)."""
+
+    def __init__(self, spec: RobotSpec):
+        layout = spec.observation
+        unknown = set(layout.names) - set(TERM_FILLS)
+        if unknown:
+            raise KeyError(f"observation terms missing from measurements: {sorted(unknown)}")
+        self.history = np.zeros((layout.history_length, layout.frame_dim), np.float32)  # newest first
+        self.obs = self.history.reshape(-1)  # a view: the observation (dim,) the policy reads
+        self.frame = np.zeros(layout.frame_dim, np.float32)
+        self.terms = [(TERM_FILLS[name], self.frame[sl]) for name, sl in layout.slices().items()]
+        self.scale = layout.scale_vector().numpy()
+        self.low, self.high = np.full(layout.frame_dim, -layout.clip, np.float32), np.full(layout.frame_dim, layout.clip,
+                                                                                           np.float32)  # fmt: skip
+        self.default_pose = spec.default_pose.astype(np.float32)
+        self.gravity = _GravityScratch()
+        self.fresh = True
+
+    def build(self, quaternion, gyro, command, q, dq, last_action) -> np.ndarray:
+        """The observation (dim,) from raw measurements (1-D arrays); a view of this object's buffer, overwritten
+        by the next call."""
+        values = {"quaternion": quaternion, "gyro": gyro, "command": command, "q": q, "dq": dq,
+                  "last_action": last_action}  # fmt: skip
+        for fill, out in self.terms:
+            fill(self, values, out)
+        np.multiply(self.frame, self.scale, out=self.frame)
+        np.minimum(np.maximum(self.frame, self.low, out=self.frame), self.high, out=self.frame)  # torch.clamp
+        history = self.history
+        if self.fresh:  # a new history: the frame fills every slot
+            history[:] = self.frame
+            self.fresh = False
+        else:
+            for i in range(len(history) - 1, 0, -1):  # shift older frames back, oldest dropped
+                history[i] = history[i - 1]
+            history[0] = self.frame
+        return self.obs
+
+    def reset(self) -> None:
+        self.fresh = True
+
+
+class _GravityScratch:
+    """float32 scratch for `projected_gravity` on one quaternion (views of one buffer, made once)."""
+
+    def __init__(self) -> None:
+        self.quat = np.zeros(4, np.float32)
+        self.w, self.x, self.y, self.z = (self.quat[i : i + 1] for i in range(4))
+        self.a, self.b = np.zeros(1, np.float32), np.zeros(1, np.float32)
+        self.one, self.two, self.minus_two = (np.array([v], np.float32) for v in (1.0, 2.0, -2.0))  # as torch casts
+
+
+def _fill_gravity(obs: RobotObservation, values: dict, out: np.ndarray) -> None:
+    """observation.projected_gravity's formula, operation by operation in float32:
+    (-2 (x z - w y), -2 (y z + w x), -(1 - 2 (x x + y y)))."""
+    g = obs.gravity
+    np.copyto(g.quat, values["quaternion"])
+    w, x, y, z, a, b, one, two, minus_two = g.w, g.x, g.y, g.z, g.a, g.b, g.one, g.two, g.minus_two
+    np.multiply(x, z, out=a), np.multiply(w, y, out=b), np.subtract(a, b, out=a), np.multiply(a, minus_two, out=out[0:1])
+    np.multiply(y, z, out=a), np.multiply(w, x, out=b), np.add(a, b, out=a), np.multiply(a, minus_two, out=out[1:2])
+    np.multiply(x, x, out=a), np.multiply(y, y, out=b), np.add(a, b, out=a), np.multiply(a, two, out=a)
+    np.subtract(one, a, out=a), np.negative(a, out=out[2:3])
+
+
+def _fill_joint_pos(obs: RobotObservation, values: dict, out: np.ndarray) -> None:
+    np.copyto(out, values["q"])  # to float32 first, as the torch path does
+    np.subtract(out, obs.default_pose, out=out)
+
+
+def _copy(key: str):
+    return lambda obs, values, out: np.copyto(out, values[key])
+
+
+TERM_FILLS = {  # observation term -> how RobotObservation fills it (observation_terms' terms)
+    "projected_gravity": _fill_gravity,
+    "gyro": _copy("gyro"),
+    "command": _copy("command"),
+    "joint_pos": _fill_joint_pos,
+    "joint_vel": _copy("dq"),
+    "last_action": _copy("last_action"),
+}
+
+
 @dataclass(frozen=True)
 class ActionMap:
     """PD target = default pose + action_scale · action, clamped once into the target box: the joint range inside
@@ -85,9 +170,16 @@ class ActionMap:
                              "(joint limits less limits.target_margin)")  # fmt: skip
         return cls(spec.default_pose, spec.control.action_scale, spec.control.action_clip, lower, upper)
 
-    def targets(self, actions: np.ndarray) -> np.ndarray:
-        """PD targets (float64, simulator joint order) for actions of shape (..., joints)."""
-        return np.clip(self.default_pose + self.scale * np.asarray(actions, dtype=np.float64), self.lower, self.upper)
+    def targets(self, actions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """PD targets (float64, simulator joint order) for actions of shape (..., joints); into `out` if given
+        (float64, the targets' shape: no allocation)."""
+        if out is None:
+            return np.clip(self.default_pose + self.scale * np.asarray(actions, dtype=np.float64), self.lower,
+                           self.upper)  # fmt: skip
+        np.copyto(out, actions)  # to float64 first, as above
+        np.multiply(out, self.scale, out=out)
+        np.add(self.default_pose, out, out=out)
+        return np.clip(out, self.lower, self.upper, out=out)
 
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The inverse: per joint, the actions within ±clip whose targets the clamp leaves untouched."""

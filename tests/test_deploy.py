@@ -5,6 +5,7 @@ with damping on the very step that saw the fault, Ctrl-C, the bridge watchdog wh
 wrong policy refused.
 """
 
+import copy
 import dataclasses
 import os
 import signal
@@ -187,7 +188,7 @@ class FakeRobot:
         return arm
 
     def publish_target(self, target, sequence, robot_tick_us):
-        self.targets.append(target)
+        self.targets.append(copy.deepcopy(target))  # the controller's buffer: valid during the call only
 
     def publish_status(self, trip, trip_count):
         self.statuses.append((trip, trip_count))
