@@ -331,6 +331,16 @@ def test_a_fall_read_low_by_the_imu_trips_on_the_first_reading_after_it(spec, cf
     assert first_trip("orientation", tilts(spec, [1.4]), limits) == 0
 
 
+def test_a_slow_fall_trips_on_its_second_reading_past_the_limit(spec, cfg):
+    """The grid's healthy point 19: tilting at ~0.3 rad/s, too slowly for the line to pass the margin; the true
+    fall came between the 0.999 and 1.003 readings, so it is caught a step late (34 ms)."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    pitches = [0.975, 0.981, 0.987, 0.992, 0.999, 1.003, 1.008]
+    assert max(pitches) < limits.max_tilt
+    assert first_trip("orientation", tilts(spec, pitches), limits) == len(pitches) - 1
+    assert "the last 2 readings (20 ms) 1.003..1.008 rad" in verdict("orientation", tilts(spec, pitches), limits)
+
+
 def test_orientation_forgets_its_readings_on_rearm_and_skips_a_non_finite_one(spec, cfg):
     limits = SafetyLimits.from_spec(spec, cfg)
     monitor = MONITORS["orientation"](limits)
