@@ -214,7 +214,7 @@ class MotorResponse:
     medians trips. As every motor of the robot shares the realisation, this comparison judges smaller torques
     (`motor_relative_min_torque`) than the absolute bound: a standing or lightly loaded hip is asked ~1 N·m, under
     the absolute bound's 1.9 N·m, and a dead or weak one there went unseen for 0.5 s or for good (issue 23). On the
-    healthy grid (per-joint strength 0.7-1.0) the lowest share was 0.56, a motor at 0.3 read 0.23-0.29
+    healthy grid (per-joint strength 0.7-1.0) the lowest share was 0.56, a motor at 0.3 read 0.27-0.29
     (benchmarks/monitor_grid.py).
     """
 
