@@ -93,7 +93,7 @@ def violations(spec, cfg):
         "bridge": [standing(spec, bridge_trip="watchdog: no pd_target for 62 ms")],
         "stale_state": [standing(spec, state_age_us=limits.max_state_age_us + 1)],
         "loop_overrun": [standing(spec, step_interval_s=limits.max_step_interval_s * 1.01)],
-        "orientation": [standing(spec, **tilted(cfg.max_roll_pitch + 0.01, axis=1))],
+        "orientation": [standing(spec, **tilted(limits.max_tilt + 0.01, axis=1))],  # lying: beyond, not moving
         "joint_position": [standing(spec, q=q)],
         "joint_reading": [standing(spec), standing(spec, q=spiked)],
         "joint_velocity": [standing(spec, dq=dq)],
@@ -296,3 +296,81 @@ def test_a_joint_reading_that_jumps_trips_and_fast_true_motion_does_not(spec, cf
     spiked[4] += 0.5
     detail = verdict("joint_reading", [standing(spec, q=q, dq=dq), standing(spec, q=spiked, dq=dq)], limits)
     assert detail.startswith("FR_thigh_joint angle reading moved +0.500 rad in 20 ms")
+
+
+def tilts(spec, pitches) -> list[SafetyInput]:
+    return [standing(spec, **tilted(p, axis=1)) for p in pitches]
+
+
+def first_trip(name: str, steps: list[SafetyInput], limits: SafetyLimits) -> int | None:
+    """The index of the first step a fresh monitor `name` trips on."""
+    monitor = MONITORS[name](limits)
+    return next((k for k, x in enumerate(steps) if monitor(x, limits) is not None), None)
+
+
+def test_a_robot_leaning_at_the_limit_whose_imu_reads_past_it_does_not_trip(spec, cfg):
+    """The grid's false trip (healthy point 55, poor policy): pitch readings around 0.97 rad, one 1.012 rad, while
+    the true tilt stayed under 1 rad: the IMU's noise, not a fall."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    pitches = [0.958, 0.941, 0.951, 0.98, 0.972, 0.999, 1.012, 0.92, 0.984, 0.932, 0.986, 0.964]
+    assert max(pitches) > cfg.max_roll_pitch  # one reading alone is past the limit
+    assert first_trip("orientation", tilts(spec, pitches), limits) is None
+
+
+def test_a_fall_read_low_by_the_imu_trips_on_the_first_reading_after_it(spec, cfg):
+    """The grid's healthy point 35: its IMU reads ~0.05 rad low, so its falls read under 1 rad as they pass it.
+    Readings every 20 ms, the true fall 4 ms before the last: tilting at ~3.5 rad/s, it is caught there."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    pitches = [0.661, 0.665, 0.735, 0.792, 0.821, 0.929, 0.999]
+    assert max(pitches) < cfg.max_roll_pitch  # no reading is past the limit
+    assert first_trip("orientation", tilts(spec, pitches), limits) == len(pitches) - 1
+    detail = verdict("orientation", tilts(spec, pitches), limits)
+    assert "over the last 60 ms" in detail and "40 ms ahead" in detail
+    # Rolling over the other way is the same fall; a lying robot trips on its first reading.
+    assert first_trip("orientation", tilts(spec, [-p for p in pitches]), limits) == len(pitches) - 1
+    assert first_trip("orientation", tilts(spec, [1.4]), limits) == 0
+
+
+def test_a_slow_fall_trips_on_its_second_reading_past_the_limit(spec, cfg):
+    """The grid's healthy point 19: tilting at ~0.3 rad/s, too slowly for the line to pass the margin; the true
+    fall came between the 0.999 and 1.003 readings, so it is caught a step late (34 ms)."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    pitches = [0.975, 0.981, 0.987, 0.992, 0.999, 1.003, 1.008]
+    assert max(pitches) < limits.max_tilt
+    assert first_trip("orientation", tilts(spec, pitches), limits) == len(pitches) - 1
+    assert "the last 2 readings (20 ms) 1.003..1.008 rad" in verdict("orientation", tilts(spec, pitches), limits)
+
+
+def test_orientation_forgets_its_readings_on_rearm_and_skips_a_non_finite_one(spec, cfg):
+    limits = SafetyLimits.from_spec(spec, cfg)
+    monitor = MONITORS["orientation"](limits)
+    for x in tilts(spec, [0.6, 0.7, 0.8]):
+        assert monitor(x, limits) is None
+    monitor.reset()
+    assert monitor(tilts(spec, [0.9])[0], limits) is None  # 0.9 alone: no line through one reading
+    nan = standing(spec, rpy=np.full(3, np.nan), quaternion=np.full(4, np.nan))
+    assert monitor(nan, limits) is None  # non_finite reports it; the readings before stay
+    assert list(monitor.tilts) == [0.9]
+
+
+def test_a_lightly_loaded_motor_is_judged_against_the_robots_others(spec, cfg):
+    """The grid's missed cases: a standing front hip asked ~1 N·m, under the absolute bound's minimum. At 0.3 of its
+    strength, or dead, the comparison with the robot's other motors (per-joint strengths 0.7-1.0, the softest gains,
+    its targets acting 40 ms late) catches it within the relative window; healthy, it is left alone."""
+    limits = SafetyLimits.from_spec(spec, cfg)
+    least_wanted = 1.5 * limits.motor_relative_min_torque  # the least healthy torque asked: under the absolute minimum
+    assert np.all(least_wanted < limits.motor_min_torque)
+    weakest = limits.motor_gains[0] * limits.motor_strength_min * spec.control.kp
+    target = pd(spec, least_wanted / weakest)
+    per_joint = np.random.default_rng(1).uniform(limits.motor_strength_min, 1.0, 12)
+    low = limits.motor_gains[0]
+    healthy = healthy_motor(limits, target, spec.default_pose, np.zeros(12), low, low, 1.0) * per_joint
+    steps = limits.motor_targets + limits.motor_relative_steps - 1
+    assert verdict("motor_response", [standing(spec, target=target, tau_est=healthy)] * (3 * steps), limits) is None
+    for strength in (0.3, 0.0):
+        faulty = healthy.copy()
+        faulty[0] *= strength / per_joint[0]  # FL hip
+        trip = first_trip("motor_response", [standing(spec, target=target, tau_est=faulty)] * steps, limits)
+        assert trip == steps - 1, strength
+        detail = verdict("motor_response", [standing(spec, target=target, tau_est=faulty)] * steps, limits)
+        assert detail.startswith("FL_hip_joint gave a median"), detail
