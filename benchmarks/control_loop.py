@@ -60,12 +60,7 @@ def bench_inference(spec, policy_path: Path, calls: int) -> dict:
     cfg = load_runtime_config("runtime", {"soft_start_s": 0.0, "stand_s": 0.0})  # straight to the policy
     controller = make_controller(spec, policy_path, cfg)
     obs = torch.zeros(1, spec.observation.dim)
-    n = spec.num_joints
-    state = RobotState(
-        robot_tick_us=0, body_tick_us=0, stamp_us=0, received_s=0.0, repeats=0, tick_step_us=2000,
-        q=spec.default_pose.copy(), dq=np.zeros(n), tau_est=np.zeros(n), quaternion=np.array([1.0, 0, 0, 0]),
-        rpy=np.zeros(3), gyro=np.zeros(3), accelerometer=np.array([0, 0, 9.81]), foot_force=np.zeros(4),
-    )  # fmt: skip
+    state = RobotState.standing_still(spec.default_pose)
     times = {name + cold: [] for name in ("policy", "controller_act", "controller_step") for cold in ("", "_cold")}
     for i in range(calls + 100 + calls // 10):  # 100 warm-up calls, then hot, then a tenth as many cold
         cold = "_cold" * (i >= calls + 100)

@@ -84,6 +84,15 @@ class RobotState:
     accelerometer: np.ndarray
     foot_force: np.ndarray
 
+    @classmethod
+    def standing_still(cls, pose: np.ndarray) -> RobotState:
+        """A robot at rest in `pose`, level, at tick 0 (for benchmarks and tests of the controller alone)."""
+        n = len(pose)
+        return cls(robot_tick_us=0, body_tick_us=0, stamp_us=0, received_s=0.0, repeats=0, tick_step_us=2000,
+                   q=np.array(pose, dtype=np.float64), dq=np.zeros(n), tau_est=np.zeros(n),
+                   quaternion=np.array([1.0, 0, 0, 0]), rpy=np.zeros(3), gyro=np.zeros(3),
+                   accelerometer=np.array([0, 0, 9.81]), foot_force=np.zeros(4))  # fmt: skip
+
 
 @dataclass
 class Odometry:

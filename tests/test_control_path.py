@@ -133,12 +133,7 @@ def test_state_to_command_path_keeps_nothing_and_allocates_no_arrays(spec, polic
     one array kept per step would be ~50 kB), and never hold more than a few numpy iterator and scalar objects at
     once: a step that made its observation, action or target as new arrays fails (the old path: ~7 kB)."""
     c = controller(spec, policy)
-    n = spec.num_joints
-    state = RobotState(
-        robot_tick_us=0, body_tick_us=0, stamp_us=0, received_s=0.0, repeats=0, tick_step_us=2000,
-        q=spec.default_pose.copy(), dq=np.zeros(n), tau_est=np.zeros(n), quaternion=np.array([1.0, 0, 0, 0]),
-        rpy=np.zeros(3), gyro=np.zeros(3), accelerometer=np.array([0, 0, 9.81]), foot_force=np.zeros(4),
-    )  # fmt: skip
+    state = RobotState.standing_still(spec.default_pose)
 
     def steps(first: int, count: int) -> None:
         for i in range(first, first + count):
