@@ -179,7 +179,8 @@ class Go1Env(VecEnv):
         # Per-environment dynamics, re-sampled at reset: friction, payload, strength, kp/kd factors, latency.
         self.params = {k: np.ones(n) for k in ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")}
         self.params["added_mass"][:] = 0.0
-        self.params.update({axis: np.zeros(n) for axis in COM_AXES if axis in self.ranges})
+        if self.cfg.randomization.com_displacement:
+            self.params.update({axis: np.zeros(n) for axis in COM_AXES})
         self.latency = np.zeros(n, dtype=np.int64)
         # Sensor calibration errors, drawn per episode (profile mode): encoder offsets, gyro bias, IMU tilt (rad).
         self.bias = {"joint_pos": np.zeros((n, j)), "gyro": np.zeros((n, 3)), "orientation": np.zeros((n, 3))}
