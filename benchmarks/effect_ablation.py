@@ -41,7 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", type=Path, required=True)
     p.add_argument("--profile", required=True, help="configs/reality_gap/ name or a .yaml path")
-    p.add_argument("--without", nargs="+", required=True, metavar="FIELD=VALUE", help="one variant per change (FIELD=VALUE+FIELD=VALUE: several in one)")
+    p.add_argument("--without", nargs="+", required=True, metavar="FIELD=VALUE",
+                   help="one variant per change (FIELD=VALUE+FIELD=VALUE: several in one)")
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="the stand-in robot (episodes: seed + 100, as gap_recovery)")
     p.add_argument("--root", type=Path, default=Path("runs/ablation"))

@@ -24,7 +24,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", type=Path, required=True, help="a pretraining run folder (its latest checkpoint)")
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--terrain", type=float, nargs=2, metavar=("STEP_M", "SLOPE"), help="rough ground (default: the run's)")
+    p.add_argument("--terrain", type=float, nargs=2, metavar=("STEP_M", "SLOPE"),
+                   help="rough ground (default: the run's)")
     p.add_argument("--com", type=float, help="trunk centre-of-mass displacement, m each axis (default: the run's)")
     p.add_argument("--added-mass", type=float, nargs=2, metavar=("LOW", "HIGH"), help="kg (default: the run's)")
     p.add_argument("--stand-up", type=float, help="share of episodes from a simulated stand-up (default: the run's)")

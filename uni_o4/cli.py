@@ -1,9 +1,10 @@
 """`uni_o4 finetune --offline LOGS...`, `uni_o4 finetune --online --policy RESULT` and `uni_o4 pipeline`.
 
 Offline: a dataset from robot logs, fine-tuning with the chosen method, the deployment gate (the simulator
-calibrated from the same logs judges candidate against incumbent; `--gate amq`: Uni-O4's AM-Q). Online: guarded fine-tuning on the robot through the
-deploy runtime, starting from an offline result. Every run folder holds the config it used, TensorBoard logs,
-a JSON report and plots; rerunning with the same --out resumes. A thin shell over uni_o4/finetune.py.
+calibrated from the same logs judges candidate against incumbent; `--gate amq`: Uni-O4's AM-Q). Online: guarded
+fine-tuning on the robot through the deploy runtime, starting from an offline result. Every run folder holds the
+config it used, TensorBoard logs, a JSON report and plots; rerunning with the same --out resumes. A thin shell
+over uni_o4/finetune.py.
 """
 
 from __future__ import annotations

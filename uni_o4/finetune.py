@@ -19,8 +19,7 @@ from pathlib import Path
 from real_robot.lcm_bus import DEFAULT_LCM_URL
 from robot_spec.config import load_config, merge, named_config
 
-SOURCE_FILE = "finetune.json"
-METHOD_FOR_CALIBRATION = "sim_ppo"  # the preset whose calibration budget and gate the calibrated gate uses  # what an offline run was made from: online fine-tuning reads it
+SOURCE_FILE = "finetune.json"  # what an offline run was made from: online fine-tuning reads it
 
 
 def default_out() -> Path:
@@ -123,7 +122,7 @@ def amq_decision(req: OfflineRequest, spec, candidate: Path, scores: tuple[float
     from sim_pretrain.evaluate import EvalConfig, evaluate_policy
     from uni_o4 import gate
 
-    gate_cfg = gate.GateConfig(evaluator="amq")
+    gate_cfg = gate.GateConfig()
     eval_cfg = load_config(EvalConfig, named_config("eval", gate_cfg.eval_preset))
     sim = evaluate_policy(load_policy(candidate, spec), eval_cfg, device=req.device)
     return gate.decide(scores[0], scores[1], sim, gate_cfg), sim

@@ -1,6 +1,6 @@
 """The deployment gate: a fine-tuned policy replaces the current one only if it is not worse and is safe.
 
-Two evaluators (`GateConfig.evaluator`):
+Two evaluators (`uni_o4 finetune --gate`, OfflineRequest.gate):
 - `calibrated` (the default when there is a policy to replace): the simulator calibrated from the same logs
   (uni_o4.sim_ppo.gate): trusted only if it explains held-out logs better than the nominal model; there, every
   episode from the robot's logged starts, the candidate must track better than the incumbent with no more falls.
@@ -27,7 +27,8 @@ EVALUATORS = ("calibrated", "amq")
 
 @dataclass
 class GateConfig:
-    evaluator: str = "calibrated"  # one of EVALUATORS; `amq` without a policy to replace (nothing to compare in sim)
+    """The AM-Q gate's settings (the calibrated gate's are sim_ppo's SimGateConfig)."""
+
     min_score_margin: float = 0.0  # candidate AM-Q must be ≥ incumbent AM-Q + margin
     max_fall_rate: float = 0.0
     eval_preset: str = "default"  # configs/eval/<preset>.yaml
