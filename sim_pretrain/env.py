@@ -321,10 +321,11 @@ class Go1Env(VecEnv):
         self.prev_targets[idx] = self.spec.default_pose - self.bias["joint_pos"][idx]
         for i in idx:
             self._apply_dynamics(int(i))
+        standing_up = idx[self.rng.random(n) < self.cfg.stand_up.share] if self.cfg.stand_up.share > 0 else idx[:0]
+        self._lie_down(standing_up)
         if self.cfg.terrain.enabled:
             self._place_on_terrain(idx)
-        if self.cfg.stand_up.share > 0:
-            self._stand_up(idx[self.rng.random(n) < self.cfg.stand_up.share])
+        self._stand_up(standing_up)
         self._reset_task(rows)
 
     def _start_states(self, n: int) -> np.ndarray:
@@ -359,15 +360,23 @@ class Go1Env(VecEnv):
         roll, pitch = starts["roll_pitch"][pick].T
         qpos[rows, 3:7] = quaternion_rpy(roll, pitch, yaw[rows]).T
 
-    def _stand_up(self, rows: np.ndarray) -> None:
-        """These rows lie down where they were placed and are stood up as deploy's soft start does (StandUpConfig),
-        in their own dynamics; the episode begins where that stand ends."""
-        if not len(rows):
-            return
-        cfg, q = self.cfg.stand_up, self.qpos
-        self.state[rows, q.start + 2] += self.lying_height - self.home_state[q.start + 2]
+    def _lie_down(self, rows: np.ndarray) -> None:
+        """These rows start lying level on the floor (their heading kept), whatever start they were given; the
+        terrain, if any, then lifts them onto the ground under them."""
+        q = self.qpos
+        w, x, y, z = self.state[rows, q.start + 3 : q.start + 7].T
+        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        self.state[rows, q.start + 3 : q.start + 7] = quaternion_rpy(np.zeros_like(yaw), np.zeros_like(yaw), yaw).T
+        self.state[rows, q.start + 2] = self.lying_height
         self.state[rows, q.start + 7 : q.stop] = self.spec.lying_pose
         self.state[rows, self.qvel] = 0.0
+
+    def _stand_up(self, rows: np.ndarray) -> None:
+        """These lying rows are stood up as deploy's soft start does (StandUpConfig), in their own dynamics and on
+        their own ground; the episode begins where that stand ends."""
+        if not len(rows):
+            return
+        cfg = self.cfg.stand_up
         dt = self.base_model.opt.timestep
         ramp, hold = round(cfg.ramp_s / dt), round(cfg.hold_s / dt)
         alpha = np.minimum(np.arange(1, ramp + hold + 1) / max(ramp, 1), 1.0)[:, None]

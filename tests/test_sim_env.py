@@ -102,6 +102,23 @@ def test_a_stand_up_start_begins_where_deploys_soft_start_leaves_the_robot():
     flat.close()
 
 
+def test_a_stand_up_start_lies_down_level_whatever_start_it_was_given(spec, tmp_path):
+    """A row drawn from tilted logged starts (initial_states) that stands up lies down level first, at the lying
+    height, and ends on its feet like any other: the stand decides where the episode begins."""
+    from sim_pretrain.env_config import InitialStatesConfig, StandUpConfig
+
+    starts = tmp_path / "starts.npz"
+    np.savez(starts, q=np.tile(spec.default_pose, (2, 1)), roll_pitch=np.array([[0.3, -0.3], [0.3, -0.3]]))
+    cfg = EnvConfig(num_envs=3, num_threads=1, seed=3)
+    cfg.initial_states = InitialStatesConfig(str(starts), share=1.0)
+    cfg.stand_up = StandUpConfig(share=1.0, ramp_s=0.0, hold_s=0.02)  # barely any stand: where it lay down
+    env = Go1Env(cfg)
+    q = env.state[:, env.qpos]
+    np.testing.assert_allclose(q[:, 7:], np.tile(spec.lying_pose, (3, 1)), atol=0.1)
+    assert (np.abs(q[:, 4:6]).max(axis=1) < 0.05).all()  # level: the logged tilt is gone
+    env.close()
+
+
 def _inputs(n=2, **overrides):
     x = dict(
         command=torch.tensor([[1.0, 0.0, 0.0]] * n), lin_vel=torch.zeros(n, 3), ang_vel=torch.zeros(n, 3),
