@@ -1,5 +1,5 @@
 """Continue a pretraining run with wider randomisation: rough ground, the trunk's centre of mass moved, a wider
-payload range, and episodes that begin where deploy's soft start hands over (stand-up starts). A new run folder
+payload range, encoder backlash, and episodes that begin where deploy's soft start hands over (stand-up starts). A new run folder
 (the old one is left as it was); then compare policies across profiles with benchmarks/profile_sweep.py.
 
     python benchmarks/robust_pretrain.py --start runs/go1/<run> --iterations 300 --terrain 0.03 0.05 \
@@ -28,17 +28,25 @@ def main() -> None:
                    help="rough ground (default: the run's)")
     p.add_argument("--com", type=float, help="trunk centre-of-mass displacement, m each axis (default: the run's)")
     p.add_argument("--added-mass", type=float, nargs=2, metavar=("LOW", "HIGH"), help="kg (default: the run's)")
+    p.add_argument("--backlash", type=float, help="encoder dead zone up to this width, rad (default: the run's)")
     p.add_argument("--stand-up", type=float, help="share of episodes from a simulated stand-up (default: the run's)")
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--physics-threads", type=int, help="mujoco.rollout threads (default: the run's)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    if not (args.start / "config.yaml").is_file():
+        p.error(f"--start {args.start}: not a pretraining run folder (no config.yaml there)")
     base = load_config(TrainConfig, args.start / "config.yaml")
     rand, env = base.env.randomization, base.env
     if args.com is not None:
         rand = dataclasses.replace(rand, com_displacement=args.com)
+    if args.backlash is not None:
+        rand = dataclasses.replace(rand, backlash=args.backlash)
     if args.added_mass is not None:
         rand = dataclasses.replace(rand, added_mass=list(args.added_mass))
     env = dataclasses.replace(env, randomization=rand)
+    if args.physics_threads is not None:
+        env = dataclasses.replace(env, num_threads=args.physics_threads)
     if args.terrain is not None:
         env = dataclasses.replace(env, terrain=TerrainConfig(step_height=args.terrain[0], slope=args.terrain[1]))
     if args.stand_up is not None:

@@ -140,6 +140,7 @@ class Go1Env(VecEnv):
         """Per-env sampling ranges of the dynamics, and of the latency in physics steps."""
         r, p, dyn = self.cfg.randomization, self.profile, self.cfg.dynamics
         com = {axis: [-r.com_displacement, r.com_displacement] for axis in COM_AXES} if r.com_displacement else {}
+        com.update({"backlash": [0.0, r.backlash]} if r.backlash else {})  # neither has a log to identify it
         if p is None:
             keys = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")
             return {**{k: getattr(r, k) for k in keys}, **com}, list(r.latency_substeps)
@@ -181,6 +182,9 @@ class Go1Env(VecEnv):
         self.params["added_mass"][:] = 0.0
         if self.cfg.randomization.com_displacement:
             self.params.update({axis: np.zeros(n) for axis in COM_AXES})
+        if self.cfg.randomization.backlash:
+            self.params["backlash"] = np.zeros(n)
+        self.encoder_q = np.tile(self.spec.default_pose, (n, 1))  # what each joint's encoder reads (backlash)
         self.latency = np.zeros(n, dtype=np.int64)
         # Sensor calibration errors, drawn per episode (profile mode): encoder offsets, gyro bias, IMU tilt (rad).
         self.bias = {"joint_pos": np.zeros((n, j)), "gyro": np.zeros((n, 3)), "orientation": np.zeros((n, 3))}
@@ -224,11 +228,23 @@ class Go1Env(VecEnv):
         late = np.arange(self.decimation)[None, :] < self.latency[:, None]
         self.control[:] = np.where(late[..., None], self.prev_targets[:, None], targets[:, None])
         self.prev_targets = targets
+        if "backlash" in self.params:  # the PD acts on the encoder's reading: shift the target by its error
+            self.control += (self.state[:, self.qpos][:, 7:] - self.encoder_q)[:, None]
         self.rollout.rollout(
             self.models, self.datas, self.state, self.control, skip_checks=True, nstep=self.decimation,
             state=self.state_out, sensordata=self.sensor_out,
         )  # fmt: skip
         self.state = np.ascontiguousarray(self.state_out[:, -1])
+        if "backlash" in self.params:
+            self._turn_encoders(self.state_out[:, :, self.qpos][:, :, 7:])
+
+    def _turn_encoders(self, joint_q: np.ndarray) -> None:
+        """Backlash: each encoder follows its joint through the physics steps `joint_q` (envs, steps, joints) only
+        once the joint is half the dead zone away. The PD sees the reading of the policy step's start (the stand-in
+        updates it every tick: this is that law at the policy rate)."""
+        half = self.params["backlash"][:, None] / 2
+        for k in range(joint_q.shape[1]):
+            self.encoder_q = np.clip(self.encoder_q, joint_q[:, k] - half, joint_q[:, k] + half)
 
     def _measure(self) -> dict[str, torch.Tensor]:
         """Everything the task reads, from the physics state after the last step (batched torch)."""
@@ -282,7 +298,10 @@ class Go1Env(VecEnv):
     def _observation_terms(self) -> dict[str, torch.Tensor]:
         """The policy's raw observation terms: the truth with this episode's sensor biases and noise."""
         m, noise = self.measured, self.cfg.noise
-        raw = self.obs_builder.terms(m["quat"], m["ang_vel"], self.commands, m["joint_pos"], m["joint_vel"],
+        joint_pos = m["joint_pos"]
+        if "backlash" in self.params:
+            joint_pos = torch.as_tensor(self.encoder_q, dtype=torch.float32, device=self.device)
+        raw = self.obs_builder.terms(m["quat"], m["ang_vel"], self.commands, joint_pos, m["joint_vel"],
                                    self.actions)  # fmt: skip
         if self.profile is not None:
             raw.update(self._biased(raw))
@@ -326,6 +345,7 @@ class Go1Env(VecEnv):
         if self.cfg.terrain.enabled:
             self._place_on_terrain(idx)
         self._stand_up(standing_up)
+        self.encoder_q[idx] = self.state[idx, self.qpos][:, 7:]  # backlash: each dead zone starts centred
         self._reset_task(rows)
 
     def _start_states(self, n: int) -> np.ndarray:

@@ -33,6 +33,10 @@ class RandomizationConfig:
     # The trunk's centre of mass moved up to this far (m) along each axis: a payload off-centre, a battery or
     # cable harness; applies around a profile's figures too (no log identifies it). 0: off.
     com_displacement: float = 0.0
+    # Encoder backlash: each env's dead zone drawn up to this width (rad). The reading, and the PD through it,
+    # stays put until the joint has moved half the width past it (as the stand-in's motors do); a Go1's
+    # gearboxes have some, and a policy that never met it can fall over 0.02 rad of it. 0: off.
+    backlash: float = 0.0
 
 
 @dataclass

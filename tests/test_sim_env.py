@@ -80,6 +80,41 @@ def test_the_trunk_centre_of_mass_moves_only_when_asked_and_within_its_range():
     env.close()
 
 
+def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_policy_see_that_reading():
+    """randomization.backlash: each env's dead-zone width drawn per reset up to the maximum; the reading follows the
+    joint only once it is half a width away (so it lags, within that), the policy observes the reading, and the PD
+    drives the reading (not the true angle) to the target. Off by default: no draws, readings are the truth."""
+    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    assert "backlash" not in off.params
+    off.close()
+    cfg = EnvConfig(num_envs=4, num_threads=1, seed=3)
+    cfg.randomization.backlash = 0.06
+    cfg.noise.enabled = False
+    env = Go1Env(cfg)
+    width = env.params["backlash"]
+    assert (width >= 0).all() and (width <= 0.06).all() and len(np.unique(width)) == 4
+    np.testing.assert_array_equal(env.encoder_q, env.state[:, env.qpos][:, 7:])  # centred at reset
+    lags = []
+    for step in range(20):
+        q_before, reading, previous = env.state[:, env.qpos][:, 7:].copy(), env.encoder_q.copy(), env.prev_targets
+        actions = torch.randn(4, env.num_actions, generator=torch.Generator().manual_seed(step)) * 0.5
+        env.step(actions)
+        late = (np.arange(env.decimation)[None, :] < env.latency[:, None])[..., None]
+        unshifted = np.where(late, previous[:, None], env.prev_targets[:, None])
+        going = (env.episode_length_buf == step + 1).numpy()  # rows not reset since the start
+        np.testing.assert_allclose(env.control[going], (unshifted + (q_before - reading)[:, None])[going], atol=1e-12)
+        lag = env.encoder_q - env.state[:, env.qpos][:, 7:]
+        assert (np.abs(lag) <= width[:, None] / 2 + 1e-12).all()
+        lags.append(np.abs(lag).max(axis=1))
+        observed = env._observation_terms()["joint_pos"]
+        truth = env.obs_builder.terms(env.measured["quat"], env.measured["ang_vel"], env.commands,
+                                      torch.as_tensor(env.encoder_q, dtype=torch.float32), env.measured["joint_vel"],
+                                      env.actions)["joint_pos"]  # fmt: skip
+        torch.testing.assert_close(observed, truth)
+    assert (np.max(lags, axis=0) > 0.3 * width).all()  # the readings really lag their joints
+    env.close()
+
+
 def test_a_stand_up_start_begins_where_deploys_soft_start_leaves_the_robot():
     """stand_up.share 1: every episode begins after lying down and standing up under PD (the robot on its feet,
     joints moved from the lying pose to near, but not exactly at, the default pose: the crouch a robot hands over
