@@ -31,7 +31,8 @@ from real_robot.bridge import BridgeCore, body_state_msg, joint_state_msg, load_
 from real_robot.bridge import LowStateReading
 from real_robot.arming import BIND
 from real_robot.lcm_bus import now_us
-from real_robot.sim_robot import BOARD_DT, StandInRobot, quat_to_rpy
+from real_robot.sim_robot import BOARD_DT, StandInRobot
+from robot_spec.observation import rpy_of_quaternion
 from robot_spec.reality_gap import RealityGapProfile
 
 TICK_US = round(BOARD_DT * 1e6)
@@ -163,7 +164,7 @@ class InProcessRobot(LcmRobotIO):
     def _observe_truth(self) -> None:
         data, truth = self.robot.data, self.truth
         truth.time_us = self.board_us
-        truth.roll_pitch = float(np.abs(quat_to_rpy(data.qpos[3:7])[:2]).max())
+        truth.roll_pitch = float(np.abs(rpy_of_quaternion(data.qpos[3:7])[:2]).max())
         truth.height = float(data.qpos[2])
         if truth.fell_us is None and truth.roll_pitch > FALL_TILT:
             truth.fell_us = truth.time_us

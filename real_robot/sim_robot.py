@@ -78,6 +78,7 @@ from robot_spec.reality_gap import (
 )
 from robot_spec.config import ConfigError, check_number
 from robot_spec.mjcf import build_model_xml, sensor_slices
+from robot_spec.observation import rpy_of_quaternion
 from robot_spec.spec import RobotSpec, load_robot
 from robot_spec.terrain import add_terrain, ground_top
 
@@ -238,14 +239,6 @@ class Sensors:
     gyro: np.ndarray
     accelerometer: np.ndarray
     foot_force: np.ndarray
-
-
-def quat_to_rpy(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return np.array([roll, pitch, yaw])
 
 
 def rotate_into_body(quat: np.ndarray, world_vec: np.ndarray) -> np.ndarray:
@@ -549,7 +542,7 @@ class StandInRobot:
             quaternion=m.quaternion,
             gyroscope=m.gyro,
             accelerometer=m.accelerometer,
-            rpy=quat_to_rpy(m.quaternion) if np.all(np.isfinite(m.quaternion)) else np.full(3, np.nan),
+            rpy=rpy_of_quaternion(m.quaternion) if np.all(np.isfinite(m.quaternion)) else np.full(3, np.nan),
             imu_temperature=IMU_TEMPERATURE_C,
             motor_mode=self._sdk_slots(np.where(self.active.servo, wire.SERVO_MODE, 0)).astype(np.int64),
             q=self._sdk_slots(m.q),

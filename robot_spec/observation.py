@@ -120,6 +120,14 @@ def quaternion_rpy(roll, pitch, yaw) -> np.ndarray:
                      cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy])  # fmt: skip
 
 
+def rpy_of_quaternion(quat_wxyz) -> np.ndarray:
+    """Roll, pitch, yaw (rad) of body→world quaternions (w, x, y, z on the first axis): quaternion_rpy's inverse."""
+    w, x, y, z = np.asarray(quat_wxyz, dtype=float)
+    return np.stack([np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y)),
+                     np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0)),
+                     np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))])  # fmt: skip
+
+
 def rotate_inverse(quat_wxyz: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
     """Express a world-frame vector in the body frame."""
     w = quat_wxyz[..., :1]

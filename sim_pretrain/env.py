@@ -27,7 +27,7 @@ from tensordict import TensorDict
 
 from robot_spec import load_robot
 from robot_spec.mjcf import build_model, build_model_xml, home_qpos, sensor_slices
-from robot_spec.observation import projected_gravity, quaternion_rpy, roll_pitch, rotate_inverse
+from robot_spec.observation import projected_gravity, quaternion_rpy, roll_pitch, rotate_inverse, rpy_of_quaternion
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.reality_gap import Ground, RealityGapProfile, apply_body_dynamics, load_reality_gap
 from robot_spec.terrain import TERRAIN_CELL, add_terrain, ground_top
@@ -384,8 +384,7 @@ class Go1Env(VecEnv):
         """These rows start lying level on the floor (their heading kept), whatever start they were given; the
         terrain, if any, then lifts them onto the ground under them."""
         q = self.qpos
-        w, x, y, z = self.state[rows, q.start + 3 : q.start + 7].T
-        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        yaw = rpy_of_quaternion(self.state[rows, q.start + 3 : q.start + 7].T)[2]
         self.state[rows, q.start + 3 : q.start + 7] = quaternion_rpy(np.zeros_like(yaw), np.zeros_like(yaw), yaw).T
         self.state[rows, q.start + 2] = self.lying_height
         self.state[rows, q.start + 7 : q.stop] = self.spec.lying_pose

@@ -56,3 +56,13 @@ def test_model_stands_at_home_pose_under_pd(spec):
     assert upright > 0.995
     np.testing.assert_allclose(data.qpos[7:], spec.default_pose, atol=0.35)
     assert np.abs(data.qvel).max() < 0.05  # at rest
+
+
+def test_roll_pitch_yaw_and_quaternions_convert_both_ways():
+    """rpy_of_quaternion undoes quaternion_rpy (the IMU's z-y-x angles), for arrays of angles away from gimbal lock."""
+    from robot_spec.observation import quaternion_rpy, rpy_of_quaternion
+
+    rng = np.random.default_rng(0)
+    rpy = np.stack([rng.uniform(-3, 3, 50), rng.uniform(-1.5, 1.5, 50), rng.uniform(-3, 3, 50)])
+    np.testing.assert_allclose(rpy_of_quaternion(quaternion_rpy(*rpy)), rpy, atol=1e-9)
+    np.testing.assert_allclose(rpy_of_quaternion([1.0, 0.0, 0.0, 0.0]), [0.0, 0.0, 0.0])
