@@ -3,6 +3,7 @@ acceptance) and the pipeline's gap-recovered arithmetic."""
 
 import json
 
+import numpy as np
 import pytest
 
 from sim_pretrain.env_config import DynamicsConfig
@@ -15,8 +16,11 @@ def calibration(before: float, after: float) -> dict:
     return {"fit_error_rms": {"held_out": {"loss_before": before, "loss_after": after}}}
 
 
-def sim_metrics(tracking: float, falls: float) -> dict:
-    return {"mean_tracking_error": tracking, "fall_rate": falls, "mean_return": 1.0}
+def sim_metrics(tracking: float, falls: float, spread: float = 0.0) -> dict:
+    """Simulator metrics of 56 episodes whose tracking errors average `tracking`, alternately ± `spread`."""
+    episodes = tracking + spread * np.resize([1.0, -1.0], 56)
+    return {"mean_tracking_error": tracking, "fall_rate": falls, "mean_return": 1.0,
+            "per_episode": {"tracking_error_xy": episodes.tolist()}}
 
 
 @pytest.fixture
@@ -53,6 +57,19 @@ def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
     fake_sim.update(candidate=candidate, incumbent=sim_metrics(0.20, 0.1))
     decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
     assert not decision["passed"] and any(reason in r for r in decision["reasons"])
+
+
+def test_gate_refuses_a_gain_within_the_simulators_episode_noise(fake_sim):
+    """The same mean gain passes when every episode agrees and is refused when episodes scatter around it by far
+    more than the gain (the bound over paired episodes crosses zero); confidence 0 is the mean rule alone."""
+    fake_sim.update(incumbent=sim_metrics(0.20, 0.0), steady=sim_metrics(0.19, 0.0),
+                    noisy=sim_metrics(0.19, 0.0, spread=0.15))
+    steady, noisy = sim_ppo.gate(["steady", "noisy"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz",
+                                 SimGateConfig())  # fmt: skip
+    assert steady["passed"] and not noisy["passed"] and "within its noise" in noisy["reasons"][0]
+    mean_only = sim_ppo.gate(["noisy"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz",
+                             SimGateConfig(confidence=0.0))[0]  # fmt: skip
+    assert mean_only["passed"]
 
 
 def test_online_acceptance_needs_no_more_incidents_and_better_tracking_or_fewer_falls_and_more_return():

@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from real_robot.datalog import read_log_folder
 from robot_spec.config import load_config, named_config, save_config, to_dict
 from sim_pretrain.env_config import DynamicsConfig, TerrainConfig
@@ -33,6 +35,10 @@ COLLECTED = "collected.txt"  # written after a round's collection finished (a re
 class SimGateConfig:
     min_fit_gain: float = 0.1  # held-out replay loss must fall by this share vs the nominal model
     min_tracking_gain: float = 0.0  # m/s the candidate must improve on the incumbent in the calibrated simulator
+    # ... and not only on average: the gain must hold at this one-sided confidence over the gate's episodes (a
+    # paired bootstrap: both policies meet the same commands and dynamics draws), so that a gain within the
+    # simulator's own episode-to-episode noise is no pass. 0: the mean alone.
+    confidence: float = 0.9
     max_extra_fall_rate: float = 0.0
     eval_preset: str = "default"  # configs/eval/<preset>.yaml: its command grid, in the calibrated simulator
     episode_s: float = 20.0
@@ -214,6 +220,12 @@ def decide(c: dict, i: dict, fit_gain: float, cfg: SimGateConfig) -> dict:
     if not c["mean_tracking_error"] < i["mean_tracking_error"] - cfg.min_tracking_gain:
         reasons.append(f"tracking error in the calibrated simulator {c['mean_tracking_error']:.3f} is not below the "
                        f"incumbent's {i['mean_tracking_error']:.3f}")  # fmt: skip
+    elif cfg.confidence > 0:
+        bound = tracking_change_bound(c, i, cfg.confidence)
+        if not bound < -cfg.min_tracking_gain:
+            reasons.append(f"tracking gain in the calibrated simulator {i['mean_tracking_error']:.3f} -> "
+                           f"{c['mean_tracking_error']:.3f} is within its noise: at {cfg.confidence:.0%} confidence "
+                           f"the change could be {bound:+.3f} m/s")  # fmt: skip
     if c["fall_rate"] > i["fall_rate"] + cfg.max_extra_fall_rate:
         reasons.append(f"falls in the calibrated simulator {c['fall_rate']:.3f} > the incumbent's {i['fall_rate']:.3f}")
     passed = not reasons
@@ -224,6 +236,16 @@ def decide(c: dict, i: dict, fit_gain: float, cfg: SimGateConfig) -> dict:
     keep = ("fall_rate", "mean_tracking_error", "mean_return")
     return {"passed": passed, "reasons": reasons, "held_out_fit_gain": fit_gain,
             "sim": {name: {k: m[k] for k in keep} for name, m in (("candidate", c), ("incumbent", i))}}  # fmt: skip
+
+
+def tracking_change_bound(c: dict, i: dict, confidence: float, resamples: int = 2000) -> float:
+    """Upper `confidence` bound of the mean change in tracking error (candidate − incumbent; < 0 is a gain) over
+    the gate's paired episodes, by bootstrap (fixed seed: the same metrics, the same verdict)."""
+    if "per_episode" not in c or "per_episode" not in i:
+        raise ValueError("the gate's confidence bound needs per-episode metrics (sim_pretrain.evaluate_policy's)")
+    change = np.subtract(c["per_episode"]["tracking_error_xy"], i["per_episode"]["tracking_error_xy"])
+    picks = np.random.default_rng(0).integers(0, len(change), (resamples, len(change)))
+    return float(np.quantile(change[picks].mean(axis=1), confidence))
 
 
 def evaluate_in(policy: Path, profile: Path, gate_cfg: SimGateConfig, device: str = "cpu",
