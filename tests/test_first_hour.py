@@ -59,6 +59,27 @@ def test_the_shipped_policy_fits_the_robot_and_matches_its_record(spec):
     assert contract["joint_names"] == policy.contract["joint_names"]
 
 
+def test_the_shipped_robust_policy_matches_its_record_and_can_be_fine_tuned(spec):
+    """policies/go1_robust: the files its source.yaml names, and a checkpoint that fits its run config (what the
+    pipeline's --policy, sim_ppo and the oracle continue from)."""
+    from sim_pretrain.train import latest_checkpoint, read_checkpoint
+    from sim_pretrain.train_config import TrainConfig
+    from robot_spec.config import load_config
+
+    robust = REPO / "policies" / "go1_robust"
+    source = yaml.safe_load((robust / "source.yaml").read_text())
+    policy = load_policy(robust / "policy.pt", spec)
+    assert policy.policy_id == source["policy_id"]
+    for name, digest in source["sha256"].items():
+        assert hashlib.sha256((robust / name).read_bytes()).hexdigest() == digest, name
+    checkpoint = latest_checkpoint(robust)
+    cfg = load_config(TrainConfig, robust / "config.yaml")
+    assert checkpoint.name == "model_199.pt" and read_checkpoint(checkpoint)["iter"] == 199
+    r = cfg.env.randomization
+    assert r.backlash > 0 and r.com_displacement > 0 and cfg.env.terrain.enabled and cfg.env.stand_up.share > 0
+    assert cfg.actor.hidden_dims == [256, 128, 64]  # the quick preset's networks, which the actor above has
+
+
 def readme_recipe() -> list[str]:
     """The command lines of the README's walk recipe (the bash block after `<!-- walk-recipe -->`)."""
     text = (REPO / "README.md").read_text()
