@@ -48,7 +48,8 @@ def add_pipeline_parser(sub) -> None:
                         "README; uni_o4 for Uni-O4 on the logs)")  # fmt: skip
     p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
     p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
-    p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt: skip pretraining")
+    p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt beside its run's config and checkpoint: "
+                   "skip pretraining (policies/go1_robust/policy.pt: the shipped robust policy)")
     p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
     p.add_argument("--data", type=Path, help="log folder(s) collected before: skip collection (e.g. another method's)")
     p.add_argument("--collect-steps", type=int, default=20000, help="logged robot steps for offline (default 20000)")
