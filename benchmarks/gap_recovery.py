@@ -52,7 +52,7 @@ from uni_o4.gap_stats import gap_recovered  # noqa: E402
 from uni_o4.methods import CANDIDATE  # noqa: E402
 from uni_o4.registry import METHODS  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
-from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, gate, load_sim_ppo_config  # noqa: E402
+from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, deploy_action_limit, gate, load_sim_ppo_config  # noqa: E402
 from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
 from uni_o4.sim_ppo import tune as sim_ppo_tune  # noqa: E402
 
@@ -103,7 +103,7 @@ def main() -> None:
                 if (run / "policy.pt").is_file():
                     return run / "policy.pt"
                 return finetune_in_sim(args.policy, dynamics, args.iterations, run, seed=ppo_seed,
-                                       initial_states=starts)  # fmt: skip
+                                       initial_states=starts, max_action_change=deploy_action_limit())  # fmt: skip
 
             rows = {"sim policy, no gap": evaluate("sim_none", args.policy, "none"),
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip

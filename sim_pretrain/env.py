@@ -202,11 +202,12 @@ class Go1Env(VecEnv):
         self._simulate(self.actions)
         self.episode_length_buf += 1
         self.measured = self._measure()
+        jumped = self._action_jumped()  # before the reward function moves the tracker's last action on
 
         rewards, terms = self.reward_fn(self._reward_inputs(), self.tracker)
         for name, value in terms.items():
             self.episode_sums[name] += value
-        terminated = self._terminated()
+        terminated = self._terminated() | jumped
         time_outs = self.episode_length_buf >= self.max_episode_length
         dones = terminated | time_outs
 
@@ -276,6 +277,13 @@ class Go1Env(VecEnv):
             projected_gravity=m["projected_gravity"], base_height=m["base_height"], joint_pos=m["joint_pos"],
             joint_vel=m["joint_vel"], torques=m["torques"], action=self.actions, foot_contact=m["foot_contact"],
         )  # fmt: skip
+
+    def _action_jumped(self) -> torch.Tensor:
+        """Rows whose action moved past the action-rate limit on some joint (none when the limit is off)."""
+        limit = self.cfg.termination.max_action_change
+        if not limit:
+            return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return (self.actions - self.tracker.last_action).abs().amax(dim=-1) > limit
 
     def _terminated(self) -> torch.Tensor:
         t, m = self.cfg.termination, self.measured

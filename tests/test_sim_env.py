@@ -115,6 +115,28 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
     env.close()
 
 
+def test_an_action_past_the_action_rate_limit_ends_the_episode_as_deploys_monitor_would():
+    """termination.max_action_change: a step whose action moves further than the limit on some joint from the last
+    one (0 after a reset, as on the robot after the soft start) ends that env's episode; within it, or with the
+    limit off (the default), it does not."""
+    cfg = EnvConfig(num_envs=3, num_threads=1, seed=3)
+    cfg.termination.max_action_change = 3.0
+    env = Go1Env(cfg)
+    actions = torch.zeros(3, env.num_actions)
+    actions[1, 5] = 3.2  # past the limit on one joint
+    actions[2, :] = 2.9  # within it on every joint
+    _, _, dones, extras = env.step(actions)
+    assert dones.tolist() == [False, True, False] and not extras["time_outs"].any()
+    actions[2, :] = -0.2  # 3.1 from its last action
+    _, _, dones, _ = env.step(actions)
+    assert dones[2] and not dones[0]
+    env.close()
+    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    _, _, dones, _ = off.step(torch.full((2, off.num_actions), 3.5))
+    assert not dones.any()
+    off.close()
+
+
 def test_a_stand_up_start_begins_where_deploys_soft_start_leaves_the_robot():
     """stand_up.share 1: every episode begins after lying down and standing up under PD (the robot on its feet,
     joints moved from the lying pose to near, but not exactly at, the default pose: the crouch a robot hands over

@@ -132,6 +132,7 @@ def oracle(policy: Path, args: argparse.Namespace, run_dir: Path) -> Path:
     """The sim policy fine-tuned in the training simulator set to the stand-in's true profile (skipped when done)."""
     from sim_pretrain.env_config import DynamicsConfig
     from sim_pretrain.train import finetune_in_sim
+    from uni_o4.sim_ppo import deploy_action_limit
 
     if (run_dir / "policy.pt").is_file():
         print(f"pipeline: oracle done before: {run_dir / 'policy.pt'}")
@@ -139,7 +140,8 @@ def oracle(policy: Path, args: argparse.Namespace, run_dir: Path) -> Path:
     print(f"pipeline: oracle: {args.oracle_iterations} PPO iterations in {args.profile}'s figures")
     # The training simulator's solver with the true figures: what a perfect calibration would give a method.
     dynamics = DynamicsConfig(profile=args.profile, physics="training")
-    return finetune_in_sim(policy, dynamics, args.oracle_iterations, run_dir, args.device, seed=args.seed)
+    return finetune_in_sim(policy, dynamics, args.oracle_iterations, run_dir, args.device, seed=args.seed,
+                           max_action_change=deploy_action_limit(args.robot))  # fmt: skip
 
 
 def run_sim_ppo(args: argparse.Namespace, policy: Path, logs: Path, out: Path, evaluate) -> None:

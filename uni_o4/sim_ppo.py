@@ -171,7 +171,16 @@ def tune(start: Path, profile: Path, calibration: dict, starts: Path, iterations
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed if seed is None else seed,
                            num_envs=cfg.num_envs or None,
                            initial_states=InitialStatesConfig(str(starts), cfg.start_share),
-                           terrain=cfg.terrain if cfg.terrain.enabled else None)  # fmt: skip  # None: the pretraining's
+                           terrain=cfg.terrain if cfg.terrain.enabled else None,  # None: the pretraining's
+                           max_action_change=deploy_action_limit())  # fmt: skip
+
+
+def deploy_action_limit(robot: str = "go1") -> float:
+    """The largest step between two actions that deploy's action_rate monitor lets through (configs/safety/): a
+    policy fine-tuned for the robot learns within it, as the robot would end the episode past it."""
+    from deploy.safety import load_safety_config
+
+    return load_safety_config(robot).max_action_delta
 
 
 def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
