@@ -202,7 +202,7 @@ class Go1Env(VecEnv):
         self._simulate(self.actions)
         self.episode_length_buf += 1
         self.measured = self._measure()
-        jumped = self._action_jumped()  # before the reward function moves the tracker's last action on
+        jumped = self._first_action_too_far()
 
         rewards, terms = self.reward_fn(self._reward_inputs(), self.tracker)
         for name, value in terms.items():
@@ -278,12 +278,12 @@ class Go1Env(VecEnv):
             joint_vel=m["joint_vel"], torques=m["torques"], action=self.actions, foot_contact=m["foot_contact"],
         )  # fmt: skip
 
-    def _action_jumped(self) -> torch.Tensor:
-        """Rows whose action moved past the action-rate limit on some joint (none when the limit is off)."""
-        limit = self.cfg.termination.max_action_change
+    def _first_action_too_far(self) -> torch.Tensor:
+        """Rows at their episode's first step whose action is past the limit on some joint (none when it is off)."""
+        limit = self.cfg.termination.max_first_action
         if not limit:
             return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return (self.actions - self.tracker.last_action).abs().amax(dim=-1) > limit
+        return (self.episode_length_buf == 1) & (self.actions.abs().amax(dim=-1) > limit)
 
     def _terminated(self) -> torch.Tensor:
         t, m = self.cfg.termination, self.measured

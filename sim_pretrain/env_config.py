@@ -55,11 +55,12 @@ class TerminationConfig:
     max_roll_pitch: float = 1.0  # rad
     trunk_contact_force: float = 1.0  # N on the trunk: it touched the ground
     min_base_height: float = 0.15
-    # An action that moves further from the previous one than this on any joint (policy action units) ends the
-    # episode, as deploy's action_rate monitor ends it on the robot (configs/safety/: max_action_delta). Off (0)
-    # in pretraining, whose first policies move at random; fine-tuning for a robot sets it (uni_o4.sim_ppo): a
-    # policy trained without it learned a first step past the limit from the robot's crouched starts.
-    max_action_change: float = 0.0
+    # An episode's first action further than this from zero on any joint (policy action units) ends it, as
+    # deploy's action_rate monitor (configs/safety/: max_action_delta) ends the robot's first policy step after the
+    # soft start, whose last action is zero. Fine-tuning for a robot sets it (uni_o4.sim_ppo): policies trained
+    # without it learned a first step past the limit from the robot's crouched starts. Later steps are not
+    # checked: exploration noise alone (std ~0.7) crosses the limit on some joint every ~30 steps. 0: off.
+    max_first_action: float = 0.0
 
 
 @dataclass

@@ -117,19 +117,19 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
                     seed: int | None = None, num_envs: int | None = None,
                     initial_states: InitialStatesConfig | None = None,
                     terrain: TerrainConfig | None = None, backend: str | None = None,
-                    save_interval: int | None = None, max_action_change: float | None = None) -> Path:  # fmt: skip
+                    save_interval: int | None = None, max_first_action: float | None = None) -> Path:  # fmt: skip
     """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
     `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
     (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt.
     `backend`: another simulator of sim_pretrain.backends.BACKENDS (default: the run's); `save_interval`:
-    iterations between checkpoints (default: the run's); `max_action_change`: the action-rate limit that ends an
+    iterations between checkpoints (default: the run's); `max_first_action`: the first-step action limit that ends an
     episode (TerminationConfig; default: the run's)."""
     checkpoint = latest_checkpoint(start.parent if start.suffix == ".pt" and not start.stem.startswith("model_")
                                    else start)  # fmt: skip
     base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
     seed = base.seed if seed is None else seed
-    termination = base.env.termination if max_action_change is None else \
-        dataclasses.replace(base.env.termination, max_action_change=max_action_change)  # fmt: skip
+    termination = base.env.termination if max_first_action is None else \
+        dataclasses.replace(base.env.termination, max_first_action=max_first_action)  # fmt: skip
     env = dataclasses.replace(base.env, dynamics=dynamics, seed=seed, num_envs=num_envs or base.env.num_envs,
                               initial_states=initial_states or base.env.initial_states,
                               terrain=terrain or base.env.terrain, backend=backend or base.env.backend,

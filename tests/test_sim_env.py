@@ -115,21 +115,22 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
     env.close()
 
 
-def test_an_action_past_the_action_rate_limit_ends_the_episode_as_deploys_monitor_would():
-    """termination.max_action_change: a step whose action moves further than the limit on some joint from the last
-    one (0 after a reset, as on the robot after the soft start) ends that env's episode; within it, or with the
-    limit off (the default), it does not."""
+def test_a_first_action_past_the_action_rate_limit_ends_the_episode_as_deploys_monitor_would():
+    """termination.max_first_action: an episode's first action further than the limit from zero on some joint (as
+    the robot's action_rate monitor sees the first step after the soft start) ends that env's episode; within it,
+    later in the episode, or with the limit off (the default), it does not."""
     cfg = EnvConfig(num_envs=3, num_threads=1, seed=3)
-    cfg.termination.max_action_change = 3.0
+    cfg.termination.max_first_action = 3.0
     env = Go1Env(cfg)
     actions = torch.zeros(3, env.num_actions)
     actions[1, 5] = 3.2  # past the limit on one joint
     actions[2, :] = 2.9  # within it on every joint
     _, _, dones, extras = env.step(actions)
     assert dones.tolist() == [False, True, False] and not extras["time_outs"].any()
-    actions[2, :] = -0.2  # 3.1 from its last action
+    actions[:] = 0.0
+    actions[0, :] = 3.2  # a second step: not checked
     _, _, dones, _ = env.step(actions)
-    assert dones[2] and not dones[0]
+    assert not dones[0]
     env.close()
     off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
     _, _, dones, _ = off.step(torch.full((2, off.num_actions), 3.5))
