@@ -175,8 +175,7 @@ def main() -> None:
     p.add_argument("--evaluators", nargs="+", choices=(*EVALUATORS, AMQ), default=(*EVALUATORS, AMQ),
                    help="which evaluators to score with (default all)")
     p.add_argument("--confidence", type=float, default=0.0, help="the gate's confidence bound on the tracking "
-                   "gain (sim_ppo.SimGateConfig; the gate's default is 0.9); 0, the default: the mean rule the "
-                   "studies in the README measured")  # fmt: skip
+                   "gain (sim_ppo.SimGateConfig.confidence); 0, the default: the gate's mean rule")  # fmt: skip
     args = p.parse_args()
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     args.cache.parent.mkdir(parents=True, exist_ok=True)

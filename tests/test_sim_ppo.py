@@ -65,7 +65,7 @@ def test_gate_refuses_a_gain_within_the_simulators_episode_noise(fake_sim):
     fake_sim.update(incumbent=sim_metrics(0.20, 0.0), steady=sim_metrics(0.19, 0.0),
                     noisy=sim_metrics(0.19, 0.0, spread=0.15))
     steady, noisy = sim_ppo.gate(["steady", "noisy"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz",
-                                 SimGateConfig())  # fmt: skip
+                                 SimGateConfig(confidence=0.9))  # fmt: skip
     assert steady["passed"] and not noisy["passed"] and "within its noise" in noisy["reasons"][0]
     mean_only = sim_ppo.gate(["noisy"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz",
                              SimGateConfig(confidence=0.0))[0]  # fmt: skip

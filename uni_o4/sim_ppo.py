@@ -35,10 +35,10 @@ COLLECTED = "collected.txt"  # written after a round's collection finished (a re
 class SimGateConfig:
     min_fit_gain: float = 0.1  # held-out replay loss must fall by this share vs the nominal model
     min_tracking_gain: float = 0.0  # m/s the candidate must improve on the incumbent in the calibrated simulator
-    # ... and not only on average: the gain must hold at this one-sided confidence over the gate's episodes (a
-    # paired bootstrap: both policies meet the same commands and dynamics draws), so that a gain within the
-    # simulator's own episode-to-episode noise is no pass. 0: the mean alone.
-    confidence: float = 0.9
+    # ... and, when > 0, not only on average: the gain must hold at this one-sided confidence over the gate's
+    # episodes (a paired bootstrap: both policies meet the same commands and dynamics draws). Off: on strong's
+    # three robots 0.9 refused 3 more policies the robot accepts (two sim_ppo candidates) and no worse one (README).
+    confidence: float = 0.0
     max_extra_fall_rate: float = 0.0
     eval_preset: str = "default"  # configs/eval/<preset>.yaml: its command grid, in the calibrated simulator
     episode_s: float = 20.0
