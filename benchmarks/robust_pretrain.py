@@ -1,6 +1,7 @@
 """Continue a pretraining run with wider randomisation: rough ground, the trunk's centre of mass moved, a wider
-payload range, encoder backlash, and episodes that begin where deploy's soft start hands over (stand-up starts). A new run folder
-(the old one is left as it was); then compare policies across profiles with benchmarks/profile_sweep.py.
+payload range, encoder backlash, and episodes that begin where deploy's soft start hands over (stand-up starts).
+A new run folder (the old one is left as it was); then compare policies across profiles with
+benchmarks/profile_sweep.py.
 
     python benchmarks/robust_pretrain.py --start runs/go1/<run> --iterations 300 --terrain 0.03 0.05 \
         --com 0.05 --added-mass -1 3 --out runs/go1/robust
