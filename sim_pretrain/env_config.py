@@ -38,6 +38,11 @@ class RandomizationConfig:
     # gearboxes have some, and a policy that never met it can fall over 0.02 rad of it. 0: off.
     backlash: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not (self.com_displacement >= 0 and self.backlash >= 0):
+            raise ValueError(f"randomization: com_displacement {self.com_displacement} and backlash {self.backlash} "
+                             "must be >= 0 (0: off)")
+
 
 @dataclass
 class NoiseConfig:
@@ -61,6 +66,10 @@ class TerminationConfig:
     # without it learned a first step past the limit from the robot's crouched starts. Later steps are not
     # checked: exploration noise alone (std ~0.7) crosses the limit on some joint every ~30 steps. 0: off.
     max_first_action: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.max_first_action >= 0:
+            raise ValueError(f"termination.max_first_action {self.max_first_action}: expected >= 0 (0: off)")
 
 
 @dataclass

@@ -115,6 +115,16 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
     env.close()
 
 
+@pytest.mark.parametrize("field", ["backlash", "com_displacement"])
+def test_a_negative_randomisation_width_is_refused(field):
+    from sim_pretrain.env_config import RandomizationConfig, TerminationConfig
+
+    with pytest.raises(ValueError, match=field):
+        RandomizationConfig(**{field: -0.01})
+    with pytest.raises(ValueError, match="max_first_action"):
+        TerminationConfig(max_first_action=float("nan"))
+
+
 def test_a_first_action_past_the_action_rate_limit_ends_the_episode_as_deploys_monitor_would():
     """termination.max_first_action: an episode's first action further than the limit from zero on some joint (as
     the robot's action_rate monitor sees the first step after the soft start) ends that env's episode; within it,
