@@ -103,7 +103,7 @@ def main() -> None:
                 if (run / "policy.pt").is_file():
                     return run / "policy.pt"
                 return finetune_in_sim(args.policy, dynamics, args.iterations, run, seed=ppo_seed,
-                                       initial_states=starts, max_first_action=deploy_action_limit())  # fmt: skip
+                                       initial_states=starts, action_limit=deploy_action_limit())  # fmt: skip
 
             rows = {"sim policy, no gap": evaluate("sim_none", args.policy, "none"),
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip

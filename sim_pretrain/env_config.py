@@ -62,9 +62,10 @@ class TerminationConfig:
     min_base_height: float = 0.15
     # An episode's first action further than this from zero on any joint (policy action units) ends it, as
     # deploy's action_rate monitor (configs/safety/: max_action_delta) ends the robot's first policy step after the
-    # soft start, whose last action is zero. Fine-tuning for a robot sets it (uni_o4.sim_ppo): policies trained
-    # without it learned a first step past the limit from the robot's crouched starts. Later steps are not
-    # checked: exploration noise alone (std ~0.7) crosses the limit on some joint every ~30 steps. 0: off.
+    # soft start, whose last action is zero. Fine-tuning for a robot sets it (train.within_action_limit): policies
+    # trained without it learned a first step past the limit from the robot's crouched starts. Later steps pay the
+    # rewards' action_jump instead: exploration noise alone (std ~0.7) crosses the limit on some joint every ~30
+    # steps, too often to end episodes on. 0: off.
     max_first_action: float = 0.0
 
     def __post_init__(self) -> None:

@@ -35,6 +35,13 @@ class RewardConfig:
     base_height_target: float = 0.30
     soft_joint_limit: float = 0.9  # fraction of the joint range that is free of penalty
     only_positive: bool = True  # clip the total at zero so early episodes are not taught to end themselves
+    # action_jump's free band: |a_t - a_(t-1)| per joint (policy action units) that costs nothing. Fine-tuning for a
+    # robot scales the term (sim_pretrain.train.finetune_in_sim) to keep the policy inside deploy's action_rate limit.
+    action_jump_limit: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scales.get("action_jump") and not self.action_jump_limit > 0:
+            raise ValueError(f"rewards: action_jump needs action_jump_limit > 0, got {self.action_jump_limit}")
 
 
 @dataclass
@@ -81,9 +88,11 @@ class RewardFunction:
     def __call__(self, x: RewardInputs, tracker: RewardTracker) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total reward (scaled by dt, as legged_gym) and each term's contribution; advances the tracker."""
         terms = {name: TERMS[name](self, x, tracker) * scale * self.dt for name, scale in self.cfg.scales.items()}
-        total = torch.stack(list(terms.values())).sum(0)
+        total = torch.stack([v for k, v in terms.items() if k not in UNCLIPPED]).sum(0)
         if self.cfg.only_positive:
             total = total.clamp(min=0.0)
+        for name in UNCLIPPED.intersection(terms):
+            total = total + terms[name]
         self._advance(x, tracker)
         return total, terms
 
@@ -111,6 +120,10 @@ def _feet_air_time(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torc
     return reward * (x.command[:, :2].norm(dim=-1) > 0.1)
 
 
+def _action_jump(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
+    return ((x.action - t.last_action).abs() - f.cfg.action_jump_limit).clamp(min=0).sum(-1)
+
+
 def _joint_pos_limits(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
     below = (f.soft_lower.to(x.joint_pos) - x.joint_pos).clamp(min=0)
     above = (x.joint_pos - f.soft_upper.to(x.joint_pos)).clamp(min=0)
@@ -126,7 +139,11 @@ TERMS = {
     "torques": lambda f, x, t: x.torques.square().sum(-1),
     "joint_acc": lambda f, x, t: ((x.joint_vel - t.last_joint_vel) / f.dt).square().sum(-1),
     "action_rate": lambda f, x, t: (x.action - t.last_action).square().sum(-1),
+    "action_jump": _action_jump,
     "feet_air_time": _feet_air_time,
     "joint_pos_limits": _joint_pos_limits,
     "base_height": lambda f, x, t: (x.base_height - f.cfg.base_height_target).square(),
 }
+# Added after the only_positive clip: a step that jumps past the robot's action limit would end its episode on the
+# robot, so its cost must not vanish into a clipped-away total.
+UNCLIPPED = frozenset({"action_jump"})

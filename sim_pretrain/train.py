@@ -28,7 +28,7 @@ from robot_spec.config import load_config, save_config
 from robot_spec.policy_io import ActorMLP, save_policy
 from sim_pretrain.backends import make_env
 from sim_pretrain.distributed import Ranks, Runner, any_rank, close, rank_config, rank_device
-from sim_pretrain.env_config import DynamicsConfig, InitialStatesConfig, TerrainConfig
+from sim_pretrain.env_config import DynamicsConfig, EnvConfig, InitialStatesConfig, TerrainConfig
 from sim_pretrain.train_config import TrainConfig
 
 
@@ -117,26 +117,41 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
                     seed: int | None = None, num_envs: int | None = None,
                     initial_states: InitialStatesConfig | None = None,
                     terrain: TerrainConfig | None = None, backend: str | None = None,
-                    save_interval: int | None = None, max_first_action: float | None = None) -> Path:  # fmt: skip
+                    save_interval: int | None = None, action_limit: float | None = None) -> Path:  # fmt: skip
     """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
     `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
     (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt.
     `backend`: another simulator of sim_pretrain.backends.BACKENDS (default: the run's); `save_interval`:
-    iterations between checkpoints (default: the run's); `max_first_action`: the first-step action limit that ends an
-    episode (TerminationConfig; default: the run's)."""
+    iterations between checkpoints (default: the run's); `action_limit`: deploy's limit on one step's action change
+    (see `within_action_limit`; default: none, as pretraining)."""
     checkpoint = latest_checkpoint(start.parent if start.suffix == ".pt" and not start.stem.startswith("model_")
                                    else start)  # fmt: skip
     base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
     seed = base.seed if seed is None else seed
-    termination = base.env.termination if max_first_action is None else \
-        dataclasses.replace(base.env.termination, max_first_action=max_first_action)  # fmt: skip
     env = dataclasses.replace(base.env, dynamics=dynamics, seed=seed, num_envs=num_envs or base.env.num_envs,
                               initial_states=initial_states or base.env.initial_states,
-                              terrain=terrain or base.env.terrain, backend=backend or base.env.backend,
-                              termination=termination)  # fmt: skip
+                              terrain=terrain or base.env.terrain, backend=backend or base.env.backend)  # fmt: skip
+    if action_limit is not None:
+        env = within_action_limit(env, action_limit)
     cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env,
                               save_interval=save_interval or base.save_interval)  # fmt: skip
     return train(cfg, run_dir, device, init=checkpoint)
+
+
+# Fine-tuning for a robot learns inside deploy's action_rate limit: the share of it that is free, and the cost per
+# action unit past that share per joint (before dt). The band leaves room for the robot's deterministic actions to
+# differ from the simulator's; exploration noise (std ~0.7) pays a little too, which narrows it.
+ACTION_BAND, ACTION_JUMP_COST = 0.8, 5.0
+
+
+def within_action_limit(env: EnvConfig, limit: float) -> EnvConfig:
+    """`env` for a robot whose monitor ends an episode when one step's action change passes `limit` on some joint
+    (deploy's action_rate, last action zero before the first step): a first action past it ends the episode, and
+    every step pays for its change beyond ACTION_BAND × limit (rewards' action_jump, never clipped away)."""
+    rewards = dataclasses.replace(env.rewards, scales={**env.rewards.scales, "action_jump": -ACTION_JUMP_COST},
+                                  action_jump_limit=ACTION_BAND * limit)  # fmt: skip
+    termination = dataclasses.replace(env.termination, max_first_action=limit)
+    return dataclasses.replace(env, rewards=rewards, termination=termination)
 
 
 def read_checkpoint(checkpoint: Path) -> dict:

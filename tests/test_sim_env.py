@@ -148,6 +148,31 @@ def test_a_first_action_past_the_action_rate_limit_ends_the_episode_as_deploys_m
     off.close()
 
 
+def test_within_the_action_limit_a_jump_past_the_band_costs_and_a_wild_first_step_ends():
+    """Fine-tuning for a robot (train.within_action_limit): the first step past deploy's limit ends the episode, and a
+    later jump past ACTION_BAND x limit costs its excess in the reward, while the same steps cost nothing without."""
+    from sim_pretrain.train import ACTION_BAND, ACTION_JUMP_COST, within_action_limit
+
+    base = EnvConfig(num_envs=2, num_threads=1, seed=3)
+    base.noise.enabled = False
+    env = Go1Env(within_action_limit(base, 3.0))
+    assert env.cfg.termination.max_first_action == 3.0
+    actions = torch.zeros(2, env.num_actions)
+    actions[1, 0] = 3.2
+    _, _, dones, _ = env.step(actions)
+    assert dones.tolist() == [False, True]
+    jump = ACTION_BAND * 3.0 + 0.5
+    actions[:] = 0.0
+    actions[0, 2] = jump  # a second step's jump, 0.5 past the band
+    _, with_limit, _, _ = env.step(actions)
+    env.close()
+    plain = Go1Env(base)
+    plain.step(torch.zeros(2, plain.num_actions))
+    _, without, _, _ = plain.step(actions)
+    plain.close()
+    assert with_limit[0] - without[0] == pytest.approx(-ACTION_JUMP_COST * 0.5 * env.dt, rel=1e-4)
+
+
 def test_a_stand_up_start_begins_where_deploys_soft_start_leaves_the_robot():
     """stand_up.share 1: every episode begins after lying down and standing up under PD (the robot on its feet,
     joints moved from the lying pose to near, but not exactly at, the default pose: the crouch a robot hands over
@@ -225,6 +250,21 @@ def test_only_positive_clips_the_total():
     f = RewardFunction(cfg, -torch.ones(12), torch.ones(12), dt=0.02)
     total, _ = f(_inputs(projected_gravity=torch.tensor([[0.6, 0.0, -0.8]] * 2)), RewardTracker(2, 12, 4))
     assert (total == 0).all()
+
+
+def test_action_jump_costs_only_past_its_band_and_survives_the_clip():
+    """action_jump: each joint's |a_t - a_(t-1)| beyond the band, added after the only_positive clip (a jump that the
+    robot's monitor would stop must cost something even on a step whose other terms sum below zero)."""
+    cfg = RewardConfig(scales={"orientation": -1.0, "action_jump": -5.0}, only_positive=True, action_jump_limit=2.0)
+    f = RewardFunction(cfg, -torch.ones(12), torch.ones(12), dt=0.02)
+    action = torch.zeros(2, 12)
+    action[0, 3], action[1, :2] = 1.9, torch.tensor([2.5, -3.0])  # inside the band; 0.5 + 1.0 past it
+    total, terms = f(_inputs(projected_gravity=torch.tensor([[0.6, 0.0, -0.8]] * 2), action=action),
+                     RewardTracker(2, 12, 4))  # fmt: skip
+    assert terms["action_jump"][0] == 0 and terms["action_jump"][1] == pytest.approx(-5.0 * 1.5 * 0.02)
+    assert total[0] == 0 and total[1] == pytest.approx(-5.0 * 1.5 * 0.02)  # orientation clipped, the jump not
+    with pytest.raises(ValueError, match="action_jump_limit"):
+        RewardConfig(scales={"action_jump": -1.0})
 
 
 def test_unknown_reward_term_is_named():

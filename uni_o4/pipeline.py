@@ -141,7 +141,7 @@ def oracle(policy: Path, args: argparse.Namespace, run_dir: Path) -> Path:
     # The training simulator's solver with the true figures: what a perfect calibration would give a method.
     dynamics = DynamicsConfig(profile=args.profile, physics="training")
     return finetune_in_sim(policy, dynamics, args.oracle_iterations, run_dir, args.device, seed=args.seed,
-                           max_first_action=deploy_action_limit(args.robot))  # fmt: skip
+                           action_limit=deploy_action_limit(args.robot))  # fmt: skip
 
 
 def run_sim_ppo(args: argparse.Namespace, policy: Path, logs: Path, out: Path, evaluate) -> None:

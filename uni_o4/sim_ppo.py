@@ -172,7 +172,7 @@ def tune(start: Path, profile: Path, calibration: dict, starts: Path, iterations
                            num_envs=cfg.num_envs or None,
                            initial_states=InitialStatesConfig(str(starts), cfg.start_share),
                            terrain=cfg.terrain if cfg.terrain.enabled else None,  # None: the pretraining's
-                           max_first_action=deploy_action_limit())  # fmt: skip
+                           action_limit=deploy_action_limit())  # fmt: skip
 
 
 def deploy_action_limit(robot: str = "go1") -> float:
