@@ -1,10 +1,10 @@
 """The sim-to-real table on the stand-in: every method, sim policy → after offline → after online, with the oracle
 and the share of the reality gap each stage recovers, per reality-gap profile.
 
-Each cell (profile × seed × method) is one `uni_o4 pipeline` folder under --root, kept between runs: a finished
-cell is reused, so the script resumes and the table is assembled from whatever cells exist. Per (profile, seed) the
-first method's run collects the logs and evaluates the sim policy and the oracle; the other methods reuse all three,
-so every method of a seed sees the same data and yardstick, episode for episode.
+Each cell (profile × seed × method) is one `uni_o4 pipeline` folder (uni_o4.pipeline.run_pipeline) under --root,
+kept between runs: a finished cell is reused, so the script resumes and the table is assembled from whatever cells
+exist. Per (profile, seed) the first method's run collects the logs and evaluates the sim policy and the oracle; the
+other methods reuse all three, so every method of a seed sees the same data and yardstick, episode for episode.
 
 Gap recovered = (stage − sim policy) ÷ (oracle − sim policy), for velocity tracking error and for return, computed
 per seed from that seed's means, then mean ± std over seeds, with a bootstrap 90 % interval that resamples the
@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from uni_o4.cli import main as uni_o4  # noqa: E402
-from uni_o4.pipeline import METHODS, ORACLE_STAGE, eval_folder_name, gap_recovered  # noqa: E402
+from uni_o4.pipeline import METHODS, ORACLE_STAGE, PipelineRequest, eval_folder_name, gap_recovered  # noqa: E402
+from uni_o4.pipeline import run_pipeline  # noqa: E402
 
 METRICS = ("mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
 SHARED_STAGES = ("sim policy, no gap", "sim policy", ORACLE_STAGE)  # evaluations every method of a seed reuses
@@ -71,15 +71,14 @@ def main() -> None:
 
 
 def run_cell(args: argparse.Namespace, profile: str, seed: int, method: str, out: Path, first: Path | None) -> None:
-    argv = ["pipeline", "--algo", method, "--profile", profile, "--out", str(out), "--seed", str(seed),
-            "--collect-steps", str(args.collect_steps), "--eval-episodes", str(args.eval_episodes),
-            "--online-preset", args.online_preset, "--oracle-iterations", str(args.oracle_iterations)]  # fmt: skip
-    argv += ["--policy", str(args.policy)] if args.policy else []
+    request = PipelineRequest(algo=method, profile=profile, out=out, seed=seed, collect_steps=args.collect_steps,
+                              eval_episodes=args.eval_episodes, online_preset=args.online_preset,
+                              oracle_iterations=args.oracle_iterations, policy=args.policy)  # fmt: skip
     if first is not None:
-        argv += ["--data", str(first / "data_logs")]
+        request.data = first / "data_logs"
         reuse_shared(first, out)
-    if uni_o4(argv) != 0:
-        raise SystemExit(f"pipeline failed: {' '.join(argv)}")
+    if run_pipeline(request) != 0:
+        raise SystemExit(f"pipeline failed: {request}")
 
 
 def reuse_shared(source: Path, out: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from real_robot.lcm_bus import DEFAULT_LCM_URL
@@ -18,6 +19,9 @@ from robot_spec.config import OVERRIDE_HELP, ConfigError, parse_overrides
 from robot_spec.exit_codes import ExitCode
 from uni_o4.finetune import default_out
 from uni_o4.gate import EVALUATORS
+from uni_o4.pipeline import METHODS as PIPELINE_METHODS
+from uni_o4.pipeline import PipelineRequest
+from uni_o4.pipeline import __doc__ as pipeline_doc
 from uni_o4.registry import METHODS
 from robot_spec.args import device_arg, out_dir_arg
 
@@ -57,10 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, help="seed (default: the preset's)")
     ft.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ... (default: cpu)")
     ft.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=OVERRIDE_HELP)
-    from uni_o4.pipeline import add_pipeline_parser
-
     add_pipeline_parser(sub)
     return parser
+
+
+def add_pipeline_parser(sub) -> None:
+    p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
+                       description=pipeline_doc, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--algo", choices=PIPELINE_METHODS,
+                   help="fine-tuning method (default %(default)s: the one that recovers the gap on the stand-ins, "
+                        "see the README; uni_o4 for Uni-O4 on the logs)")  # fmt: skip
+    p.add_argument("--robot", help="robot spec in configs/robots/ (default: %(default)s)")
+    p.add_argument("--profile", help="stand-in reality-gap profile (configs/reality_gap/)")
+    p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt beside its run's config and checkpoint: "
+                   "skip pretraining (policies/go1_robust/policy.pt: the shipped robust policy)")
+    p.add_argument("--pretrain-preset", help="sim_pretrain preset (default %(default)s)")
+    p.add_argument("--data", type=Path, help="log folder(s) collected before: skip collection (e.g. another method's)")
+    p.add_argument("--collect-steps", type=int, help="logged robot steps for offline (default %(default)s)")
+    p.add_argument("--collect-noise", type=float,
+                   help="std of the Gaussian noise on the collected actions (action units; default %(default)s): "
+                        "logs of the deterministic policy alone leave offline fine-tuning nothing to compare")
+    p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
+    p.add_argument("--gate", choices=EVALUATORS,
+                   help="the log methods' offline gate: the simulator calibrated from the logs (default) or AM-Q")
+    p.add_argument("--gate-preset",
+                   help="--gate calibrated: the sim_ppo preset whose calibration budget and gate it uses")
+    p.add_argument("--online-preset", help="configs/finetune/ preset (default %(default)s)")
+    p.add_argument("--oracle-iterations", type=int,
+                   help="PPO iterations of the oracle row in the true profile's simulator (default %(default)s; "
+                        "0: no oracle)")
+    p.add_argument("--eval-episodes", type=int, help="stand-in episodes per evaluation (default %(default)s)")
+    p.add_argument("--eval-episode-s", type=float, help="length of an evaluation episode (default %(default)s s)")
+    p.add_argument("--out", type=out_dir_arg, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", type=device_arg, help="torch device: cpu, cuda, ...")
+    p.set_defaults(**vars(PipelineRequest()))  # one source of the defaults: the request's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pipeline":
             from uni_o4.pipeline import run_pipeline
 
-            return run_pipeline(args)
+            return run_pipeline(PipelineRequest(**{f.name: getattr(args, f.name) for f in fields(PipelineRequest)}))
         return offline(args) if args.offline else online(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"uni_o4 {args.command}: error: {err}", file=sys.stderr)

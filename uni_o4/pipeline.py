@@ -19,10 +19,10 @@ error and falls is printed and saved (pipeline.json, pipeline.md, pipeline.png).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -33,51 +33,48 @@ from uni_o4.gate import EVALUATORS
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
 from uni_o4.gap_stats import gap_recovered
 from uni_o4.registry import METHODS as REGISTERED
-from robot_spec.args import device_arg, out_dir_arg
 
 # sim_ppo's online stage is rounds of collection and recalibration, not an online learner: the pipeline runs it itself
 METHODS = (*REGISTERED, "sim_ppo")
 ORACLE_STAGE = "oracle (true profile)"
 
 
-def add_pipeline_parser(sub) -> None:
-    p = sub.add_parser("pipeline", help="pretrain -> stand-in -> collect -> offline -> online, with a results table",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--algo", default="sim_ppo", choices=METHODS,
-                   help="fine-tuning method (default sim_ppo: the one that recovers the gap on the stand-ins, see the "
-                        "README; uni_o4 for Uni-O4 on the logs)")  # fmt: skip
-    p.add_argument("--robot", default="go1", help="robot spec in configs/robots/ (default: go1)")
-    p.add_argument("--profile", default="strong", help="stand-in reality-gap profile (configs/reality_gap/)")
-    p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt beside its run's config and checkpoint: "
-                   "skip pretraining (policies/go1_robust/policy.pt: the shipped robust policy)")
-    p.add_argument("--pretrain-preset", default="quick", help="sim_pretrain preset (default quick)")
-    p.add_argument("--data", type=Path, help="log folder(s) collected before: skip collection (e.g. another method's)")
-    p.add_argument("--collect-steps", type=int, default=20000, help="logged robot steps for offline (default 20000)")
-    p.add_argument("--collect-noise", type=float, default=0.15,
-                   help="std of the Gaussian noise on the collected actions (action units; default 0.15): logs of "
-                        "the deterministic policy alone leave offline fine-tuning nothing to compare")
-    p.add_argument("--offline-preset", help="configs/finetune/ preset (default <algo>_quick)")
-    p.add_argument("--gate", default="calibrated", choices=EVALUATORS,
-                   help="the log methods' offline gate: the simulator calibrated from the logs (default) or AM-Q")
-    p.add_argument("--gate-preset", default="sim_ppo_quick",
-                   help="--gate calibrated: the sim_ppo preset whose calibration budget and gate it uses")
-    p.add_argument("--online-preset", default="online_quick", help="configs/finetune/ preset (default online_quick)")
-    p.add_argument("--oracle-iterations", type=int, default=150,
-                   help="PPO iterations of the oracle row in the true profile's simulator (default 150; 0: no oracle)")
-    p.add_argument("--eval-episodes", type=int, default=4, help="stand-in episodes per evaluation (default 4)")
-    p.add_argument("--eval-episode-s", type=float, default=20.0, help="length of an evaluation episode (default 20 s)")
-    p.add_argument("--out", type=out_dir_arg, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, ...")
+@dataclass
+class PipelineRequest:
+    """What `uni_o4 pipeline` runs; the defaults are the main job's (the command's options, one for one)."""
+
+    algo: str = "sim_ppo"
+    robot: str = "go1"
+    profile: str = "strong"  # the stand-in's reality-gap profile: a configs/reality_gap/ name or a file
+    policy: Path | None = None  # a sim-pretrained policy.pt beside its run: skips pretraining
+    pretrain_preset: str = "quick"
+    data: Path | None = None  # logs collected before: skips collection
+    collect_steps: int = 20000
+    collect_noise: float = 0.15  # std of the Gaussian noise on collected actions (action units)
+    offline_preset: str | None = None  # default: <algo>'s quick preset
+    gate: str = "calibrated"
+    gate_preset: str = "sim_ppo_quick"
+    online_preset: str = "online_quick"
+    oracle_iterations: int = 150  # 0: no oracle row
+    eval_episodes: int = 4
+    eval_episode_s: float = 20.0
+    out: Path | None = None  # default runs/pipeline/<time>; an existing one resumes
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if min(self.collect_steps, self.eval_episodes, self.eval_episode_s) <= 0 or self.oracle_iterations < 0:
+            raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive, "
+                             "--oracle-iterations >= 0")
+        if self.algo not in METHODS or self.gate not in EVALUATORS:
+            raise ValueError(f"--algo {self.algo!r} / --gate {self.gate!r}: expected one of {', '.join(METHODS)} / "
+                             f"{', '.join(EVALUATORS)}")
 
 
-def run_pipeline(args: argparse.Namespace) -> int:
+def run_pipeline(args: PipelineRequest) -> int:
     from robot_spec import load_robot
     from uni_o4.robot_eval import RobotEvalConfig
 
-    if min(args.collect_steps, args.eval_episodes, args.eval_episode_s) <= 0 or args.oracle_iterations < 0:
-        raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive, "
-                         "--oracle-iterations >= 0")
     spec = load_robot(args.robot)
     if args.algo == "sim_ppo" and args.robot != "go1":
         raise ValueError(f"--algo sim_ppo runs the go1 only (uni_o4/sim_ppo.py), not '{args.robot}'")
@@ -128,7 +125,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def oracle(policy: Path, args: argparse.Namespace, run_dir: Path) -> Path:
+def oracle(policy: Path, args: PipelineRequest, run_dir: Path) -> Path:
     """The sim policy fine-tuned in the training simulator set to the stand-in's true profile (skipped when done)."""
     from sim_pretrain.env_config import DynamicsConfig
     from sim_pretrain.train import finetune_in_sim
@@ -144,7 +141,7 @@ def oracle(policy: Path, args: argparse.Namespace, run_dir: Path) -> Path:
                            action_limit=deploy_action_limit(args.robot))  # fmt: skip
 
 
-def run_sim_ppo(args: argparse.Namespace, policy: Path, logs: Path, out: Path, evaluate) -> None:
+def run_sim_ppo(args: PipelineRequest, policy: Path, logs: Path, out: Path, evaluate) -> None:
     """Calibrate from the logs, PPO in the calibrated simulator, gate; then online rounds on the stand-in."""
     from uni_o4 import sim_ppo
 
@@ -172,7 +169,7 @@ def run_stage(done_marker: Path, stage: Callable, request) -> None:
     stage(request)
 
 
-def pretrain(args: argparse.Namespace, out: Path) -> Path:
+def pretrain(args: PipelineRequest, out: Path) -> Path:
     """The sim-pretrained policy: --policy, or sim_pretrain's training into out/pretrain (skipped when done)."""
     from sim_pretrain.train import new_run_dir, train
     from sim_pretrain.train_config import load_train_config
@@ -192,7 +189,7 @@ def pretrain(args: argparse.Namespace, out: Path) -> Path:
     return train(cfg, run_dir, device=args.device)
 
 
-def collect(args: argparse.Namespace, policy: Path, folder: Path) -> Path:
+def collect(args: PipelineRequest, policy: Path, folder: Path) -> Path:
     """`real_robot collect` of --collect-steps on the stand-in (skipped when a finished log is there)."""
     from uni_o4.robot_eval import collect_on_stand_in
 
