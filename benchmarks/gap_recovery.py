@@ -176,7 +176,8 @@ def exact_oracle(start: Path, profile: str, profile_root: Path, iterations: int)
             train(load_config(TrainConfig, run / "config.yaml"), run, resume=latest_checkpoint(run))
         else:
             finetune_in_sim(start, DynamicsConfig(profile=profile), iterations, run, seed=0,
-                            backend=exact_env.BACKEND, save_interval=EXACT_SAVE_INTERVAL)  # fmt: skip
+                            backend=exact_env.BACKEND, save_interval=EXACT_SAVE_INTERVAL,
+                            action_limit=deploy_action_limit())  # fmt: skip
     curve = json.loads(history.read_text())
     return run / "policy.pt", {"iterations": iterations, "run": str(run), "mean_return": curve["mean_return"],
                                "mean_episode_s": curve["mean_episode_s"], "wall_s": curve["wall_s"][-1]}  # fmt: skip
