@@ -125,6 +125,18 @@ class LoadedPolicy:
         return self.actor(obs)
 
 
+# Policies shipped in the repository: policies/<robot>_<name>/ (actor, its run's config and last checkpoint, source.yaml).
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def shipped_policy(robot: str, name: str = "robust") -> Path:
+    """policies/<robot>_<name>/policy.pt; one clear error where there is none (a wheel install ships none)."""
+    path = SHIPPED_POLICIES / f"{robot}_{name}" / "policy.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped {name} policy for {robot} ({path}): give a policy, or pretrain one")
+    return path
+
+
 def save_policy(actor: ActorMLP, spec: RobotSpec, path: str | Path, info: dict | None = None) -> dict:
     """Write `path` (TorchScript) and `path.with_suffix('.onnx')`; returns the contract written."""
     path = Path(path)

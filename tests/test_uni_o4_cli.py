@@ -19,13 +19,23 @@ from uni_o4.synthetic import synthetic_dataset
      (["finetune", "--offline", "{tmp}/empty", "--preset", "nope"], "unknown finetune 'nope'"),
      (["pipeline", "--collect-steps", "0"], "must be positive"),
      (["pipeline", "--robot", "go2"], "unknown robots 'go2'; known: go1"),
-     (["pipeline", "--pretrain-preset", "nope"], "pipeline: error: unknown train 'go1_nope'; known: go1_quick, go1_tiny")],
+     (["pipeline", "--pretrain-preset", "nope"], "pipeline: error: unknown train 'go1_nope'; known: go1_quick, go1_tiny"),
+     (["pipeline", "--policy", "{tmp}/p.pt", "--pretrain-preset", "quick"], "start from a policy or pretrain one")],
 )  # fmt: skip
 def test_bad_input_is_answered_clearly(tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv + ["--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_pipeline_starts_from_the_shipped_robust_policy_or_says_it_has_none(tmp_path, capsys, monkeypatch):
+    from robot_spec import policy_io
+
+    assert policy_io.shipped_policy("go1") == policy_io.SHIPPED_POLICIES / "go1_robust" / "policy.pt"
+    monkeypatch.setattr(policy_io, "SHIPPED_POLICIES", tmp_path / "none")
+    assert main(["pipeline", "--out", str(tmp_path / "out")]) == 2
+    assert "no shipped robust policy for go1" in capsys.readouterr().err
 
 
 def test_a_policy_for_another_layout_is_refused(tmp_path, capsys, spec):

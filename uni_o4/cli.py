@@ -73,9 +73,9 @@ def add_pipeline_parser(sub) -> None:
                         "see the README; uni_o4 for Uni-O4 on the logs)")  # fmt: skip
     p.add_argument("--robot", help="robot spec in configs/robots/ (default: %(default)s)")
     p.add_argument("--profile", help="stand-in reality-gap profile (configs/reality_gap/)")
-    p.add_argument("--policy", type=Path, help="a sim-pretrained policy.pt beside its run's config and checkpoint: "
-                   "skip pretraining (policies/go1_robust/policy.pt: the shipped robust policy)")
-    p.add_argument("--pretrain-preset", help="sim_pretrain preset (default %(default)s)")
+    p.add_argument("--policy", type=Path, help="the sim-pretrained policy.pt to start from, beside its run's config "
+                   "and checkpoint (default: the shipped robust one, policies/<robot>_robust)")
+    p.add_argument("--pretrain-preset", help="pretrain with this sim_pretrain preset first (e.g. quick) instead")
     p.add_argument("--data", type=Path, help="log folder(s) collected before: skip collection (e.g. another method's)")
     p.add_argument("--collect-steps", type=int, help="logged robot steps for offline (default %(default)s)")
     p.add_argument("--collect-noise", type=float,

@@ -1,7 +1,8 @@
 """`uni_o4 pipeline`: the whole sim-to-real loop on the stand-in robot in one command.
 
-    pretrain (sim_pretrain train, quick preset)  →  stand-in Go1 with a reality-gap profile
-    →  deploy and collect (real_robot collect)    →  offline fine-tuning  →  guarded online fine-tuning
+    the shipped robust policy (or --policy, or pretraining: --pretrain-preset quick)  →  stand-in Go1 with a
+    reality-gap profile  →  deploy and collect (real_robot collect)  →  offline fine-tuning  →  guarded online
+    fine-tuning
 By default (`--algo sim_ppo`, uni_o4/sim_ppo.py) offline is fine-tuning in a simulator calibrated from the logs
 (real_robot calibrate → PPO there, half the episodes from the robot's own policy starts → the gate → the robot's
 check), and online is rounds of real rollouts → recalibration → PPO → the robot's check. `--algo uni_o4` (or a
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from real_robot.datalog import set_aside
-from robot_spec.policy_io import load_policy
+from robot_spec.policy_io import load_policy, shipped_policy
 from deploy.session import EpisodeStartError
 from uni_o4.gate import EVALUATORS
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
@@ -46,8 +47,11 @@ class PipelineRequest:
     algo: str = "sim_ppo"
     robot: str = "go1"
     profile: str = "strong"  # the stand-in's reality-gap profile: a configs/reality_gap/ name or a file
-    policy: Path | None = None  # a sim-pretrained policy.pt beside its run: skips pretraining
-    pretrain_preset: str = "quick"
+    # Where it starts: a sim-pretrained policy.pt beside its run; with neither, the robot's shipped robust policy
+    # (policies/go1_robust: it walks every stand-in robot without a fall, the unseen ones included, where the quick
+    # preset's flat-ground policy falls on most); or pretraining with this sim_pretrain preset first.
+    policy: Path | None = None
+    pretrain_preset: str | None = None
     data: Path | None = None  # logs collected before: skips collection
     collect_steps: int = 20000
     collect_noise: float = 0.15  # std of the Gaussian noise on collected actions (action units)
@@ -66,6 +70,8 @@ class PipelineRequest:
         if min(self.collect_steps, self.eval_episodes, self.eval_episode_s) <= 0 or self.oracle_iterations < 0:
             raise ValueError("--collect-steps, --eval-episodes and --eval-episode-s must be positive, "
                              "--oracle-iterations >= 0")
+        if self.policy is not None and self.pretrain_preset is not None:
+            raise ValueError("--policy and --pretrain-preset: start from a policy or pretrain one, not both")
         if self.algo not in METHODS or self.gate not in EVALUATORS:
             raise ValueError(f"--algo {self.algo!r} / --gate {self.gate!r}: expected one of {', '.join(METHODS)} / "
                              f"{', '.join(EVALUATORS)}")
@@ -170,7 +176,8 @@ def run_stage(done_marker: Path, stage: Callable, request) -> None:
 
 
 def pretrain(args: PipelineRequest, out: Path) -> Path:
-    """The sim-pretrained policy: --policy, or sim_pretrain's training into out/pretrain (skipped when done)."""
+    """The sim-pretrained policy: --policy, the shipped one, or sim_pretrain's training with --pretrain-preset into
+    out/pretrain (skipped when done)."""
     from sim_pretrain.train import new_run_dir, train
     from sim_pretrain.train_config import load_train_config
 
@@ -178,6 +185,8 @@ def pretrain(args: PipelineRequest, out: Path) -> Path:
         if not args.policy.is_file():
             raise FileNotFoundError(f"--policy not found: {args.policy}")
         return args.policy
+    if args.pretrain_preset is None:
+        return shipped_policy(args.robot)
     runs = out / "pretrain"
     done = sorted(runs.glob(f"{args.robot}/*/policy.pt"))
     if done:
