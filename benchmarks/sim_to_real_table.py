@@ -37,7 +37,8 @@ BOOTSTRAP = 2000
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policy", type=Path, help="sim-pretrained policy.pt in its run folder (default: each pretrains)")
+    p.add_argument("--policy", type=Path,
+                   help="sim-pretrained policy.pt in its run folder (default: the shipped robust policy)")
     p.add_argument("--methods", nargs="+", default=["uni_o4", "sim_ppo"], choices=METHODS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--profiles", nargs="+", default=["strong"])
