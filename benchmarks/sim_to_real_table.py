@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from uni_o4.pipeline import METHODS, ORACLE_STAGE, PipelineRequest, eval_folder_name, gap_recovered  # noqa: E402
-from uni_o4.pipeline import run_pipeline  # noqa: E402
+from uni_o4.pipeline import METHODS, NOMINAL_STAGE, ORACLE_STAGE, PipelineRequest, eval_folder_name  # noqa: E402
+from uni_o4.pipeline import gap_recovered, run_pipeline  # noqa: E402
 
 METRICS = ("mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
-SHARED_STAGES = ("sim policy, no gap", "sim policy", ORACLE_STAGE)  # evaluations every method of a seed reuses
+SHARED_STAGES = (NOMINAL_STAGE, "sim policy", ORACLE_STAGE)  # evaluations every method of a seed reuses
 BOOTSTRAP = 2000
 
 

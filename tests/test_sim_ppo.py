@@ -110,6 +110,9 @@ def test_table_rows_carry_gap_recovered_on_the_gapped_profile_only():
     assert rows[0]["gap_tracking"] is None
     assert rows[1]["gap_tracking"] == pytest.approx(0.0) and rows[2]["gap_tracking"] == pytest.approx(1.0)
     assert rows[3]["gap_tracking"] == pytest.approx(0.5) and rows[3]["gap_return"] == pytest.approx(0.5)
+    # and of the gap to the nominal model (0.26 -> 0.07, 9 -> 27)
+    assert rows[3]["nominal_gap_tracking"] == pytest.approx(0.05 / 0.19) and rows[0]["nominal_gap_tracking"] is None
+    assert rows[2]["nominal_gap_return"] == pytest.approx(10 / 18)
 
 
 def test_training_randomises_over_what_the_calibration_fits_disagree_on():
