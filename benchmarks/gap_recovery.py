@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -211,8 +211,9 @@ def robot_check(candidates: list[Path], incumbent: Path, profile: str, folder: P
     trial = RobotEvalConfig(episodes=cfg.online.acceptance_episodes, episode_s=cfg.online.episode_s,
                             seed=cfg.seed * 1000 + 499, robot_seed=robot_seed)  # fmt: skip
 
-    def score(who: str, policy: Path) -> dict:
-        return evaluation_of(policy, profile, folder / who, load_robot("go1"), trial)
+    def score(who: str, policy: Path, stop_after: int | None = None) -> dict:
+        check = replace(trial, stop_after_ended_early=stop_after)
+        return evaluation_of(policy, profile, folder / who, load_robot("go1"), check)
 
     return pick_on_robot(candidates, incumbent, score)
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from deploy.commands import ScheduledCommand, load_schedule, load_speed_preset, resolve_schedule_path
 from deploy.lcm_io import LcmRobotIO
-from deploy.record import SCHEMA_VERSION, SCHEMA_VERSION_KEY, Phase, StepRecord, episode_outcome, record_schema
+from deploy.record import (SCHEMA_VERSION, SCHEMA_VERSION_KEY, TERMINAL_OUTCOMES, Phase, StepRecord, episode_outcome,
+                           record_schema)
 from deploy.runtime import Behaviour, Controller, Runtime, load_runtime_config
 from deploy.safety import SafetyMonitor, Trip, load_safety_config
 from deploy.trips import check_bridge_mode, trip_line
@@ -80,6 +81,9 @@ class CollectConfig:
     action_noise: float = 0.0  # std of Gaussian noise added to the policy's actions (action units)
     seed: int = 0  # of the action noise and of each episode's sensor noise on the stand-in
     stand_in_profile: str | None = None  # the stand-in's reality-gap profile, recorded in the log meta
+    # End the collection once more episodes than this ended before their time limit (a fall or a safety stop): a
+    # robot check that can no longer pass stops putting the robot through a policy that falls. None: never.
+    stop_after_ended_early: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.episodes is not None:
@@ -185,10 +189,12 @@ class Collector:
     """Drives the runtime episode after episode: logs, ends episodes at their time limit, resets, re-arms."""
 
     def __init__(self, runtime: Runtime, log: RunLog, reset_robot: Callable[[int], None], episode_steps: int,
-                 max_steps: int | None = None, max_episodes: int | None = None):  # fmt: skip
+                 max_steps: int | None = None, max_episodes: int | None = None,
+                 max_ended_early: int | None = None):  # fmt: skip
         self.runtime, self.log, self.reset_robot = runtime, log, reset_robot
         self.episode_steps, self.max_steps, self.max_episodes = episode_steps, max_steps, max_episodes
-        self.steps = self.episodes = self.episode_policy_steps = 0
+        self.max_ended_early = max_ended_early  # episodes ended by a fall or a safety stop: more, and it stops
+        self.steps = self.episodes = self.episode_policy_steps = self.ended_early = 0
         self.episode_over = False
         self.last_outcome: str | None = None
         self.advised = False  # the operator has been told a monitor trips repeatedly
@@ -200,7 +206,7 @@ class Collector:
     def done(self) -> bool:
         return (self.max_steps is not None and self.steps >= self.max_steps) or (
             self.max_episodes is not None and self.episodes >= self.max_episodes
-        )
+        ) or (self.max_ended_early is not None and self.ended_early > self.max_ended_early)
 
     def on_step(self, record: dict) -> None:
         outcome = self.log.on_step(record)
@@ -213,6 +219,7 @@ class Collector:
                 self.runtime.latch("timeout", f"episode time limit ({self.episode_policy_steps} policy steps)")
         if outcome is not None:
             self.episodes += 1
+            self.ended_early += outcome in TERMINAL_OUTCOMES
             self.episode_over, self.last_outcome = True, outcome
             advice = None if self.advised else repeated_trip_advice(self.log.trips, self.episodes)
             if advice:  # said once as it starts, and again at the end
@@ -387,7 +394,8 @@ class Session:
             self.take_control()
             self.controller.use(policy, ScheduledCommand(schedule), behaviour)
             self.seed = run.seed
-            collector = Collector(self.runtime, log, self.reset, episode_steps, run.steps, run.episodes)
+            collector = Collector(self.runtime, log, self.reset, episode_steps, run.steps, run.episodes,
+                                  run.stop_after_ended_early)  # fmt: skip
             collector.run(stand_after)
         if stand_after:
             self.keep_control()

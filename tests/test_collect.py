@@ -112,6 +112,24 @@ def test_an_episode_that_trips_at_its_start_is_reset_again_and_a_robot_that_neve
     assert runtime.starts == [] and collector.episodes == 0
 
 
+def test_a_collection_told_so_stops_once_more_episodes_than_allowed_end_early(spec, tmp_path):
+    """max_ended_early (the robot's check of a candidate): episodes a fall or a safety stop ended count, time limits
+    do not; one past the allowance and the collection ends, though more episodes were asked for."""
+    soft, walk = [(Phase.SOFT_START, None)] * 2, [(Phase.POLICY, None)] * 3
+    timeout, fall = (Phase.DAMPING, Trip("timeout", 0, "limit")), (Phase.DAMPING, Trip("orientation", 0, "roll=1.2"))
+    stop = (Phase.DAMPING, Trip("action_rate", 0, "FR_calf |a_t - a_t-1|=3.4 > 3.0"))
+    episodes = [[*soft, *walk, fall], [*soft, *walk, timeout], [*soft, *walk, stop], [*soft, *walk, timeout]]
+    runtime = ScriptedRuntime(spec, list(episodes))
+    with RunLog(tmp_path / "check", spec, {}, dict) as log:
+        collector = Collector(runtime, log, runtime.reset, episode_steps=100, max_episodes=8, max_ended_early=1)
+        collector.run()
+    assert collector.episodes == 3 and log.outcomes == {"fall": 1, "timeout": 1, "safety_trip": 1}
+    runtime = ScriptedRuntime(spec, list(episodes))
+    with RunLog(tmp_path / "all", spec, {}, dict) as log:
+        Collector(runtime, log, runtime.reset, episode_steps=100, max_episodes=4).run()
+    assert log.outcomes == {"fall": 1, "timeout": 2, "safety_trip": 1}
+
+
 def test_outcomes_and_the_schema_the_dataset_reads(spec):
     assert episode_outcome("orientation") == "fall" and episode_outcome("timeout") == "timeout"
     assert episode_outcome("operator_stop") == "operator_stop" and episode_outcome("stale_state") == "safety_trip"

@@ -128,7 +128,7 @@ def test_training_randomises_over_what_the_calibration_fits_disagree_on():
 
 
 def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
-    base = {"tracking_error_xy": 0.2, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0}
+    base = {"tracking_error_xy": 0.2, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0, "episodes": 8}
     scores = {"incumbent": base,
               "falls_more": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.75},
               "better": {**base, "tracking_error_xy": 0.15, "fall_rate": 0.25, "mean_return": 12.0},
@@ -136,13 +136,14 @@ def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
               "stops": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.0, "trip_rate": 0.25, "mean_return": 20.0}}  # fmt: skip
     seen = []
 
-    def score(who, policy):
-        seen.append(who)
+    def score(who, policy, stop_after=None):
+        seen.append((who, stop_after))
         return scores[policy]
 
     picked, records = sim_ppo.pick_on_robot(["falls_more", "better", "stops", "best"], "incumbent", score)
     assert picked == "best" and [r["accepted"] for r in records] == [False, True, True, True]
-    assert seen == ["current", "candidate", "candidate1", "candidate2", "candidate3"]  # one folder each
+    # one folder each; a candidate's trial may end as soon as it has ended more episodes early than the incumbent's 4
+    assert seen == [("current", None), ("candidate", 4), ("candidate1", 4), ("candidate2", 4), ("candidate3", 4)]
     assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
 
 

@@ -29,6 +29,7 @@ class RobotEvalConfig:
     speed: str = "high"
     seed: int = 0  # the stand-in's sensor noise, per episode
     robot_seed: int = 0  # which stand-in robot: its calibration errors (the same robot all along: keep it fixed)
+    stop_after_ended_early: int | None = None  # deploy.session.CollectConfig's: a check that cannot pass stops
 
 
 def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) -> dict:
@@ -84,7 +85,8 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
     cfg = cfg or RobotEvalConfig()
     out = Path(out)
     collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed,
-                        robot_seed=cfg.robot_seed, robot=spec.name)  # fmt: skip
+                        robot_seed=cfg.robot_seed, robot=spec.name,
+                        stop_after_ended_early=cfg.stop_after_ended_early)  # fmt: skip
     metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -107,16 +109,19 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
                         episode_s: float = 20.0, schedule: str = "walk", speed: str = "high", seed: int = 0,
                         steps: int | None = None, behaviour: Behaviour | None = None,
                         extra_meta: dict | None = None, action_noise: float = 0.0,
-                        robot_seed: int = 0, robot: str = "go1") -> None:  # fmt: skip
+                        robot_seed: int = 0, robot: str = "go1",
+                        stop_after_ended_early: int | None = None) -> None:  # fmt: skip
     """A collection (deploy.session) against a fresh stand-in robot + bridge on loopback (fast mode), `steps`
     policy steps if given, else `episodes` episodes; `behaviour`, `extra_meta` and `action_noise` as in
     deploy.session. `robot_seed` picks the robot (its sensor biases), `seed` the sensor noise of each episode and
-    the action noise: a pipeline collects, fine-tunes and evaluates on one robot, as it would on hardware."""
+    the action noise: a pipeline collects, fine-tunes and evaluates on one robot, as it would on hardware.
+    `stop_after_ended_early`: CollectConfig's."""
     from real_robot.loopback import LoopbackRobot
 
     amount = {"steps": steps} if steps is not None else {"episodes": episodes}
     run = CollectConfig(Path(policy), **amount, episode_s=episode_s, schedule=schedule, speed=speed, out=Path(out),
-                        action_noise=action_noise, seed=seed, stand_in_profile=profile)  # fmt: skip
+                        action_noise=action_noise, seed=seed, stand_in_profile=profile,
+                        stop_after_ended_early=stop_after_ended_early)  # fmt: skip
     with LoopbackRobot(profile=profile, fast=True, seed=robot_seed, robot=robot) as stand_in:
         collect(stand_in_session(stand_in), run, behaviour, extra_meta)
 

@@ -18,7 +18,7 @@ does not fit the robot.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +159,6 @@ def tune(start: Path, profile: Path, calibration: dict, starts: Path, iterations
          cfg: SimPPOConfig, device: str, seed: int | None = None) -> Path:  # fmt: skip
     """PPO from `start` in the simulator centred on `profile`, a share of episodes starting from the robot's
     `starts`; its exported policy (reused when it exists)."""
-    from dataclasses import replace
-
     from sim_pretrain.env_config import InitialStatesConfig
     from sim_pretrain.train import finetune_in_sim
 
@@ -186,8 +184,6 @@ def deploy_action_limit(robot: str = "go1") -> float:
 def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
     """`dynamics` with spreads widened, where the calibration's fits disagree, to cover every fit's value: what the
     logs cannot tell apart, the policy must cope with."""
-    from dataclasses import replace
-
     ranges, centre = calibration.get("range"), calibration.get("identified", {})
     if not ranges:
         return dynamics
@@ -290,8 +286,9 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
         trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=seed,
                                 robot_seed=robot_seed)  # fmt: skip
 
-        def score(who: str, policy: Path) -> dict:
-            return _metrics(policy, stand_in, out / name / "acceptance" / who, spec, trial)
+        def score(who: str, policy: Path, stop_after: int | None = None) -> dict:
+            check = replace(trial, stop_after_ended_early=stop_after)
+            return _metrics(policy, stand_in, out / name / "acceptance" / who, spec, check)
 
         picked, records = pick_on_robot(candidates, current, score)
         history.append({"stage": name, "picked": str(picked), "accepted": picked != current, "candidates": records})
@@ -326,18 +323,21 @@ def _metrics(policy: Path, stand_in: str, folder: Path, spec, cfg) -> dict:
     from uni_o4.robot_eval import evaluation_of
 
     m = evaluation_of(policy, stand_in, folder, spec, cfg)
-    keys = ("tracking_error_xy", "mean_return", "reward_per_step", "fall_rate", "trip_rate", "policy_steps")
+    keys = ("tracking_error_xy", "mean_return", "reward_per_step", "fall_rate", "trip_rate", "policy_steps", "episodes")
     return {k: m[k] for k in keys}
 
 
 def pick_on_robot(candidates: list[Path], incumbent: Path, score) -> tuple[Path, list[dict]]:
-    """The robot's pick: the incumbent and every candidate on the same episodes (`score(who, policy)` -> metrics);
-    of the candidates `accept` passes, the one that ends the fewest episodes early and then earns the highest
-    return, else the incumbent."""
+    """The robot's pick: the incumbent and every candidate on the same episodes (`score(who, policy, stop_after)`
+    -> metrics); of the candidates `accept` passes, the one that ends the fewest episodes early and then earns the
+    highest return, else the incumbent. A candidate's trial stops once it has ended more episodes early than the
+    incumbent did in all of its own (`stop_after`): it can no longer pass, and a real robot falls once, not eight
+    times."""
     current = score("current", incumbent)
+    allowed = round(ended_early(current) * current["episodes"])
     records, best = [], None
     for k, policy in enumerate(candidates):
-        metrics = score("candidate" if k == 0 else f"candidate{k}", policy)
+        metrics = score("candidate" if k == 0 else f"candidate{k}", policy, allowed)
         accepted, reasons = accept(metrics, current)
         records.append({"candidate": str(policy), "accepted": accepted, "reasons": reasons, "scores": metrics})
         if accepted and (best is None or (ended_early(metrics), -metrics["mean_return"]) <
