@@ -34,6 +34,8 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     assert [r["profile"] for r in rows] == ["none", "strong", "strong", "strong", "strong"]
     assert (out / "pipeline.md").read_text().count("\n") == 2 + len(stages) and (out / "pipeline.png").is_file()
     assert (out / "oracle" / "policy.pt").is_file() and rows[2]["gap_tracking"] in (1.0, None)
+    request = json.loads((out / "pipeline_request.json").read_text())  # the run's own settings, written first
+    assert request["algo"] == "uni_o4" and request["pretrain_preset"] == "tiny" and request["collect_steps"] == 1050
     logs = read_log_folder(out / "data_logs")
     assert sum(len(e.records["step"]) for e in logs.episodes) >= 150
     assert all(e.meta["action_noise_std"] == 0.15 for e in logs.episodes)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from real_robot.datalog import set_aside
+from robot_spec.config import to_dict
 from robot_spec.policy_io import load_policy, shipped_policy
 from deploy.session import EpisodeStartError
 from uni_o4.gate import EVALUATORS
@@ -87,6 +88,7 @@ def run_pipeline(args: PipelineRequest) -> int:
         raise ValueError(f"--algo sim_ppo runs the go1 only (uni_o4/sim_ppo.py), not '{args.robot}'")
     out = args.out or Path("runs") / "pipeline" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline_request.json").write_text(json.dumps(to_dict(args), default=str, indent=2))  # what this run was
     print(f"pipeline: {args.algo} on the stand-in ({args.profile}) -> {out}")
     # One stand-in robot (--seed) all along, as on hardware; evaluations meet other sensor noise than collection.
     evaluation = RobotEvalConfig(episodes=args.eval_episodes, episode_s=args.eval_episode_s, seed=args.seed + 100,
