@@ -125,7 +125,8 @@ class LoadedPolicy:
         return self.actor(obs)
 
 
-# Policies shipped in the repository: policies/<robot>_<name>/ (actor, its run's config and last checkpoint, source.yaml).
+# Policies shipped in the repository: policies/<robot>_<name>/ (actor, its run's config and last checkpoint,
+# source.yaml).
 SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 

@@ -36,7 +36,8 @@ class RewardConfig:
     soft_joint_limit: float = 0.9  # fraction of the joint range that is free of penalty
     only_positive: bool = True  # clip the total at zero so early episodes are not taught to end themselves
     # action_jump's free band: |a_t - a_(t-1)| per joint (policy action units) that costs nothing. Fine-tuning for a
-    # robot scales the term (sim_pretrain.train.finetune_in_sim) to keep the policy inside deploy's action_rate limit.
+    # robot scales the term (sim_pretrain.train.within_action_limit) to keep the policy inside deploy's action_rate
+    # limit.
     action_jump_limit: float = 0.0
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from robot_spec.exit_codes import ExitCode
 from uni_o4.finetune import default_out
 from uni_o4.gate import EVALUATORS
 from uni_o4.pipeline import METHODS as PIPELINE_METHODS
-from uni_o4.pipeline import PipelineRequest
+from uni_o4.pipeline import PipelineRequest, run_pipeline
 from uni_o4.pipeline import __doc__ as pipeline_doc
 from uni_o4.registry import METHODS
 from robot_spec.args import device_arg, out_dir_arg
@@ -102,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "pipeline":
-            from uni_o4.pipeline import run_pipeline
-
             return run_pipeline(PipelineRequest(**{f.name: getattr(args, f.name) for f in fields(PipelineRequest)}))
         return offline(args) if args.offline else online(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
