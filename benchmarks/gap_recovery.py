@@ -79,6 +79,8 @@ def main() -> None:
     p.add_argument("--terrain", type=float, nargs=2, metavar=("STEP_M", "SLOPE"), help="sim_ppo's terrain "
                    "randomisation (tile steps up to STEP_M, hills up to SLOPE grade); 0 0 = flat "
                    "(default: the preset's)")
+    p.add_argument("--no-unidentified", action="store_true", help="sim_ppo without randomising the effects no "
+                   "log identifies (per-joint strength, the contact model): the runs from before them")
     p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
                    "evaluated each; the robot's check picks among them (default 1)")
     p.add_argument("--offline-methods", nargs="+", default=[], choices=sorted(set(METHODS) - {"sim_ppo"}),
@@ -108,6 +110,8 @@ def main() -> None:
             rows = {"sim policy, no gap": evaluate("sim_none", args.policy, "none"),
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip
             overrides = {"seed": seed} if args.start_share is None else {"seed": seed, "start_share": args.start_share}
+            if args.no_unidentified:
+                overrides["unidentified"] = {"joint_strength": 0.0, "elliptic_share": 0.0}
             if args.terrain is not None:
                 overrides["terrain"] = {"step_height": args.terrain[0], "slope": args.terrain[1]}
             cfg_ours = load_sim_ppo_config("sim_ppo", overrides)
@@ -125,6 +129,7 @@ def main() -> None:
                 rows["oracle, exact"] = {**evaluate(f"oracle_exact_{iterations}it", policy), "training": training}
             prefix = ("rough_starts" if cfg_ours.terrain.enabled else "robot_starts") if cfg_ours.start_share > 0 \
                 else "calibrated_wide"  # the runs before starts (and before terrain)
+            prefix += "_unidentified" if any(asdict(cfg_ours.unidentified).values()) else ""
             candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
                                        root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
                           for k in range(args.candidates)]  # fmt: skip

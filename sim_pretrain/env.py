@@ -40,6 +40,9 @@ TERRAIN_EDGE_M = 1.0  # the field slopes down to the floor over its outer metre
 COM_AXES = ("com_x", "com_y", "com_z")  # per-env trunk centre-of-mass displacement (randomization)
 STAND_UP_CHUNK = 100  # physics steps per rollout call while standing up (bounds the buffer)
 SPAWN_CLEARANCE_M = 0.35  # a reset's trunk height rests its feet on the highest terrain within this of its spot
+# The accurate contact model's impratio (friction constraints this much stiffer than normal ones: less slip), as
+# the stand-in's profiles use it with the elliptic cone.
+ELLIPTIC_IMPRATIO = 2.0
 PRIVILEGED_DIM = 11  # body velocity (3), height (1), foot contacts (4), friction, payload, motor strength
 
 
@@ -141,6 +144,8 @@ class Go1Env(VecEnv):
         r, p, dyn = self.cfg.randomization, self.profile, self.cfg.dynamics
         com = {axis: [-r.com_displacement, r.com_displacement] for axis in COM_AXES} if r.com_displacement else {}
         com.update({"backlash": [0.0, r.backlash]} if r.backlash else {})  # neither has a log to identify it
+        com.update({"joint_strength": [1 - r.joint_strength, 1 + r.joint_strength]} if r.joint_strength else {})
+        com.update({"contact_draw": [0.0, 1.0]} if r.elliptic_share else {})  # elliptic where below the share
         if p is None:
             keys = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")
             return {**{k: getattr(r, k) for k in keys}, **com}, list(r.latency_substeps)
@@ -184,6 +189,10 @@ class Go1Env(VecEnv):
             self.params.update({axis: np.zeros(n) for axis in COM_AXES})
         if self.cfg.randomization.backlash:
             self.params["backlash"] = np.zeros(n)
+        if self.cfg.randomization.joint_strength:
+            self.params["joint_strength"] = np.ones((n, j))
+        if self.cfg.randomization.elliptic_share:
+            self.params["contact_draw"] = np.ones(n)
         self.encoder_q = np.tile(self.spec.default_pose, (n, 1))  # what each joint's encoder reads (backlash)
         self.latency = np.zeros(n, dtype=np.int64)
         # Sensor calibration errors, drawn per episode (profile mode): encoder offsets, gyro bias, IMU tilt (rad).
@@ -340,7 +349,7 @@ class Go1Env(VecEnv):
         n = len(idx)
         self.state[idx] = self._start_states(n)
         for key, rng_range in self.ranges.items():
-            self.params[key][idx] = self.rng.uniform(*rng_range, n)
+            self.params[key][idx] = self.rng.uniform(*rng_range, (n, *self.params[key].shape[1:]))
         self.latency[idx] = self.rng.integers(self.latency_range[0], self.latency_range[1] + 1, n)
         if self.profile is not None and self.cfg.dynamics.sensor_bias:
             for key, values in self.bias.items():
@@ -434,13 +443,17 @@ class Go1Env(VecEnv):
         model.body_mass[self.trunk_id] = base.body_mass[self.trunk_id] + p["added_mass"][i]
         if COM_AXES[0] in p:
             model.body_ipos[self.trunk_id] = base.body_ipos[self.trunk_id] + [p[axis][i] for axis in COM_AXES]
-        strength = p["motor_strength"][i]
+        strength = p["motor_strength"][i] * (p["joint_strength"][i] if "joint_strength" in p else 1.0)
         kp = self.spec.control.kp * p["kp_factor"][i] * strength
         kd = self.spec.control.kd * p["kd_factor"][i] * strength
         model.actuator_gainprm[:, 0] = kp
         model.actuator_biasprm[:, 1] = -kp
         model.actuator_biasprm[:, 2] = -kd
-        model.actuator_forcerange[:] = base.actuator_forcerange * strength
+        model.actuator_forcerange[:] = base.actuator_forcerange * np.reshape(strength, (-1, 1))
+        if "contact_draw" in p:
+            elliptic = p["contact_draw"][i] < self.cfg.randomization.elliptic_share
+            model.opt.cone = mujoco.mjtCone.mjCONE_ELLIPTIC if elliptic else base.opt.cone
+            model.opt.impratio = ELLIPTIC_IMPRATIO if elliptic else base.opt.impratio
 
     def _sample_commands(self, rows: torch.Tensor) -> None:
         c, n = self.cfg.commands, len(rows)

@@ -117,20 +117,23 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
                     seed: int | None = None, num_envs: int | None = None,
                     initial_states: InitialStatesConfig | None = None,
                     terrain: TerrainConfig | None = None, backend: str | None = None,
-                    save_interval: int | None = None, action_limit: float | None = None) -> Path:  # fmt: skip
+                    save_interval: int | None = None, action_limit: float | None = None,
+                    randomization: dict | None = None) -> Path:  # fmt: skip
     """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
     `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
     (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt.
     `backend`: another simulator of sim_pretrain.backends.BACKENDS (default: the run's); `save_interval`:
     iterations between checkpoints (default: the run's); `action_limit`: deploy's limit on one step's action change
-    (see `within_action_limit`; default: none, as pretraining)."""
+    (see `within_action_limit`; default: none, as pretraining); `randomization`: RandomizationConfig fields set
+    over the run's (e.g. effects no log identifies)."""
     checkpoint = latest_checkpoint(start.parent if start.suffix == ".pt" and not start.stem.startswith("model_")
                                    else start)  # fmt: skip
     base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
     seed = base.seed if seed is None else seed
     env = dataclasses.replace(base.env, dynamics=dynamics, seed=seed, num_envs=num_envs or base.env.num_envs,
                               initial_states=initial_states or base.env.initial_states,
-                              terrain=terrain or base.env.terrain, backend=backend or base.env.backend)  # fmt: skip
+                              terrain=terrain or base.env.terrain, backend=backend or base.env.backend,
+                              randomization=dataclasses.replace(base.env.randomization, **(randomization or {})))
     if action_limit is not None:
         env = within_action_limit(env, action_limit)
     cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env,

@@ -115,7 +115,56 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
     env.close()
 
 
-@pytest.mark.parametrize("field", ["backlash", "com_displacement"])
+def test_joint_strength_scales_each_joints_gains_and_torque_limit_by_its_own_draw():
+    """joint_strength: each env and joint a factor in 1 ± s per reset, on the realised Kp, Kd and torque limit (with
+    the env's motor strength); off by default: no draws, every joint alike."""
+    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    assert "joint_strength" not in off.params and len(np.unique(off.models[0].actuator_gainprm[:, 0])) == 1
+    off.close()
+    cfg = EnvConfig(num_envs=4, num_threads=1, seed=3)
+    cfg.randomization.joint_strength = 0.2
+    env = Go1Env(cfg)
+    for _ in range(2):
+        env.reset_all()
+        factor = env.params["joint_strength"]
+        assert factor.shape == (4, env.num_actions) and (np.abs(factor - 1) <= 0.2).all()
+        assert np.abs(factor - 1).max() > 0.1 and len(np.unique(factor)) == factor.size
+        for i, m in enumerate(env.models):
+            strength = env.params["motor_strength"][i] * factor[i]
+            kp = env.spec.control.kp * env.params["kp_factor"][i] * strength
+            np.testing.assert_allclose(m.actuator_gainprm[:, 0], kp)
+            np.testing.assert_allclose(m.actuator_biasprm[:, 2], -env.spec.control.kd * env.params["kd_factor"][i]
+                                       * strength)  # fmt: skip
+            np.testing.assert_allclose(m.actuator_forcerange, env.base_model.actuator_forcerange * strength[:, None])
+    env.close()
+
+
+def test_elliptic_share_puts_that_share_of_envs_on_the_elliptic_cone_and_the_rest_on_the_physics_options():
+    """elliptic_share: per env at each reset, the elliptic friction cone with impratio ELLIPTIC_IMPRATIO in about
+    that share of envs, the physics options' cone elsewhere; off by default (no draws)."""
+    import mujoco
+
+    from sim_pretrain.env import ELLIPTIC_IMPRATIO
+
+    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    assert "contact_draw" not in off.params and all(m.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL for m in off.models)
+    off.close()
+    cfg = EnvConfig(num_envs=40, num_threads=1, seed=3)
+    cfg.randomization.elliptic_share = 0.25
+    env = Go1Env(cfg)
+    shares = []
+    for _ in range(2):
+        env.reset_all()
+        elliptic = np.array([m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC for m in env.models])
+        np.testing.assert_array_equal(elliptic, env.params["contact_draw"] < 0.25)
+        assert all(m.opt.impratio == (ELLIPTIC_IMPRATIO if e else 1.0) for m, e in zip(env.models, elliptic))
+        shares.append(elliptic.mean())
+    assert 0.05 < np.mean(shares) < 0.45
+    env.step(torch.zeros(40, env.num_actions))  # the mixed models step together
+    env.close()
+
+
+@pytest.mark.parametrize("field", ["backlash", "com_displacement", "joint_strength", "elliptic_share"])
 def test_a_negative_randomisation_width_is_refused(field):
     from sim_pretrain.env_config import RandomizationConfig, TerminationConfig
 
