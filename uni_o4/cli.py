@@ -88,8 +88,8 @@ def add_pipeline_parser(sub) -> None:
                    help="--gate calibrated: the sim_ppo preset whose calibration budget and gate it uses")
     p.add_argument("--online-preset", help="configs/finetune/ preset (default %(default)s)")
     p.add_argument("--oracle-iterations", type=int,
-                   help="PPO iterations of the oracle row in the true profile's simulator (default %(default)s; "
-                        "0: no oracle)")
+                   help="PPO iterations of an oracle row in the true profile's simulator (a yardstick: 150 in "
+                        "benchmarks/gap_recovery.py; default %(default)s: none)")
     p.add_argument("--eval-episodes", type=int, help="stand-in episodes per evaluation (default %(default)s)")
     p.add_argument("--eval-episode-s", type=float, help="length of an evaluation episode (default %(default)s s)")
     p.add_argument("--out", type=out_dir_arg, help="pipeline folder (default runs/pipeline/<time>); reuse it to resume")
