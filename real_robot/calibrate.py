@@ -283,7 +283,10 @@ def replay(spec: RobotSpec, profile: RealityGapProfile, w: Windows,
         mujoco.mj_resetData(model, data)
         data.qpos[:], data.qvel[:] = w.qpos0[k], w.qvel0[k]
         data.qpos[7:] -= offsets
-        data.qpos[2] += floor_gap_correction(model, data, spec)
+        # The model's floor is at z = 0, the logged one wherever the tracking frame puts it (and uneven): the replay
+        # starts on its own floor and reports heights back in the log's frame.
+        lift = np.array([0.0, 0.0, floor_gap_correction(model, data, spec)])
+        data.qpos[:3] += lift
         laws = [MotorLaw.realise(servo, w.q_des[k, j], zero, zero, w.kp[k, j], w.kd[k, j], profile)
                 for j in range(horizon + 1)]  # fmt: skip
         for h in range(horizon):
@@ -299,7 +302,7 @@ def replay(spec: RobotSpec, profile: RealityGapProfile, w: Windows,
                         data.ctrl[:] = new.torque(q, dq, limit)
                     mujoco.mj_step(model, data)
             out["q"][k, h], out["dq"][k, h] = data.qpos[7:] + offsets, data.qvel[6:]
-            out["position"][k, h], out["quaternion"][k, h] = data.qpos[:3], data.qpos[3:7]
+            out["position"][k, h], out["quaternion"][k, h] = data.qpos[:3] - lift, data.qpos[3:7]
             out["lin_vel"][k, h] = rotate_into_body(data.qpos[3:7], data.qvel[:3])
     return out
 

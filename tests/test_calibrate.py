@@ -177,8 +177,8 @@ def test_calibration_recovers_friction_payload_and_kp(gait_log, tmp_path, capsys
 
 def test_the_true_profile_replays_the_log(tmp_path):
     """The replay is the stand-in: on noise-free logs of a robot with encoder offsets, the true profile and offsets
-    predict the logged next states almost exactly; a payload 0.5 kg off, a latency one board tick off or the
-    offsets left out do at least twice as badly."""
+    predict the logged next states almost exactly, wherever the tracking frame puts the floor; a payload 0.5 kg off,
+    a latency one board tick off or the offsets left out do at least twice as badly."""
     truth = dataclasses.replace(profile(friction=0.7, added_mass=1.0, kp_factor=0.9, actuator_latency_s=0.004),
                                 noise=SensorNoise(), bias=SensorNoise(joint_pos=0.02))  # fmt: skip
     write_gait_log(tmp_path, truth, 1000, seed=3, episode_steps=1000)
@@ -192,6 +192,13 @@ def test_the_true_profile_replays_the_log(tmp_path):
         off = cal.errors(cal.replay(spec, dataclasses.replace(truth, **wrong), windows, wrong_offsets),
                          windows.observed)  # fmt: skip
         assert cal.loss(off) > 2 * cal.loss(exact), wrong
+    # A tracking frame whose floor is 5 cm above its origin: the same motion, each start's feet put at the edge of
+    # a loaded foot's band in the floor (cal.FOOT_PENETRATION) instead of where they were (before: 5 cm off).
+    up = np.zeros(windows.qpos0.shape[1])
+    up[2] = 0.05
+    raised = dataclasses.replace(windows, qpos0=windows.qpos0 + up,
+                                 observed={**windows.observed, "position": windows.observed["position"] + up[:3]})
+    assert cal.rms(cal.errors(cal.replay(spec, truth, raised, offsets), raised.observed))["position"] < 0.001
 
 
 def test_latency_schedule_matches_the_stand_in_at_whole_ticks():
