@@ -160,3 +160,29 @@ def test_a_cached_evaluation_is_reused_only_for_the_policy_it_evaluated(tmp_path
     assert robot_eval.evaluation_of(tmp_path / "a.pt", "strong", out, None)["fall_rate"] == 0.5 and not runs
     robot_eval.evaluation_of(tmp_path / "b.pt", "strong", out, None)
     assert runs == [tmp_path / "b.pt"] and not out.exists()  # set aside beside itself, re-evaluated
+
+
+def test_fine_tuning_randomises_what_no_log_identifies_over_the_runs_own_randomisation(monkeypatch, tmp_path):
+    """The presets carry the unidentified effects; `tune` hands them to finetune_in_sim, which sets them over the
+    pretraining run's randomisation and keeps the rest of it (the robust run's CoM and backlash)."""
+    import sim_pretrain.train as train_module
+    from robot_spec.policy_io import shipped_policy
+
+    trained = {}
+
+    def fake_train(cfg, run_dir, device, init):
+        trained.update(cfg=cfg, init=init)
+        return run_dir / "policy.pt"
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick")
+    assert cfg.unidentified == sim_ppo.UnidentifiedEffects(joint_strength=0.15, elliptic_share=0.5)
+    sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", {}, tmp_path / "starts.npz", 3,
+                 tmp_path / "ppo", cfg, "cpu")  # fmt: skip
+    r = trained["cfg"].env.randomization
+    assert (r.joint_strength, r.elliptic_share, r.com_displacement, r.backlash) == (0.15, 0.5, 0.05, 0.03)
+    assert trained["cfg"].iterations == 3 and trained["init"].name == "model_199.pt"
+    off = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"unidentified": {"joint_strength": 0.0, "elliptic_share": 0.0}})
+    sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", {}, tmp_path / "starts.npz", 3,
+                 tmp_path / "ppo_off", off, "cpu")  # fmt: skip
+    assert (trained["cfg"].env.randomization.joint_strength, trained["cfg"].env.randomization.elliptic_share) == (0, 0)
