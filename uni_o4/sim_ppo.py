@@ -72,8 +72,8 @@ class CalibrationBudget:
 class UnidentifiedEffects:
     """Effects of a real robot that no calibration here identifies, randomised while fine-tuning (sim_pretrain's
     RandomizationConfig fields of those names). On random_8 (unseen) the candidate fine-tuned without them fell
-    standing in every episode; in the stand-in's own physics only even motors or the pyramidal contact model kept
-    it up, and the sim policy stood on both (README)."""
+    standing in every episode; in the stand-in's own physics even motors or the pyramidal contact model kept it up
+    (no other effect taken away did), and the sim policy stood on both (README)."""
 
     joint_strength: float = 0.15  # each joint's strength in 1 ± this (the calibration fits one for all)
     elliptic_share: float = 0.5  # of environments on the accurate elliptic contact model, the rest pyramidal
