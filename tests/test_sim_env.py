@@ -61,6 +61,15 @@ def test_randomisation_stays_in_its_ranges(env):
     assert spread > 0.05  # really sampled, not a constant
 
 
+def env_with(num_envs: int = 4, noise: bool = True, **randomization) -> Go1Env:
+    """A small env (seed 3, one thread) with these RandomizationConfig fields set."""
+    cfg = EnvConfig(num_envs=num_envs, num_threads=1, seed=3)
+    for name, value in randomization.items():
+        setattr(cfg.randomization, name, value)
+    cfg.noise.enabled = noise
+    return Go1Env(cfg)
+
+
 def test_the_trunk_centre_of_mass_moves_only_when_asked_and_within_its_range():
     """com_displacement: each env's trunk CoM moved per reset within ±d on each axis, in the physics; off by default
     (no draws, so every other draw stays as it was)."""
@@ -68,9 +77,7 @@ def test_the_trunk_centre_of_mass_moves_only_when_asked_and_within_its_range():
     assert not any(k.startswith("com_") for k in off.params)
     assert all((m.body_ipos[off.trunk_id] == off.base_model.body_ipos[off.trunk_id]).all() for m in off.models)
     off.close()
-    cfg = EnvConfig(num_envs=4, num_threads=1, seed=3)
-    cfg.randomization.com_displacement = 0.04
-    env = Go1Env(cfg)
+    env = env_with(com_displacement=0.04)
     for _ in range(2):
         env.reset_all()
         moved = np.array([m.body_ipos[env.trunk_id] - env.base_model.body_ipos[env.trunk_id] for m in env.models])
@@ -87,10 +94,7 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
     off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
     assert "backlash" not in off.params
     off.close()
-    cfg = EnvConfig(num_envs=4, num_threads=1, seed=3)
-    cfg.randomization.backlash = 0.06
-    cfg.noise.enabled = False
-    env = Go1Env(cfg)
+    env = env_with(noise=False, backlash=0.06)
     width = env.params["backlash"]
     assert (width >= 0).all() and (width <= 0.06).all() and len(np.unique(width)) == 4
     np.testing.assert_array_equal(env.encoder_q, env.state[:, env.qpos][:, 7:])  # centred at reset
@@ -121,9 +125,7 @@ def test_joint_strength_scales_each_joints_gains_and_torque_limit_by_its_own_dra
     off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
     assert "joint_strength" not in off.params and len(np.unique(off.models[0].actuator_gainprm[:, 0])) == 1
     off.close()
-    cfg = EnvConfig(num_envs=4, num_threads=1, seed=3)
-    cfg.randomization.joint_strength = 0.2
-    env = Go1Env(cfg)
+    env = env_with(joint_strength=0.2)
     for _ in range(2):
         env.reset_all()
         factor = env.params["joint_strength"]
@@ -149,9 +151,7 @@ def test_elliptic_share_puts_that_share_of_envs_on_the_elliptic_cone_and_the_res
     off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
     assert "contact_draw" not in off.params and all(m.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL for m in off.models)
     off.close()
-    cfg = EnvConfig(num_envs=40, num_threads=1, seed=3)
-    cfg.randomization.elliptic_share = 0.25
-    env = Go1Env(cfg)
+    env = env_with(num_envs=40, elliptic_share=0.25)
     shares = []
     for _ in range(2):
         env.reset_all()
