@@ -165,6 +165,9 @@ def test_calibration_recovers_friction_payload_and_kp(gait_log, tmp_path, capsys
     assert abs(found["friction"] - TRUE["friction"]) <= 0.1, found
     assert abs(found["added_mass"] - TRUE["added_mass"]) <= 1.5, found
     assert abs(found["kp"] / TRUE["kp"] - 1) <= 0.1, found
+    flat = report["flat_over"]  # the figures the held-out logs cannot tell apart from the fit
+    assert set(flat) == set(found) and all(lo <= found[n] <= hi for n, (lo, hi) in flat.items())
+    assert flat["kp"][1] - flat["kp"][0] < 0.5 * (cal.PARAMS["kp"].high - cal.PARAMS["kp"].low)  # Kp is pinned down
     held_out = report["fit_error_rms"]["held_out"]
     assert held_out["loss_after"] < 0.5 * held_out["loss_before"]
     loaded = load_reality_gap(str(out))  # what the stand-in and the training simulator read
