@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--exact", action="store_true", help="in the stand-in's physics in the vectorised task (fast)")
     p.add_argument("--starts", type=Path, help="--exact: the robot's policy starts (.npz); default: the home pose")
     args = p.parse_args()
+    if args.starts is not None and not (args.exact and args.starts.is_file()):
+        p.error(f"--starts {args.starts}: needs --exact and an existing .npz of the robot's policy starts")
     spec, cfg = load_robot("go1"), RobotEvalConfig(episodes=args.episodes, seed=args.seed + 100, robot_seed=args.seed)
     base = yaml.safe_load(named_config("reality_gap", args.profile).read_text())
     args.root.mkdir(parents=True, exist_ok=True)

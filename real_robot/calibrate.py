@@ -495,8 +495,7 @@ def combine_fits(reports: list[dict], out: Path, settings: CalibrationSettings, 
               "at_bounds": at_bounds(median),
               "range": {n: [min(r["identified"][n] for r in reports), max(r["identified"][n] for r in reports)]
                         for n in names},
-              "fits": [{"profile": r["profile"], "identified": r["identified"], "fit_error_rms": r["fit_error_rms"]}
-                       for r in reports],
+              "fits": [{k: r[k] for k in ("profile", "identified", "flat_over", "fit_error_rms")} for r in reports],
               "fit_error_rms": mean_err, "noise": to_dict(noise), "bias": to_dict(bias),
               "settings": to_dict(settings), "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
     out.with_name(f"{out.stem}_report.json").write_text(json.dumps(report, indent=2))
@@ -530,7 +529,7 @@ def calibrate_once(folders: list[Path], out: Path, settings: CalibrationSettings
         "need_walking_data": [n for n, p in PARAMS.items() if p.needs_walking],
         "identified": {n: round(values[n], 4) for n in names if n != OFFSETS},
         "at_bounds": at_bounds({n: values[n] for n in names if n != OFFSETS}),
-        "flat_over": flat_intervals(spec, base, values, held_out),
+        "flat_over": flat_intervals(spec, base, values, held_out, loss(errors(after["held_out"], held_out.observed))),
         "joint_offsets": None if offsets is None else [round(float(o), 4) for o in offsets],
         "nominal": {n: PARAMS[n].nominal for n in PARAMS},
         "windows": {"fit": len(fit_set), "held_out": len(held_out), "policy_steps": settings.horizon},
@@ -553,9 +552,11 @@ FLAT_TOLERANCE = 0.05  # a held-out loss within this share of the fit's cannot t
 FLAT_PROBES = 6  # values tried across each parameter's search range
 
 
-def flat_intervals(spec: RobotSpec, base: RealityGapProfile, values: dict, windows: Windows) -> dict[str, list]:
+def flat_intervals(spec: RobotSpec, base: RealityGapProfile, values: dict, windows: Windows,
+                   best: float) -> dict[str, list]:  # fmt: skip
     """Per fitted figure, the span of its search range (probed at FLAT_PROBES values, the others kept at the fit)
-    over which the held-out loss stays within FLAT_TOLERANCE of the fit's: what the logs cannot pin down alone.
+    over which the loss on `windows` stays within FLAT_TOLERANCE of the fit's (`best`): what the logs cannot pin
+    down alone.
     One figure at a time: a trade between figures does not show here (on `strong` fits at floor friction 0.29 and
     0.97 replay held-out windows equally well, other figures moving with it, yet each fit's friction is narrow)."""
     offsets = values.get(OFFSETS)
@@ -564,7 +565,7 @@ def flat_intervals(spec: RobotSpec, base: RealityGapProfile, values: dict, windo
         return loss(errors(replay(spec, candidate_profile(base, {**values, **changed}), windows, offsets),
                            windows.observed))  # fmt: skip
 
-    best, out = loss_at({}), {}
+    out = {}
     for name in (n for n in values if n != OFFSETS):
         p = PARAMS[name]
         flat = [v for v in np.linspace(p.low, p.high, FLAT_PROBES) if loss_at({name: v}) <= best * (1 + FLAT_TOLERANCE)]

@@ -142,13 +142,14 @@ class Go1Env(VecEnv):
     def _dynamics_ranges(self) -> tuple[dict[str, list[float]], list[int]]:
         """Per-env sampling ranges of the dynamics, and of the latency in physics steps."""
         r, p, dyn = self.cfg.randomization, self.profile, self.cfg.dynamics
-        com = {axis: [-r.com_displacement, r.com_displacement] for axis in COM_AXES} if r.com_displacement else {}
-        com.update({"backlash": [0.0, r.backlash]} if r.backlash else {})  # neither has a log to identify it
-        com.update({"joint_strength": [1 - r.joint_strength, 1 + r.joint_strength]} if r.joint_strength else {})
-        com.update({"contact_draw": [0.0, 1.0]} if r.elliptic_share else {})  # elliptic where below the share
+        # What no log identifies, drawn around a profile's figures too (each only when switched on)
+        unlogged = {axis: [-r.com_displacement, r.com_displacement] for axis in COM_AXES} if r.com_displacement else {}
+        unlogged.update({"backlash": [0.0, r.backlash]} if r.backlash else {})
+        unlogged.update({"joint_strength": [1 - r.joint_strength, 1 + r.joint_strength]} if r.joint_strength else {})
+        unlogged.update({"contact_draw": [0.0, 1.0]} if r.elliptic_share else {})  # elliptic where below the share
         if p is None:
             keys = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")
-            return {**{k: getattr(r, k) for k in keys}, **com}, list(r.latency_substeps)
+            return {**{k: getattr(r, k) for k in keys}, **unlogged}, list(r.latency_substeps)
 
         def around(value: float) -> list[float]:
             return [value * (1 - dyn.spread), value * (1 + dyn.spread)]
@@ -162,7 +163,7 @@ class Go1Env(VecEnv):
             "motor_strength": around(p.motor_strength),
             "kp_factor": around(p.kp_factor),
             "kd_factor": around(p.kd_factor),
-            **com,
+            **unlogged,
         }, steps
 
     def _build_buffers(self) -> None:

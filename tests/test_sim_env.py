@@ -73,7 +73,7 @@ def env_with(num_envs: int = 4, noise: bool = True, **randomization) -> Go1Env:
 def test_the_trunk_centre_of_mass_moves_only_when_asked_and_within_its_range():
     """com_displacement: each env's trunk CoM moved per reset within ±d on each axis, in the physics; off by default
     (no draws, so every other draw stays as it was)."""
-    off = Go1Env(EnvConfig(num_envs=4, num_threads=1, seed=3))
+    off = env_with()
     assert not any(k.startswith("com_") for k in off.params)
     assert all((m.body_ipos[off.trunk_id] == off.base_model.body_ipos[off.trunk_id]).all() for m in off.models)
     off.close()
@@ -91,7 +91,7 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
     """randomization.backlash: each env's dead-zone width drawn per reset up to the maximum; the reading follows the
     joint only once it is half a width away (so it lags, within that), the policy observes the reading, and the PD
     drives the reading (not the true angle) to the target. Off by default: no draws, readings are the truth."""
-    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    off = env_with(num_envs=2)
     assert "backlash" not in off.params
     off.close()
     env = env_with(noise=False, backlash=0.06)
@@ -122,7 +122,7 @@ def test_backlash_holds_the_encoder_inside_its_dead_zone_and_the_pd_and_the_poli
 def test_joint_strength_scales_each_joints_gains_and_torque_limit_by_its_own_draw():
     """joint_strength: each env and joint a factor in 1 ± s per reset, on the realised Kp, Kd and torque limit (with
     the env's motor strength); off by default: no draws, every joint alike."""
-    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    off = env_with(num_envs=2)
     assert "joint_strength" not in off.params and len(np.unique(off.models[0].actuator_gainprm[:, 0])) == 1
     off.close()
     env = env_with(joint_strength=0.2)
@@ -148,7 +148,7 @@ def test_elliptic_share_puts_that_share_of_envs_on_the_elliptic_cone_and_the_res
 
     from sim_pretrain.env import ELLIPTIC_IMPRATIO
 
-    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    off = env_with(num_envs=2)
     assert "contact_draw" not in off.params and all(m.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL for m in off.models)
     off.close()
     env = env_with(num_envs=40, elliptic_share=0.25)
@@ -191,7 +191,7 @@ def test_a_first_action_past_the_action_rate_limit_ends_the_episode_as_deploys_m
     _, _, dones, _ = env.step(actions)
     assert not dones[0]
     env.close()
-    off = Go1Env(EnvConfig(num_envs=2, num_threads=1, seed=3))
+    off = env_with(num_envs=2)
     _, _, dones, _ = off.step(torch.full((2, off.num_actions), 3.5))
     assert not dones.any()
     off.close()
