@@ -30,7 +30,9 @@ joint position and velocity noise from the calibrated replay's first-step residu
 is in it too); the accelerometer's stays 0.
 
 Foot friction shows only where feet slip: logs of a robot that never reaches its friction cone bound it from below
-only (the fit then lands anywhere above what the gait used). Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
+only (the fit then lands anywhere above what the gait used). The report's `plausible` says how far: a profile
+likelihood that holds floor friction (and the payload, which trades with Kp) at grid values, re-fits the other
+figures and keeps the values whose held-out loss matches the fit's; fine-tuning randomises over that span. Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
 targets; the log records q_des, kp, kd only). The start state is the measured q minus the offsets; if that puts the
 lowest foot deeper in the floor or higher above it than a loaded foot rests, the trunk is moved so that it rests.
 Sensor noise in the start state biases the fit (parameters that soften the response to it fit better).
@@ -358,23 +360,26 @@ class SearchSettings:
     seed: int = 0
 
 
-def fit(spec: RobotSpec, base: RealityGapProfile, windows: Windows, names: list[str],
-        settings: SearchSettings) -> tuple[dict[str, float], int]:  # fmt: skip
-    """CMA-ES over `names` (each scaled to [0, 1] over its range) from the nominal values (moved off the bounds),
-    then latency put on the better of its neighbouring whole board ticks (what the stand-in realises)."""
+def fit(spec: RobotSpec, base: RealityGapProfile, windows: Windows, names: list[str], settings: SearchSettings,
+        start: dict | None = None, fixed: dict | None = None) -> tuple[dict[str, float], int]:  # fmt: skip
+    """CMA-ES over `names` (each scaled to [0, 1] over its range) from `start` (default: the nominal values, moved
+    off the bounds), `fixed` figures held, then latency put on the better of its neighbouring whole board ticks
+    (what the stand-in realises)."""
     import cma  # noqa: PLC0415  (a heavy import only this command needs)
 
     scalars = [n for n in names if n != OFFSETS]
     low = np.array([PARAMS[n].low for n in scalars] + [-MAX_OFFSET] * spec.num_joints * (OFFSETS in names))
     high = np.array([PARAMS[n].high for n in scalars] + [MAX_OFFSET] * spec.num_joints * (OFFSETS in names))
-    nominal = np.array([PARAMS[n].nominal for n in scalars] + [0.0] * spec.num_joints * (OFFSETS in names))
+    start = start or {}
+    x_start = [start.get(n, PARAMS[n].nominal) for n in scalars]
+    x_start += list(start.get(OFFSETS, np.zeros(spec.num_joints))) * (OFFSETS in names)
 
     def to_values(x: np.ndarray) -> dict:
         v = low + np.clip(x, 0, 1) * (high - low)
-        values = {n: float(value) for n, value in zip(scalars, v)}
+        values = {**(fixed or {}), **{n: float(value) for n, value in zip(scalars, v)}}
         return {**values, OFFSETS: v[len(scalars) :]} if OFFSETS in names else values
 
-    x0 = np.clip((nominal - low) / (high - low), 0.1, 0.9)
+    x0 = np.clip((np.array(x_start) - low) / (high - low), 0.1, 0.9)
     options = {"bounds": [0, 1], "maxfevals": settings.max_evals, "seed": settings.seed + 1, "verbose": -9}
     es = cma.CMAEvolutionStrategy(x0, settings.sigma0, options)
     ctx = multiprocessing.get_context("fork")
@@ -448,6 +453,9 @@ class CalibrationSettings:
     # apart with the same loss (on one log: 1.8 kg, Kp x0.76, 4 ms and 3.4 kg, x0.86, 8 ms, losses within 0.3 %):
     # with fits > 1 the profile is their median and the report gives their range, the calibration's uncertainty.
     fits: int = 1
+    # CMA-ES evaluations per re-fit of the profile likelihood (`plausible`: PROFILED figures held at each grid
+    # value, the others re-fitted from the fit); 0: skip it.
+    refit_evals: int = 60
 
 
 def nominal_base(physics_from: str, name: str) -> RealityGapProfile:
@@ -495,7 +503,8 @@ def combine_fits(reports: list[dict], out: Path, settings: CalibrationSettings, 
               "at_bounds": at_bounds(median),
               "range": {n: [min(r["identified"][n] for r in reports), max(r["identified"][n] for r in reports)]
                         for n in names},
-              "fits": [{k: r[k] for k in ("profile", "identified", "flat_over", "fit_error_rms")} for r in reports],
+              "fits": [{k: r[k] for k in ("profile", "identified", "flat_over", "plausible", "fit_error_rms")}
+                       for r in reports],
               "fit_error_rms": mean_err, "noise": to_dict(noise), "bias": to_dict(bias),
               "settings": to_dict(settings), "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
     out.with_name(f"{out.stem}_report.json").write_text(json.dumps(report, indent=2))
@@ -522,6 +531,7 @@ def calibrate_once(folders: list[Path], out: Path, settings: CalibrationSettings
         bias = dataclasses.replace(bias, joint_pos=float(np.sqrt(np.mean(offsets**2))))
     profile = dataclasses.replace(profile, noise=noise, bias=bias, description=describe(folders, names))
     write_profile(profile, out)
+    held_out_loss = loss(errors(after["held_out"], held_out.observed))
     report = {
         "profile": str(out), "logs": [str(f) for f in folders], "policy_steps": data.policy_steps,
         "walking_steps": data.walking_steps, "saturated_fraction": round(data.saturated_fraction, 4),
@@ -529,7 +539,9 @@ def calibrate_once(folders: list[Path], out: Path, settings: CalibrationSettings
         "need_walking_data": [n for n, p in PARAMS.items() if p.needs_walking],
         "identified": {n: round(values[n], 4) for n in names if n != OFFSETS},
         "at_bounds": at_bounds({n: values[n] for n in names if n != OFFSETS}),
-        "flat_over": flat_intervals(spec, base, values, held_out, loss(errors(after["held_out"], held_out.observed))),
+        "flat_over": flat_intervals(spec, base, values, held_out, held_out_loss),
+        "plausible": plausible_ranges(spec, base, values, names, fit_set, held_out, held_out_loss, settings.search,
+                                      settings.refit_evals) if settings.refit_evals else {},
         "joint_offsets": None if offsets is None else [round(float(o), 4) for o in offsets],
         "nominal": {n: PARAMS[n].nominal for n in PARAMS},
         "windows": {"fit": len(fit_set), "held_out": len(held_out), "policy_steps": settings.horizon},
@@ -549,6 +561,32 @@ def calibrate_once(folders: list[Path], out: Path, settings: CalibrationSettings
 
 
 FLAT_TOLERANCE = 0.05  # a held-out loss within this share of the fit's cannot tell the values apart
+# Profile likelihood (`plausible` in the report): the figures that trade with others along a valley of equal loss,
+# each held at these values while the others are re-fitted. On strong's logs fits at floor friction 0.29 and 0.97
+# replayed held-out windows equally well (kd and joint friction moved with it); payload trades with Kp.
+PROFILED = {"friction": (0.3, 0.55, 0.8, 1.05, 1.3), "added_mass": (-1.0, 0.0, 1.0, 2.0, 3.0)}
+REFIT_SIGMA = 0.1  # a short search from the fit
+REFIT_WINDOWS = 128  # of the fit's windows
+
+
+def plausible_ranges(spec: RobotSpec, base: RealityGapProfile, values: dict, names: list[str], fit_set: Windows,
+                     held_out: Windows, best: float, search: SearchSettings, evals: int) -> dict[str, list]:  # fmt: skip
+    """Per PROFILED figure: the span of its grid values (and the fit's) at which, the other figures re-fitted, the
+    held-out loss stays within FLAT_TOLERANCE of the fit's (`best`). What the logs cannot tell apart, fine-tuning
+    must randomise over; a one-at-a-time scan (flat_over) misses these trades."""
+    settings = dataclasses.replace(search, max_evals=evals, sigma0=REFIT_SIGMA)
+    subset = fit_set.subset(np.arange(min(REFIT_WINDOWS, len(fit_set))))
+    out = {}
+    for name in (n for n in PROFILED if n in names):
+        others = [n for n in names if n != name]
+        inside = [values[name]]
+        for value in PROFILED[name]:
+            refit, _ = fit(spec, base, subset, others, settings, start=values, fixed={name: value})
+            predicted = replay(spec, candidate_profile(base, refit), held_out, refit.get(OFFSETS))
+            if loss(errors(predicted, held_out.observed)) <= best * (1 + FLAT_TOLERANCE):
+                inside.append(value)
+        out[name] = [round(float(min(inside)), 4), round(float(max(inside)), 4)]
+    return out
 FLAT_PROBES = 6  # values tried across each parameter's search range
 
 
@@ -627,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=int, default=64, help="windows to report on only (default 64)")
     p.add_argument("--max-evals", type=int, default=400, help="CMA-ES evaluation budget (default 400)")
     p.add_argument("--fits", type=int, default=1, help="independent fits; > 1: their median and range (default 1)")
+    p.add_argument("--refit-evals", type=int, default=60, help="CMA-ES evaluations per re-fit of the profile "
+                   f"likelihood over {', '.join(PROFILED)} (the report's 'plausible'; default 60, 0: skip)")
     p.add_argument("--workers", type=int, default=2, help="processes evaluating candidates (default 2)")
     p.add_argument("--physics-from", default="strong", help="profile whose contact model and dt to use")
     p.add_argument("--seed", type=int, default=0, help="window sampling and CMA-ES seed (default 0)")
@@ -637,12 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> CalibrationSettings:
     if not 2 <= args.window_steps <= 50 or args.windows < 4 or args.held_out < 1 or args.max_evals < 10:
         raise CalibrationError("--window-steps in 2..50, --windows >= 4, --held-out >= 1, --max-evals >= 10")
-    if args.workers < 1 or args.fits < 1 or args.out.suffix not in (".yaml", ".yml"):
-        raise CalibrationError("--workers and --fits must be >= 1 and --out a .yaml file")
+    if args.workers < 1 or args.fits < 1 or args.refit_evals < 0 or args.out.suffix not in (".yaml", ".yml"):
+        raise CalibrationError("--workers and --fits must be >= 1, --refit-evals >= 0 and --out a .yaml file")
     params = [n.strip() for n in args.params.split(",") if n.strip()] if args.params else None
     search = SearchSettings(args.max_evals, workers=args.workers, seed=args.seed)
     return CalibrationSettings(args.window_steps, args.windows, args.held_out, params, args.physics_from, search,
-                               args.fits)
+                               args.fits, args.refit_evals)
 
 
 def at_bounds(identified: dict[str, float], share: float = 0.01) -> list[str]:

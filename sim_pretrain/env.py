@@ -155,16 +155,18 @@ class Go1Env(VecEnv):
             return [value * (1 - dyn.spread), value * (1 + dyn.spread)]
 
         dt = self.base_model.opt.timestep
-        latency = [p.actuator_latency_s - dyn.latency_spread_s, p.actuator_latency_s + dyn.latency_spread_s]
+        latency = dyn.ranges.get("latency_s", [p.actuator_latency_s - dyn.latency_spread_s,
+                                               p.actuator_latency_s + dyn.latency_spread_s])  # fmt: skip
         steps = [min(max(round(s / dt), 0), self.decimation - 1) for s in latency]
-        return {
+        ranges = {
             "friction": around(p.friction),
             "added_mass": [p.added_mass - dyn.added_mass_spread, p.added_mass + dyn.added_mass_spread],
             "motor_strength": around(p.motor_strength),
             "kp_factor": around(p.kp_factor),
             "kd_factor": around(p.kd_factor),
-            **unlogged,
-        }, steps
+        }
+        ranges.update({k: list(v) for k, v in dyn.ranges.items() if k != "latency_s"})
+        return {**ranges, **unlogged}, steps
 
     def _build_buffers(self) -> None:
         n, j, dev = self.num_envs, self.num_actions, self.device

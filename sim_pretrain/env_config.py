@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from robot_spec.mjcf import PhysicsOptions
@@ -84,6 +85,9 @@ class TerminationConfig:
             raise ValueError(f"termination.max_first_action {self.max_first_action}: expected >= 0 (0: off)")
 
 
+DYNAMICS_FIGURES = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor", "latency_s")
+
+
 @dataclass
 class DynamicsConfig:
     """Centre the simulator on one robot's dynamics — a reality-gap profile: the stand-in's own (the oracle) or one
@@ -97,6 +101,9 @@ class DynamicsConfig:
     added_mass_spread: float = 0.5  # kg either side
     latency_spread_s: float = 0.002  # either side
     sensor_bias: bool = True
+    # Explicit intervals for some figures instead of the spreads around the profile's: what the logs bound but do
+    # not pin down (a calibration's plausible range). Keys: DYNAMICS_FIGURES, values [low, high] (latency in s).
+    ranges: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.physics not in ("profile", "training"):
@@ -105,6 +112,12 @@ class DynamicsConfig:
             raise ValueError("dynamics: spreads must be finite and >= 0")
         if not self.spread < 1:
             raise ValueError(f"dynamics.spread {self.spread}: a relative spread must stay below 1 (figures stay > 0)")
+        for name, interval in self.ranges.items():
+            if name not in DYNAMICS_FIGURES:
+                raise ValueError(f"dynamics.ranges: unknown figure {name!r} (expected one of {', '.join(DYNAMICS_FIGURES)})")
+            if not (len(interval) == 2 and all(math.isfinite(v) for v in interval) and interval[0] <= interval[1]
+                    and (name == "added_mass" or interval[0] >= 0)):  # fmt: skip
+                raise ValueError(f"dynamics.ranges.{name} {interval}: expected [low, high], low <= high (>= 0 but mass)")
 
 
 @dataclass

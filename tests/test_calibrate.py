@@ -158,10 +158,15 @@ def run(argv, capsys):
 def test_calibration_recovers_friction_payload_and_kp(gait_log, tmp_path, capsys):
     out = tmp_path / "calibrated.yaml"
     code, err = run(["--logs", gait_log, "--out", out, "--params", "friction,added_mass,kp", "--window-steps", 5,
-                     "--windows", 40, "--held-out", 16, "--max-evals", 120], capsys)  # fmt: skip
+                     "--windows", 40, "--held-out", 16, "--max-evals", 120, "--refit-evals", 24], capsys)  # fmt: skip
     assert code == 0, err
     report = yaml.safe_load((tmp_path / "calibrated_report.json").read_text())
     found = report["identified"]
+    # The profile likelihood: the fit inside, and the gait's slipping feet rule out some floors (0.3 and 1.3 here)
+    plausible = report["plausible"]
+    assert set(plausible) == {"friction", "added_mass"}, plausible
+    assert all(lo <= found[n] <= hi for n, (lo, hi) in plausible.items()), (plausible, found)
+    assert plausible["friction"][1] - plausible["friction"][0] < 0.5, plausible
     assert abs(found["friction"] - TRUE["friction"]) <= 0.1, found
     assert abs(found["added_mass"] - TRUE["added_mass"]) <= 1.5, found
     assert abs(found["kp"] / TRUE["kp"] - 1) <= 0.1, found
@@ -274,7 +279,7 @@ def test_not_a_log_folder_and_bad_options(tmp_path, capsys):
 def test_several_fits_give_their_median_and_range(gait_log, tmp_path, capsys):
     out = tmp_path / "ensemble.yaml"
     code, err = run(["--logs", gait_log, "--out", out, "--params", "added_mass,kp", "--windows", 12,
-                     "--held-out", 4, "--max-evals", 20, "--fits", 3], capsys)  # fmt: skip
+                     "--held-out", 4, "--max-evals", 20, "--fits", 3, "--refit-evals", 8], capsys)  # fmt: skip
     assert code == 0, err
     report = yaml.safe_load((tmp_path / "ensemble_report.json").read_text())
     fits = [f["identified"] for f in report["fits"]]
@@ -285,6 +290,7 @@ def test_several_fits_give_their_median_and_range(gait_log, tmp_path, capsys):
         assert report["identified"][name] == pytest.approx(values[1], abs=1e-4)
     assert load_reality_gap(str(out)).kp_factor == pytest.approx(report["identified"]["kp"], abs=1e-4)
     assert all((tmp_path / f"ensemble_fit{k}.yaml").is_file() for k in range(3))
+    assert all(set(f["plausible"]) == {"added_mass"} for f in report["fits"])  # each fit its profile likelihood
 
 
 def test_a_figure_on_the_edge_of_its_search_range_is_reported_as_a_bound():

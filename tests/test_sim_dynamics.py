@@ -49,6 +49,22 @@ def test_training_physics_keeps_the_fast_solver_with_the_profile_figures():
     assert (abs(env.params["friction"] / 0.6 - 1) <= 0.1 + 1e-9).all()
 
 
+def test_explicit_ranges_replace_the_spreads_around_the_profile():
+    env = make_env("strong", physics="training", ranges={"friction": [0.3, 1.2], "latency_s": [0.0, 0.0]})
+    draws = []
+    for _ in range(10):
+        env.reset_all()
+        draws.append(env.params["friction"].copy())
+    draws = np.concatenate(draws)
+    assert draws.min() >= 0.3 and draws.max() <= 1.2 and draws.max() - draws.min() > 0.5  # far beyond 0.6 +- 10 %
+    assert (env.latency == 0).all()
+    assert (abs(env.params["kp_factor"] / 0.9 - 1) <= 0.1 + 1e-9).all()  # the others keep their spreads
+    with pytest.raises(ValueError, match="unknown figure"):
+        DynamicsConfig(ranges={"mass": [0.0, 1.0]})
+    with pytest.raises(ValueError, match="low <= high"):
+        DynamicsConfig(ranges={"friction": [1.0, 0.5]})
+
+
 def test_sensor_bias_offsets_what_the_policy_sees_and_where_the_motor_holds(spec):
     env = make_env("strong", spread=0.0)
     bias = env.bias["joint_pos"]

@@ -127,6 +127,19 @@ def test_training_randomises_over_what_the_calibration_fits_disagree_on():
     assert sim_ppo.covering(wide, {"identified": {}}) == wide  # one fit: the configured spreads
 
 
+def test_training_draws_friction_and_payload_over_what_the_logs_cannot_tell_apart():
+    wide = DynamicsConfig(spread=0.3, added_mass_spread=1.5)
+    report = {"identified": {"friction": 0.3, "added_mass": -0.9, "kp": 0.6},
+              "plausible": {"friction": [0.3, 1.05], "added_mass": [-1.0, -0.9]}}
+    ranges = sim_ppo.plausible_ranges(wide, report).ranges
+    assert ranges["friction"] == pytest.approx([0.21, 1.05])  # the spread below the fit, the plausible span above
+    assert ranges["added_mass"] == pytest.approx([-2.4, 0.6])  # a narrow span: the spread around the fit
+    several = {"identified": {"friction": 0.5}, "fits": [{"plausible": {"friction": [0.3, 0.55]}},
+                                                         {"plausible": {"friction": [0.5, 1.3]}}]}  # fmt: skip
+    assert sim_ppo.plausible_ranges(wide, several).ranges == {"friction": pytest.approx([0.3, 1.3])}
+    assert sim_ppo.plausible_ranges(wide, {"identified": {"friction": 0.3}}) == wide  # no profile likelihood
+
+
 def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
     base = {"tracking_error_xy": 0.2, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0, "episodes": 8}
     scores = {"incumbent": base,

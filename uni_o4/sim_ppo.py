@@ -178,7 +178,7 @@ def tune(start: Path, profile: Path, calibration: dict, starts: Path, iterations
     if (run_dir / "policy.pt").is_file():
         print(f"sim_ppo: simulator fine-tuning done before: {run_dir / 'policy.pt'}")
         return run_dir / "policy.pt"
-    dynamics = covering(replace(cfg.dynamics, profile=str(profile)), calibration)
+    dynamics = plausible_ranges(covering(replace(cfg.dynamics, profile=str(profile)), calibration), calibration)
     return finetune_in_sim(start, dynamics, iterations, run_dir, device, seed=cfg.seed if seed is None else seed,
                            num_envs=cfg.num_envs or None,
                            initial_states=InitialStatesConfig(str(starts), cfg.start_share),
@@ -212,6 +212,22 @@ def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
     return replace(dynamics, spread=min(0.9, max(dynamics.spread, relative)),
                    added_mass_spread=max(dynamics.added_mass_spread, half_width("added_mass")),
                    latency_spread_s=max(dynamics.latency_spread_s, half_width("latency")))  # fmt: skip
+
+
+def plausible_ranges(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
+    """`dynamics` drawing friction and payload over at least the span the logs cannot tell apart (the calibration's
+    profile likelihood, `plausible`; with several fits, the hull of theirs) besides the spread around the fit."""
+    spans = [calibration.get("plausible") or {}] + [f.get("plausible") or {} for f in calibration.get("fits", [])]
+    centre = calibration.get("identified", {})
+    around = {"friction": lambda c: [c * (1 - dynamics.spread), c * (1 + dynamics.spread)],
+              "added_mass": lambda c: [c - dynamics.added_mass_spread, c + dynamics.added_mass_spread]}
+    ranges = dict(dynamics.ranges)
+    for name, spread in around.items():
+        lows = [s[name][0] for s in spans if name in s]
+        if lows and name in centre and name not in ranges:
+            low, high = spread(centre[name])
+            ranges[name] = [min(low, *lows), max(high, *(s[name][1] for s in spans if name in s))]
+    return replace(dynamics, ranges=ranges)
 
 
 def gate(candidates: list[Path], incumbent: Path, profile: Path, calibration: dict, starts: Path,
