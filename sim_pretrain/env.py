@@ -70,6 +70,7 @@ class Go1Env(VecEnv):
         self.profile: RealityGapProfile | None = load_reality_gap(dyn.profile) if dyn.profile else None
         on_profile = self.profile is not None and dyn.physics == "profile"
         self.base_model = self._compile(self.profile.physics if on_profile else self.cfg.physics)
+        self.nominal_frictionloss = self.base_model.dof_frictionloss.copy()
         if self.profile is not None:
             apply_body_dynamics(self.base_model, self.spec, replace(self.profile, added_mass=0.0))  # payload per env
             if not on_profile:
@@ -196,6 +197,8 @@ class Go1Env(VecEnv):
             self.params["joint_strength"] = np.ones((n, j))
         if self.cfg.randomization.elliptic_share:
             self.params["contact_draw"] = np.ones(n)
+        if "joint_frictionloss_factor" in self.ranges:
+            self.params["joint_frictionloss_factor"] = np.ones(n)
         self.encoder_q = np.tile(self.spec.default_pose, (n, 1))  # what each joint's encoder reads (backlash)
         self.latency = np.zeros(n, dtype=np.int64)
         # Sensor calibration errors, drawn per episode (profile mode): encoder offsets, gyro bias, IMU tilt (rad).
@@ -453,6 +456,8 @@ class Go1Env(VecEnv):
         model.actuator_biasprm[:, 1] = -kp
         model.actuator_biasprm[:, 2] = -kd
         model.actuator_forcerange[:] = base.actuator_forcerange * np.reshape(strength, (-1, 1))
+        if "joint_frictionloss_factor" in p:
+            model.dof_frictionloss[6:] = self.nominal_frictionloss[6:] * p["joint_frictionloss_factor"][i]
         if "contact_draw" in p:
             elliptic = p["contact_draw"][i] < self.cfg.randomization.elliptic_share
             model.opt.cone = mujoco.mjtCone.mjCONE_ELLIPTIC if elliptic else base.opt.cone

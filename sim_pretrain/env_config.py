@@ -85,7 +85,8 @@ class TerminationConfig:
             raise ValueError(f"termination.max_first_action {self.max_first_action}: expected >= 0 (0: off)")
 
 
-DYNAMICS_FIGURES = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor", "latency_s")
+DYNAMICS_FIGURES = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor", "latency_s",
+                    "joint_frictionloss_factor")  # the last only drawn when given a range (else the profile's)
 
 
 @dataclass

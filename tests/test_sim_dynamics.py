@@ -50,7 +50,8 @@ def test_training_physics_keeps_the_fast_solver_with_the_profile_figures():
 
 
 def test_explicit_ranges_replace_the_spreads_around_the_profile():
-    env = make_env("strong", physics="training", ranges={"friction": [0.3, 1.2], "latency_s": [0.0, 0.0]})
+    env = make_env("strong", physics="training", ranges={"friction": [0.3, 1.2], "latency_s": [0.0, 0.0],
+                                                          "joint_frictionloss_factor": [4.0, 5.0]})  # fmt: skip
     draws = []
     for _ in range(10):
         env.reset_all()
@@ -58,6 +59,10 @@ def test_explicit_ranges_replace_the_spreads_around_the_profile():
     draws = np.concatenate(draws)
     assert draws.min() >= 0.3 and draws.max() <= 1.2 and draws.max() - draws.min() > 0.5  # far beyond 0.6 +- 10 %
     assert (env.latency == 0).all()
+    nominal = make_env("none").base_model.dof_frictionloss[6:]
+    for i, model in enumerate(env.models):  # strong's own factor (2.5) replaced by each env's draw
+        factor = env.params["joint_frictionloss_factor"][i]
+        assert 4.0 <= factor <= 5.0 and np.allclose(model.dof_frictionloss[6:], nominal * factor)
     assert (abs(env.params["kp_factor"] / 0.9 - 1) <= 0.1 + 1e-9).all()  # the others keep their spreads
     with pytest.raises(ValueError, match="unknown figure"):
         DynamicsConfig(ranges={"mass": [0.0, 1.0]})

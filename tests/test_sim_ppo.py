@@ -127,17 +127,24 @@ def test_training_randomises_over_what_the_calibration_fits_disagree_on():
     assert sim_ppo.covering(wide, {"identified": {}}) == wide  # one fit: the configured spreads
 
 
-def test_training_draws_friction_and_payload_over_what_the_logs_cannot_tell_apart():
-    wide = DynamicsConfig(spread=0.3, added_mass_spread=1.5)
-    report = {"identified": {"friction": 0.3, "added_mass": -0.9, "kp": 0.6},
-              "plausible": {"friction": [0.3, 1.05], "added_mass": [-1.0, -0.9]}}
+def test_training_draws_each_figure_over_what_the_logs_cannot_tell_apart():
+    wide = DynamicsConfig(spread=0.3, added_mass_spread=1.5, latency_spread_s=0.004)
+    report = {"identified": {"friction": 0.3, "added_mass": -0.9, "kp": 0.6, "kd": 1.5, "frictionloss": 3.5,
+                             "latency": 0.004},
+              "plausible": {"friction": [0.3, 1.05], "added_mass": [-1.0, -0.9]},
+              "flat_over": {"friction": [0.28, 0.32], "kd": [0.7, 2.1], "frictionloss": [2.0, 5.0], "kp": [0.6, 0.6],
+                            "latency": [0.0, 0.011]}}  # fmt: skip
     ranges = sim_ppo.plausible_ranges(wide, report).ranges
     assert ranges["friction"] == pytest.approx([0.21, 1.05])  # the spread below the fit, the plausible span above
     assert ranges["added_mass"] == pytest.approx([-2.4, 0.6])  # a narrow span: the spread around the fit
+    assert ranges["kd_factor"] == pytest.approx([0.7, 2.1]) and ranges["kp_factor"] == pytest.approx([0.42, 0.78])
+    assert ranges["joint_frictionloss_factor"] == [2.0, 5.0] and ranges["latency_s"] == pytest.approx([0.0, 0.011])
     several = {"identified": {"friction": 0.5}, "fits": [{"plausible": {"friction": [0.3, 0.55]}},
                                                          {"plausible": {"friction": [0.5, 1.3]}}]}  # fmt: skip
     assert sim_ppo.plausible_ranges(wide, several).ranges == {"friction": pytest.approx([0.3, 1.3])}
-    assert sim_ppo.plausible_ranges(wide, {"identified": {"friction": 0.3}}) == wide  # no profile likelihood
+    assert sim_ppo.plausible_ranges(wide, {"identified": {"friction": 0.3}}) == wide  # no spans reported
+    strength = {"identified": {"kp": 0.6, "strength": 0.9}, "flat_over": {"kp": [0.5, 0.7]}}
+    assert sim_ppo.plausible_ranges(wide, strength) == wide  # Kp's product with strength: left to the spreads
 
 
 def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():

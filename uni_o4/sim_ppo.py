@@ -214,19 +214,31 @@ def covering(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
                    latency_spread_s=max(dynamics.latency_spread_s, half_width("latency")))  # fmt: skip
 
 
+# A calibration's figures (real_robot.calibrate.PARAMS) as the training simulator's (sim_pretrain DYNAMICS_FIGURES)
+AS_DYNAMICS = {"friction": "friction", "added_mass": "added_mass", "latency": "latency_s", "kp": "kp_factor",
+               "kd": "kd_factor", "frictionloss": "joint_frictionloss_factor"}
+
+
 def plausible_ranges(dynamics: DynamicsConfig, calibration: dict) -> DynamicsConfig:
-    """`dynamics` drawing friction and payload over at least the span the logs cannot tell apart (the calibration's
-    profile likelihood, `plausible`; with several fits, the hull of theirs) besides the spread around the fit."""
-    spans = [calibration.get("plausible") or {}] + [f.get("plausible") or {} for f in calibration.get("fits", [])]
+    """`dynamics` drawing each figure over at least the span its logs cannot tell apart from the fit (the
+    calibration's `flat_over`, one figure at a time, and `plausible`, its profile likelihood; with several fits the
+    hull of theirs) besides the spread around the fit. With strength fitted, Kp and Kd stay on their spreads."""
+    reports = [calibration, *calibration.get("fits", [])]
     centre = calibration.get("identified", {})
-    around = {"friction": lambda c: [c * (1 - dynamics.spread), c * (1 + dynamics.spread)],
-              "added_mass": lambda c: [c - dynamics.added_mass_spread, c + dynamics.added_mass_spread]}
+    spread = {"friction": lambda c: [c * (1 - dynamics.spread), c * (1 + dynamics.spread)],
+              "added_mass": lambda c: [c - dynamics.added_mass_spread, c + dynamics.added_mass_spread],
+              "latency": lambda c: [c - dynamics.latency_spread_s, c + dynamics.latency_spread_s],
+              "kp": lambda c: [c * (1 - dynamics.spread), c * (1 + dynamics.spread)],
+              "kd": lambda c: [c * (1 - dynamics.spread), c * (1 + dynamics.spread)],
+              "frictionloss": lambda c: [c, c]}  # fmt: skip
     ranges = dict(dynamics.ranges)
-    for name, spread in around.items():
-        lows = [s[name][0] for s in spans if name in s]
-        if lows and name in centre and name not in ranges:
-            low, high = spread(centre[name])
-            ranges[name] = [min(low, *lows), max(high, *(s[name][1] for s in spans if name in s))]
+    for name, figure in AS_DYNAMICS.items():
+        spans = [r[key][name] for r in reports for key in ("flat_over", "plausible") if name in (r.get(key) or {})]
+        if not spans or name not in centre or figure in ranges or (name in ("kp", "kd") and "strength" in centre):
+            continue
+        low, high = spread[name](centre[name])
+        low, high = min(low, *(s[0] for s in spans)), max(high, *(s[1] for s in spans))
+        ranges[figure] = [low if name == "added_mass" else max(low, 0.0), high]
     return replace(dynamics, ranges=ranges)
 
 
