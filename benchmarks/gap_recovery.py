@@ -7,7 +7,8 @@ Per (profile, seed), on one stand-in robot (robot seed = seed), every policy eva
                        with --oracle-starts also from the robot's logged starts, as ours trains
     ours, candidate k  collect logs (σ 0.15 action noise) → `real_robot calibrate` → + PPO in the simulator
                        centred on the identified figures, a share of episodes starting from the robot's logged
-                       policy starts (sim_ppo.tune: its offline stage, before its gate; PPO seed seed + k);
+                       policy starts (sim_ppo.train_candidates: its offline stage, before its gate; PPO seed
+                       seed + k, in calibration fit k mod --fits);
                        "ours, narrow" the same with ±10 %, ±0.5 kg, ±2 ms and no logged starts
     ours, robot-checked  what sim_ppo deploys: of its candidates (--candidates PPO runs) those its gate passes
                        (the calibrated simulator from the robot's starts), the robot's check picks one (its online
@@ -53,8 +54,7 @@ from uni_o4.methods import CANDIDATE  # noqa: E402
 from uni_o4.registry import METHODS  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
 from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, deploy_action_limit, gate, load_sim_ppo_config  # noqa: E402
-from uni_o4.sim_ppo import pick_on_robot, robot_starts  # noqa: E402
-from uni_o4.sim_ppo import tune as sim_ppo_tune  # noqa: E402
+from uni_o4.sim_ppo import pick_on_robot, robot_starts, train_candidates  # noqa: E402
 
 EXACT_SAVE_INTERVAL = 5  # the exact oracle's iterations are slow: checkpoint often, so a stopped run resumes
 KEYS = ("mean_return", "std_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate",
@@ -81,8 +81,10 @@ def main() -> None:
                    "(default: the preset's)")
     p.add_argument("--no-unidentified", action="store_true", help="sim_ppo without randomising the effects no "
                    "log identifies (per-joint strength, the contact model): the runs from before them")
-    p.add_argument("--candidates", type=int, default=1, help="PPO runs from the calibration (seeds seed + k), "
-                   "evaluated each; the robot's check picks among them (default 1)")
+    p.add_argument("--candidates", type=int, default=None, help="PPO runs (seeds seed + k) taking the calibration "
+                   "fits in turn, evaluated each; the robot's check picks among them (default: the preset's)")
+    p.add_argument("--fits", type=int, default=None, help="calibration fits, each its own simulator (default: the "
+                   "preset's, at most --candidates)")
     p.add_argument("--offline-methods", nargs="+", default=[], choices=sorted(set(METHODS) - {"sim_ppo"}),
                    help="also fine-tune offline with these methods on the same logs (their quick presets)")
     p.add_argument("--exact-oracle", action="store_true", help="add the row 'oracle, exact': PPO in the stand-in's "
@@ -114,6 +116,10 @@ def main() -> None:
                 overrides["unidentified"] = {"joint_strength": 0.0, "elliptic_share": 0.0}
             if args.terrain is not None:
                 overrides["terrain"] = {"step_height": args.terrain[0], "slope": args.terrain[1]}
+            preset = load_sim_ppo_config("sim_ppo")
+            candidates = args.candidates or preset.candidates
+            overrides.update(candidates=candidates, calibration={
+                "fits": args.fits or min(preset.calibration.fits, candidates)})
             cfg_ours = load_sim_ppo_config("sim_ppo", overrides)
             calibrated, calibration = calibrated_profile(args, root, cfg_ours)
             starts = robot_starts([root / "logs"], root / "calibration")
@@ -130,12 +136,12 @@ def main() -> None:
             prefix = ("rough_starts" if cfg_ours.terrain.enabled else "robot_starts") if cfg_ours.start_share > 0 \
                 else "calibrated_wide"  # the runs before starts (and before terrain)
             prefix += "_unidentified" if any(asdict(cfg_ours.unidentified).values()) else ""
-            candidates = [sim_ppo_tune(args.policy, calibrated, calibration, starts, args.iterations,
-                                       root / f"{prefix}{k or ''}", cfg_ours, "cpu", seed + k)
-                          for k in range(args.candidates)]  # fmt: skip
+            prefix += f"_fits{cfg_ours.calibration.fits}" if cfg_ours.calibration.fits > 1 else ""
+            runs = train_candidates(args.policy, calibrated, calibration, starts, args.iterations, root, cfg_ours,
+                                    "cpu", name=prefix)  # fmt: skip
             row_of, passed = {str(args.policy): "sim policy"}, []
-            decisions = gate(candidates, args.policy, calibrated, calibration, starts, cfg_ours.gate)
-            for k, (candidate, decision) in enumerate(zip(candidates, decisions)):
+            decisions = gate(runs, args.policy, calibration, starts, cfg_ours.gate)
+            for k, (candidate, decision) in enumerate(zip((r.policy for r in runs), decisions)):
                 row_of[str(candidate)] = f"ours, candidate {k}"  # PPO seed seed + k
                 rows[row_of[str(candidate)]] = {**evaluate(candidate.parent.name, candidate), "gate": decision}
                 passed += [candidate] if decision["passed"] else []
@@ -167,7 +173,8 @@ def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) 
         collect_on_stand_in(args.policy, profile, logs, steps=args.collect_steps, seed=seed, action_noise=0.15,
                             robot_seed=seed)  # fmt: skip
         (logs / "done").write_text("collected")
-    return calibrate_from([logs], root / "calibration", cfg)
+    fits = cfg.calibration.fits
+    return calibrate_from([logs], root / ("calibration" if fits == 1 else f"calibration_fits{fits}"), cfg)
 
 
 def exact_oracle(start: Path, profile: str, profile_root: Path, iterations: int) -> tuple[Path, dict]:

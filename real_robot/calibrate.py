@@ -370,16 +370,15 @@ def fit(spec: RobotSpec, base: RealityGapProfile, windows: Windows, names: list[
     scalars = [n for n in names if n != OFFSETS]
     low = np.array([PARAMS[n].low for n in scalars] + [-MAX_OFFSET] * spec.num_joints * (OFFSETS in names))
     high = np.array([PARAMS[n].high for n in scalars] + [MAX_OFFSET] * spec.num_joints * (OFFSETS in names))
-    start = start or {}
-    x_start = [start.get(n, PARAMS[n].nominal) for n in scalars]
-    x_start += list(start.get(OFFSETS, np.zeros(spec.num_joints))) * (OFFSETS in names)
+    x_start = [(start or {}).get(n, PARAMS[n].nominal) for n in scalars]
+    x_start += list((start or {}).get(OFFSETS, np.zeros(spec.num_joints))) * (OFFSETS in names)
 
     def to_values(x: np.ndarray) -> dict:
         v = low + np.clip(x, 0, 1) * (high - low)
         values = {**(fixed or {}), **{n: float(value) for n, value in zip(scalars, v)}}
         return {**values, OFFSETS: v[len(scalars) :]} if OFFSETS in names else values
 
-    x0 = np.clip((np.array(x_start) - low) / (high - low), 0.1, 0.9)
+    x0 = np.clip((np.array(x_start) - low) / (high - low), *((0.0, 1.0) if start else (0.1, 0.9)))
     options = {"bounds": [0, 1], "maxfevals": settings.max_evals, "seed": settings.seed + 1, "verbose": -9}
     es = cma.CMAEvolutionStrategy(x0, settings.sigma0, options)
     ctx = multiprocessing.get_context("fork")
@@ -503,8 +502,8 @@ def combine_fits(reports: list[dict], out: Path, settings: CalibrationSettings, 
               "at_bounds": at_bounds(median),
               "range": {n: [min(r["identified"][n] for r in reports), max(r["identified"][n] for r in reports)]
                         for n in names},
-              "fits": [{k: r[k] for k in ("profile", "identified", "flat_over", "plausible", "fit_error_rms")}
-                       for r in reports],
+              "fits": [{k: r[k] for k in ("profile", "identified", "flat_over", "plausible", "fit_error_rms",
+                                          "settings")} for r in reports],
               "fit_error_rms": mean_err, "noise": to_dict(noise), "bias": to_dict(bias),
               "settings": to_dict(settings), "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
     out.with_name(f"{out.stem}_report.json").write_text(json.dumps(report, indent=2))

@@ -56,7 +56,8 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
 def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     preset = tmp_path / "sim_ppo_tiny.yaml"
     preset.write_text(yaml.safe_dump({
-        "iterations": 1, "num_envs": 8, "calibration": {"windows": 6, "held_out": 4, "max_evals": 8},
+        "iterations": 1, "num_envs": 8, "candidates": 2,
+        "calibration": {"windows": 6, "held_out": 4, "max_evals": 8, "fits": 2},  # each fit a simulator
         "gate": {"episode_s": 2.5},
         "online": {"rounds": 1, "collect_steps": 1050, "iterations": 1, "acceptance_episodes": 1, "episode_s": 1.0},
     }))  # fmt: skip
@@ -69,7 +70,9 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     assert [r["stage"] for r in rows] == [*STAGES[:2], "oracle (true profile)", *STAGES[2:]]
     assert (out / "offline" / "calibration" / "calibrated.yaml").is_file()
     report = json.loads((out / "offline" / "report.json").read_text())
-    assert set(report["gate"]) >= {"passed", "reasons", "held_out_fit_gain", "sim"}
+    assert set(report["gate"]) >= {"passed", "reasons", "held_out_fit_gain", "sim"} and len(report["gates"]) == 2
+    assert sorted(report["search_seeds"].values()) == [0, 1]  # a candidate per calibration fit
+    assert all((out / "offline" / "calibration" / f"calibrated_fit{k}.yaml").is_file() for k in (0, 1))
     online = json.loads((out / "online" / "online_report.json").read_text())
     assert 1 <= len(online["history"]) <= 2 and online["real_steps"] >= 1050  # the offline check (if passed) + 1 round
     assert rows[1]["gap_tracking"] == 0.0 or rows[1]["gap_tracking"] is None  # the sim policy recovers nothing

@@ -2,6 +2,7 @@
 acceptance) and the pipeline's gap-recovered arithmetic."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,10 @@ from uni_o4.sim_ppo import SimGateConfig, SimPPOConfig, accept
 
 def calibration(before: float, after: float) -> dict:
     return {"fit_error_rms": {"held_out": {"loss_before": before, "loss_after": after}}}
+
+
+def candidates(*policies: str, profile: str = "p.yaml") -> list:
+    return [sim_ppo.Candidate(policy, Path(profile), 0) for policy in policies]
 
 
 def sim_metrics(tracking: float, falls: float, spread: float = 0.0) -> dict:
@@ -32,13 +37,13 @@ def fake_sim(monkeypatch):
 
 def test_gate_passes_a_better_candidate_in_a_simulator_that_fits(fake_sim):
     fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
-    decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
+    decision = sim_ppo.gate(candidates("candidate"), "incumbent", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
     assert decision["passed"] and decision["held_out_fit_gain"] == pytest.approx(0.5)
 
 
 def test_gate_refuses_when_the_calibration_does_not_explain_held_out_logs(fake_sim):
     fake_sim.update(candidate=sim_metrics(0.10, 0.0), incumbent=sim_metrics(0.20, 0.0))
-    decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.95), "s.npz", SimGateConfig())[0]
+    decision = sim_ppo.gate(candidates("candidate"), "incumbent", calibration(2.0, 1.95), "s.npz", SimGateConfig())[0]
     assert not decision["passed"] and "not trusted" in decision["reasons"][0]
 
 
@@ -46,7 +51,7 @@ def test_gate_evaluates_the_incumbent_once_for_all_candidates(monkeypatch):
     scores = {"a": sim_metrics(0.10, 0.0), "b": sim_metrics(0.30, 0.0), "incumbent": sim_metrics(0.20, 0.0)}
     evaluated = []
     monkeypatch.setattr(sim_ppo, "evaluate_in", lambda policy, *_a, **_k: evaluated.append(policy) or scores[policy])
-    decisions = sim_ppo.gate(["a", "b"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())
+    decisions = sim_ppo.gate(candidates("a", "b"), "incumbent", calibration(2.0, 1.0), "s.npz", SimGateConfig())
     assert [d["passed"] for d in decisions] == [True, False]
     assert sorted(evaluated) == ["a", "b", "incumbent"]
     assert all(d["sim"]["incumbent"]["mean_tracking_error"] == 0.20 for d in decisions)
@@ -55,7 +60,7 @@ def test_gate_evaluates_the_incumbent_once_for_all_candidates(monkeypatch):
 @pytest.mark.parametrize("candidate, reason", [(sim_metrics(0.25, 0.0), "tracking"), (sim_metrics(0.1, 0.2), "falls")])
 def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
     fake_sim.update(candidate=candidate, incumbent=sim_metrics(0.20, 0.1))
-    decision = sim_ppo.gate(["candidate"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
+    decision = sim_ppo.gate(candidates("candidate"), "incumbent", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
     assert not decision["passed"] and any(reason in r for r in decision["reasons"])
 
 
@@ -64,10 +69,10 @@ def test_gate_refuses_a_gain_within_the_simulators_episode_noise(fake_sim):
     more than the gain (the bound over paired episodes crosses zero); confidence 0 is the mean rule alone."""
     fake_sim.update(incumbent=sim_metrics(0.20, 0.0), steady=sim_metrics(0.19, 0.0),
                     noisy=sim_metrics(0.19, 0.0, spread=0.15))
-    steady, noisy = sim_ppo.gate(["steady", "noisy"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz",
+    steady, noisy = sim_ppo.gate(candidates("steady", "noisy"), "incumbent", calibration(2.0, 1.0), "s.npz",
                                  SimGateConfig(confidence=0.9))  # fmt: skip
     assert steady["passed"] and not noisy["passed"] and "within its noise" in noisy["reasons"][0]
-    mean_only = sim_ppo.gate(["noisy"], "incumbent", "p.yaml", calibration(2.0, 1.0), "s.npz",
+    mean_only = sim_ppo.gate(candidates("noisy"), "incumbent", calibration(2.0, 1.0), "s.npz",
                              SimGateConfig(confidence=0.0))[0]  # fmt: skip
     assert mean_only["passed"]
 
@@ -115,36 +120,37 @@ def test_table_rows_carry_gap_recovered_on_the_gapped_profile_only():
     assert rows[2]["nominal_gap_return"] == pytest.approx(10 / 18)
 
 
-def test_training_randomises_over_what_the_calibration_fits_disagree_on():
-    wide = DynamicsConfig(spread=0.3, added_mass_spread=1.5, latency_spread_s=0.004)
-    report = {"identified": {"added_mass": 2.0, "kp": 0.8, "latency": 0.006, "friction": 1.0},
-              "range": {"added_mass": [-0.5, 3.4], "kp": [0.4, 0.85], "latency": [0.004, 0.008],
-                        "friction": [0.95, 1.05]}}  # fmt: skip
-    covered = sim_ppo.covering(wide, report)
-    assert covered.added_mass_spread == pytest.approx(2.5)  # 2.0 - 2.5 reaches the lowest fit
-    assert covered.spread == pytest.approx(0.5)  # kp 0.8 x (1 - 0.5) reaches 0.4
-    assert covered.latency_spread_s == pytest.approx(0.004)  # the floor already covers ±2 ms
-    assert sim_ppo.covering(wide, {"identified": {}}) == wide  # one fit: the configured spreads
+def test_gate_judges_each_candidate_in_the_simulator_it_was_trained_in(monkeypatch):
+    # In fit 0's simulator the incumbent tracks at 0.20, in fit 1's at 0.10: b (0.15) beats it only in fit 0's
+    scores = {("a", "fit0"): sim_metrics(0.15, 0.0), ("incumbent", "fit0"): sim_metrics(0.20, 0.0),
+              ("b", "fit1"): sim_metrics(0.15, 0.0), ("incumbent", "fit1"): sim_metrics(0.10, 0.0)}  # fmt: skip
+    evaluated = []
+
+    def evaluate_in(policy, profile, *_a, **_k):
+        evaluated.append((policy, profile.stem))
+        return scores[(policy, profile.stem)]
+
+    monkeypatch.setattr(sim_ppo, "evaluate_in", evaluate_in)
+    runs = [*candidates("a", profile="fit0.yaml"), *candidates("b", profile="fit1.yaml")]
+    assert [d["passed"] for d in sim_ppo.gate(runs, "incumbent", calibration(2.0, 1.0), "s.npz", SimGateConfig())] \
+        == [True, False]  # fmt: skip
+    assert sorted(evaluated) == [("a", "fit0"), ("b", "fit1"), ("incumbent", "fit0"), ("incumbent", "fit1")]
 
 
-def test_training_draws_each_figure_over_what_the_logs_cannot_tell_apart():
-    wide = DynamicsConfig(spread=0.3, added_mass_spread=1.5, latency_spread_s=0.004)
-    report = {"identified": {"friction": 0.3, "added_mass": -0.9, "kp": 0.6, "kd": 1.5, "frictionloss": 3.5,
-                             "latency": 0.004},
-              "plausible": {"friction": [0.3, 1.05], "added_mass": [-1.0, -0.9]},
-              "flat_over": {"friction": [0.28, 0.32], "kd": [0.7, 2.1], "frictionloss": [2.0, 5.0], "kp": [0.6, 0.6],
-                            "latency": [0.0, 0.011]}}  # fmt: skip
-    ranges = sim_ppo.plausible_ranges(wide, report).ranges
-    assert ranges["friction"] == pytest.approx([0.21, 1.05])  # the spread below the fit, the plausible span above
-    assert ranges["added_mass"] == pytest.approx([-2.4, 0.6])  # a narrow span: the spread around the fit
-    assert ranges["kd_factor"] == pytest.approx([0.7, 2.1]) and ranges["kp_factor"] == pytest.approx([0.42, 0.78])
-    assert ranges["joint_frictionloss_factor"] == [2.0, 5.0] and ranges["latency_s"] == pytest.approx([0.0, 0.011])
-    several = {"identified": {"friction": 0.5}, "fits": [{"plausible": {"friction": [0.3, 0.55]}},
-                                                         {"plausible": {"friction": [0.5, 1.3]}}]}  # fmt: skip
-    assert sim_ppo.plausible_ranges(wide, several).ranges == {"friction": pytest.approx([0.3, 1.3])}
-    assert sim_ppo.plausible_ranges(wide, {"identified": {"friction": 0.3}}) == wide  # no spans reported
-    strength = {"identified": {"kp": 0.6, "strength": 0.9}, "flat_over": {"kp": [0.5, 0.7]}}
-    assert sim_ppo.plausible_ranges(wide, strength) == wide  # Kp's product with strength: left to the spreads
+def test_candidates_take_the_calibration_fits_in_turn(monkeypatch, tmp_path):
+    trained = []
+    monkeypatch.setattr(sim_ppo, "tune", lambda init, profile, starts, its, run, cfg, device, seed: trained.append(
+        (profile.name, run.name, seed)) or run / "policy.pt")  # fmt: skip
+    report = {"fits": [{"profile": "c_fit0.yaml", "settings": {"search": {"seed": 4}}},
+                       {"profile": "c_fit1.yaml", "settings": {"search": {"seed": 5}}}]}  # fmt: skip
+    cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"candidates": 3, "seed": 2})
+    runs = sim_ppo.train_candidates(Path("init.pt"), tmp_path / "c.yaml", report, Path("s.npz"), 5, tmp_path, cfg, "cpu")
+    assert trained == [("c_fit0.yaml", "ppo", 2), ("c_fit1.yaml", "ppo1", 3), ("c_fit0.yaml", "ppo2", 4)]
+    assert [r.search_seed for r in runs] == [4, 5, 4]
+    one = {"settings": {"search": {"seed": 7}}}  # a single fit: its profile is the calibration's
+    assert sim_ppo.simulators(tmp_path / "c.yaml", one) == [(tmp_path / "c.yaml", 7)]
+    with pytest.raises(ValueError, match="each fit's simulator"):
+        sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"candidates": 1, "calibration": {"fits": 2}})
 
 
 def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
@@ -197,12 +203,12 @@ def test_fine_tuning_randomises_what_no_log_identifies_over_the_runs_own_randomi
     monkeypatch.setattr(train_module, "train", fake_train)
     cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick")
     assert cfg.unidentified == sim_ppo.UnidentifiedEffects(joint_strength=0.15, elliptic_share=0.5)
-    sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", {}, tmp_path / "starts.npz", 3,
+    sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", tmp_path / "starts.npz", 3,
                  tmp_path / "ppo", cfg, "cpu")  # fmt: skip
     r = trained["cfg"].env.randomization
     assert (r.joint_strength, r.elliptic_share, r.com_displacement, r.backlash) == (0.15, 0.5, 0.05, 0.03)
     assert trained["cfg"].iterations == 3 and trained["init"].name == "model_199.pt"
     off = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"unidentified": {"joint_strength": 0.0, "elliptic_share": 0.0}})
-    sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", {}, tmp_path / "starts.npz", 3,
+    sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", tmp_path / "starts.npz", 3,
                  tmp_path / "ppo_off", off, "cpu")  # fmt: skip
     assert (trained["cfg"].env.randomization.joint_strength, trained["cfg"].env.randomization.elliptic_share) == (0, 0)

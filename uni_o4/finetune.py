@@ -129,8 +129,8 @@ def amq_decision(req: OfflineRequest, spec, candidate: Path, scores: tuple[float
 
 
 def calibrated_decision(req: OfflineRequest, candidate: Path, scores: tuple[float, float]):
-    """sim_ppo's gate on this candidate: the simulator calibrated from the same logs (its default budget), every
-    episode from the robot's logged starts, candidate against the incumbent."""
+    """sim_ppo's gate on this candidate: the simulators calibrated from the same logs (its default budget, one per
+    fit), every episode from the robot's logged starts, candidate against the incumbent."""
     from uni_o4 import gate, sim_ppo
 
     from real_robot.calibrate import CalibrationError
@@ -143,8 +143,10 @@ def calibrated_decision(req: OfflineRequest, candidate: Path, scores: tuple[floa
         reason = f"the calibrated gate could not calibrate from these logs ({err}); `--gate amq` judges by AM-Q"
         return gate.GateDecision(False, [reason], scores[0], scores[1], evaluator="calibrated")
     starts = sim_ppo.robot_starts(list(req.logs), folder)
-    verdict = sim_ppo.gate([candidate], req.init, profile, calibration, starts, cfg.gate, req.device)[0]
-    return gate.from_calibrated(verdict, scores)
+    # In every fit's simulator: the logs cannot tell them apart, so the candidate must beat the incumbent in each
+    runs = [sim_ppo.Candidate(candidate, sim, seed) for sim, seed in sim_ppo.simulators(profile, calibration)]
+    verdicts = sim_ppo.gate(runs, req.init, calibration, starts, cfg.gate, req.device)
+    return gate.from_calibrated(next((v for v in verdicts if not v["passed"]), verdicts[0]), scores)
 
 
 # --------------------------------------------------------------------------------------------- online
