@@ -32,7 +32,8 @@ is in it too); the accelerometer's stays 0.
 Foot friction shows only where feet slip: logs of a robot that never reaches its friction cone bound it from below
 only (the fit then lands anywhere above what the gait used). The report's `plausible` says how far: a profile
 likelihood that holds floor friction (and the payload, which trades with Kp) at grid values, re-fits the other
-figures and keeps the values whose held-out loss matches the fit's; fine-tuning randomises over that span. Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
+figures and keeps the values whose held-out loss matches the fit's. Fits from other search seeds land elsewhere in
+such valleys: sim_ppo trains a candidate in each (uni_o4.sim_ppo.simulators) and lets the robot choose. Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
 targets; the log records q_des, kp, kd only). The start state is the measured q minus the offsets; if that puts the
 lowest foot deeper in the floor or higher above it than a loaded foot rests, the trunk is moved so that it rests.
 Sensor noise in the start state biases the fit (parameters that soften the response to it fit better).
@@ -571,8 +572,8 @@ REFIT_WINDOWS = 128  # of the fit's windows
 def plausible_ranges(spec: RobotSpec, base: RealityGapProfile, values: dict, names: list[str], fit_set: Windows,
                      held_out: Windows, best: float, search: SearchSettings, evals: int) -> dict[str, list]:  # fmt: skip
     """Per PROFILED figure: the span of its grid values (and the fit's) at which, the other figures re-fitted, the
-    held-out loss stays within FLAT_TOLERANCE of the fit's (`best`). What the logs cannot tell apart, fine-tuning
-    must randomise over; a one-at-a-time scan (flat_over) misses these trades."""
+    held-out loss stays within FLAT_TOLERANCE of the fit's (`best`): what the logs cannot tell apart, including the
+    trades a one-at-a-time scan (flat_over) misses."""
     settings = dataclasses.replace(search, max_evals=evals, sigma0=REFIT_SIGMA)
     subset = fit_set.subset(np.arange(min(REFIT_WINDOWS, len(fit_set))))
     out = {}
