@@ -197,7 +197,7 @@ class Go1Env(VecEnv):
             self.params["joint_strength"] = np.ones((n, j))
         if self.cfg.randomization.elliptic_share:
             self.params["contact_draw"] = np.ones(n)
-        if "joint_frictionloss_factor" in self.ranges:
+        if "joint_frictionloss_factor" in self.cfg.dynamics.ranges:
             self.params["joint_frictionloss_factor"] = np.ones(n)
         self.encoder_q = np.tile(self.spec.default_pose, (n, 1))  # what each joint's encoder reads (backlash)
         self.latency = np.zeros(n, dtype=np.int64)
