@@ -1,9 +1,10 @@
 """`--algo sim_ppo`: fine-tuning in a simulator calibrated from the robot's own logs (ours, beside Uni-O4).
 
 Offline:  the logs → `real_robot calibrate` (the robot's dynamics: friction, payload, realised gains, latency,
-          joint friction, sensor biases) → PPO from the pretraining run in the training simulator centred on
-          them, randomising what no log identifies (each joint's strength, the contact model)
-          (`sim_pretrain.train.finetune_in_sim`) → the gate.
+          joint friction, sensor biases), fitted several times: fits the logs cannot tell apart, each a simulator
+          → per fit, PPO from the pretraining run in the training simulator centred on its figures, randomising
+          what no log identifies (each joint's strength, the contact model)
+          (`sim_pretrain.train.finetune_in_sim`) → the gate, each candidate in its own simulator.
 Online:   first the robot judges the offline candidate against the policy it would replace (deterministic, the
           same episodes: no more falls or trips and better velocity tracking, or the incumbent stays); then rounds
           of: real rollouts of the current policy (logged) → recalibrate on every log so far → PPO continues → the
