@@ -130,7 +130,8 @@ def load_sim_ppo_config(preset: str, overrides: dict | None = None) -> SimPPOCon
 # --------------------------------------------------------------------------------------------- offline
 def finetune_offline(logs: list[Path], init: Path, out: Path, cfg: SimPPOConfig, device: str = "cpu") -> dict:
     """Calibrate from `logs`, fine-tune `init` (a pretrained policy.pt beside its run's checkpoints, or an earlier
-    sim_ppo candidate) in the calibrated simulator, gate it; out/deploy/policy.pt is what to deploy."""
+    sim_ppo candidate) in each calibrated simulator (one per fit), gate the candidates; out/deploy/policy.pt is the
+    first that passed (or `init`), the report's `candidates` all that passed, for the robot's check."""
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "sim_ppo_config.yaml")
     profile, calibration = calibrate_from(logs, out / "calibration", cfg)
