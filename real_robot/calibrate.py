@@ -33,9 +33,10 @@ Foot friction shows only where feet slip: logs of a robot that never reaches its
 only (the fit then lands anywhere above what the gait used). The report's `plausible` says how far: a profile
 likelihood that holds floor friction (and the payload, which trades with Kp) at grid values, re-fits the other
 figures and keeps the values whose held-out loss matches the fit's. Fits from other search seeds land elsewhere in
-such valleys: sim_ppo trains a candidate in each (uni_o4.sim_ppo.simulators) and lets the robot choose. Assumed: dq_des = 0 and tau_ff = 0 (the runtime's
-targets; the log records q_des, kp, kd only). The start state is the measured q minus the offsets; if that puts the
-lowest foot deeper in the floor or higher above it than a loaded foot rests, the trunk is moved so that it rests.
+such valleys: sim_ppo trains a candidate in each and lets the robot choose.
+Assumed: dq_des = 0 and tau_ff = 0 (the runtime's targets; the log records q_des, kp, kd only). The start state is
+the measured q minus the offsets; if that puts the lowest foot deeper in the floor or higher above it than a loaded
+foot rests, the trunk is moved so that it rests.
 Sensor noise in the start state biases the fit (parameters that soften the response to it fit better).
 Out: the profile YAML (load with robot_spec.reality_gap.load_reality_gap(path)) and, beside it, <stem>_report.json
 and <stem>_fit.png (logged vs replayed joint trajectories, nominal and calibrated).
@@ -561,6 +562,7 @@ def calibrate_once(folders: list[Path], out: Path, settings: CalibrationSettings
 
 
 FLAT_TOLERANCE = 0.05  # a held-out loss within this share of the fit's cannot tell the values apart
+FLAT_PROBES = 6  # values tried across each parameter's search range
 # Profile likelihood (`plausible` in the report): the figures that trade with others along a valley of equal loss,
 # each held at these values while the others are re-fitted. On strong's logs fits at floor friction 0.29 and 0.97
 # replayed held-out windows equally well (kd and joint friction moved with it); payload trades with Kp.
@@ -570,7 +572,8 @@ REFIT_WINDOWS = 128  # of the fit's windows
 
 
 def plausible_ranges(spec: RobotSpec, base: RealityGapProfile, values: dict, names: list[str], fit_set: Windows,
-                     held_out: Windows, best: float, search: SearchSettings, evals: int) -> dict[str, list]:  # fmt: skip
+                     held_out: Windows, best: float, search: SearchSettings,
+                     evals: int) -> dict[str, list]:  # fmt: skip
     """Per PROFILED figure: the span of its grid values (and the fit's) at which, the other figures re-fitted, the
     held-out loss stays within FLAT_TOLERANCE of the fit's (`best`): what the logs cannot tell apart, including the
     trades a one-at-a-time scan (flat_over) misses."""
@@ -587,7 +590,6 @@ def plausible_ranges(spec: RobotSpec, base: RealityGapProfile, values: dict, nam
                 inside.append(value)
         out[name] = [round(float(min(inside)), 4), round(float(max(inside)), 4)]
     return out
-FLAT_PROBES = 6  # values tried across each parameter's search range
 
 
 def flat_intervals(spec: RobotSpec, base: RealityGapProfile, values: dict, windows: Windows,

@@ -115,10 +115,12 @@ class DynamicsConfig:
             raise ValueError(f"dynamics.spread {self.spread}: a relative spread must stay below 1 (figures stay > 0)")
         for name, interval in self.ranges.items():
             if name not in DYNAMICS_FIGURES:
-                raise ValueError(f"dynamics.ranges: unknown figure {name!r} (expected one of {', '.join(DYNAMICS_FIGURES)})")
+                raise ValueError(f"dynamics.ranges: unknown figure {name!r} "
+                                 f"(expected one of {', '.join(DYNAMICS_FIGURES)})")
             if not (len(interval) == 2 and all(math.isfinite(v) for v in interval) and interval[0] <= interval[1]
                     and (name == "added_mass" or interval[0] >= 0)):  # fmt: skip
-                raise ValueError(f"dynamics.ranges.{name} {interval}: expected [low, high], low <= high (>= 0 but mass)")
+                raise ValueError(f"dynamics.ranges.{name} {interval}: expected [low, high], low <= high "
+                                 "(>= 0 but mass)")
 
 
 @dataclass

@@ -144,7 +144,8 @@ def test_candidates_take_the_calibration_fits_in_turn(monkeypatch, tmp_path):
     report = {"fits": [{"profile": "c_fit0.yaml", "settings": {"search": {"seed": 4}}},
                        {"profile": "c_fit1.yaml", "settings": {"search": {"seed": 5}}}]}  # fmt: skip
     cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"candidates": 3, "seed": 2})
-    runs = sim_ppo.train_candidates(Path("init.pt"), tmp_path / "c.yaml", report, Path("s.npz"), 5, tmp_path, cfg, "cpu")
+    runs = sim_ppo.train_candidates(Path("init.pt"), tmp_path / "c.yaml", report, Path("s.npz"), 5, tmp_path, cfg,
+                                    "cpu")  # fmt: skip
     assert trained == [("c_fit0.yaml", "ppo", 2), ("c_fit1.yaml", "ppo1", 3), ("c_fit0.yaml", "ppo2", 4)]
     assert [r.search_seed for r in runs] == [4, 5, 4]
     one = {"settings": {"search": {"seed": 7}}}  # a single fit: its profile is the calibration's

@@ -200,10 +200,12 @@ def train_candidates(init: Path, profile: Path, calibration: dict, starts: Path,
                      cfg: SimPPOConfig, device: str, name: str = "ppo") -> list[Candidate]:  # fmt: skip
     """`cfg.candidates` PPO runs (seeds seed, seed + 1, ...) in out/<name>, out/<name>1, ..., taking the
     calibration's fits in turn."""
-    sims = simulators(profile, calibration)
-    return [Candidate(tune(init, sims[k % len(sims)][0], starts, iterations, out / f"{name}{k or ''}", cfg, device,
-                           seed=cfg.seed + k), *sims[k % len(sims)])
-            for k in range(cfg.candidates)]  # fmt: skip
+    sims, runs = simulators(profile, calibration), []
+    for k in range(cfg.candidates):
+        sim, search_seed = sims[k % len(sims)]
+        policy = tune(init, sim, starts, iterations, out / f"{name}{k or ''}", cfg, device, seed=cfg.seed + k)
+        runs.append(Candidate(policy, sim, search_seed))
+    return runs
 
 
 def tune(start: Path, profile: Path, starts: Path, iterations: int, run_dir: Path, cfg: SimPPOConfig, device: str,
@@ -238,7 +240,8 @@ def gate(candidates: list[Candidate], incumbent: Path, calibration: dict, starts
     incumbent in the simulator it was trained in (the incumbent evaluated once per simulator), every episode
     starting where the robot's policy took over."""
     fit_gain = held_out_fit_gain(calibration)
-    incumbent_in = {p: evaluate_in(incumbent, p, cfg, device, starts) for p in dict.fromkeys(c.profile for c in candidates)}
+    simulators_used = dict.fromkeys(c.profile for c in candidates)  # in order, once each
+    incumbent_in = {p: evaluate_in(incumbent, p, cfg, device, starts) for p in simulators_used}
     return [decide(evaluate_in(c.policy, c.profile, cfg, device, starts), incumbent_in[c.profile], fit_gain, cfg)
             for c in candidates]  # fmt: skip
 
