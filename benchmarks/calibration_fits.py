@@ -69,7 +69,10 @@ def main() -> None:
                                  robot_seed=args.robot_seed)  # fmt: skip
     starts = robot_starts([args.logs], args.root / "starts")
     variants = {"as_is": "{}", **dict(v.split("=", 1) for v in args.variants)}
-    runs = [(int(a), int(b), v) for a, b, v in (r.split(":") for r in args.runs)]
+    try:
+        runs = [(int(a), int(b), v) for a, b, v in (r.split(":") for r in args.runs)]
+    except ValueError:
+        p.error(f"--runs {' '.join(args.runs)}: expected SEARCH_SEED:PPO_SEED:VARIANT, e.g. 0:0:as_is")
     if unknown := {v for *_, v in runs} - set(variants):
         p.error(f"--runs: variants {sorted(unknown)} not defined by --variants")
     with_spans = {seed for seed, _, v in runs if variants[v] == "spans"}  # calibrations that need `plausible`
