@@ -64,10 +64,11 @@ def main() -> None:
     p.add_argument("--name", default="calibration_fits")
     args = p.parse_args()
 
+    if not args.logs.is_dir():
+        p.error(f"--logs {args.logs}: no such log folder")
     spec, cfg = load_robot("go1"), load_sim_ppo_config("sim_ppo_quick")
     evaluation = RobotEvalConfig(episodes=args.episodes, episode_s=20.0, seed=args.robot_seed + 100,
                                  robot_seed=args.robot_seed)  # fmt: skip
-    starts = robot_starts([args.logs], args.root / "starts")
     variants = {"as_is": "{}", **dict(v.split("=", 1) for v in args.variants)}
     try:
         runs = [(int(a), int(b), v) for a, b, v in (r.split(":") for r in args.runs)]
@@ -75,6 +76,7 @@ def main() -> None:
         p.error(f"--runs {' '.join(args.runs)}: expected SEARCH_SEED:PPO_SEED:VARIANT, e.g. 0:0:as_is")
     if unknown := {v for *_, v in runs} - set(variants):
         p.error(f"--runs: variants {sorted(unknown)} not defined by --variants")
+    starts = robot_starts([args.logs], args.root / "starts")
     with_spans = {seed for seed, _, v in runs if variants[v] == "spans"}  # calibrations that need `plausible`
     rows = {"sim policy": evaluation_of(args.policy, args.profile, args.root / "eval_sim", spec, evaluation)}
     for search_seed, ppo_seed, name in runs:
