@@ -75,5 +75,10 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     assert all((out / "offline" / "calibration" / f"calibrated_fit{k}.yaml").is_file() for k in (0, 1))
     online = json.loads((out / "online" / "online_report.json").read_text())
     assert 1 <= len(online["history"]) <= 2 and online["real_steps"] >= 1050  # the offline check (if passed) + 1 round
+    # "after offline" is what the offline stage deploys: the robot's pick among what the gate passed, else the start
+    checked = online["history"][0] if online["history"][0]["stage"] == "offline_check" else None
+    after_offline = next(r for r in rows if r["stage"] == "after offline")
+    assert after_offline["policy"] == (checked["picked"] if checked else report["init"])
+    assert ("the robot's check" in after_offline["note"]) == (checked is not None)
     assert rows[1]["gap_tracking"] == 0.0 or rows[1]["gap_tracking"] is None  # the sim policy recovers nothing
     assert "gap recovered (tracking)" in (out / "pipeline.md").read_text()

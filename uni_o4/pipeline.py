@@ -154,18 +154,29 @@ def oracle(policy: Path, args: PipelineRequest, run_dir: Path) -> Path:
 
 
 def run_sim_ppo(args: PipelineRequest, policy: Path, logs: Path, out: Path, evaluate) -> None:
-    """Calibrate from the logs, PPO in the calibrated simulator, gate; then online rounds on the stand-in."""
+    """Calibrate from the logs, PPO in the calibrated simulator, gate, the robot's pick (what the offline stage
+    deploys); then online rounds on the stand-in."""
     from uni_o4 import sim_ppo
 
     cfg = sim_ppo.load_sim_ppo_config(args.offline_preset or "sim_ppo_quick", {"seed": args.seed})
     report = sim_ppo.finetune_offline([logs], policy, out / "offline", cfg, args.device)
-    evaluate("after offline", Path(report["candidate"]), args.profile,
-             f"gate {'passed' if report['gate']['passed'] else 'refused'}")  # fmt: skip
+    picked, check = sim_ppo.offline_pick(out / "offline", args.profile, out / "online", cfg, robot_seed=args.seed)
+    evaluate("after offline", picked, args.profile, offline_note(report, check))
     online = sim_ppo.finetune_online(out / "offline", [logs], args.profile, out / "online", cfg, args.device,
                                      robot_seed=args.seed)  # fmt: skip
     checks, accepted = len(online["history"]), sum(h["accepted"] for h in online["history"])
     evaluate("after online", Path(online["deployed"]), args.profile,
              f"{checks} robot checks, {accepted} accepted, {online['real_steps']} real steps")
+
+
+def offline_note(report: dict, check: list[dict]) -> str:
+    """Which policy the offline stage deployed: the gate's count, and whose candidate the robot's check took."""
+    passed, trained = len(report["candidates"]), len(report["gates"])
+    if not check:
+        return f"gate passed 0 of {trained}: the sim policy stays"
+    if not check[0]["accepted"]:
+        return f"gate passed {passed} of {trained}, the robot's check kept the sim policy"
+    return f"gate passed {passed} of {trained}, the robot's check took {Path(check[0]['picked']).parent.name}"
 
 
 def eval_folder_name(stage: str) -> str:

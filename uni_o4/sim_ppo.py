@@ -308,34 +308,15 @@ def evaluate_in(policy: Path, profile: Path, gate_cfg: SimGateConfig, device: st
 # --------------------------------------------------------------------------------------------- online
 def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Path, cfg: SimPPOConfig,
                     device: str = "cpu", robot_seed: int = 0) -> dict:  # fmt: skip
-    """First the robot judges what the offline gate passed (its candidates against the policy they would replace,
-    the same episodes; it picks at most one); then rounds of real rollouts → recalibration on every log → PPO →
-    the same check."""
-    from robot_spec import load_robot
-    from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in
+    """First the robot judges what the offline gate passed (`offline_pick`); then rounds of real rollouts →
+    recalibration on every log → PPO → the same check."""
+    from uni_o4.robot_eval import collect_on_stand_in
 
-    spec, o = load_robot("go1"), cfg.online
+    o = cfg.online
     report = json.loads((offline_out / "report.json").read_text())
-
-    def judge(name: str, candidates: list[Path], current: Path, seed: int) -> Path:
-        """The robot's check (pick_on_robot) on `o.acceptance_episodes` episodes of its own; recorded in history."""
-        trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=seed,
-                                robot_seed=robot_seed)  # fmt: skip
-
-        def score(who: str, policy: Path, stop_after: int | None = None) -> dict:
-            check = replace(trial, stop_after_ended_early=stop_after)
-            return _metrics(policy, stand_in, out / name / "acceptance" / who, spec, check)
-
-        picked, records = pick_on_robot(candidates, current, score)
-        history.append({"stage": name, "picked": str(picked), "accepted": picked != current, "candidates": records})
-        return picked
-
-    current, history, collected = Path(report["init"]), [], 0  # the incumbent, beside its run's checkpoints
+    current, history = offline_pick(offline_out, stand_in, out, cfg, robot_seed)
     seeds = dict(report.get("search_seeds", {}))  # policy -> the calibration search seed of its simulator
-    if report["gate"]["passed"]:
-        candidates = [Path(c) for c in report.get("candidates", [report["candidate"]])]
-        current = judge("offline_check", candidates, current, cfg.seed * 1000 + 499)
-    logs = list(logs)
+    logs, collected = list(logs), 0
     for r in range(o.rounds):
         folder = out / f"round{r}"
         if not (folder / "logs" / COLLECTED).is_file():
@@ -350,13 +331,48 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
         starts = robot_starts(logs, folder / "calibration")
         candidate = tune(current, profile, starts, o.iterations, folder / "ppo", cfg, device)
         seeds[str(candidate)] = seed
-        current = judge(f"round{r}", [candidate], current, cfg.seed * 1000 + 500 + r)
+        record = judge_on_robot(f"round{r}", [candidate], current, cfg.seed * 1000 + 500 + r, stand_in, out, cfg,
+                                robot_seed)  # fmt: skip
+        history.append(record)
+        current = Path(record["picked"])
     deployed = install(current, out)
     checked = sum(policy_steps(folder) for folder in out.glob("*/acceptance/*") if folder.is_dir())
     result = {"deployed": str(deployed), "from": str(current), "history": history,
               "real_steps": collected + checked}  # fmt: skip
     (out / "online_report.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def offline_pick(offline_out: Path, stand_in: str, out: Path, cfg: SimPPOConfig,
+                 robot_seed: int = 0) -> tuple[Path, list[dict]]:  # fmt: skip
+    """What the offline stage deploys: the robot's pick among the candidates the gate passed (its check, on
+    episodes of its own), else the policy it started from; with the check's record ([] when the gate passed none).
+    The gate's first pass is not it: on strong the gate passed a candidate the robot then refused (README)."""
+    report = json.loads((offline_out / "report.json").read_text())
+    init = Path(report["init"])  # the incumbent, beside its run's checkpoints
+    if not report["gate"]["passed"]:
+        return init, []
+    candidates = [Path(c) for c in report.get("candidates", [report["candidate"]])]
+    record = judge_on_robot("offline_check", candidates, init, cfg.seed * 1000 + 499, stand_in, out, cfg, robot_seed)
+    return Path(record["picked"]), [record]
+
+
+def judge_on_robot(name: str, candidates: list[Path], current: Path, seed: int, stand_in: str, out: Path,
+                   cfg: SimPPOConfig, robot_seed: int) -> dict:  # fmt: skip
+    """The robot's check (pick_on_robot) on `cfg.online.acceptance_episodes` episodes of its own, in out/<name>
+    (its evaluations are reused on a rerun); its record."""
+    from robot_spec import load_robot
+    from uni_o4.robot_eval import RobotEvalConfig
+
+    spec, o = load_robot("go1"), cfg.online
+    trial = RobotEvalConfig(episodes=o.acceptance_episodes, episode_s=o.episode_s, seed=seed, robot_seed=robot_seed)
+
+    def score(who: str, policy: Path, stop_after: int | None = None) -> dict:
+        check = replace(trial, stop_after_ended_early=stop_after)
+        return _metrics(policy, stand_in, out / name / "acceptance" / who, spec, check)
+
+    picked, records = pick_on_robot(candidates, current, score)
+    return {"stage": name, "picked": str(picked), "accepted": picked != current, "candidates": records}
 
 
 def _metrics(policy: Path, stand_in: str, folder: Path, spec, cfg) -> dict:
