@@ -1,13 +1,15 @@
 """Gap recovered over several stand-in robots, with bootstrap intervals, and the one-sided test for falls.
 
-Reads benchmarks/gap_recovery.py results (one file per seed, or one with several), groups them by profile, and for
-every row that each seed has gives: return, tracking and falls per episode (mean over seeds), the share of the
-sim policy → oracle gap it recovers (from per-seed means; 95 % bootstrap interval over episodes; n/a when the
-oracle's margin is within noise), and whether it falls more than the sim policy (one-sided Fisher exact test over
-all its episodes, p < 0.05). uni_o4/gap_stats.py holds the statistics.
+Reads benchmarks/gap_recovery.py results (one file per seed, or one with several) and `uni_o4 pipeline` run
+folders (one per seed), groups them by profile, and for every row that each seed has gives: return, tracking and
+falls per episode (mean over seeds), the share of the gap it recovers, sim policy → oracle and, where the runs
+evaluated the sim policy on the nominal model, sim policy → nominal (from per-seed means; 95 % bootstrap interval
+over episodes; n/a when the far end's margin is within noise), and whether it falls more than the sim policy
+(one-sided Fisher exact test over all its episodes, p < 0.05). uni_o4/gap_stats.py holds the statistics.
 
     python benchmarks/gap_summary.py benchmarks/results/gap_recovery_strong_starts_s{0,1,2}.json \
         --name gap_summary_strong
+    python benchmarks/gap_summary.py runs/pipeline/seed0 runs/pipeline/seed1 --name pipeline_seeds_strong
 """
 
 from __future__ import annotations
@@ -22,22 +24,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
 from uni_o4.gap_stats import episode_values, gap_with_interval, more_falls_p, row_means  # noqa: E402
 
-REFERENCE = ("sim policy", "oracle")
+NOMINAL = "sim policy, no gap"  # the pipeline's row: the sim policy on the training model, the gap's nominal end
+CEILINGS = {"oracle": "gap", NOMINAL: "nominal_gap"}  # the gap's far end -> its summary keys' prefix
+REFERENCE = ("sim policy", *CEILINGS)
 ALPHA = 0.05
 
 
-def seeds_by_profile(files: list[Path]) -> dict[str, list[dict]]:
-    """{profile: [rows of one seed, ...]} from gap_recovery result files ("<profile> seed <n>" keys)."""
+def seeds_by_profile(paths: list[Path]) -> dict[str, list[dict]]:
+    """{profile: [rows of one seed, ...]} from gap_recovery result files ("<profile> seed <n>" keys) and pipeline
+    run folders."""
     grouped: dict[str, list[dict]] = {}
-    for file in files:
-        for key, rows in json.loads(file.read_text())["results"].items():
+    for path in paths:
+        results = pipeline_results(path) if path.is_dir() else json.loads(path.read_text())["results"]
+        for key, rows in results.items():
             missing = [name for name, row in rows.items() if "per_episode" not in row]
             if missing:
-                raise ValueError(f"{file}: {key} has no per-episode metrics for {missing} (rerun gap_recovery.py: "
+                raise ValueError(f"{path}: {key} has no per-episode metrics for {missing} (rerun gap_recovery.py: "
                                  "it resumes from its folders)")  # fmt: skip
             profile, seed = key.rsplit(" seed ", 1)
             grouped.setdefault(profile, []).append({candidate_name(name, int(seed)): row for name, row in rows.items()})
     return grouped
+
+
+def pipeline_results(run: Path) -> dict[str, dict]:
+    """A pipeline run folder as a gap_recovery result: {"<profile> seed <n>": {stage: its evaluation's metrics}}."""
+    from uni_o4.pipeline import ORACLE_STAGE, eval_folder_name
+
+    if not (run / "pipeline.json").is_file():
+        raise ValueError(f"{run}: not a pipeline run folder (no pipeline.json)")
+    request = json.loads((run / "pipeline_request.json").read_text())
+    rows = {"oracle" if r["stage"] == ORACLE_STAGE else r["stage"]:
+            json.loads((run / "eval" / eval_folder_name(r["stage"]) / "metrics.json").read_text())
+            for r in json.loads((run / "pipeline.json").read_text())}  # fmt: skip
+    return {f"{request['profile']} seed {request['seed']}": rows}
 
 
 def candidate_name(row: str, seed: int) -> str:
@@ -65,11 +84,13 @@ def summarise(seeds: list[dict], resamples: int) -> dict:
                "more_falls_than_sim_p": more_falls_p(falls, n, int(sum(f.sum() for f in sim_falls)),
                                                      sum(len(f) for f in sim_falls))}  # fmt: skip
         row["more_falls_than_sim"] = row["more_falls_than_sim_p"] < ALPHA
-        if name not in REFERENCE:
+        for ceiling, prefix in CEILINGS.items():
+            if name in REFERENCE or ceiling not in common:
+                continue
             for metric in ("tracking", "return"):
-                g = gap_with_interval(episodes, name, metric, resamples)
-                row[f"gap_{metric}"] = {"value": g.value, "low": g.low, "high": g.high,
-                                        "oracle_margin_low": g.oracle_margin_low}  # fmt: skip
+                g = gap_with_interval(episodes, name, metric, resamples, ceiling=ceiling)
+                row[f"{prefix}_{metric}"] = {"value": g.value, "low": g.low, "high": g.high,
+                                             "oracle_margin_low": g.oracle_margin_low}  # fmt: skip
         out[name] = row
     return out
 
@@ -83,20 +104,23 @@ def fmt_gap(g: dict | None) -> str:
 
 
 def table(profile: str, rows: dict) -> list[str]:
-    header = ("| row | seeds × episodes | return | tracking (m/s) | falls/episode | more falls than the sim policy? "
-              "(p) | gap recovered: tracking [95 %] | return [95 %] |")
-    lines = [f"### {profile}", "", header, "|---" * 8 + "|"]
+    prefixes = [p for c, p in CEILINGS.items() if c in rows]  # the far ends these runs measured
+    ends = {"gap": "sim → oracle", "nominal_gap": "sim → nominal"}
+    gaps = "".join(f" {ends[p]} gap recovered: tracking [95 %] | return [95 %] |" for p in prefixes)
+    header = "| row | seeds × episodes | return | tracking (m/s) | falls/episode | more falls than the sim policy? (p) |"
+    lines = [f"### {profile}", "", header + gaps, "|---" * (6 + 2 * len(prefixes)) + "|"]
     for name, r in rows.items():
         falls = "yes" if r["more_falls_than_sim"] else "no"
+        cells = "".join(f" {fmt_gap(r.get(f'{p}_tracking'))} | {fmt_gap(r.get(f'{p}_return'))} |" for p in prefixes)
         lines.append(f"| {name} | {r['seeds']} × {r['episodes'] // r['seeds']} | {r['return']:.2f} | "
                      f"{r['tracking']:.3f} | {r['falls_per_episode']:.2f} | {falls} ({r['more_falls_than_sim_p']:.2f})"
-                     f" | {fmt_gap(r.get('gap_tracking'))} | {fmt_gap(r.get('gap_return'))} |")  # fmt: skip
+                     f" |{cells}")  # fmt: skip
     return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", type=Path, nargs="+", help="gap_recovery.py result files")
+    p.add_argument("results", type=Path, nargs="+", help="gap_recovery.py result files or pipeline run folders")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--name", default="gap_summary")
     args = p.parse_args()

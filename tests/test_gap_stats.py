@@ -44,3 +44,14 @@ def test_more_falls_is_a_one_sided_exact_test():
     assert more_falls_p(9, 12, 1, 12) < 0.01  # nine against one is not
     # the exact tail: 3 falls of 6 vs 0 of 6 -> C(6,3)C(6,0)/C(12,3)
     assert more_falls_p(3, 6, 0, 6) == pytest.approx(20 / 220)
+
+
+def test_the_gap_can_be_measured_to_another_far_end_than_the_oracle():
+    rng = np.random.default_rng(2)
+    seeds = [seed(rng, (0.25, 5.0), (0.10, 25.0), (0.20, 10.0)) for _ in range(2)]
+    nominal = [{"sim policy": s["sim policy"], "sim policy, no gap": s["oracle"], "ours": s["ours"]} for s in seeds]
+    g = gap_with_interval(nominal, "ours", "tracking", resamples=300, ceiling="sim policy, no gap")
+    assert g.value == pytest.approx(gap_with_interval(seeds, "ours", "tracking", resamples=300).value)
+    assert g.value == pytest.approx(1 / 3, abs=0.05)
+    with pytest.raises(KeyError):
+        gap_with_interval(nominal, "ours", "tracking", resamples=10)  # no oracle in these runs

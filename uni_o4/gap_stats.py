@@ -55,18 +55,18 @@ class GapEstimate:
 
 
 def gap_with_interval(seeds: list[dict[str, list[dict]]], row: str, metric: str, resamples: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> GapEstimate:  # fmt: skip
-    """`seeds`: per seed, {"sim policy": per_episode, "oracle": per_episode, row: per_episode}."""
+                      level: float = 0.95, seed: int = 0, ceiling: str = "oracle") -> GapEstimate:  # fmt: skip
+    """`seeds`: per seed, {"sim policy": per_episode, ceiling: per_episode, row: per_episode}; `ceiling` is the
+    row that stands for the gap's far end (the oracle, or the sim policy on the nominal model)."""
     lower_is_better = METRICS[metric]
-    values = [{name: episode_values(s[name]) for name in ("sim policy", "oracle", row)} for s in seeds]
-
-    names = ("sim policy", "oracle", row)
+    names = ("sim policy", ceiling, row)
+    values = [{name: episode_values(s[name]) for name in names} for s in seeds]
 
     def estimate(picks: list[dict[str, np.ndarray]] | None) -> tuple[float, float]:
         """(gap recovered, the oracle's margin) from per-seed means over the episodes `picks` (None: all)."""
         means = {name: np.mean([row_means(v[name], picks[i][name] if picks else None)[metric]
                                 for i, v in enumerate(values)]) for name in names}  # fmt: skip
-        sim, oracle = means["sim policy"], means["oracle"]
+        sim, oracle = means["sim policy"], means[ceiling]
         margin = (sim - oracle) if lower_is_better else (oracle - sim)
         share = gap_recovered(means[row], sim, oracle, lower_is_better)
         return (float("nan") if share is None else share), margin
