@@ -20,9 +20,11 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from uni_o4.gap_stats import episode_values, gap_with_interval, more_falls_p, row_means  # noqa: E402
+from uni_o4.gap_stats import METRICS, episode_values, gap_with_interval, more_falls_p, row_means  # noqa: E402
 
 NOMINAL = "sim policy, no gap"  # the pipeline's row: the sim policy on the training model, the gap's nominal end
 CEILINGS = {"oracle": "gap", NOMINAL: "nominal_gap"}  # the gap's far end -> its summary keys' prefix
@@ -47,14 +49,18 @@ def seeds_by_profile(paths: list[Path]) -> dict[str, list[dict]]:
 
 
 def pipeline_results(run: Path) -> dict[str, dict]:
-    """A pipeline run folder as a gap_recovery result: {"<profile> seed <n>": {stage: its evaluation's metrics}}."""
+    """A pipeline run folder as a gap_recovery result: {"<profile> seed <n>": {stage: its evaluation's metrics}},
+    measured from each evaluation's logs by today's definitions (robot_eval.log_metrics)."""
+    from robot_spec import load_robot
     from uni_o4.pipeline import ORACLE_STAGE, eval_folder_name
+    from uni_o4.robot_eval import log_metrics
 
     if not (run / "pipeline.json").is_file():
         raise ValueError(f"{run}: not a pipeline run folder (no pipeline.json)")
     request = json.loads((run / "pipeline_request.json").read_text())
+    spec = load_robot(request.get("robot", "go1"))
     rows = {"oracle" if r["stage"] == ORACLE_STAGE else r["stage"]:
-            json.loads((run / "eval" / eval_folder_name(r["stage"]) / "metrics.json").read_text())
+            log_metrics(run / "eval" / eval_folder_name(r["stage"]), spec)
             for r in json.loads((run / "pipeline.json").read_text())}  # fmt: skip
     return {f"{request['profile']} seed {request['seed']}": rows}
 
@@ -78,8 +84,7 @@ def summarise(seeds: list[dict], resamples: int) -> dict:
         falls = int(sum(v["fell"].sum() for v in values))
         n = sum(len(v["fell"]) for v in values)
         row = {"seeds": len(seeds), "episodes": n,
-               "return": float(sum(row_means(v)["return"] for v in values) / len(values)),
-               "tracking": float(sum(row_means(v)["tracking"] for v in values) / len(values)),
+               **{metric: float(np.mean([row_means(v)[metric] for v in values])) for metric in METRICS},
                "falls_per_episode": falls / n,
                "more_falls_than_sim_p": more_falls_p(falls, n, int(sum(f.sum() for f in sim_falls)),
                                                      sum(len(f) for f in sim_falls))}  # fmt: skip
@@ -87,7 +92,7 @@ def summarise(seeds: list[dict], resamples: int) -> dict:
         for ceiling, prefix in CEILINGS.items():
             if name in REFERENCE or ceiling not in common:
                 continue
-            for metric in ("tracking", "return"):
+            for metric in METRICS:
                 g = gap_with_interval(episodes, name, metric, resamples, ceiling=ceiling)
                 row[f"{prefix}_{metric}"] = {"value": g.value, "low": g.low, "high": g.high,
                                              "oracle_margin_low": g.oracle_margin_low}  # fmt: skip
@@ -106,15 +111,16 @@ def fmt_gap(g: dict | None) -> str:
 def table(profile: str, rows: dict) -> list[str]:
     prefixes = [p for c, p in CEILINGS.items() if c in rows]  # the far ends these runs measured
     ends = {"gap": "sim → oracle", "nominal_gap": "sim → nominal"}
-    gaps = "".join(f" {ends[p]} gap recovered: tracking [95 %] | return [95 %] |" for p in prefixes)
-    header = "| row | seeds × episodes | return | tracking (m/s) | falls/episode | more falls than the sim policy? (p) |"
-    lines = [f"### {profile}", "", header + gaps, "|---" * (6 + 2 * len(prefixes)) + "|"]
+    gaps = "".join(f" {ends[p]} gap recovered [95 %]: xy | yaw | return |" for p in prefixes)
+    header = ("| row | seeds × episodes | return | tracking xy (m/s) | yaw (rad/s) | falls/episode | more falls than the "
+              "sim policy? (p) |")  # fmt: skip
+    lines = [f"### {profile}", "", header + gaps, "|---" * (7 + 3 * len(prefixes)) + "|"]
     for name, r in rows.items():
         falls = "yes" if r["more_falls_than_sim"] else "no"
-        cells = "".join(f" {fmt_gap(r.get(f'{p}_tracking'))} | {fmt_gap(r.get(f'{p}_return'))} |" for p in prefixes)
+        cells = "".join(f" {fmt_gap(r.get(f'{p}_{m}'))} |" for p in prefixes for m in METRICS)
         lines.append(f"| {name} | {r['seeds']} × {r['episodes'] // r['seeds']} | {r['return']:.2f} | "
-                     f"{r['tracking']:.3f} | {r['falls_per_episode']:.2f} | {falls} ({r['more_falls_than_sim_p']:.2f})"
-                     f" |{cells}")  # fmt: skip
+                     f"{r['tracking']:.3f} | {r['yaw']:.3f} | {r['falls_per_episode']:.2f} | {falls} "
+                     f"({r['more_falls_than_sim_p']:.2f}) |{cells}")  # fmt: skip
     return lines
 
 

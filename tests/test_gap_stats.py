@@ -19,8 +19,10 @@ def seed(rng, sim, oracle, row, n=12, noise=0.01):
 
 
 def test_row_means_weigh_tracking_by_steps_walked_as_the_evaluation_does():
-    v = episode_values(episodes([0.1, 0.4], [10.0, 2.0], falls=1))  # the fallen one walked half as long
-    assert row_means(v) == pytest.approx({"tracking": (0.1 * 500 + 0.4 * 1000) / 1500, "return": 6.0})
+    rows = [{**e, "tracking_error_yaw": y} for e, y in zip(episodes([0.1, 0.4], [10.0, 2.0], falls=1), (0.3, 0.6))]
+    v = episode_values(rows)  # the fallen one walked half as long
+    assert row_means(v) == pytest.approx({"tracking": (0.1 * 500 + 0.4 * 1000) / 1500,
+                                          "yaw": (0.3 * 500 + 0.6 * 1000) / 1500, "return": 6.0})  # fmt: skip
 
 
 def test_gap_recovered_is_from_per_seed_means_with_an_interval_around_it():

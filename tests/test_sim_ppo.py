@@ -118,6 +118,9 @@ def test_table_rows_carry_gap_recovered_on_the_gapped_profile_only():
     # and of the gap to the nominal model (0.26 -> 0.07, 9 -> 27)
     assert rows[3]["nominal_gap_tracking"] == pytest.approx(0.05 / 0.19) and rows[0]["nominal_gap_tracking"] is None
     assert rows[2]["nominal_gap_return"] == pytest.approx(10 / 18)
+    assert rows[3]["nominal_gap_yaw"] is None  # these rows have no yaw figure (tables from before it): no share
+    yaw = with_gap_recovered([{**r, "tracking_error_yaw": y} for r, y in zip(rows, (0.07, 0.16, 0.10, 0.13))])
+    assert yaw[3]["nominal_gap_yaw"] == pytest.approx(1 / 3) and yaw[3]["gap_yaw"] == pytest.approx(0.5)
 
 
 def test_gate_judges_each_candidate_in_the_simulator_it_was_trained_in(monkeypatch):
@@ -181,10 +184,13 @@ def test_a_cached_evaluation_is_reused_only_for_the_policy_it_evaluated(tmp_path
 
     runs = []
     monkeypatch.setattr(robot_eval, "evaluate_on_stand_in", lambda policy, *_a, **_k: runs.append(policy) or {})
+    monkeypatch.setattr(robot_eval, "log_metrics", lambda folder, spec: {"fall_rate": 0.25})  # its logs, measured
     out = tmp_path / "check" / "candidate"
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps({"policy": str(tmp_path / "a.pt"), "fall_rate": 0.5}))
-    assert robot_eval.evaluation_of(tmp_path / "a.pt", "strong", out, None)["fall_rate"] == 0.5 and not runs
+    # not run again; measured again from its logs (a metric defined since applies), and the file follows
+    assert robot_eval.evaluation_of(tmp_path / "a.pt", "strong", out, None)["fall_rate"] == 0.25 and not runs
+    assert json.loads((out / "metrics.json").read_text())["fall_rate"] == 0.25
     robot_eval.evaluation_of(tmp_path / "b.pt", "strong", out, None)
     assert runs == [tmp_path / "b.pt"] and not out.exists()  # set aside beside itself, re-evaluated
 

@@ -23,7 +23,8 @@ def _record(env: Go1Env, row: int) -> dict:
     return {
         "q": m["joint_pos"][row], "dq": m["joint_vel"][row], "tau_est": m["torques"][row], "quaternion": m["quat"][row],
         "gyro": m["ang_vel"][row], "foot_force": force[row], "odom_lin_vel": m["lin_vel"][row],
-        "odom_position": torch.tensor([0.0, 0.0, m["base_height"][row].item()]),
+        "odom_position": torch.tensor([0.0, 0.0, m["base_height"][row].item()]), "odom_quaternion": m["quat"][row],
+        "odom_ang_vel": m["ang_vel"][row],
     }  # fmt: skip
 
 
@@ -96,6 +97,7 @@ def _synthetic_records(n: int, spec, seed: int = 0) -> dict:
         "q": spec.default_pose + rng.normal(0, 0.05, (n, 12)), "dq": rng.normal(0, 0.5, (n, 12)),
         "tau_est": rng.normal(0, 2, (n, 12)), "quaternion": quat, "gyro": rng.normal(0, 0.1, (n, 3)),
         "foot_force": rng.uniform(0, 30, (n, 4)), "odom_position": np.tile([0.0, 0.0, 0.28], (n, 1)),
+        "odom_quaternion": quat,
         "odom_lin_vel": rng.normal(0, 0.2, (n, 3)), "odom_ang_vel": rng.normal(0, 0.1, (n, 3)),
         "accelerometer": rng.normal(0, 1, (n, 3)), "command": np.tile([0.5, 0.0, 0.0], (n, 1)),
         "obs": rng.normal(size=(n, spec.observation.dim)), "action": rng.normal(0, 0.3, (n, 12)),
@@ -187,3 +189,20 @@ def test_log_folders_below_a_root_are_read_together_and_damage_is_reported(spec,
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no log episodes"):
         dataset_from_log_folder(tmp_path / "empty", spec, LogDataConfig())
+
+
+def test_the_evaluation_measures_the_body_by_odometry_and_breaks_the_return_into_its_terms(spec):
+    from uni_o4.robot_eval import episode_metrics
+
+    records = _synthetic_records(30, spec)
+    clean = episode_metrics(LogEpisode(records, "timeout"), spec, LogDataConfig())
+    noisy = {**records, "gyro": records["gyro"] + np.random.default_rng(3).normal(0.05, 0.3, (30, 3))}
+    tilted = {**noisy, "quaternion": np.tile([0.98, 0.2, 0.0, 0.0], (30, 1))}
+    measured = episode_metrics(LogEpisode(tilted, "timeout"), spec, LogDataConfig())
+    # the IMU's noise, bias and attitude error are the robot's sensors', not what its body did: nothing changes
+    assert {k: measured[k] for k in ("return", "tracking_error_yaw", "return_terms")} == \
+        {k: clean[k] for k in ("return", "tracking_error_yaw", "return_terms")}  # fmt: skip
+    odom_yaw = np.abs(records["odom_ang_vel"][1:, 2] - records["command"][:-1, 2]).mean()
+    assert clean["tracking_error_yaw"] == pytest.approx(odom_yaw)
+    assert clean["return_unclipped"] == pytest.approx(sum(clean["return_terms"].values()))
+    assert clean["return"] >= clean["return_unclipped"]  # the clip only ever raises a step's total to zero

@@ -15,13 +15,14 @@ from math import comb
 
 import numpy as np
 
-METRICS = {"tracking": True, "return": False}  # metric -> lower is better
+METRICS = {"tracking": True, "yaw": True, "return": False}  # metric -> lower is better
 
 
 def episode_values(per_episode: list[dict]) -> dict[str, np.ndarray]:
-    """Arrays over one row's episodes: tracking error, policy steps (its weight), return, fell."""
+    """Arrays over one row's episodes: xy and yaw-rate tracking error, policy steps (their weight), return, fell."""
     return {
         "tracking": np.array([e["tracking_error_xy"] for e in per_episode], dtype=float),
+        "yaw": np.array([e.get("tracking_error_yaw", np.nan) for e in per_episode], dtype=float),
         "steps": np.array([e["policy_steps"] for e in per_episode], dtype=float),
         "return": np.array([e["return"] for e in per_episode], dtype=float),
         "fell": np.array([e["outcome"] == "fall" for e in per_episode], dtype=float),
@@ -31,10 +32,14 @@ def episode_values(per_episode: list[dict]) -> dict[str, np.ndarray]:
 def row_means(v: dict[str, np.ndarray], pick: np.ndarray | None = None) -> dict[str, float]:
     """A row's means (episodes `pick`, default all): tracking over steps walked, as robot_eval.log_metrics does."""
     pick = np.arange(len(v["return"])) if pick is None else pick
-    steps, tracking = v["steps"][pick], v["tracking"][pick]
+    steps = v["steps"][pick]
     walked = steps > 0
     weight = steps[walked].sum()
-    return {"tracking": float((tracking[walked] * steps[walked]).sum() / weight) if weight else float("nan"),
+
+    def over_steps(error: np.ndarray) -> float:
+        return float((error[walked] * steps[walked]).sum() / weight) if weight else float("nan")
+
+    return {"tracking": over_steps(v["tracking"][pick]), "yaw": over_steps(v["yaw"][pick]),
             "return": float(v["return"][pick].mean())}  # fmt: skip
 
 

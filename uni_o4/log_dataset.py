@@ -41,9 +41,12 @@ CRITIC_FIELDS = {
     "tau_est": ("tau_est", slice(None)),
     "accelerometer": ("accelerometer", slice(None)),
 }
-REWARD_FIELDS = ("q", "dq", "tau_est", "quaternion", "gyro", "foot_force", "odom_position", "odom_lin_vel",
+# The reward reads the body's motion from odometry (a tracking camera's: what the robot did), not from the IMU, whose
+# noise and bias are the robot's sensors' and would charge a policy for them; joints from the encoders.
+REWARD_FIELDS = ("q", "dq", "tau_est", "foot_force", "odom_position", "odom_quaternion", "odom_lin_vel", "odom_ang_vel",
                  "command", "action")  # fmt: skip
-RECORD_FIELDS = ("timestamp_us", "step", "phase", "obs", "tripped", *REWARD_FIELDS)  # what a dataset reads
+OBSERVED_FIELDS = ("quaternion", "gyro")  # the IMU, for the policy's observations
+RECORD_FIELDS = ("timestamp_us", "step", "phase", "obs", "tripped", *OBSERVED_FIELDS, *REWARD_FIELDS)  # what a dataset reads
 if unknown := {*RECORD_FIELDS, *(f for f, _ in CRITIC_FIELDS.values())} - set(FIELD_NAMES):
     raise ImportError(f"uni_o4.log_dataset reads fields the log record (deploy.record) lacks: {sorted(unknown)}")
 
@@ -97,7 +100,15 @@ def make_reward_function(spec: RobotSpec, cfg: RewardConfig) -> RewardFunction:
 def relabel_rewards(
     segments: list[dict[str, np.ndarray]], reward_fn: RewardFunction, contact_threshold: float
 ) -> list[np.ndarray]:
-    """Rewards of every segment's transitions t → t+1 (length T−1 for T records), replayed in time order.
+    """Rewards of every segment's transitions t → t+1 (length T−1 for T records), replayed in time order."""
+    return relabel_reward_terms(segments, reward_fn, contact_threshold)[0]
+
+
+def relabel_reward_terms(
+    segments: list[dict[str, np.ndarray]], reward_fn: RewardFunction, contact_threshold: float
+) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
+    """Per segment, the rewards of its transitions t → t+1 (length T−1 for T records) and each term's share of
+    them (scaled, before the total's only_positive clip), replayed in time order.
 
     Segments are padded and run as one batch; each starts like a simulator episode after reset (tracker at
     zero) except the previous joint velocity, taken from its first record (the simulator's is 0 at reset, as
@@ -111,16 +122,20 @@ def relabel_rewards(
     tracker = RewardTracker(b, num_joints, num_feet)
     tracker.last_joint_vel = padded["dq"][:, 0].clone()
     rewards = torch.zeros(b, max(lengths) - 1)
+    terms = {name: torch.zeros(b, max(lengths) - 1) for name in reward_fn.cfg.scales}
     for t in range(max(lengths) - 1):
         now, after = (lambda k: padded[k][:, t]), (lambda k: padded[k][:, t + 1])
         inputs = RewardInputs(
-            command=now("command"), lin_vel=after("odom_lin_vel"), ang_vel=after("gyro"),
-            projected_gravity=projected_gravity(after("quaternion")), base_height=after("odom_position")[:, 2],
+            command=now("command"), lin_vel=after("odom_lin_vel"), ang_vel=after("odom_ang_vel"),
+            projected_gravity=projected_gravity(after("odom_quaternion")), base_height=after("odom_position")[:, 2],
             joint_pos=after("q"), joint_vel=after("dq"), torques=after("tau_est"), action=now("action"),
             foot_contact=after("foot_force") > contact_threshold,
         )  # fmt: skip
-        rewards[:, t], _ = reward_fn(inputs, tracker)
-    return [rewards[i, : n - 1].numpy() for i, n in enumerate(lengths)]
+        rewards[:, t], step_terms = reward_fn(inputs, tracker)
+        for name, value in step_terms.items():
+            terms[name][:, t] = value
+    return ([rewards[i, : n - 1].numpy() for i, n in enumerate(lengths)],
+            [{name: v[i, : n - 1].numpy() for name, v in terms.items()} for i, n in enumerate(lengths)])  # fmt: skip
 
 
 def _pad(arrays: list[torch.Tensor]) -> torch.Tensor:

@@ -235,8 +235,8 @@ def evaluate_stage(stage: str, policy: Path, profile: str, folder: Path, spec, c
     from uni_o4.robot_eval import evaluation_of
 
     metrics = evaluation_of(policy, profile, folder, spec, cfg)
-    keys = ("mean_return", "std_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate",
-            "episodes", "policy_steps")  # fmt: skip
+    keys = ("mean_return", "std_return", "reward_per_step", "mean_return_unclipped", "mean_return_terms",
+            "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "episodes", "policy_steps")  # fmt: skip
     return {"stage": stage, "profile": profile, "policy": str(policy), **{k: metrics[k] for k in keys}}
 
 
@@ -258,17 +258,22 @@ def online_note(online: Path) -> str:
 # --------------------------------------------------------------------------------------------- the table
 COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_return", "return", "{:.2f}"),
            ("std_return", "± (episodes)", "{:.2f}"), ("reward_per_step", "reward/step", "{:.4f}"),
-           ("tracking_error_xy", "tracking err (m/s)", "{:.3f}"), ("fall_rate", "falls/ep", "{:.2f}"),
-           ("trip_rate", "trips/ep", "{:.2f}"), ("gap_tracking", "gap recovered (tracking)", "{:.0%}"),
+           ("tracking_error_xy", "tracking err (m/s)", "{:.3f}"), ("tracking_error_yaw", "yaw err (rad/s)", "{:.3f}"),
+           ("fall_rate", "falls/ep", "{:.2f}"), ("trip_rate", "trips/ep", "{:.2f}"),
+           ("gap_tracking", "gap recovered (tracking)", "{:.0%}"), ("gap_yaw", "gap recovered (yaw)", "{:.0%}"),
            ("gap_return", "gap recovered (return)", "{:.0%}"),
            ("nominal_gap_tracking", "nominal gap closed (tracking)", "{:.0%}"),
+           ("nominal_gap_yaw", "nominal gap closed (yaw)", "{:.0%}"),
            ("nominal_gap_return", "nominal gap closed (return)", "{:.0%}"), ("policy_steps", "steps", "{}"),
            ("note", "note", "{}"))  # fmt: skip
+GAP_METRICS = {"tracking": ("tracking_error_xy", True), "yaw": ("tracking_error_yaw", True),
+               "return": ("mean_return", False)}  # name -> (row key, lower is better)
 
 
 def with_gap_recovered(rows: list[dict]) -> list[dict]:
     """Rows of the gapped profile get the share of the sim policy → oracle gap they close, and of the sim policy →
-    nominal gap (the sim policy on the training model: the reality gap itself, where the oracle is no ceiling)."""
+    nominal gap (the sim policy on the training model: the reality gap itself, where the oracle is no ceiling), in
+    velocity tracking (xy), yaw-rate tracking and return."""
     by_stage = {r["stage"]: r for r in rows}
     sim = by_stage.get("sim policy")
     out = []
@@ -276,13 +281,17 @@ def with_gap_recovered(rows: list[dict]) -> list[dict]:
         gaps = {}
         for prefix, ref in (("", by_stage.get(ORACLE_STAGE)), ("nominal_", by_stage.get(NOMINAL_STAGE))):
             if sim is not None and ref is not None and row["profile"] == sim["profile"]:
-                gaps |= {f"{prefix}gap_tracking": gap_recovered(row["tracking_error_xy"], sim["tracking_error_xy"],
-                                                                 ref["tracking_error_xy"], lower_is_better=True),
-                         f"{prefix}gap_return": gap_recovered(row["mean_return"], sim["mean_return"],
-                                                              ref["mean_return"])}  # fmt: skip
-        blank = dict.fromkeys(("gap_tracking", "gap_return", "nominal_gap_tracking", "nominal_gap_return"))
+                gaps |= {f"{prefix}gap_{name}": share(row, sim, ref, key, lower)
+                         for name, (key, lower) in GAP_METRICS.items()}  # fmt: skip
+        blank = dict.fromkeys(f"{prefix}gap_{name}" for prefix in ("", "nominal_") for name in GAP_METRICS)
         out.append({**blank, **row, **gaps})
     return out
+
+
+def share(row: dict, sim: dict, ref: dict, key: str, lower_is_better: bool) -> float | None:
+    """gap_recovered of `key`, None where a row lacks it (a table from before the metric existed)."""
+    values = [r.get(key) for r in (row, sim, ref)]
+    return None if None in values else gap_recovered(*values, lower_is_better)
 
 
 def table_lines(rows: list[dict]) -> list[str]:

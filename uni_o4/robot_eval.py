@@ -18,7 +18,7 @@ from deploy.runtime import Behaviour
 from deploy.session import CollectConfig, SessionConfig, collect
 from real_robot.datalog import read_log_folder, set_aside
 from robot_spec.spec import RobotSpec
-from uni_o4.log_dataset import LogDataConfig, LogEpisode, episode_segments, make_reward_function, relabel_rewards
+from uni_o4.log_dataset import LogDataConfig, LogEpisode, episode_segments, make_reward_function, relabel_reward_terms
 
 
 @dataclass
@@ -33,22 +33,26 @@ class RobotEvalConfig:
 
 
 def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) -> dict:
-    """Return, policy steps, mean xy / yaw tracking error (body frame, odometry) and outcome of one episode."""
+    """Return (the training reward: its total clipped at zero as training clips it), the sum of the reward terms
+    without that clip and each term's sum, policy steps, mean xy / yaw tracking error (body frame, odometry: what the
+    body did, not what its noisy IMU said) and outcome of one episode."""
     segments = episode_segments(episode)
-    rewards = relabel_rewards(segments, make_reward_function(spec, cfg.rewards), cfg.contact_force_threshold) \
-        if segments else []  # fmt: skip
+    reward_fn = make_reward_function(spec, cfg.rewards)
+    rewards, terms = relabel_reward_terms(segments, reward_fn, cfg.contact_force_threshold) if segments else ([], [])
+    term_sums = {name: float(sum(t[name].sum() for t in terms)) for name in reward_fn.cfg.scales}
     steps = sum(len(r) for r in rewards)
     if steps:
         cmd = np.concatenate([s["command"][:-1] for s in segments])
         lin = np.concatenate([s["odom_lin_vel"][1:] for s in segments])  # what each command led to
-        yaw = np.concatenate([s["gyro"][1:, 2] for s in segments])
+        yaw = np.concatenate([s["odom_ang_vel"][1:, 2] for s in segments])
         err_xy = float(np.linalg.norm(lin[:, :2] - cmd[:, :2], axis=1).mean())
         err_yaw = float(np.abs(yaw - cmd[:, 2]).mean())
     else:
         err_xy = err_yaw = float("nan")
     return {
         "source": episode.source, "outcome": episode.outcome, "policy_steps": steps,
-        "return": float(sum(r.sum() for r in rewards)), "tracking_error_xy": err_xy, "tracking_error_yaw": err_yaw,
+        "return": float(sum(r.sum() for r in rewards)), "return_unclipped": sum(term_sums.values()),
+        "return_terms": term_sums, "tracking_error_xy": err_xy, "tracking_error_yaw": err_yaw,
     }  # fmt: skip
 
 
@@ -65,6 +69,9 @@ def log_metrics(folder: str | Path, spec: RobotSpec, cfg: LogDataConfig | None =
         "episodes": len(rows), "policy_steps": steps,
         "mean_return": float(returns.mean()), "std_return": float(returns.std()),
         "reward_per_step": float(returns.sum() / max(steps, 1)),
+        "mean_return_unclipped": float(np.mean([r["return_unclipped"] for r in rows])),
+        "mean_return_terms": {name: float(np.mean([r["return_terms"][name] for r in rows]))
+                              for name in rows[0]["return_terms"]},
         "tracking_error_xy": _weighted(rows, "tracking_error_xy"), "tracking_error_yaw": _weighted(rows, "tracking_error_yaw"),
         "fall_rate": float(np.mean([r["outcome"] == "fall" for r in rows])),
         "trip_rate": float(np.mean([r["outcome"] == "safety_trip" for r in rows])),
@@ -87,6 +94,11 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
     collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed,
                         robot_seed=cfg.robot_seed, robot=spec.name,
                         stop_after_ended_early=cfg.stop_after_ended_early)  # fmt: skip
+    return measure(policy, profile, out, spec)
+
+
+def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec) -> dict:
+    """The metrics of an evaluation's logs in `out`, also written to out/metrics.json."""
     metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -94,13 +106,14 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
 
 def evaluation_of(policy: str | Path, profile: str, out: str | Path, spec: RobotSpec,
                   cfg: RobotEvalConfig | None = None) -> dict:  # fmt: skip
-    """`evaluate_on_stand_in`'s metrics, read from out/metrics.json when that evaluation of this policy was done
-    before (a rerun resumes); an interrupted one, or one of another policy, is set aside first."""
+    """`evaluate_on_stand_in`'s metrics; when that evaluation of this policy was done before (its out/metrics.json
+    names it) they are measured again from its logs, not run again (a rerun resumes, and a metric defined since
+    applies to it); an interrupted one, or one of another policy, is set aside first."""
     metrics_file = Path(out) / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
         if Path(metrics.get("policy", policy)).resolve() == Path(policy).resolve():
-            return metrics
+            return measure(policy, metrics.get("profile", profile), Path(out), spec)
     set_aside(Path(out))
     return evaluate_on_stand_in(policy, profile, out, spec, cfg)
 
