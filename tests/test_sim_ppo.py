@@ -157,7 +157,7 @@ def test_candidates_take_the_calibration_fits_in_turn(monkeypatch, tmp_path):
         sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"candidates": 1, "calibration": {"fits": 2}})
 
 
-def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
+def test_the_robot_picks_the_safest_then_best_tracking_accepted_candidate_or_keeps_the_incumbent():
     base = {"tracking_error_xy": 0.2, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0, "episodes": 8}
     scores = {"incumbent": base,
               "falls_more": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.75},
@@ -174,6 +174,9 @@ def test_the_robot_picks_the_safest_accepted_candidate_or_keeps_the_incumbent():
     assert picked == "best" and [r["accepted"] for r in records] == [False, True, True, True]
     # one folder each; a candidate's trial may end as soon as it has ended more episodes early than the incumbent's 4
     assert seen == [("current", None), ("candidate", 4), ("candidate1", 4), ("candidate2", 4), ("candidate3", 4)]
+    # among equally safe ones, the better tracker, whatever the return
+    scores["tracks"] = {**scores["best"], "tracking_error_xy": 0.16, "mean_return": 14.0}
+    assert sim_ppo.pick_on_robot(["best", "tracks"], "incumbent", score)[0] == "tracks"
     assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
 
 
