@@ -34,7 +34,7 @@ from robot_spec.policy_io import load_policy, shipped_policy
 from deploy.session import EpisodeStartError
 from uni_o4.gate import EVALUATORS
 from uni_o4.finetune import OfflineRequest, OnlineRequest, finetune_offline, finetune_online
-from uni_o4.gap_stats import gap_recovered
+from uni_o4.gap_stats import METRICS, gap_recovered
 from uni_o4.registry import METHODS as REGISTERED
 
 # sim_ppo's online stage is rounds of collection and recalibration, not an online learner: the pipeline runs it itself
@@ -163,7 +163,7 @@ def run_sim_ppo(args: PipelineRequest, policy: Path, logs: Path, out: Path, eval
     picked, check = sim_ppo.offline_pick(out / "offline", args.profile, out / "online", cfg, robot_seed=args.seed)
     evaluate("after offline", picked, args.profile, offline_note(report, check))
     online = sim_ppo.finetune_online(out / "offline", [logs], args.profile, out / "online", cfg, args.device,
-                                     robot_seed=args.seed)  # fmt: skip
+                                     robot_seed=args.seed, start=(picked, check))  # fmt: skip
     checks, accepted = len(online["history"]), sum(h["accepted"] for h in online["history"])
     evaluate("after online", Path(online["deployed"]), args.profile,
              f"{checks} robot checks, {accepted} accepted, {online['real_steps']} real steps")
@@ -266,8 +266,7 @@ COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_retur
            ("nominal_gap_yaw", "nominal gap closed (yaw)", "{:.0%}"),
            ("nominal_gap_return", "nominal gap closed (return)", "{:.0%}"), ("policy_steps", "steps", "{}"),
            ("note", "note", "{}"))  # fmt: skip
-GAP_METRICS = {"tracking": ("tracking_error_xy", True), "yaw": ("tracking_error_yaw", True),
-               "return": ("mean_return", False)}  # name -> (row key, lower is better)
+GAP_KEYS = {"tracking": "tracking_error_xy", "yaw": "tracking_error_yaw", "return": "mean_return"}  # gap_stats.METRICS
 
 
 def with_gap_recovered(rows: list[dict]) -> list[dict]:
@@ -281,9 +280,9 @@ def with_gap_recovered(rows: list[dict]) -> list[dict]:
         gaps = {}
         for prefix, ref in (("", by_stage.get(ORACLE_STAGE)), ("nominal_", by_stage.get(NOMINAL_STAGE))):
             if sim is not None and ref is not None and row["profile"] == sim["profile"]:
-                gaps |= {f"{prefix}gap_{name}": share(row, sim, ref, key, lower)
-                         for name, (key, lower) in GAP_METRICS.items()}  # fmt: skip
-        blank = dict.fromkeys(f"{prefix}gap_{name}" for prefix in ("", "nominal_") for name in GAP_METRICS)
+                gaps |= {f"{prefix}gap_{name}": share(row, sim, ref, key, METRICS[name])
+                         for name, key in GAP_KEYS.items()}  # fmt: skip
+        blank = dict.fromkeys(f"{prefix}gap_{name}" for prefix in ("", "nominal_") for name in GAP_KEYS)
         out.append({**blank, **row, **gaps})
     return out
 

@@ -307,14 +307,16 @@ def evaluate_in(policy: Path, profile: Path, gate_cfg: SimGateConfig, device: st
 
 # --------------------------------------------------------------------------------------------- online
 def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Path, cfg: SimPPOConfig,
-                    device: str = "cpu", robot_seed: int = 0) -> dict:  # fmt: skip
-    """First the robot judges what the offline gate passed (`offline_pick`); then rounds of real rollouts →
-    recalibration on every log → PPO → the same check."""
+                    device: str = "cpu", robot_seed: int = 0,
+                    start: tuple[Path, list[dict]] | None = None) -> dict:  # fmt: skip
+    """First the robot judges what the offline gate passed (`offline_pick`, or its result `start` when the caller
+    ran it); then rounds of real rollouts → recalibration on every log → PPO → the same check."""
     from uni_o4.robot_eval import collect_on_stand_in
 
     o = cfg.online
     report = json.loads((offline_out / "report.json").read_text())
-    current, history = offline_pick(offline_out, stand_in, out, cfg, robot_seed)
+    current, history = start or offline_pick(offline_out, stand_in, out, cfg, robot_seed)
+    history = list(history)
     seeds = dict(report.get("search_seeds", {}))  # policy -> the calibration search seed of its simulator
     logs, collected = list(logs), 0
     for r in range(o.rounds):
