@@ -100,7 +100,8 @@ def _summarise(cfg, per_row, fell, ret, vel_sum, err_xy, err_yaw, counted, polic
         "per_command": rows,
         # Episode by episode (command-major, as per_command): a comparison of two policies evaluated with one
         # seed pairs them, episode i meeting the same command and dynamics draw for both.
-        "per_episode": {"tracking_error_xy": (err_xy / safe).tolist(), "fell": fell.tolist(), "return": ret.tolist()},
+        "per_episode": {"tracking_error_xy": (err_xy / safe).tolist(), "tracking_error_yaw": (err_yaw / safe).tolist(),
+                        "fell": fell.tolist(), "return": ret.tolist()},
     }
 
 

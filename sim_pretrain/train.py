@@ -118,14 +118,14 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
                     initial_states: InitialStatesConfig | None = None,
                     terrain: TerrainConfig | None = None, backend: str | None = None,
                     save_interval: int | None = None, action_limit: float | None = None,
-                    randomization: dict | None = None) -> Path:  # fmt: skip
+                    randomization: dict | None = None, reward_scales: dict | None = None) -> Path:  # fmt: skip
     """PPO fine-tuning of a pretrained policy in the simulator centred on `dynamics` (a robot's profile), for
     `iterations` PPO iterations. `start`: a pretraining run folder, one of its checkpoints, or its exported policy.pt
     (the run folder beside it). The run's own config is the base, so the networks match; returns policy.pt.
     `backend`: another simulator of sim_pretrain.backends.BACKENDS (default: the run's); `save_interval`:
     iterations between checkpoints (default: the run's); `action_limit`: deploy's limit on one step's action change
     (see `within_action_limit`; default: none, as pretraining); `randomization`: RandomizationConfig fields set
-    over the run's (e.g. effects no log identifies)."""
+    over the run's (e.g. effects no log identifies); `reward_scales`: reward terms' scales set over the run's."""
     checkpoint = latest_checkpoint(start.parent if start.suffix == ".pt" and not start.stem.startswith("model_")
                                    else start)  # fmt: skip
     base = load_config(TrainConfig, checkpoint.parent / "config.yaml")
@@ -134,6 +134,9 @@ def finetune_in_sim(start: Path, dynamics: DynamicsConfig, iterations: int, run_
                               initial_states=initial_states or base.env.initial_states,
                               terrain=terrain or base.env.terrain, backend=backend or base.env.backend,
                               randomization=dataclasses.replace(base.env.randomization, **(randomization or {})))
+    if reward_scales:
+        env = dataclasses.replace(env, rewards=dataclasses.replace(env.rewards, scales={**env.rewards.scales,
+                                                                                       **reward_scales}))
     if action_limit is not None:
         env = within_action_limit(env, action_limit)
     cfg = dataclasses.replace(base, iterations=iterations, seed=seed, env=env,

@@ -21,11 +21,11 @@ def candidates(*policies: str, profile: str = "p.yaml") -> list:
     return [sim_ppo.Candidate(policy, Path(profile), 0) for policy in policies]
 
 
-def sim_metrics(tracking: float, falls: float, spread: float = 0.0) -> dict:
-    """Simulator metrics of 56 episodes whose tracking errors average `tracking`, alternately ± `spread`."""
+def sim_metrics(tracking: float, falls: float, spread: float = 0.0, yaw: float = 0.1) -> dict:
+    """Simulator metrics of 56 episodes whose xy tracking errors average `tracking`, alternately ± `spread`."""
     episodes = tracking + spread * np.resize([1.0, -1.0], 56)
-    return {"mean_tracking_error": tracking, "fall_rate": falls, "mean_return": 1.0,
-            "per_episode": {"tracking_error_xy": episodes.tolist()}}
+    return {"mean_tracking_error": tracking, "mean_yaw_error": yaw, "fall_rate": falls, "mean_return": 1.0,
+            "per_episode": {"tracking_error_xy": episodes.tolist(), "tracking_error_yaw": [yaw] * 56}}
 
 
 @pytest.fixture
@@ -57,7 +57,8 @@ def test_gate_evaluates_the_incumbent_once_for_all_candidates(monkeypatch):
     assert all(d["sim"]["incumbent"]["mean_tracking_error"] == 0.20 for d in decisions)
 
 
-@pytest.mark.parametrize("candidate, reason", [(sim_metrics(0.25, 0.0), "tracking"), (sim_metrics(0.1, 0.2), "falls")])
+@pytest.mark.parametrize("candidate, reason", [(sim_metrics(0.25, 0.0), "tracking"), (sim_metrics(0.1, 0.2), "falls"),
+                                               (sim_metrics(0.15, 0.1, yaw=0.2), "xy + yaw")])  # xy bought with yaw
 def test_gate_refuses_worse_tracking_or_more_falls(fake_sim, candidate, reason):
     fake_sim.update(candidate=candidate, incumbent=sim_metrics(0.20, 0.1))
     decision = sim_ppo.gate(candidates("candidate"), "incumbent", calibration(2.0, 1.0), "s.npz", SimGateConfig())[0]
@@ -78,8 +79,11 @@ def test_gate_refuses_a_gain_within_the_simulators_episode_noise(fake_sim):
 
 
 def test_online_acceptance_needs_no_more_incidents_and_better_tracking_or_fewer_falls_and_more_return():
-    base = {"tracking_error_xy": 0.2, "fall_rate": 0.0, "trip_rate": 0.0, "mean_return": 10.0}
+    base = {"tracking_error_xy": 0.2, "tracking_error_yaw": 0.1, "fall_rate": 0.0, "trip_rate": 0.0, "mean_return": 10.0}
     assert accept({**base, "tracking_error_xy": 0.15}, base)[0]
+    assert accept({**base, "tracking_error_yaw": 0.05}, base)[0]
+    # tracking is the body's whole motion: xy bought with more yaw-rate error is no gain
+    assert not accept({**base, "tracking_error_xy": 0.15, "tracking_error_yaw": 0.2}, base)[0]
     assert not accept({**base, "tracking_error_xy": 0.25}, base)[0]
     assert not accept({**base, "tracking_error_xy": 0.15, "fall_rate": 0.1}, base)[0]
     assert not accept({**base, "tracking_error_xy": 0.15, "trip_rate": 0.1}, base)[0]
@@ -158,7 +162,8 @@ def test_candidates_take_the_calibration_fits_in_turn(monkeypatch, tmp_path):
 
 
 def test_the_robot_picks_the_safest_then_best_tracking_accepted_candidate_or_keeps_the_incumbent():
-    base = {"tracking_error_xy": 0.2, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0, "episodes": 8}
+    base = {"tracking_error_xy": 0.2, "tracking_error_yaw": 0.1, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0,
+            "episodes": 8}
     scores = {"incumbent": base,
               "falls_more": {**base, "tracking_error_xy": 0.1, "fall_rate": 0.75},
               "better": {**base, "tracking_error_xy": 0.15, "fall_rate": 0.25, "mean_return": 12.0},
@@ -177,6 +182,8 @@ def test_the_robot_picks_the_safest_then_best_tracking_accepted_candidate_or_kee
     # among equally safe ones, the better tracker, whatever the return
     scores["tracks"] = {**scores["best"], "tracking_error_xy": 0.16, "mean_return": 14.0}
     assert sim_ppo.pick_on_robot(["best", "tracks"], "incumbent", score)[0] == "tracks"
+    scores["turns_off"] = {**scores["tracks"], "tracking_error_xy": 0.15, "tracking_error_yaw": 0.13}  # xy for yaw
+    assert sim_ppo.pick_on_robot(["turns_off", "tracks"], "incumbent", score)[0] == "tracks"
     assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
 
 
@@ -218,7 +225,11 @@ def test_fine_tuning_randomises_what_no_log_identifies_over_the_runs_own_randomi
     r = trained["cfg"].env.randomization
     assert (r.joint_strength, r.elliptic_share, r.com_displacement, r.backlash) == (0.15, 0.5, 0.05, 0.03)
     assert trained["cfg"].iterations == 3 and trained["init"].name == "model_199.pt"
+    # the presets' reward weights over the run's: yaw-rate tracking raised, the rest kept
+    scales = trained["cfg"].env.rewards.scales
+    assert scales["tracking_ang_vel"] == cfg.reward_scales["tracking_ang_vel"] > 0.5 and scales["tracking_lin_vel"] == 1.0
     off = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"unidentified": {"joint_strength": 0.0, "elliptic_share": 0.0}})
     sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", tmp_path / "starts.npz", 3,
                  tmp_path / "ppo_off", off, "cpu")  # fmt: skip
     assert (trained["cfg"].env.randomization.joint_strength, trained["cfg"].env.randomization.elliptic_share) == (0, 0)
+    assert trained["cfg"].env.rewards.scales["tracking_ang_vel"] == cfg.reward_scales["tracking_ang_vel"]
