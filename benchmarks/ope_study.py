@@ -71,13 +71,14 @@ def robots(folders: list[Path]) -> dict[str, dict]:
 
 def score(policy: str, evaluator: str, robot: dict, gate: SimGateConfig, cache: dict, cache_file: Path) -> dict:
     key = f"{evaluator}|{robot['calibration']}|{policy}"
-    if key not in cache or (gate.confidence > 0 and "per_episode" not in cache[key]):  # older caches keep none
+    # older caches keep no per-episode or yaw figures (the gate judges xy + yaw: sim_ppo.command_error)
+    if "tracking_error_yaw" not in cache.get(key, {}).get("per_episode", {}):
         calibration = robot["calibration"]
         profile = named_config("reality_gap", robot["profile"]) if evaluator.startswith("true") \
             else calibration / "calibrated.yaml"  # fmt: skip
         starts = None if evaluator.endswith("default pose") else calibration / "starts.npz"
         m = evaluate_in(Path(policy), profile, gate, starts=starts)
-        means = {k: m[k] for k in ("mean_tracking_error", "fall_rate", "mean_return")}
+        means = {k: m[k] for k in ("mean_tracking_error", "mean_yaw_error", "fall_rate", "mean_return")}
         cache[key] = {**means, "per_episode": m["per_episode"]}
         cache_file.write_text(json.dumps(cache, indent=1))
         print(f"{evaluator:28s} {Path(policy).parent.name:22s} {means}")
