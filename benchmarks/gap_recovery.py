@@ -137,6 +137,7 @@ def main() -> None:
                 else "calibrated_wide"  # the runs before starts (and before terrain)
             prefix += "_unidentified" if any(asdict(cfg_ours.unidentified).values()) else ""
             prefix += f"_fits{cfg_ours.calibration.fits}" if cfg_ours.calibration.fits > 1 else ""
+            prefix += "".join(f"_{term}{scale:g}" for term, scale in sorted(cfg_ours.reward_scales.items()))
             runs = train_candidates(args.policy, calibrated, calibration, starts, args.iterations, root, cfg_ours,
                                     "cpu", name=prefix)  # fmt: skip
             row_of, passed = {str(args.policy): "sim policy"}, []
