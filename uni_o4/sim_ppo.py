@@ -6,7 +6,7 @@ Offline:  the logs → `real_robot calibrate` (the robot's dynamics: friction, p
           what no log identifies (each joint's strength, the contact model)
           (`sim_pretrain.train.finetune_in_sim`) → the gate, each candidate in its own simulator.
 Online:   first the robot judges the offline candidate against the policy it would replace (deterministic, the
-          same episodes: no more falls or trips and better velocity tracking, or the incumbent stays); then rounds
+          same episodes: no more falls or trips and better command tracking, or the incumbent stays); then rounds
           of: real rollouts of the current policy (logged) → recalibrate on every log so far → PPO continues → the
           same acceptance check. A simulator that fits the logs can still miss what matters (effects it has no
           parameter for): only the robot can tell, so nothing reaches deployment without its verdict.
