@@ -258,8 +258,8 @@ def held_out_fit_gain(calibration: dict) -> float:
 
 def command_error(m: dict, episodes: bool = False):
     """How far the body's motion is from the command: xy velocity error (m/s) + yaw-rate error (rad/s), weighed
-    alike as the fine-tuning reward weighs them. Judging xy alone let PPO buy xy tracking with yaw (strong, three
-    seeds: xy gap 83 % recovered, yaw 5 %; README). Takes sim_pretrain.evaluate_policy's metrics or the robot's
+    alike (the reward's two tracking terms share one sigma). Judging xy alone let PPO buy xy tracking with yaw
+    (strong, three seeds: xy gap 83 % recovered, yaw 5 %; README). Takes sim_pretrain.evaluate_policy's metrics or the robot's
     (robot_eval's); `episodes`: per episode (an array), from the simulator's per-episode metrics."""
     if episodes:
         return np.add(m["per_episode"]["tracking_error_xy"], m["per_episode"]["tracking_error_yaw"])
@@ -408,9 +408,8 @@ def pick_on_robot(candidates: list[Path], incumbent: Path, score) -> tuple[Path,
     -> metrics); of the candidates `accept` passes, the one that ends the fewest episodes early and then tracks the
     command best (`command_error`, what `accept` judges; return, which also counts what no policy changes such as
     a payload's torque, picked the worse of two on random_8: 0.131 over 0.117 m/s on the check), else the
-    incumbent. A candidate's trial stops once it has ended more episodes early than the
-    incumbent did in all of its own (`stop_after`): it can no longer pass, and a real robot falls once, not eight
-    times."""
+    incumbent. A candidate's trial stops once it has ended more episodes early than the incumbent did in all of its
+    own (`stop_after`): it can no longer pass, and a real robot falls once, not eight times."""
     current = score("current", incumbent)
     allowed = round(ended_early(current) * current["episodes"])
     records, best = [], None
