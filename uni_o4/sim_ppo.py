@@ -30,6 +30,7 @@ from robot_spec.config import load_config, named_config, save_config, to_dict
 from sim_pretrain.env_config import DynamicsConfig, TerrainConfig
 from uni_o4.gate import install
 
+ONLINE_STARTS = ("current", "sim_policy")
 COLLECTED = "collected.txt"  # written after a round's collection finished (a rerun resumes after it)
 
 
@@ -52,6 +53,9 @@ class SimOnlineConfig:
     collect_steps: int = 8000  # real policy steps per round (fast mode on the stand-in)
     action_noise: float = 0.1
     iterations: int = 100  # PPO iterations per round
+    # Where a round's PPO starts: "current" (the deployed policy, continued) or "sim_policy" (the policy the offline
+    # stage started from, trained afresh in the round's simulator: another draw with more of the robot's data).
+    start: str = "current"
     acceptance_episodes: int = 6
     episode_s: float = 20.0
 
@@ -124,6 +128,8 @@ class SimPPOConfig:
         o = self.online
         if o.rounds < 0 or o.collect_steps < 1 or o.iterations < 1 or o.acceptance_episodes < 1 or o.episode_s <= 0:
             raise ValueError("sim_ppo.online: rounds >= 0 and positive steps, iterations, episodes expected")
+        if o.start not in ONLINE_STARTS:
+            raise ValueError(f"sim_ppo.online.start {o.start!r}: expected one of {', '.join(ONLINE_STARTS)}")
 
 
 def load_sim_ppo_config(preset: str, overrides: dict | None = None) -> SimPPOConfig:
@@ -350,7 +356,11 @@ def finetune_online(offline_out: Path, logs: list[Path], stand_in: str, out: Pat
         seed = seeds.get(str(current), cfg.seed * cfg.calibration.fits + cfg.calibration.fits + r)
         profile, _ = calibrate_from(logs, folder / "calibration", cfg, fits=1, seed=seed)
         starts = robot_starts(logs, folder / "calibration")
-        candidate = tune(current, profile, starts, o.iterations, folder / "ppo", cfg, device)
+        if o.start == "current":
+            candidate = tune(current, profile, starts, o.iterations, folder / "ppo", cfg, device)
+        else:  # a PPO seed none of the offline candidates had
+            candidate = tune(Path(report["init"]), profile, starts, o.iterations, folder / "ppo", cfg, device,
+                             seed=cfg.seed + cfg.candidates + r)  # fmt: skip
         seeds[str(candidate)] = seed
         record = judge_on_robot(f"round{r}", [candidate], current, cfg.seed * 1000 + 500 + r, stand_in, out, cfg,
                                 robot_seed)  # fmt: skip
