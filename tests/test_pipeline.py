@@ -80,5 +80,12 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     after_offline = next(r for r in rows if r["stage"] == "after offline")
     assert after_offline["policy"] == (checked["picked"] if checked else report["init"])
     assert ("the robot's check" in after_offline["note"]) == (checked is not None)
+    # "after online" is the policy the rounds ended with; met before (nothing accepted), its row is not run again
+    after_online = next(r for r in rows if r["stage"] == "after online")
+    assert after_online["policy"] == online["from"]
+    reused = online["from"] == after_offline["policy"]
+    assert (out / "eval" / "after_online").exists() != reused
+    if reused:
+        assert after_online["tracking_error_xy"] == after_offline["tracking_error_xy"]
     assert rows[1]["gap_tracking"] == 0.0 or rows[1]["gap_tracking"] is None  # the sim policy recovers nothing
     assert "gap recovered (tracking)" in (out / "pipeline.md").read_text()
