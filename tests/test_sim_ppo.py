@@ -234,3 +234,32 @@ def test_fine_tuning_randomises_what_no_log_identifies_over_the_runs_own_randomi
     # reward scales set over the run's: the one named changes, the rest stay
     scales = trained["cfg"].env.rewards.scales
     assert scales["tracking_ang_vel"] == 2.0 and scales["tracking_lin_vel"] == 1.0
+
+
+@pytest.mark.parametrize("start", ["current", "sim_policy"])
+def test_an_online_round_trains_from_the_deployed_policy_or_afresh_from_the_sim_policy(monkeypatch, tmp_path, start):
+    from uni_o4 import robot_eval
+
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    (offline / "report.json").write_text(json.dumps({"init": "sim.pt", "search_seeds": {"cand.pt": 1}}))
+    trained = []
+    monkeypatch.setattr(robot_eval, "collect_on_stand_in", lambda policy, profile, out, **_k: Path(out).mkdir(
+        parents=True))  # fmt: skip
+    monkeypatch.setattr(sim_ppo, "calibrate_from", lambda logs, folder, cfg, fits, seed: (folder / "c.yaml", {}))
+    monkeypatch.setattr(sim_ppo, "robot_starts", lambda logs, folder: folder / "starts.npz")
+    monkeypatch.setattr(sim_ppo, "tune", lambda start_from, profile, starts, its, run, cfg, device, seed=None:
+                        trained.append((str(start_from), its, seed)) or run / "policy.pt")  # fmt: skip
+    monkeypatch.setattr(sim_ppo, "judge_on_robot", lambda name, cands, current, *_a: {
+        "stage": name, "picked": str(current), "accepted": False, "candidates": []})  # fmt: skip
+    monkeypatch.setattr(sim_ppo, "policy_steps", lambda folder: 0)
+    monkeypatch.setattr(sim_ppo, "install", lambda policy, out: out / "deploy" / "policy.pt")
+    cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"seed": 3, "online": {"rounds": 2, "start": start}})
+    result = sim_ppo.finetune_online(offline, [tmp_path / "logs"], "strong", tmp_path / "online", cfg,
+                                     start=(Path("cand.pt"), []))  # fmt: skip
+    its = cfg.online.iterations
+    if start == "current":  # the deployed policy continues, with the run's PPO seed
+        assert trained == [("cand.pt", its, None), ("cand.pt", its, None)]
+    else:  # afresh from the sim policy, each round with a PPO seed no offline candidate had
+        assert trained == [("sim.pt", its, 3 + cfg.candidates), ("sim.pt", its, 3 + cfg.candidates + 1)]
+    assert result["from"] == "cand.pt"  # nothing accepted: the offline pick stays
