@@ -81,6 +81,8 @@ def main() -> None:
                    "(default: the preset's)")
     p.add_argument("--no-unidentified", action="store_true", help="sim_ppo without randomising the effects no "
                    "log identifies (per-joint strength, the contact model): the runs from before them")
+    p.add_argument("--reward-scales", nargs="+", default=[], metavar="TERM=SCALE", help="sim_ppo's reward_scales "
+                   "(reward terms set over the pretraining run's while fine-tuning), e.g. tracking_ang_vel=1.0")
     p.add_argument("--candidates", type=int, default=None, help="PPO runs (seeds seed + k) taking the calibration "
                    "fits in turn, evaluated each; the robot's check picks among them (default: the preset's)")
     p.add_argument("--fits", type=int, default=None, help="calibration fits, each its own simulator (default: the "
@@ -116,6 +118,8 @@ def main() -> None:
                 overrides["unidentified"] = {"joint_strength": 0.0, "elliptic_share": 0.0}
             if args.terrain is not None:
                 overrides["terrain"] = {"step_height": args.terrain[0], "slope": args.terrain[1]}
+            if args.reward_scales:
+                overrides["reward_scales"] = reward_scales(args.reward_scales)
             preset = load_sim_ppo_config("sim_ppo")
             candidates = args.candidates or preset.candidates
             overrides.update(candidates=candidates, calibration={
@@ -164,6 +168,18 @@ def main() -> None:
             print_rows(f"{profile} seed {seed}", rows)
     save(args.name, {"setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                      "results": results})  # fmt: skip
+
+
+def reward_scales(pairs: list[str]) -> dict[str, float]:
+    """TERM=SCALE arguments as a dict; a pair without '=' or a scale that is not a number is a one-line error."""
+    scales = {}
+    for pair in pairs:
+        term, _, scale = pair.partition("=")
+        try:
+            scales[term] = float(scale)
+        except ValueError:
+            raise SystemExit(f"gap_recovery: --reward-scales {pair!r}: expected TERM=SCALE, e.g. tracking_ang_vel=1.0")
+    return scales
 
 
 def calibrated_profile(args: argparse.Namespace, root: Path, cfg: SimPPOConfig) -> tuple[Path, dict]:
