@@ -34,3 +34,16 @@ def test_pipeline_runs_give_the_share_of_the_nominal_gap_each_stage_closes(tmp_p
     assert abs(rows["after offline"]["nominal_gap_tracking"]["value"] - 0.25) < 0.02
     assert abs(rows["after online"]["nominal_gap_yaw"]["value"] - 0.75) < 0.02
     assert "gap_tracking" not in rows["after online"]  # no oracle row in these runs
+
+
+def test_a_row_the_pipeline_reused_is_read_from_the_folder_of_the_stage_it_repeats(tmp_path, monkeypatch):
+    monkeypatch.setattr("uni_o4.robot_eval.log_metrics",
+                        lambda folder, spec: json.loads((folder / "metrics.json").read_text()))  # fmt: skip
+    run = fake_run(tmp_path / "s0", 0, {"sim policy, no gap": 0.10, "sim policy": 0.14, "after offline": 0.12})
+    rows = [{"stage": s, "policy": p, "profile": profile} for s, p, profile in (
+        ("sim policy, no gap", "sim.pt", "none"), ("sim policy", "sim.pt", "strong"),
+        ("after offline", "ppo1.pt", "strong"), ("after online", "ppo1.pt", "strong"))]  # fmt: skip
+    (run / "pipeline.json").write_text(json.dumps(rows))  # "after online" has no eval folder of its own
+    summary = summarise(seeds_by_profile([run])["strong"], resamples=200)
+    assert summary["after online"]["tracking"] == summary["after offline"]["tracking"]
+    assert summary["sim policy"]["tracking"] != summary["sim policy, no gap"]["tracking"]
