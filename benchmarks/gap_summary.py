@@ -53,29 +53,16 @@ def pipeline_results(run: Path) -> dict[str, dict]:
     """A pipeline run folder as a gap_recovery result: {"<profile> seed <n>": {stage: its evaluation's metrics}},
     measured from each evaluation's logs by today's definitions (robot_eval.log_metrics)."""
     from robot_spec import load_robot
-    from uni_o4.pipeline import ORACLE_STAGE
+    from uni_o4.pipeline import ORACLE_STAGE, row_eval_folder
     from uni_o4.robot_eval import log_metrics
 
     if not (run / "pipeline.json").is_file():
         raise ValueError(f"{run}: not a pipeline run folder (no pipeline.json)")
     request = json.loads((run / "pipeline_request.json").read_text())
     spec = load_robot(request.get("robot", "go1"))
-    stages = json.loads((run / "pipeline.json").read_text())
-    rows = {"oracle" if r["stage"] == ORACLE_STAGE else r["stage"]: log_metrics(evaluated_in(run, r, stages), spec)
-            for r in stages}  # fmt: skip
+    rows = {"oracle" if r["stage"] == ORACLE_STAGE else r["stage"]: log_metrics(row_eval_folder(run, r), spec)
+            for r in json.loads((run / "pipeline.json").read_text())}  # fmt: skip
     return {f"{request['profile']} seed {request['seed']}": rows}
-
-
-def evaluated_in(run: Path, row: dict, rows: list[dict]) -> Path:
-    """The eval folder of a pipeline row: its stage's, or for a row the pipeline reused (the same policy on the same
-    stand-in, evaluated before: uni_o4.pipeline's `evaluate`), the first stage's with that policy and profile."""
-    from uni_o4.pipeline import eval_folder_name
-
-    own = run / "eval" / eval_folder_name(row["stage"])
-    if own.is_dir() or "policy" not in row:
-        return own
-    first = next(r for r in rows if r.get("policy") == row["policy"] and r.get("profile") == row.get("profile"))
-    return run / "eval" / eval_folder_name(first["stage"])
 
 
 def candidate_name(row: str, seed: int) -> str:

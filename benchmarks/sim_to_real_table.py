@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import save  # noqa: E402
-from uni_o4.pipeline import METHODS, NOMINAL_STAGE, ORACLE_STAGE, PipelineRequest, eval_folder_name  # noqa: E402
+from uni_o4.pipeline import (  # noqa: E402
+    METHODS, NOMINAL_STAGE, ORACLE_STAGE, PipelineRequest, eval_folder_name, row_eval_folder)
 from uni_o4.pipeline import gap_recovered, run_pipeline  # noqa: E402
 
 METRICS = ("mean_return", "reward_per_step", "tracking_error_xy", "fall_rate", "trip_rate")
@@ -109,7 +110,7 @@ def episode_table(folder: Path, rows: list[dict]) -> dict[str, list[dict]]:
     """stage → per-episode metrics of its evaluation (paired across stages by episode index)."""
     out = {}
     for row in rows:
-        metrics_file = folder / "eval" / eval_folder_name(row["stage"]) / "metrics.json"
+        metrics_file = row_eval_folder(folder, row) / "metrics.json"
         if metrics_file.is_file():
             out[row["stage"]] = json.loads(metrics_file.read_text())["per_episode"]
     return out

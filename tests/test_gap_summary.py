@@ -40,10 +40,9 @@ def test_a_row_the_pipeline_reused_is_read_from_the_folder_of_the_stage_it_repea
     monkeypatch.setattr("uni_o4.robot_eval.log_metrics",
                         lambda folder, spec: json.loads((folder / "metrics.json").read_text()))  # fmt: skip
     run = fake_run(tmp_path / "s0", 0, {"sim policy, no gap": 0.10, "sim policy": 0.14, "after offline": 0.12})
-    rows = [{"stage": s, "policy": p, "profile": profile} for s, p, profile in (
-        ("sim policy, no gap", "sim.pt", "none"), ("sim policy", "sim.pt", "strong"),
-        ("after offline", "ppo1.pt", "strong"), ("after online", "ppo1.pt", "strong"))]  # fmt: skip
-    (run / "pipeline.json").write_text(json.dumps(rows))  # "after online" has no eval folder of its own
+    rows = [{"stage": s, "eval": eval_folder_name(s)} for s in ("sim policy, no gap", "sim policy", "after offline")]
+    rows.append({"stage": "after online", "eval": eval_folder_name("after offline")})  # reused: no folder of its own
+    (run / "pipeline.json").write_text(json.dumps(rows))
     summary = summarise(seeds_by_profile([run])["strong"], resamples=200)
     assert summary["after online"]["tracking"] == summary["after offline"]["tracking"]
     assert summary["sim policy"]["tracking"] != summary["sim policy, no gap"]["tracking"]

@@ -85,7 +85,8 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     assert after_online["policy"] == online["from"]
     reused = online["from"] == after_offline["policy"]
     assert (out / "eval" / "after_online").exists() != reused
-    if reused:
+    if reused:  # the row names the folder it was measured in: the stage's it repeats
         assert after_online["tracking_error_xy"] == after_offline["tracking_error_xy"]
+        assert after_online["eval"] == after_offline["eval"] == "after_offline"
     assert rows[1]["gap_tracking"] == 0.0 or rows[1]["gap_tracking"] is None  # the sim policy recovers nothing
     assert "gap recovered (tracking)" in (out / "pipeline.md").read_text()

@@ -188,6 +188,12 @@ def eval_folder_name(stage: str) -> str:
     return re.sub(r"\W+", "_", stage)
 
 
+def row_eval_folder(run: Path, row: dict) -> Path:
+    """Where a pipeline.json row's evaluation lies: the folder it names (a reused row names the stage's it repeats),
+    else, in runs from before rows named it, its stage's."""
+    return run / "eval" / row.get("eval", eval_folder_name(row["stage"]))
+
+
 def run_stage(done_marker: Path, stage: Callable, request) -> None:
     """`stage(request)` unless its output exists (then the stage was done before)."""
     if done_marker.exists():
@@ -242,7 +248,8 @@ def evaluate_stage(stage: str, policy: Path, profile: str, folder: Path, spec, c
     metrics = evaluation_of(policy, profile, folder, spec, cfg)
     keys = ("mean_return", "std_return", "reward_per_step", "mean_return_unclipped", "mean_return_terms",
             "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "episodes", "policy_steps")  # fmt: skip
-    return {"stage": stage, "profile": profile, "policy": str(policy), **{k: metrics[k] for k in keys}}
+    return {"stage": stage, "profile": profile, "policy": str(policy), "eval": folder.name,
+            **{k: metrics[k] for k in keys}}  # fmt: skip
 
 
 def online_note(online: Path) -> str:

@@ -8,8 +8,9 @@ Offline:  the logs → `real_robot calibrate` (the robot's dynamics: friction, p
 Online:   first the robot judges the offline candidate against the policy it would replace (deterministic, the
           same episodes: no more falls or trips and better command tracking, or the incumbent stays); then rounds
           of: real rollouts of the current policy (logged) → recalibrate on every log so far → PPO from the sim
-          policy afresh (or continuing the current one: `online.start`) → the same acceptance check. A simulator that fits the logs can still miss what matters (effects it has no
-          parameter for): only the robot can tell, so nothing reaches deployment without its verdict.
+          policy afresh (or continuing the current one: `online.start`) → the same acceptance check. A simulator
+          that fits the logs can still miss what matters (effects it has no parameter for): only the robot can
+          tell, so nothing reaches deployment without its verdict.
 
 The gate trusts the calibrated simulator only as far as it explains held-out robot data: the calibration must
 predict held-out windows of the logs better than the nominal model, and in that simulator the candidate must
