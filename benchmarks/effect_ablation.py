@@ -24,7 +24,7 @@ from robot_spec import load_robot  # noqa: E402
 from robot_spec.config import named_config  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, evaluation_of  # noqa: E402
 
-KEYS = ("mean_return", "tracking_error_xy", "fall_rate", "trip_rate", "episodes", "fell", "fall_rate_by_command")
+KEYS = ("mean_return", "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "episodes", "fell", "fall_rate_by_command")
 
 
 def variant(profile: dict, change: str) -> dict:
@@ -72,6 +72,7 @@ def main() -> None:
             metrics = evaluation_of(args.policy, str(profile), args.root / name, spec, cfg)
         rows[change] = {k: metrics[k] for k in KEYS if k in metrics}
         print(f"{change:32s} return {metrics['mean_return']:6.2f}  tracking {metrics['tracking_error_xy']:.3f} m/s  "
+              f"yaw {metrics.get('tracking_error_yaw', float('nan')):.3f} rad/s  "
               f"falls {metrics['fall_rate']:.2f}", flush=True)  # fmt: skip
     save(args.name, {"policy": str(args.policy), "profile": args.profile, "seed": args.seed, "rows": rows})
 

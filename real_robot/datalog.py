@@ -514,8 +514,13 @@ def iter_episodes(folder: str | Path, skip_damaged: bool = False) -> Iterator[Ep
 def set_aside(folder: str | Path) -> None:
     """A log folder an interrupted run left behind is renamed beside itself, never overwritten or deleted."""
     folder = Path(folder)
-    if folder.exists():
-        folder.rename(folder.with_name(f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"))
+    if not folder.exists():
+        return
+    stem = f"{folder.name}_interrupted_{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = folder.with_name(stem), 1
+    while target.exists():  # two set aside within a second
+        target, n = folder.with_name(f"{stem}_{n}"), n + 1
+    folder.rename(target)
 
 
 def read_log_folder(folder: str | Path, skip_damaged: bool = False) -> LogFolder:

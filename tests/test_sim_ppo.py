@@ -3,6 +3,7 @@ acceptance) and the pipeline's gap-recovered arithmetic."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -203,6 +204,29 @@ def test_a_cached_evaluation_is_reused_only_for_the_policy_it_evaluated(tmp_path
     assert json.loads((out / "metrics.json").read_text())["fall_rate"] == 0.25
     robot_eval.evaluation_of(tmp_path / "b.pt", "strong", out, None)
     assert runs == [tmp_path / "b.pt"] and not out.exists()  # set aside beside itself, re-evaluated
+
+
+def test_a_cached_evaluation_is_reused_only_with_the_settings_it_was_run_with(tmp_path, monkeypatch):
+    """Asking for 24 episodes where 4 were evaluated (or for another robot) runs the evaluation again; the same
+    settings reuse it, and a file from before metrics named their settings counts by its episodes."""
+    from uni_o4 import robot_eval
+
+    runs = []
+    monkeypatch.setattr(robot_eval, "collect_on_stand_in",
+                        lambda policy, _profile, out, *_a, **_k: runs.append(policy) or Path(out).mkdir())
+    monkeypatch.setattr(robot_eval, "log_metrics", lambda folder, spec: {"episodes": 4})
+    out, policy, go1 = tmp_path / "eval", tmp_path / "a.pt", SimpleNamespace(name="go1")
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"policy": str(policy), "episodes": 4}))  # an older file
+    four = robot_eval.RobotEvalConfig(episodes=4, robot_seed=1)
+    robot_eval.evaluation_of(policy, "strong", out, go1, four)
+    assert not runs and json.loads((out / "metrics.json").read_text())["evaluation"]["robot_seed"] == 1
+    robot_eval.evaluation_of(policy, "strong", out, go1, four)
+    assert not runs
+    robot_eval.evaluation_of(policy, "strong", out, go1, robot_eval.RobotEvalConfig(episodes=24, robot_seed=1))
+    assert runs == [policy]
+    robot_eval.evaluation_of(policy, "strong", out, go1, robot_eval.RobotEvalConfig(episodes=24, robot_seed=2))
+    assert runs == [policy, policy]
 
 
 def test_fine_tuning_randomises_what_no_log_identifies_over_the_runs_own_randomisation(monkeypatch, tmp_path):

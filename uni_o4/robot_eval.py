@@ -9,7 +9,7 @@ SDK bridge + `real_robot collect`, deterministic, a fixed command schedule) and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,34 +88,45 @@ def _weighted(rows: list[dict], key: str) -> float:
 def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec: RobotSpec,
                          cfg: RobotEvalConfig | None = None) -> dict:  # fmt: skip
     """Run `policy` on the stand-in robot (fast lockstep, real protocol) for cfg.episodes episodes, logging to
-    `out`, and measure the logs. Metrics are also written to out/metrics.json."""
+    `out`, and measure the logs. Metrics (and the settings they were measured with) go to out/metrics.json."""
     cfg = cfg or RobotEvalConfig()
     out = Path(out)
     collect_on_stand_in(policy, profile, out, cfg.episodes, cfg.episode_s, cfg.schedule, cfg.speed, cfg.seed,
                         robot_seed=cfg.robot_seed, robot=spec.name,
                         stop_after_ended_early=cfg.stop_after_ended_early)  # fmt: skip
-    return measure(policy, profile, out, spec)
+    return measure(policy, profile, out, spec, cfg)
 
 
-def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec) -> dict:
-    """The metrics of an evaluation's logs in `out`, also written to out/metrics.json."""
-    metrics = {"policy": str(policy), "profile": profile, **log_metrics(out, spec)}
+def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec, cfg: RobotEvalConfig | None = None) -> dict:
+    """The metrics of an evaluation's logs in `out`, also written to out/metrics.json (with `cfg`, when known)."""
+    settings = {"evaluation": asdict(cfg)} if cfg is not None else {}
+    metrics = {"policy": str(policy), "profile": profile, **settings, **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 def evaluation_of(policy: str | Path, profile: str, out: str | Path, spec: RobotSpec,
                   cfg: RobotEvalConfig | None = None) -> dict:  # fmt: skip
-    """`evaluate_on_stand_in`'s metrics; when that evaluation of this policy was done before (its out/metrics.json
-    names it) they are measured again from its logs, not run again (a rerun resumes, and a metric defined since
-    applies to it); an interrupted one, or one of another policy, is set aside first."""
+    """`evaluate_on_stand_in`'s metrics; when that evaluation of this policy with these settings was done before
+    (its out/metrics.json names them) they are measured again from its logs, not run again (a rerun resumes, and a
+    metric defined since applies to it); an interrupted one, or one of another policy or other settings (more
+    episodes, another robot), is set aside first."""
+    cfg = cfg or RobotEvalConfig()
     metrics_file = Path(out) / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
-        if Path(metrics.get("policy", policy)).resolve() == Path(policy).resolve():
-            return measure(policy, metrics.get("profile", profile), Path(out), spec)
+        if Path(metrics.get("policy", policy)).resolve() == Path(policy).resolve() and _same_settings(metrics, cfg):
+            return measure(policy, metrics.get("profile", profile), Path(out), spec, cfg)
     set_aside(Path(out))
     return evaluate_on_stand_in(policy, profile, out, spec, cfg)
+
+
+def _same_settings(metrics: dict, cfg: RobotEvalConfig) -> bool:
+    """Whether cached metrics were measured as `cfg` asks; files from before they named their settings only say
+    how many episodes they hold (a check stopped early holds fewer: it is run again)."""
+    if "evaluation" in metrics:
+        return metrics["evaluation"] == asdict(cfg)
+    return metrics.get("episodes", cfg.episodes) >= cfg.episodes
 
 
 def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episodes: int | None = None,
