@@ -53,6 +53,7 @@ from uni_o4.gap_stats import gap_recovered  # noqa: E402
 from uni_o4.methods import CANDIDATE  # noqa: E402
 from uni_o4.registry import METHODS  # noqa: E402
 from uni_o4.robot_eval import RobotEvalConfig, collect_on_stand_in, evaluation_of  # noqa: E402
+from sim_pretrain.rewards import TERMS  # noqa: E402
 from uni_o4.sim_ppo import SimPPOConfig, calibrate_from, deploy_action_limit, gate, load_sim_ppo_config  # noqa: E402
 from uni_o4.sim_ppo import pick_on_robot, robot_starts, train_candidates  # noqa: E402
 
@@ -93,6 +94,7 @@ def main() -> None:
                    "own physics (slower: one core steps every environment's board)")
     p.add_argument("--exact-iterations", type=int, default=None, help="its PPO iterations (default: --iterations)")
     args = p.parse_args()
+    scales = reward_scales(args.reward_scales)  # checked before anything runs
 
     spec, results = load_robot("go1"), {}
     for profile in args.profiles:
@@ -118,8 +120,8 @@ def main() -> None:
                 overrides["unidentified"] = {"joint_strength": 0.0, "elliptic_share": 0.0}
             if args.terrain is not None:
                 overrides["terrain"] = {"step_height": args.terrain[0], "slope": args.terrain[1]}
-            if args.reward_scales:
-                overrides["reward_scales"] = reward_scales(args.reward_scales)
+            if scales:
+                overrides["reward_scales"] = scales
             preset = load_sim_ppo_config("sim_ppo")
             candidates = args.candidates or preset.candidates
             overrides.update(candidates=candidates, calibration={
@@ -171,7 +173,8 @@ def main() -> None:
 
 
 def reward_scales(pairs: list[str]) -> dict[str, float]:
-    """TERM=SCALE arguments as a dict; a pair without '=' or a scale that is not a number is a one-line error."""
+    """TERM=SCALE arguments as a dict; a pair without '=', a scale that is not a number or a term the reward does not
+    have is a one-line error (before any collection)."""
     scales = {}
     for pair in pairs:
         term, _, scale = pair.partition("=")
@@ -179,6 +182,9 @@ def reward_scales(pairs: list[str]) -> dict[str, float]:
             scales[term] = float(scale)
         except ValueError:
             raise SystemExit(f"gap_recovery: --reward-scales {pair!r}: expected TERM=SCALE, e.g. tracking_ang_vel=1.0")
+    unknown = sorted(set(scales) - set(TERMS))
+    if unknown:
+        raise SystemExit(f"gap_recovery: --reward-scales: unknown term(s) {', '.join(unknown)}; known: {', '.join(TERMS)}")
     return scales
 
 

@@ -101,6 +101,9 @@ def test_config_refuses_nonsense():
         SimPPOConfig(iterations=0)
     with pytest.raises(ValueError):
         SimPPOConfig(dynamics=DynamicsConfig(spread=1.5))
+    with pytest.raises(ValueError, match="tracking_yaw"):  # a misspelt term, refused before anything runs
+        SimPPOConfig(reward_scales={"tracking_yaw": 1.0})
+    assert SimPPOConfig(reward_scales={"tracking_ang_vel": 1.0}).reward_scales == {"tracking_ang_vel": 1.0}
 
 
 def test_gap_recovered_is_the_share_of_the_sim_to_oracle_margin():

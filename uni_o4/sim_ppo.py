@@ -29,6 +29,7 @@ import numpy as np
 from real_robot.datalog import read_log_folder
 from robot_spec.config import load_config, named_config, save_config, to_dict
 from sim_pretrain.env_config import DynamicsConfig, TerrainConfig
+from sim_pretrain.rewards import TERMS
 from uni_o4.gate import install
 
 ONLINE_STARTS = ("current", "sim_policy")
@@ -137,6 +138,9 @@ class SimPPOConfig:
             raise ValueError("sim_ppo.online: rounds >= 0 and positive steps, iterations, episodes expected")
         if o.start not in ONLINE_STARTS:
             raise ValueError(f"sim_ppo.online.start {o.start!r}: expected one of {', '.join(ONLINE_STARTS)}")
+        unknown = sorted(set(self.reward_scales) - set(TERMS))
+        if unknown:  # refused here, before collection and calibration, not when training starts
+            raise ValueError(f"sim_ppo.reward_scales: unknown term(s) {', '.join(unknown)}; known: {', '.join(TERMS)}")
 
 
 def load_sim_ppo_config(preset: str, overrides: dict | None = None) -> SimPPOConfig:
