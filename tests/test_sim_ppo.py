@@ -165,6 +165,22 @@ def test_candidates_take_the_calibration_fits_in_turn(monkeypatch, tmp_path):
         sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"candidates": 1, "calibration": {"fits": 2}})
 
 
+def test_candidates_take_the_reward_variants_after_the_fits(monkeypatch, tmp_path):
+    trained = []
+    monkeypatch.setattr(sim_ppo, "tune", lambda init, profile, starts, its, run, cfg, device, seed: trained.append(
+        (profile.name, cfg.reward_scales)) or run / "policy.pt")  # fmt: skip
+    report = {"fits": [{"profile": f"c_fit{i}.yaml", "settings": {"search": {"seed": i}}} for i in range(2)]}
+    cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"candidates": 4, "reward_scales": {"torques": -1e-4},
+                                                        "reward_variants": [{}, {"tracking_ang_vel": 1.0}]})
+    runs = sim_ppo.train_candidates(Path("init.pt"), tmp_path / "c.yaml", report, Path("s.npz"), 5, tmp_path, cfg,
+                                    "cpu")  # fmt: skip
+    base, yaw = {"torques": -1e-4}, {"torques": -1e-4, "tracking_ang_vel": 1.0}
+    assert trained == [("c_fit0.yaml", base), ("c_fit1.yaml", base), ("c_fit0.yaml", yaw), ("c_fit1.yaml", yaw)]
+    assert [r.reward_scales for r in runs] == [base, base, yaw, yaw] and cfg.reward_scales == base
+    with pytest.raises(ValueError, match="tracking_yaw"):
+        sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"reward_variants": [{}, {"tracking_yaw": 1.0}]})
+
+
 def test_the_robot_picks_the_safest_then_best_tracking_accepted_candidate_or_keeps_the_incumbent():
     base = {"tracking_error_xy": 0.2, "tracking_error_yaw": 0.1, "fall_rate": 0.5, "trip_rate": 0.0, "mean_return": 10.0,
             "episodes": 8}

@@ -123,6 +123,9 @@ class SimPPOConfig:
     # yaw-rate gap on three strong robots and lost the gain on random_8 and random_9 (xy traded for yaw): off
     # (docs/reality_gap.md).
     reward_scales: dict[str, float] = field(default_factory=dict)
+    # Reward terms set over those per candidate, in turn after the fits (candidate k: fit k % fits, variant
+    # k // fits): what the logs cannot choose either, left to the robot's check. [{}]: one reward for all.
+    reward_variants: list[dict[str, float]] = field(default_factory=lambda: [{}])
     calibration: CalibrationBudget = field(default_factory=CalibrationBudget)
     gate: SimGateConfig = field(default_factory=SimGateConfig)
     online: SimOnlineConfig = field(default_factory=SimOnlineConfig)
@@ -138,9 +141,11 @@ class SimPPOConfig:
             raise ValueError("sim_ppo.online: rounds >= 0 and positive steps, iterations, episodes expected")
         if o.start not in ONLINE_STARTS:
             raise ValueError(f"sim_ppo.online.start {o.start!r}: expected one of {', '.join(ONLINE_STARTS)}")
-        unknown = sorted(set(self.reward_scales) - set(TERMS))
+        if not self.reward_variants:
+            raise ValueError("sim_ppo.reward_variants: at least one ({} for reward_scales as they are) expected")
+        unknown = sorted(set(self.reward_scales).union(*self.reward_variants) - set(TERMS))
         if unknown:  # refused here, before collection and calibration, not when training starts
-            raise ValueError(f"sim_ppo.reward_scales: unknown term(s) {', '.join(unknown)}; known: {', '.join(TERMS)}")
+            raise ValueError(f"sim_ppo.reward_scales/reward_variants: unknown term(s) {', '.join(unknown)}; known: {', '.join(TERMS)}")
 
 
 def load_sim_ppo_config(preset: str, overrides: dict | None = None) -> SimPPOConfig:
@@ -164,7 +169,8 @@ def finetune_offline(logs: list[Path], init: Path, out: Path, cfg: SimPPOConfig,
     deployed = install(candidate if passed else init, out)
     report = {"logs": [str(p) for p in logs], "init": str(init), "profile": str(profile),
               "candidate": str(candidate), "candidates": passed, "deployed": str(deployed), "gate": decision,
-              "gates": decisions, "search_seeds": {str(c.policy): c.search_seed for c in runs}}  # fmt: skip
+              "gates": decisions, "search_seeds": {str(c.policy): c.search_seed for c in runs},
+              "reward_scales": {str(c.policy): c.reward_scales for c in runs}}  # fmt: skip
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"sim_ppo: gate {'passed' if passed else 'REFUSED'} {len(passed)} of {len(runs)} candidates: "
           f"{'; '.join(decision['reasons'])}")
@@ -204,6 +210,7 @@ class Candidate:
     policy: Path
     profile: Path  # the calibrated simulator it was trained in (one fit's)
     search_seed: int  # that fit's calibration search seed
+    reward_scales: dict[str, float] = field(default_factory=dict)  # set over the pretraining run's
 
 
 def simulators(profile: Path, calibration: dict) -> list[tuple[Path, int]]:
@@ -219,12 +226,14 @@ def simulators(profile: Path, calibration: dict) -> list[tuple[Path, int]]:
 def train_candidates(init: Path, profile: Path, calibration: dict, starts: Path, iterations: int, out: Path,
                      cfg: SimPPOConfig, device: str, name: str = "ppo") -> list[Candidate]:  # fmt: skip
     """`cfg.candidates` PPO runs (seeds seed, seed + 1, ...) in out/<name>, out/<name>1, ..., taking the
-    calibration's fits in turn."""
+    calibration's fits in turn, then the reward variants."""
     sims, runs = simulators(profile, calibration), []
     for k in range(cfg.candidates):
         sim, search_seed = sims[k % len(sims)]
-        policy = tune(init, sim, starts, iterations, out / f"{name}{k or ''}", cfg, device, seed=cfg.seed + k)
-        runs.append(Candidate(policy, sim, search_seed))
+        scales = {**cfg.reward_scales, **cfg.reward_variants[k // len(sims) % len(cfg.reward_variants)]}
+        policy = tune(init, sim, starts, iterations, out / f"{name}{k or ''}", replace(cfg, reward_scales=scales),
+                      device, seed=cfg.seed + k)  # fmt: skip
+        runs.append(Candidate(policy, sim, search_seed, scales))
     return runs
 
 
