@@ -207,6 +207,30 @@ def test_the_robot_picks_the_safest_then_best_tracking_accepted_candidate_or_kee
     assert sim_ppo.pick_on_robot(["falls_more"], "incumbent", score)[0] == "incumbent"
 
 
+def test_a_stall_is_a_second_of_still_legs_under_a_command_to_move():
+    from uni_o4.robot_eval import stalled_seconds
+
+    rng = np.random.default_rng(0)
+    walk = 0.8 + 0.1 * np.sin(np.arange(150)[:, None] * 0.8 + np.arange(12))  # a gait spreads the angles ~0.07
+    still = 0.8 + 0.005 * rng.standard_normal((150, 12))
+    backward_turn, stand = np.tile([-0.3, 0.0, -0.5], (150, 1)), np.zeros((150, 3))
+    assert stalled_seconds(backward_turn, still, 50) == 3
+    assert stalled_seconds(backward_turn, walk, 50) == 0
+    assert stalled_seconds(stand, still, 50) == 0  # standing when asked to stand is no stall
+    half = np.concatenate([stand[:25], backward_turn[:125]])  # a window only counts when every command moves
+    assert stalled_seconds(half, still, 50) == 2
+
+
+def test_the_robots_check_refuses_a_candidate_that_stalls_clearly_more_than_the_incumbent():
+    base = {"tracking_error_xy": 0.14, "tracking_error_yaw": 0.13, "fall_rate": 0.0, "trip_rate": 0.0,
+            "mean_return": 22.0, "stalled_s": 0.7}
+    freezes = {**base, "tracking_error_xy": 0.13, "tracking_error_yaw": 0.12, "stalled_s": 3.7}  # better on average
+    accepted, reasons = accept(freezes, base)
+    assert not accepted and "stalled" in reasons[0]
+    assert accept({**freezes, "stalled_s": 1.5}, base)[0]  # within the margin: a second here and there
+    assert accept(freezes, {**base, "stalled_s": 3.0})[0]  # no more than the incumbent's, give or take
+
+
 def test_a_cached_evaluation_is_reused_only_for_the_policy_it_evaluated(tmp_path, monkeypatch):
     """The robot's check names its folders by position (candidate, candidate1, ...): when the gate passes another
     set on a rerun, a folder may hold another policy's evaluation, which must not be read as this one's."""

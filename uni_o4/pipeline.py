@@ -247,7 +247,8 @@ def evaluate_stage(stage: str, policy: Path, profile: str, folder: Path, spec, c
 
     metrics = evaluation_of(policy, profile, folder, spec, cfg)
     keys = ("mean_return", "std_return", "reward_per_step", "mean_return_unclipped", "mean_return_terms",
-            "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "episodes", "policy_steps")  # fmt: skip
+            "tracking_error_xy", "tracking_error_yaw", "fall_rate", "trip_rate", "stalled_s", "episodes",
+            "policy_steps")  # fmt: skip
     return {"stage": stage, "profile": profile, "policy": str(policy), "eval": folder.name,
             **{k: metrics[k] for k in keys}}  # fmt: skip
 
@@ -271,7 +272,7 @@ def online_note(online: Path) -> str:
 COLUMNS = (("stage", "stage", "{}"), ("profile", "stand-in", "{}"), ("mean_return", "return", "{:.2f}"),
            ("std_return", "± (episodes)", "{:.2f}"), ("reward_per_step", "reward/step", "{:.4f}"),
            ("tracking_error_xy", "tracking err (m/s)", "{:.3f}"), ("tracking_error_yaw", "yaw err (rad/s)", "{:.3f}"),
-           ("fall_rate", "falls/ep", "{:.2f}"), ("trip_rate", "trips/ep", "{:.2f}"),
+           ("fall_rate", "falls/ep", "{:.2f}"), ("trip_rate", "trips/ep", "{:.2f}"), ("stalled_s", "stalled s/ep", "{:.1f}"),
            ("gap_tracking", "gap recovered (tracking)", "{:.0%}"), ("gap_yaw", "gap recovered (yaw)", "{:.0%}"),
            ("gap_return", "gap recovered (return)", "{:.0%}"),
            ("nominal_gap_tracking", "nominal gap closed (tracking)", "{:.0%}"),

@@ -32,10 +32,30 @@ class RobotEvalConfig:
     stop_after_ended_early: int | None = None  # deploy.session.CollectConfig's: a check that cannot pass stops
 
 
+# A stall: for a whole second the command asks the robot to move and its legs stand still (the joints' angles spread
+# less than this). On strong some fine-tuned policies froze for a whole backward turn in some episodes and not in
+# others, which the mean tracking error hides (docs/reality_gap.md); walking spreads them 0.07 rad, standing 0.02.
+# A second here and there is ordinary (the sim policy on strong: about one per 20 s episode, at command changes).
+STALL_JOINT_STD = 0.04  # rad, mean over the joints
+MOVING_COMMAND = (0.2, 0.3)  # |v_xy| m/s, |yaw rate| rad/s: a command at or above either asks for steps
+
+
+def stalled_seconds(command: np.ndarray, q: np.ndarray, steps_per_s: int) -> int:
+    """Whole seconds (consecutive windows of policy steps) in which every command asks for motion and the legs do
+    not move."""
+    stalled = 0
+    for start in range(0, len(command) - steps_per_s + 1, steps_per_s):
+        window = slice(start, start + steps_per_s)
+        cmd = command[window]
+        moving = (np.linalg.norm(cmd[:, :2], axis=1) >= MOVING_COMMAND[0]) | (np.abs(cmd[:, 2]) >= MOVING_COMMAND[1])
+        stalled += bool(moving.all() and q[window].std(axis=0).mean() < STALL_JOINT_STD)
+    return stalled
+
+
 def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) -> dict:
     """Return (the training reward: its total clipped at zero as training clips it), the sum of the reward terms
     without that clip and each term's sum, policy steps, mean xy / yaw tracking error (body frame, odometry: what the
-    body did, not what its noisy IMU said) and outcome of one episode."""
+    body did, not what its noisy IMU said), stalled seconds and outcome of one episode."""
     segments = episode_segments(episode)
     reward_fn = make_reward_function(spec, cfg.rewards)
     rewards, terms = relabel_reward_terms(segments, reward_fn, cfg.contact_force_threshold) if segments else ([], [])
@@ -49,10 +69,12 @@ def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) ->
         err_yaw = float(np.abs(yaw - cmd[:, 2]).mean())
     else:
         err_xy = err_yaw = float("nan")
+    stalled = sum(stalled_seconds(s["command"], s["q"], spec.control.policy_hz) for s in segments)
     return {
         "source": episode.source, "outcome": episode.outcome, "policy_steps": steps,
         "return": float(sum(r.sum() for r in rewards)), "return_unclipped": sum(term_sums.values()),
         "return_terms": term_sums, "tracking_error_xy": err_xy, "tracking_error_yaw": err_yaw,
+        "stalled_s": stalled,
     }  # fmt: skip
 
 
@@ -75,6 +97,7 @@ def log_metrics(folder: str | Path, spec: RobotSpec, cfg: LogDataConfig | None =
         "tracking_error_xy": _weighted(rows, "tracking_error_xy"), "tracking_error_yaw": _weighted(rows, "tracking_error_yaw"),
         "fall_rate": float(np.mean([r["outcome"] == "fall" for r in rows])),
         "trip_rate": float(np.mean([r["outcome"] == "safety_trip" for r in rows])),
+        "stalled_s": float(np.mean([r["stalled_s"] for r in rows])),  # per episode
         "per_episode": rows,
     }  # fmt: skip
 
