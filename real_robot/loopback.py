@@ -38,6 +38,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+PORT_TAKEN = "Address already in use"  # in a child's log: its port went to another process after the probe
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -66,7 +69,21 @@ class LoopbackRobot:
     def __exit__(self, *_exc) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """Start the stand-in and the bridge; a port taken between its probe and the child's bind (another
+        process on this host probing at the same time) gets new ports, up to `attempts` times."""
+        self.node = LcmNode(self.lcm_url, self.prefix)
+        for name in ("joint_state", "pd_target", "safety_status"):
+            self.node.subscribe(name)
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except RuntimeError as err:
+                if PORT_TAKEN not in str(err) or attempt == attempts - 1:
+                    raise
+                self._stop_processes()
+
+    def _start_once(self) -> None:
         board_port, sdk_port = free_udp_port(), free_udp_port()
         common = ["--lcm-url", self.lcm_url, "--channel-prefix", self.prefix, "--robot", self.robot]
         robot = ["sim-robot", "--port", str(board_port), "--profile", self.profile, "--seed", str(self.seed), *common]
@@ -74,9 +91,6 @@ class LoopbackRobot:
         if self.fast:
             robot.append("--fast")
             bridge.append("--follow")
-        self.node = LcmNode(self.lcm_url, self.prefix)
-        for name in ("joint_state", "pd_target", "safety_status"):
-            self.node.subscribe(name)
         self.processes = [self._spawn("robot", robot), self._spawn("bridge", bridge)]
         self.wait_for("joint_state", self.startup_timeout_s)
 
@@ -131,6 +145,12 @@ class LoopbackRobot:
         self.node.publish("arm_request", arm_request(load_secret(), now_us(), target, "loopback", session))
 
     def stop(self) -> None:
+        self._stop_processes()
+        if self.node is not None:
+            self.node.close()
+        self.logs.cleanup()
+
+    def _stop_processes(self) -> None:
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # both leave cleanly on Ctrl-C (the bridge sends damping)
@@ -141,6 +161,3 @@ class LoopbackRobot:
                 process.kill()
                 process.wait()
         self.processes = []
-        if self.node is not None:
-            self.node.close()
-        self.logs.cleanup()

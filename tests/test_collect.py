@@ -272,3 +272,22 @@ def test_a_stand_in_collection_repeats_exactly_from_its_seeds(spec, files, tmp_p
         for key in odometry:
             np.testing.assert_allclose(a[key], b[key], atol=0.05, err_msg=key)
     assert not np.array_equal(first[0]["q"], first[1]["q"])  # episodes differ: their noise streams do
+
+
+def test_a_loopback_robot_whose_port_was_taken_after_the_probe_starts_on_new_ports(monkeypatch):
+    """Two runs on one host probing at once can be handed the same free port; the stand-in that loses the bind
+    exits, and the loopback starts again on new ports instead of failing the run."""
+    import socket
+
+    from real_robot import loopback
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    ports = [taken.getsockname()[1]]  # the first probe hands out a port another process holds
+    real_probe = loopback.free_udp_port
+    monkeypatch.setattr(loopback, "free_udp_port", lambda: ports.pop() if ports else real_probe())
+    try:
+        with LoopbackRobot(profile="none", fast=True) as robot:
+            assert "joint_state" in robot.node.latest and all(p.poll() is None for p in robot.processes)
+    finally:
+        taken.close()
