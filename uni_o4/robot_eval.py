@@ -120,10 +120,9 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
     return measure(policy, profile, out, spec, cfg)
 
 
-def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec, cfg: RobotEvalConfig | None = None) -> dict:
-    """The metrics of an evaluation's logs in `out`, also written to out/metrics.json (with `cfg`, when known)."""
-    settings = {"evaluation": asdict(cfg)} if cfg is not None else {}
-    metrics = {"policy": str(policy), "profile": profile, **settings, **log_metrics(out, spec)}
+def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec, cfg: RobotEvalConfig) -> dict:
+    """The metrics of an evaluation's logs in `out`, also written to out/metrics.json with the settings it ran with."""
+    metrics = {"policy": str(policy), "profile": profile, "evaluation": asdict(cfg), **log_metrics(out, spec)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
