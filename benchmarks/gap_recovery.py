@@ -116,7 +116,7 @@ def main() -> None:
                     "sim policy": evaluate("sim", args.policy)}  # fmt: skip
             overrides = {"seed": seed} if args.start_share is None else {"seed": seed, "start_share": args.start_share}
             if args.no_unidentified:
-                overrides["unidentified"] = {"joint_strength": 0.0, "elliptic_share": 0.0}
+                overrides["unidentified"] = {"joint_strength": 0.0, "accurate_contact_share": 0.0}
             if args.terrain is not None:
                 overrides["terrain"] = {"step_height": args.terrain[0], "slope": args.terrain[1]}
             if scales:

@@ -30,6 +30,13 @@ class PhysicsOptions:
     floor_friction: float = 1.0
 
 
+# The accurate contact model (the stand-in's `strong`): elliptic friction cones with stiffer friction constraints, a
+# solver run to convergence, and legs that touch the ground. The elliptic cone alone at the training solver's 4
+# iterations is a third model, neither this nor the pyramidal one (docs/reality_gap.md, stop 28).
+ACCURATE_CONTACT = PhysicsOptions(cone="elliptic", impratio=2.0, iterations=20, ls_iterations=10, collisions="all")
+LEG_CONTACT = (2, 1)  # contype, conaffinity of a leg geom that collides (the floor's are 1, 2: they meet)
+
+
 def _vec(values) -> str:
     return " ".join(f"{v:.6g}" for v in values)
 
@@ -46,7 +53,8 @@ def _leg_xml(spec: RobotSpec, leg: str, leg_geoms_collide: bool) -> str:
     sx, sy = LEG_SIGNS[leg]
     hip_pos = (sx * b.hip_offset[0], sy * b.hip_offset[1], b.hip_offset[2])
     thigh_pos = (b.thigh_offset[0], sy * b.thigh_offset[1], b.thigh_offset[2])
-    leg_contact = 'contype="2" conaffinity="1"' if leg_geoms_collide else 'contype="0" conaffinity="0"'
+    contype, conaffinity = LEG_CONTACT if leg_geoms_collide else (0, 0)
+    leg_contact = f'contype="{contype}" conaffinity="{conaffinity}"'
     calf_len = -b.calf_offset[2]
     foot_z = b.foot_offset[2]
     return f"""
@@ -83,6 +91,14 @@ def _joint_defaults(spec: RobotSpec) -> str:
             f"</default>"
         )
     return "\n    ".join(out)
+
+
+def leg_geoms(model: mujoco.MjModel, spec: RobotSpec) -> np.ndarray:
+    """Ids of the leg geoms other than the feet (hip, thigh, calf): those `collisions` switches on."""
+    feet = {mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f) for f in spec.foot_names}
+    legs = {mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"{leg}_{part}")
+            for leg in spec.legs for part in ("hip", "thigh", "calf")}  # fmt: skip
+    return np.array([g for g in range(model.ngeom) if model.geom_bodyid[g] in legs and g not in feet], dtype=int)
 
 
 def build_model_xml(spec: RobotSpec, physics: PhysicsOptions = PhysicsOptions()) -> str:

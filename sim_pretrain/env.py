@@ -26,7 +26,7 @@ from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
 from robot_spec import load_robot
-from robot_spec.mjcf import build_model, build_model_xml, home_qpos, sensor_slices
+from robot_spec.mjcf import ACCURATE_CONTACT, LEG_CONTACT, build_model, build_model_xml, home_qpos, leg_geoms, sensor_slices
 from robot_spec.observation import projected_gravity, quaternion_rpy, roll_pitch, rotate_inverse, rpy_of_quaternion
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.reality_gap import Ground, RealityGapProfile, apply_body_dynamics, load_reality_gap
@@ -40,9 +40,6 @@ TERRAIN_EDGE_M = 1.0  # the field slopes down to the floor over its outer metre
 COM_AXES = ("com_x", "com_y", "com_z")  # per-env trunk centre-of-mass displacement (randomization)
 STAND_UP_CHUNK = 100  # physics steps per rollout call while standing up (bounds the buffer)
 SPAWN_CLEARANCE_M = 0.35  # a reset's trunk height rests its feet on the highest terrain within this of its spot
-# The accurate contact model's impratio (friction constraints this much stiffer than normal ones: less slip), as
-# the stand-in's profiles use it with the elliptic cone.
-ELLIPTIC_IMPRATIO = 2.0
 PRIVILEGED_DIM = 11  # body velocity (3), height (1), foot contacts (4), friction, payload, motor strength
 
 
@@ -88,6 +85,7 @@ class Go1Env(VecEnv):
         self.qvel = slice(1 + m.nq, 1 + m.nq + m.nv)
         self.sensors = sensor_slices(m, self.spec)
         self.trunk_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "trunk")
+        self.leg_geoms = leg_geoms(m, self.spec)
         ground = ["floor", "terrain"] if self.cfg.terrain.enabled else ["floor"]
         self.friction_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n)
                                for n in [*ground, *self.spec.foot_names]]  # fmt: skip
@@ -147,7 +145,7 @@ class Go1Env(VecEnv):
         unlogged = {axis: [-r.com_displacement, r.com_displacement] for axis in COM_AXES} if r.com_displacement else {}
         unlogged.update({"backlash": [0.0, r.backlash]} if r.backlash else {})
         unlogged.update({"joint_strength": [1 - r.joint_strength, 1 + r.joint_strength]} if r.joint_strength else {})
-        unlogged.update({"contact_draw": [0.0, 1.0]} if r.elliptic_share else {})  # elliptic where below the share
+        unlogged.update({"contact_draw": [0.0, 1.0]} if r.accurate_contact_share else {})  # accurate below the share
         if p is None:
             keys = ("friction", "added_mass", "motor_strength", "kp_factor", "kd_factor")
             return {**{k: getattr(r, k) for k in keys}, **unlogged}, list(r.latency_substeps)
@@ -195,7 +193,7 @@ class Go1Env(VecEnv):
             self.params["backlash"] = np.zeros(n)
         if self.cfg.randomization.joint_strength:
             self.params["joint_strength"] = np.ones((n, j))
-        if self.cfg.randomization.elliptic_share:
+        if self.cfg.randomization.accurate_contact_share:
             self.params["contact_draw"] = np.ones(n)
         if "joint_frictionloss_factor" in self.cfg.dynamics.ranges:
             self.params["joint_frictionloss_factor"] = np.ones(n)
@@ -459,9 +457,21 @@ class Go1Env(VecEnv):
         if "joint_frictionloss_factor" in p:
             model.dof_frictionloss[6:] = self.nominal_frictionloss[6:] * p["joint_frictionloss_factor"][i]
         if "contact_draw" in p:
-            elliptic = p["contact_draw"][i] < self.cfg.randomization.elliptic_share
-            model.opt.cone = mujoco.mjtCone.mjCONE_ELLIPTIC if elliptic else base.opt.cone
-            model.opt.impratio = ELLIPTIC_IMPRATIO if elliptic else base.opt.impratio
+            self._set_contact_model(model, p["contact_draw"][i] < self.cfg.randomization.accurate_contact_share)
+
+    def _set_contact_model(self, model: mujoco.MjModel, accurate: bool) -> None:
+        """One env's contacts: the accurate model (ACCURATE_CONTACT) or the base model's fast one."""
+        base, fast = self.base_model, not accurate
+        model.opt.cone = base.opt.cone if fast else mujoco.mjtCone.mjCONE_ELLIPTIC
+        model.opt.impratio = base.opt.impratio if fast else ACCURATE_CONTACT.impratio
+        model.opt.iterations = base.opt.iterations if fast else ACCURATE_CONTACT.iterations
+        model.opt.ls_iterations = base.opt.ls_iterations if fast else ACCURATE_CONTACT.ls_iterations
+        legs, bodies = self.leg_geoms, base.geom_bodyid[self.leg_geoms]
+        model.geom_contype[legs] = base.geom_contype[legs] if fast else LEG_CONTACT[0]
+        model.geom_conaffinity[legs] = base.geom_conaffinity[legs] if fast else LEG_CONTACT[1]
+        # the collision broadphase filters by body first: a body's types are its geoms' (compiled, not derived)
+        model.body_contype[bodies] = base.body_contype[bodies] | (0 if fast else LEG_CONTACT[0])
+        model.body_conaffinity[bodies] = base.body_conaffinity[bodies] | (0 if fast else LEG_CONTACT[1])
 
     def _sample_commands(self, rows: torch.Tensor) -> None:
         c, n = self.cfg.commands, len(rows)

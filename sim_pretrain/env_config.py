@@ -42,18 +42,19 @@ class RandomizationConfig:
     # 1 ± this, on top of motor_strength. Worn or hot motors differ joint by joint; the calibration fits one
     # strength for all, and a policy fine-tuned on even motors fell over a weak leg the sim policy walked on. 0: off.
     joint_strength: float = 0.0
-    # Share of environments (drawn at each reset) whose contacts use MuJoCo's elliptic friction cone with impratio
-    # ELLIPTIC_IMPRATIO, the accurate model, instead of the physics options' (the fast pyramidal one in training).
-    # No log tells the contact model apart: on a real foot it is neither. A policy fine-tuned on the pyramidal cone
-    # alone fell standing on a robot with elliptic contacts the sim policy stood on. 0: off.
-    elliptic_share: float = 0.0
+    # Share of environments (drawn at each reset) on the accurate contact model (robot_spec.mjcf.ACCURATE_CONTACT:
+    # elliptic cones, a converged solver, legs that touch the ground) instead of the physics options' fast one. No log
+    # tells the contact model apart: on a real foot it is neither. A policy fine-tuned on the fast model alone fell
+    # standing on a robot with elliptic contacts the sim policy stood on; one fine-tuned with elliptic cones at the
+    # fast solver's iterations froze for whole turns on the accurate model (docs/reality_gap.md). 0: off.
+    accurate_contact_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.com_displacement >= 0 and self.backlash >= 0 and 0 <= self.joint_strength < 1
-                and 0 <= self.elliptic_share <= 1):  # fmt: skip
+                and 0 <= self.accurate_contact_share <= 1):  # fmt: skip
             raise ValueError(f"randomization: com_displacement {self.com_displacement} and backlash {self.backlash} "
-                             f"must be >= 0, joint_strength {self.joint_strength} in [0, 1), elliptic_share "
-                             f"{self.elliptic_share} in [0, 1] (0: off)")
+                             f"must be >= 0, joint_strength {self.joint_strength} in [0, 1), accurate_contact_share "
+                             f"{self.accurate_contact_share} in [0, 1] (0: off)")
 
 
 @dataclass

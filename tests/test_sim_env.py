@@ -141,30 +141,53 @@ def test_joint_strength_scales_each_joints_gains_and_torque_limit_by_its_own_dra
     env.close()
 
 
-def test_elliptic_share_puts_that_share_of_envs_on_the_elliptic_cone_and_the_rest_on_the_physics_options():
-    """elliptic_share: per env at each reset, the elliptic friction cone with impratio ELLIPTIC_IMPRATIO in about
-    that share of envs, the physics options' cone elsewhere; off by default (no draws)."""
+def test_accurate_contact_share_puts_that_share_of_envs_on_the_accurate_contact_model_and_the_rest_on_the_fast_one():
+    """accurate_contact_share: per env at each reset, in about that share of envs the accurate contact model
+    (elliptic cone, its impratio and solver iterations, leg geoms that collide), the physics options' elsewhere;
+    off by default (no draws)."""
     import mujoco
 
-    from sim_pretrain.env import ELLIPTIC_IMPRATIO
+    from robot_spec.mjcf import ACCURATE_CONTACT, LEG_CONTACT
 
     off = env_with(num_envs=2)
     assert "contact_draw" not in off.params and all(m.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL for m in off.models)
+    assert len(off.leg_geoms) == 12 and not off.base_model.geom_contype[off.leg_geoms].any()  # hip, thigh, calf × 4
     off.close()
-    env = env_with(num_envs=40, elliptic_share=0.25)
-    shares = []
+    env = env_with(num_envs=40, accurate_contact_share=0.25)
+    base, legs, shares = env.base_model, env.leg_geoms, []
     for _ in range(2):
         env.reset_all()
-        elliptic = np.array([m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC for m in env.models])
-        np.testing.assert_array_equal(elliptic, env.params["contact_draw"] < 0.25)
-        assert all(m.opt.impratio == (ELLIPTIC_IMPRATIO if e else 1.0) for m, e in zip(env.models, elliptic))
-        shares.append(elliptic.mean())
+        accurate = np.array([m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC for m in env.models])
+        np.testing.assert_array_equal(accurate, env.params["contact_draw"] < 0.25)
+        for m, a in zip(env.models, accurate):
+            assert (m.opt.impratio, m.opt.iterations, m.opt.ls_iterations) == (
+                (ACCURATE_CONTACT.impratio, ACCURATE_CONTACT.iterations, ACCURATE_CONTACT.ls_iterations) if a
+                else (base.opt.impratio, base.opt.iterations, base.opt.ls_iterations))  # fmt: skip
+            assert (m.geom_contype[legs] == (LEG_CONTACT[0] if a else 0)).all()
+            assert (m.geom_conaffinity[legs] == (LEG_CONTACT[1] if a else 0)).all()
+        shares.append(accurate.mean())
     assert 0.05 < np.mean(shares) < 0.45
     env.step(torch.zeros(40, env.num_actions))  # the mixed models step together
     env.close()
 
 
-@pytest.mark.parametrize("field", ["backlash", "com_displacement", "joint_strength", "elliptic_share"])
+def test_legs_touch_the_ground_only_on_the_accurate_contact_model():
+    """A robot lowered onto its bellies' height: its calves meet the floor on the accurate model, and pass through
+    it on the fast one (feet and trunk only)."""
+    import mujoco
+
+    for share, legs_touch in ((0.0, False), (1.0, True)):
+        env = env_with(num_envs=1, accurate_contact_share=share)
+        model, data = env.models[0], mujoco.MjData(env.models[0])
+        data.qpos[:] = env.home_state[env.qpos]
+        data.qpos[2] = 0.05  # trunk low: the legs' geoms reach below the floor
+        mujoco.mj_forward(model, data)
+        touching = {int(g) for c in data.contact[: data.ncon] for g in (c.geom1, c.geom2)}
+        assert bool(touching & set(env.leg_geoms.tolist())) == legs_touch
+        env.close()
+
+
+@pytest.mark.parametrize("field", ["backlash", "com_displacement", "joint_strength", "accurate_contact_share"])
 def test_a_negative_randomisation_width_is_refused(field):
     from sim_pretrain.env_config import RandomizationConfig, TerminationConfig
 

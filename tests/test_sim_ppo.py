@@ -286,18 +286,18 @@ def test_fine_tuning_randomises_what_no_log_identifies_over_the_runs_own_randomi
 
     monkeypatch.setattr(train_module, "train", fake_train)
     cfg = sim_ppo.load_sim_ppo_config("sim_ppo_quick")
-    assert cfg.unidentified == sim_ppo.UnidentifiedEffects(joint_strength=0.15, elliptic_share=0.5)
+    assert cfg.unidentified == sim_ppo.UnidentifiedEffects(joint_strength=0.15, accurate_contact_share=0.5)
     sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", tmp_path / "starts.npz", 3,
                  tmp_path / "ppo", cfg, "cpu")  # fmt: skip
     r = trained["cfg"].env.randomization
-    assert (r.joint_strength, r.elliptic_share, r.com_displacement, r.backlash) == (0.15, 0.5, 0.05, 0.03)
+    assert (r.joint_strength, r.accurate_contact_share, r.com_displacement, r.backlash) == (0.15, 0.5, 0.05, 0.03)
     assert trained["cfg"].iterations == 3 and trained["init"].name == "model_199.pt"
     assert trained["cfg"].env.rewards.scales["tracking_ang_vel"] == 0.5  # the presets keep the run's reward
-    off = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"unidentified": {"joint_strength": 0.0, "elliptic_share": 0.0},
+    off = sim_ppo.load_sim_ppo_config("sim_ppo_quick", {"unidentified": {"joint_strength": 0.0, "accurate_contact_share": 0.0},
                                                         "reward_scales": {"tracking_ang_vel": 2.0}})
     sim_ppo.tune(shipped_policy("go1"), tmp_path / "calibrated.yaml", tmp_path / "starts.npz", 3,
                  tmp_path / "ppo_off", off, "cpu")  # fmt: skip
-    assert (trained["cfg"].env.randomization.joint_strength, trained["cfg"].env.randomization.elliptic_share) == (0, 0)
+    assert (trained["cfg"].env.randomization.joint_strength, trained["cfg"].env.randomization.accurate_contact_share) == (0, 0)
     # reward scales set over the run's: the one named changes, the rest stay
     scales = trained["cfg"].env.rewards.scales
     assert scales["tracking_ang_vel"] == 2.0 and scales["tracking_lin_vel"] == 1.0

@@ -94,7 +94,7 @@ class UnidentifiedEffects:
     (no other effect taken away did), and the sim policy stood on both (docs/reality_gap.md)."""
 
     joint_strength: float = 0.15  # each joint's strength in 1 ± this (the calibration fits one for all)
-    elliptic_share: float = 0.5  # of environments on the accurate elliptic contact model, the rest pyramidal
+    accurate_contact_share: float = 0.5  # of environments on the accurate contact model, the rest on the fast one
 
 
 @dataclass
