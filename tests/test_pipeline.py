@@ -69,6 +69,9 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     rows = json.loads((out / "pipeline.json").read_text())
     assert [r["stage"] for r in rows] == [*STAGES[:2], "oracle (true profile)", *STAGES[2:]]
     assert (out / "offline" / "calibration" / "calibrated.yaml").is_file()
+    oracle_cfg = yaml.safe_load((out / "oracle" / "config.yaml").read_text())["env"]
+    assert oracle_cfg["randomization"]["accurate_contact_share"] == 0.5  # half on the accurate contact model
+    assert oracle_cfg["dynamics"]["profile"] == "strong" and oracle_cfg["dynamics"]["physics"] == "training"
     report = json.loads((out / "offline" / "report.json").read_text())
     assert set(report["gate"]) >= {"passed", "reasons", "held_out_fit_gain", "sim"} and len(report["gates"]) == 2
     assert sorted(report["search_seeds"].values()) == [0, 1]  # a candidate per calibration fit
