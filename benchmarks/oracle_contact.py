@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=Path("runs/oracle_contact"))
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
-    policy = args.policy or shipped_policy("go1_robust")
+    policy = args.policy or shipped_policy("go1")
     spec, rows = load_robot("go1"), []
     for seed in args.seeds:
         evaluation = RobotEvalConfig(episodes=args.episodes, robot_seed=seed)
