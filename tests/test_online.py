@@ -186,6 +186,39 @@ def test_the_best_online_policy_is_deployed_only_if_no_worse_than_the_start(spec
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize(("online_stalls", "accepted"), [(1.5, True), (3.5, False)])
+def test_the_online_acceptance_refuses_a_policy_that_stalls_clearly_more_than_the_start(spec, tmp_path, monkeypatch,
+                                                                                    online_stalls, accepted):  # fmt: skip
+    """More reward per step and no falls, but legs still for seconds while asked to walk: refused beyond the
+    margin (robot_eval.STALL_MARGIN_S over the start's stalled seconds), accepted within it."""
+    actors = {it: ActorMLP(spec.observation.dim, spec.num_joints, [8]) for it in (0, 2)}
+    for it, actor in actors.items():
+        save_policy(actor, spec, tmp_path / "policies" / f"update_{it:03d}.pt")
+
+    class Robot:
+        standing = False
+
+        def rollout(self, policy, folder, behaviour, meta, episodes):
+            folder.mkdir(parents=True)
+
+    def measured(folder, *_):
+        online = folder.name == "online"
+        return {"episodes": 3, "policy_steps": 300, "mean_return": 1.0, "tracking_error_xy": 0.1, "trip_rate": 0.0,
+                "reward_per_step": 0.02 if online else 0.01, "fall_rate": 0.0,
+                "stalled_s": online_stalls if online else 1.0}  # fmt: skip
+
+    monkeypatch.setattr("uni_o4.online.log_metrics", measured)
+    learner = PPOLearner(GaussianPolicyEnsemble.from_actor(actors[0], 1), ValueNet(spec.observation.dim, (8,)),
+                         OnlinePPOConfig(), 0)  # fmt: skip
+    run = OnlineRun(learner, spec, LogDataConfig(critic_fields=[]), OnlineConfig(updates=4, acceptance_episodes=3),
+                    tmp_path, Robot())  # fmt: skip
+    run.state.best_iteration, run.state.best = 2, {"reward_per_step": 0.03}
+    run.finish()
+    verdict = json.loads((tmp_path / "acceptance.json").read_text())
+    assert verdict["accepted"] == accepted
+    assert any("stalled 3.5 s per episode" in r for r in verdict["reasons"]) != accepted
+
+
 def test_the_best_rollout_is_the_safest_then_the_most_rewarding():
     safe, falling = ({"reward_per_step": 0.015, "fall_rate": 0.0, "trip_rate": 0.0},
                      {"reward_per_step": 0.020, "fall_rate": 0.5, "trip_rate": 0.0})  # fmt: skip

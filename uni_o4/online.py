@@ -46,7 +46,7 @@ from uni_o4.dataset import OfflineDataset
 from uni_o4.log_dataset import LogDataConfig, dataset_from_log_folder
 from uni_o4.networks import GaussianPolicyEnsemble, ValueNet
 from uni_o4.online_ppo import OnlinePPO, OnlinePPOConfig
-from uni_o4.robot_eval import log_metrics
+from uni_o4.robot_eval import log_metrics, stalls_more
 
 
 @dataclass
@@ -370,6 +370,8 @@ class OnlineRun:
             self.robot.rollout(self.policy_file(it), folder, None, meta, self.cfg.acceptance_episodes)
             measured[name] = log_metrics(folder, self.spec, self.data_cfg)
         reasons = is_regression(measured["online"], measured["start"], RegressionConfig(tolerance=0.0), "start")
+        if stalled := stalls_more(measured["online"], measured["start"]):  # a freeze the mean reward can hide
+            reasons.append(stalled)
         verdict = {"accepted": not reasons, "reasons": reasons, "online_update": best,
                    **{name: {k: m[k] for k in SUMMARY} for name, m in measured.items()}}  # fmt: skip
         outcome = f"the online policy (update {best}) is deployed" if not reasons else "the starting policy stays"

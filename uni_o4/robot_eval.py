@@ -38,6 +38,9 @@ class RobotEvalConfig:
 # A second here and there is ordinary (the sim policy on strong: about one per 20 s episode, at command changes).
 STALL_JOINT_STD = 0.04  # rad, mean over the joints
 MOVING_COMMAND = (0.2, 0.3)  # |v_xy| m/s, |yaw rate| rad/s: a command at or above either asks for steps
+# Stalled seconds per episode a candidate may add to the incumbent's before a check on the robot refuses it: the
+# freezing candidates on strong added 3-4, the others none (their counts differ by < 1 between policies that walk).
+STALL_MARGIN_S = 1.0
 
 
 def stalled_seconds(command: np.ndarray, q: np.ndarray, steps_per_s: int) -> int:
@@ -50,6 +53,13 @@ def stalled_seconds(command: np.ndarray, q: np.ndarray, steps_per_s: int) -> int
         moving = (np.linalg.norm(cmd[:, :2], axis=1) >= MOVING_COMMAND[0]) | (np.abs(cmd[:, 2]) >= MOVING_COMMAND[1])
         stalled += bool(moving.all() and q[window].std(axis=0).mean() < STALL_JOINT_STD)
     return stalled
+
+
+def stalls_more(candidate: dict, incumbent: dict) -> str:
+    """Why `candidate` stalls clearly more than `incumbent` (their metrics: `stalled_s` per episode), or "" when
+    it does not."""
+    c, i = candidate.get("stalled_s", 0.0), incumbent.get("stalled_s", 0.0)
+    return f"stalled {c:.1f} s per episode > {i:.1f} + {STALL_MARGIN_S:g}" if c > i + STALL_MARGIN_S else ""
 
 
 def episode_metrics(episode: LogEpisode, spec: RobotSpec, cfg: LogDataConfig) -> dict:

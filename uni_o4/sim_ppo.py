@@ -33,9 +33,6 @@ from sim_pretrain.rewards import TERMS
 from uni_o4.gate import install
 
 ONLINE_STARTS = ("current", "sim_policy")
-# Stalled seconds per episode a candidate may add to the incumbent's before the robot's check refuses it: the
-# freezing candidates on strong added 3-4, the others none (their counts differ by < 1 between policies that walk).
-STALL_MARGIN_S = 1.0
 COLLECTED = "collected.txt"  # written after a round's collection finished (a rerun resumes after it)
 
 
@@ -472,16 +469,17 @@ def accept(candidate: dict, current: dict) -> tuple[bool, list[str]]:
     counts only the steps walked: a policy that falls early is not charged for the steps it never walked, so it
     alone would keep a falling incumbent over a safer candidate. Falls and stops count together so that a candidate
     that trips once where the incumbent fell six times is not refused for the trip.) And not clearly more stalls
-    (robot_eval.stalled_seconds: legs still for a second while the command asks for steps; STALL_MARGIN_S more
-    per episode), which the mean tracking error hides: on strong a candidate froze for whole backward turns in
-    half its episodes and still tracked better on average (docs/reality_gap.md)."""
+    (robot_eval.stalls_more: legs still for a second while the command asks for steps), which the mean tracking
+    error hides: on strong a candidate froze for whole backward turns in half its episodes and still tracked better
+    on average (docs/reality_gap.md)."""
+    from uni_o4.robot_eval import stalls_more
+
     reasons = []
     early, incumbent_early = ended_early(candidate), ended_early(current)
     if early > incumbent_early:
         reasons.append(f"falls + safety stops {early:.2f} > {incumbent_early:.2f}")
-    stalls, incumbent_stalls = candidate.get("stalled_s", 0.0), current.get("stalled_s", 0.0)
-    if stalls > incumbent_stalls + STALL_MARGIN_S:
-        reasons.append(f"stalled {stalls:.1f} s per episode > {incumbent_stalls:.1f} + {STALL_MARGIN_S:g}")
+    if stalled := stalls_more(candidate, current):
+        reasons.append(stalled)
     tracks_better = command_error(candidate) < command_error(current)
     safer = early < incumbent_early and candidate["mean_return"] > current["mean_return"]
     if not (tracks_better or safer):
