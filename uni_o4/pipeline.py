@@ -142,14 +142,11 @@ def run_pipeline(args: PipelineRequest) -> int:
     return 0
 
 
-ORACLE_ACCURATE_CONTACT_SHARE = 0.5  # the sim_ppo presets' unidentified.accurate_contact_share
-
-
 def oracle(policy: Path, args: PipelineRequest, run_dir: Path) -> Path:
     """The sim policy fine-tuned in the training simulator set to the stand-in's true profile (skipped when done)."""
     from sim_pretrain.env_config import DynamicsConfig
     from sim_pretrain.train import finetune_in_sim
-    from uni_o4.sim_ppo import deploy_action_limit
+    from uni_o4.sim_ppo import UnidentifiedEffects, deploy_action_limit
 
     if (run_dir / "policy.pt").is_file():
         print(f"pipeline: oracle done before: {run_dir / 'policy.pt'}")
@@ -161,7 +158,7 @@ def oracle(policy: Path, args: PipelineRequest, run_dir: Path) -> Path:
     dynamics = DynamicsConfig(profile=args.profile, physics="training")
     return finetune_in_sim(policy, dynamics, args.oracle_iterations, run_dir, args.device, seed=args.seed,
                            action_limit=deploy_action_limit(args.robot),
-                           randomization={"accurate_contact_share": ORACLE_ACCURATE_CONTACT_SHARE})  # fmt: skip
+                           randomization={"accurate_contact_share": UnidentifiedEffects().accurate_contact_share})  # fmt: skip
 
 
 def run_sim_ppo(args: PipelineRequest, policy: Path, logs: Path, out: Path, evaluate) -> None:
