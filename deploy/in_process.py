@@ -32,7 +32,7 @@ from real_robot.bridge import LowStateReading
 from real_robot.arming import BIND
 from real_robot.lcm_bus import now_us
 from real_robot.sim_robot import BOARD_DT, StandInRobot
-from robot_spec.observation import rpy_of_quaternion
+from robot_spec.rotations import rpy_of_quaternion
 from robot_spec.reality_gap import RealityGapProfile
 
 TICK_US = round(BOARD_DT * 1e6)

@@ -78,7 +78,7 @@ from robot_spec.reality_gap import (
 )
 from robot_spec.config import ConfigError, check_number
 from robot_spec.mjcf import build_model_xml, sensor_slices
-from robot_spec.observation import rpy_of_quaternion
+from robot_spec.rotations import rpy_of_quaternion
 from robot_spec.spec import RobotSpec, load_robot
 from robot_spec.terrain import add_terrain, ground_top
 

@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from robot_spec.config import ConfigError, from_dict, named_config, read_yaml
-from robot_spec.observation import ObservationLayout
+from robot_spec.observation_layout import ObservationLayout
 
 LYING_THIGH_OFFSET = 0.4  # rad further back than the default pose ...
 LYING_CALF_MARGIN = 0.1  # ... and calves folded to this far from their stop: a Go1 lying down

@@ -27,7 +27,8 @@ from tensordict import TensorDict
 
 from robot_spec import load_robot
 from robot_spec.mjcf import ACCURATE_CONTACT, LEG_CONTACT, build_model, build_model_xml, home_qpos, leg_geoms, sensor_slices
-from robot_spec.observation import projected_gravity, quaternion_rpy, roll_pitch, rotate_inverse, rpy_of_quaternion
+from robot_spec.observation import projected_gravity, roll_pitch, rotate_inverse
+from robot_spec.rotations import quaternion_rpy, rpy_of_quaternion
 from robot_spec.policy_map import ActionMap, ObservationBuilder
 from robot_spec.reality_gap import Ground, RealityGapProfile, apply_body_dynamics, load_reality_gap
 from robot_spec.terrain import TERRAIN_CELL, add_terrain, ground_top

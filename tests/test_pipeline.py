@@ -2,6 +2,7 @@
 the collected logs carry their action noise, and a rerun resumes (skips every stage that is done)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,20 +15,30 @@ pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the stand-in p
 STAGES = ["sim policy, no gap", "sim policy", "after offline", "after online"]
 
 
-def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
-    online = tmp_path / "online_tiny.yaml"
+def uni_o4_argv(tmp: Path) -> list[str]:
+    online = tmp / "online_tiny.yaml"
     online.write_text(yaml.safe_dump({"updates": 2, "episodes_per_rollout": 1, "episode_s": 1.0,
                                       "ppo": {"epochs": 1, "minibatch_size": 32}}))  # fmt: skip
-    gate_preset = tmp_path / "sim_ppo_gate_tiny.yaml"  # the calibrated gate on a tiny budget
+    gate_preset = tmp / "sim_ppo_gate_tiny.yaml"  # the calibrated gate on a tiny budget
     gate_preset.write_text(yaml.safe_dump({"calibration": {"windows": 6, "held_out": 4, "max_evals": 8},
                                            "gate": {"episode_s": 1.0}}))  # fmt: skip
-    out = tmp_path / "pipeline"
-    argv = ["pipeline", "--algo", "uni_o4", "--pretrain-preset", "tiny", "--collect-steps", "1050",
+    return ["pipeline", "--algo", "uni_o4", "--pretrain-preset", "tiny", "--collect-steps", "1050",
             "--offline-preset", "uni_o4_tiny", "--online-preset", str(online), "--eval-episodes", "1",
-            "--eval-episode-s", "1.0", "--out", str(out), "--oracle-iterations", "1",
+            "--eval-episode-s", "1.0", "--out", str(tmp / "pipeline"), "--oracle-iterations", "1",
             "--gate-preset", str(gate_preset)]  # fmt: skip
-    assert main(argv) == 0
 
+
+@pytest.fixture(scope="module")
+def uni_o4_run(tmp_path_factory) -> tuple[list[str], Path]:
+    """The whole pipeline with `--algo uni_o4` from pretraining on; its policy and logs serve sim_ppo's run too
+    (calibration needs 1000 logged steps, a minute of stand-in time)."""
+    argv = uni_o4_argv(tmp_path_factory.mktemp("uni_o4"))
+    assert main(argv) == 0
+    return argv, Path(argv[argv.index("--out") + 1])
+
+
+def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(uni_o4_run, capsys):
+    argv, out = uni_o4_run
     rows = json.loads((out / "pipeline.json").read_text())
     stages = [*STAGES[:2], "oracle (true profile)", *STAGES[2:]]
     assert [r["stage"] for r in rows] == stages
@@ -53,16 +64,18 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     assert json.loads((out / "pipeline.json").read_text()) == rows
 
 
-def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
+def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(uni_o4_run, tmp_path):
     preset = tmp_path / "sim_ppo_tiny.yaml"
     preset.write_text(yaml.safe_dump({
         "iterations": 1, "num_envs": 8, "candidates": 2,
         "calibration": {"windows": 6, "held_out": 4, "max_evals": 8, "fits": 2},  # each fit a simulator
         "gate": {"episode_s": 2.5},
-        "online": {"rounds": 1, "collect_steps": 1050, "iterations": 1, "acceptance_episodes": 1, "episode_s": 1.0},
+        # a short round: recalibration fits on every log so far, the offline logs too
+        "online": {"rounds": 1, "collect_steps": 100, "iterations": 1, "acceptance_episodes": 1, "episode_s": 1.0},
     }))  # fmt: skip
-    out = tmp_path / "pipeline"
-    argv = ["pipeline", "--algo", "sim_ppo", "--pretrain-preset", "tiny", "--collect-steps", "1050",
+    out, before = tmp_path / "pipeline", uni_o4_run[1]
+    (policy,) = (before / "pretrain").glob("**/policy.pt")
+    argv = ["pipeline", "--algo", "sim_ppo", "--policy", str(policy), "--data", str(before / "data_logs"),
             "--offline-preset", str(preset), "--oracle-iterations", "1", "--eval-episodes", "1",
             "--eval-episode-s", "1.0", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
@@ -77,7 +90,7 @@ def test_the_pipeline_runs_sim_ppo_with_an_oracle_and_gap_recovered(tmp_path):
     assert sorted(report["search_seeds"].values()) == [0, 1]  # a candidate per calibration fit
     assert all((out / "offline" / "calibration" / f"calibrated_fit{k}.yaml").is_file() for k in (0, 1))
     online = json.loads((out / "online" / "online_report.json").read_text())
-    assert 1 <= len(online["history"]) <= 2 and online["real_steps"] >= 1050  # the offline check (if passed) + 1 round
+    assert 1 <= len(online["history"]) <= 2 and online["real_steps"] >= 100  # the offline check (if passed) + 1 round
     # "after offline" is what the offline stage deploys: the robot's pick among what the gate passed, else the start
     checked = online["history"][0] if online["history"][0]["stage"] == "offline_check" else None
     after_offline = next(r for r in rows if r["stage"] == "after offline")

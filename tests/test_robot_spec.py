@@ -1,5 +1,8 @@
 """The robot specification, the config loader and the MuJoCo model built from GO1_FACTS."""
 
+import subprocess
+import sys
+
 import mujoco
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import pytest
 from robot_spec import load_robot
 from robot_spec.config import ConfigError, from_dict, load_config
 from robot_spec.mjcf import PhysicsOptions, build_model, home_qpos
+from robot_spec.observation import ObservationLayout
 from sim_pretrain.train_config import TrainConfig
 
 
@@ -60,9 +64,26 @@ def test_model_stands_at_home_pose_under_pd(spec):
 
 def test_roll_pitch_yaw_and_quaternions_convert_both_ways():
     """rpy_of_quaternion undoes quaternion_rpy (the IMU's z-y-x angles), for arrays of angles away from gimbal lock."""
-    from robot_spec.observation import quaternion_rpy, rpy_of_quaternion
+    from robot_spec.rotations import quaternion_rpy, rpy_of_quaternion
 
     rng = np.random.default_rng(0)
     rpy = np.stack([rng.uniform(-3, 3, 50), rng.uniform(-1.5, 1.5, 50), rng.uniform(-3, 3, 50)])
     np.testing.assert_allclose(rpy_of_quaternion(quaternion_rpy(*rpy)), rpy, atol=1e-9)
     np.testing.assert_allclose(rpy_of_quaternion([1.0, 0.0, 0.0, 0.0]), [0.0, 0.0, 0.0])
+
+
+def test_the_stand_in_and_the_bridge_load_the_spec_without_torch():
+    # Each stand-in start spawns both as processes; importing torch there cost seconds per start on 2 cores.
+    probe = ("import sys, real_robot.sim_robot, real_robot.bridge; from robot_spec import load_robot; "
+             "load_robot('go1').observation.dim; print('torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_package_names_load_on_first_use():
+    import robot_spec
+
+    assert robot_spec.ObservationLayout is ObservationLayout and robot_spec.load_robot is load_robot
+    assert all(getattr(robot_spec, name) is not None for name in robot_spec.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        robot_spec.nope  # noqa: B018
