@@ -45,7 +45,7 @@ from real_robot.lcm_types.go1lcm import (
     remote_command_t,
     safety_status_t,
 )
-from real_robot.unitree_wire import LOWLEVEL, POS_STOP_F, SERVO_MODE, decode_remote
+from real_robot.unitree_wire import LOWLEVEL, POS_STOP_F, SERVO_MODE, answer_tag, decode_remote
 from real_robot.watchdog import Watchdog, WatchdogStatus
 from real_robot.arming import BIND, ArmVerifier, load_secret
 from robot_spec.config import ConfigError, check_fields, check_number, load_config, named_config
@@ -425,6 +425,8 @@ class Bridge:
         now = self.clock.now_us()
         command = self.core.command(now)
         self.robot.write(command)
+        if self.follow:  # which state this answers: the stand-in runs no tick for a resend
+            self.robot.cmd.reserve = answer_tag(self.robot.state.tick)
         if not command.damping and not self.robot.protect():
             self.core.on_power_violation(self.robot.power_level)
             command = self.core.command(now)
@@ -477,7 +479,8 @@ def run_follow(
     repeat from a seed), a host too busy to run the controller pauses robot time instead of tripping the
     watchdog, and a controller that has stopped still trips it (after one wait). A board only answers a client
     that commands it, so after `idle_send_s` without a LowState the bridge sends its current command anyway (at
-    start-up that is damping).
+    start-up that is damping); each command names the state it answers (unitree_wire.answer_tag), so a resend
+    while the stand-in is merely slow to reply runs no second tick.
     """
     last_cycle = time.monotonic()
     state_pending = False

@@ -221,6 +221,7 @@ def imu_quaternion(true_quaternion: np.ndarray, tilt: np.ndarray, noise: np.ndar
 class Stats:
     ticks: int = 0
     commands: int = 0
+    resent_commands: int = 0  # fast mode: a client's resend of a command it had sent already (no tick)
     malformed_packets: int = 0
     states_sent: int = 0
     overruns: int = 0
@@ -327,6 +328,7 @@ class StandInRobot:
         self._scheduled: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
         self.client: tuple[str, int] | None = None  # where LowState goes: the last LowCmd's sender
+        self.sent_tick: int | None = None  # the tick of the newest LowState sent: what a fresh command answers
         self.remote = wire.RemoteState()
 
         self.lcm = LcmNode(lcm_url, channel_prefix) if lcm_url else None  # None: no LCM at all
@@ -452,12 +454,16 @@ class StandInRobot:
         for _at, action in due:
             action()
 
-    def _receive_commands(self) -> None:
+    def _receive_commands(self) -> bool:
+        """Take every waiting LowCmd; True if one was fresh. In fast mode a command tagged as answering an older
+        state than the newest sent is a resend (wire.answer_tag) and is dropped: acting on it would run a tick
+        (and draw a latency) the same run on an idle host does not."""
+        fresh = False
         while True:
             try:
                 data, address = self.sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
-                return
+                return fresh
             except ConnectionRefusedError:  # ICMP from a client that went away: not a packet
                 continue
             try:
@@ -466,7 +472,11 @@ class StandInRobot:
                 self.stats.malformed_packets += 1
                 continue
             self.client = address
+            if self.fast and cmd.reserve and self.sent_tick is not None and cmd.reserve != wire.answer_tag(self.sent_tick):
+                self.stats.resent_commands += 1
+                continue
             self._accept_command(cmd)
+            fresh = True
 
     def _accept_command(self, cmd: wire.LowCmd) -> None:
         """Queue a received command to act after the actuation latency (and jitter)."""
@@ -561,14 +571,15 @@ class StandInRobot:
         return out
 
     def _send_state(self) -> None:
-        frozen = "freeze_state" in self.faults and self.last_packet is not None
-        packet = self.last_packet if frozen else wire.encode_low_state(self._low_state())
-        self.last_packet = packet
+        if "freeze_state" not in self.faults or self.last_packet is None:
+            state = self._low_state()
+            self.last_packet, self.last_tick = wire.encode_low_state(state), state.tick
         if self.client is None or "drop_packets" in self.faults:
             return
         try:
-            self.sock.sendto(packet, self.client)
+            self.sock.sendto(self.last_packet, self.client)
             self.stats.states_sent += 1
+            self.sent_tick = self.last_tick
         except OSError:  # the client's port is gone; keep serving until another client appears
             pass
 
@@ -619,6 +630,7 @@ class StandInRobot:
         self.active = MotorLaw.off(self.spec.num_joints)
         self.applied_torque = np.zeros(self.spec.num_joints)
         self.last_packet: bytes | None = None  # what freeze_state repeats
+        self.last_tick = 0  # its tick
 
     def _on_sim_control(self, msg: sim_control_t, _received_us: int) -> None:
         try:
@@ -663,10 +675,11 @@ class StandInRobot:
         bar.close()
 
     def _wait_for_command(self, deadline: float) -> float:
-        """Until a LowCmd is waiting, FAST_IDLE_TIMEOUT_S has passed or stop() (checked every STOP_POLL_S)."""
+        """Until a fresh LowCmd has been taken, FAST_IDLE_TIMEOUT_S has passed or stop() (checked every
+        STOP_POLL_S)."""
         idle_until = time.monotonic() + FAST_IDLE_TIMEOUT_S
         while not self._stop.is_set() and (remaining := idle_until - time.monotonic()) > 0:
-            if select.select([self.sock], [], [], min(remaining, STOP_POLL_S))[0]:
+            if select.select([self.sock], [], [], min(remaining, STOP_POLL_S))[0] and self._receive_commands():
                 break
         return deadline
 

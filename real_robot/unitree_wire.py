@@ -391,6 +391,14 @@ class LowCmd:
     kp: np.ndarray = field(default_factory=_zeros_motors)  # x32 fixed point on the wire
     kd: np.ndarray = field(default_factory=_zeros_motors)  # x16 fixed point on the wire
     wireless_remote: bytes = bytes(REMOTE_SIZE)
+    reserve: int = 0  # unused by the board; in lockstep the bridge names the state it answers here (answer_tag)
+
+
+def answer_tag(tick: int) -> int:
+    """Lockstep (bridge --follow, stand-in --fast): the LowCmd reserve word of a command answering the LowState
+    with this tick; 0 names none. The stand-in runs a tick only for a command that answers its newest state, so a
+    resend (the bridge heard nothing for a while: a busy host, not a lost packet) cannot run a tick twice."""
+    return (int(tick) + 1) % 2**32
 
 
 def encode_low_cmd(cmd: LowCmd) -> bytes:
@@ -403,6 +411,7 @@ def encode_low_cmd(cmd: LowCmd) -> bytes:
     motors["kp"] = _to_fixed(_motor_array(cmd.kp, "kp"), KP_SCALE, "<u2")
     motors["kd"] = _to_fixed(_motor_array(cmd.kd, "kd"), KD_SCALE, "<u2")
     packet["wireless_remote"] = _remote_bytes(cmd.wireless_remote)
+    packet["reserve"] = int(cmd.reserve) % 2**32
     return _seal(packet)
 
 
@@ -417,4 +426,5 @@ def decode_low_cmd(data: bytes) -> LowCmd:
         kp=_f64(m["kp"]) / KP_SCALE,
         kd=_f64(m["kd"]) / KD_SCALE,
         wireless_remote=bytes(p["wireless_remote"]),
+        reserve=int(p["reserve"]),
     )

@@ -378,6 +378,32 @@ def test_fast_mode_runs_in_lockstep_and_advances_without_a_client(make_robot):
 
 
 @needs_sdk
+def test_fast_mode_runs_no_tick_for_a_resend_of_a_command_answering_an_older_state(make_robot):
+    """A lockstep bridge that heard nothing for a while resends its command, naming the state it answers; the
+    stand-in had already ticked on the first copy, so the resend must not run a second tick (nor draw a latency):
+    otherwise a run on a busy host differs from the same run on an idle one."""
+    robot, client = make_robot("strong", fast=True)
+    server = threading.Thread(target=robot.serve_forever, daemon=True)
+    server.start()
+    client.send(mode=0)  # untagged (0): always a tick, as from any client
+    assert client.receive(polls=5000) == 0
+    answered = client.state.tick
+    client.cmd.reserve = wire.answer_tag(answered)
+    client.send(mode=0)  # answers the newest state: a tick
+    assert client.receive(polls=5000) == 0 and client.state.tick > answered
+    ticks = robot.stats.ticks
+    client.send(mode=0)  # the same answer again: a resend
+    time.sleep(0.3)
+    assert robot.stats.ticks == ticks and robot.stats.resent_commands == 1
+    client.cmd.reserve = wire.answer_tag(client.state.tick)
+    client.send(mode=0)  # the next answer: a tick
+    assert client.receive(polls=5000) == 0
+    assert robot.stats.ticks == ticks + 1 and robot.stats.commands == 3
+    robot.stop()
+    server.join(timeout=2)
+
+
+@needs_sdk
 def test_real_time_mode_serves_states(make_robot):
     robot, client = make_robot("none", fast=False)
     server = threading.Thread(target=robot.serve_forever, kwargs={"duration_s": 0.2}, daemon=True)
