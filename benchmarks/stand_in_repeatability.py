@@ -5,12 +5,16 @@ each run's return and falls, the first robot tick of the first episode (when the
 differs), the largest difference of every logged measurement over all episodes, and whether the logs are
 identical.
 
-    python benchmarks/stand_in_repeatability.py --policy policy.pt [--profiles none strong] [--episodes 2]
+    python benchmarks/stand_in_repeatability.py --policy policy.pt [--profiles none strong] [--episodes 2] [--busy 6]
+
+`--busy N` runs N busy loops beside the runs: a host as starved as one training beside the collection, where
+timing leaks into a lockstep run first.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -56,25 +60,37 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--episode-s", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=101)
+    p.add_argument("--busy", type=int, default=0, help="busy-loop processes beside the runs (default 0: idle host)")
     args = p.parse_args()
     if not args.policy.is_file():
         p.error(f"policy not found: {args.policy}")
     spec = load_robot("go1")
     cfg = RobotEvalConfig(episodes=args.episodes, episode_s=args.episode_s, seed=args.seed)
     results = {}
-    with tempfile.TemporaryDirectory(prefix="repeat_") as tmp:
-        for profile in args.profiles:
-            folders = [Path(tmp) / f"{profile}_{run}" for run in range(2)]
-            runs = [evaluate_on_stand_in(args.policy, profile, folder, spec, cfg) for folder in folders]
-            results[profile] = {
-                "runs": [{k: m[k] for k in ("mean_return", "fall_rate", "policy_steps")} for m in runs],
-                **compare(*folders),
-            }
-            r = results[profile]
-            print(f"{profile:8s} returns {[round(m['mean_return'], 4) for m in r['runs']]}, falls "
-                  f"{[m['fall_rate'] for m in r['runs']]}, first tick {r['first_tick_us']} us, start q Δ "
-                  f"{r['start_q_max_diff_rad']:.2e} rad, obs Δ {r['obs_max_diff']:.3g}, identical: {r['identical']}")  # fmt: skip
-    save("stand_in_repeatability", {"setting": {**vars(args), "policy": str(args.policy)}, "profiles": results})
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="repeat_") as tmp:
+            measure(args, spec, cfg, Path(tmp), results)
+    finally:
+        for loop in busy:
+            loop.kill()
+    save("stand_in_repeatability" + (f"_busy{args.busy}" if args.busy else ""),
+         {"setting": {**vars(args), "policy": str(args.policy)}, "profiles": results})
+
+
+def measure(args: argparse.Namespace, spec, cfg: RobotEvalConfig, tmp: Path, results: dict) -> None:
+    """Each profile evaluated twice into `tmp`; its row into `results`."""
+    for profile in args.profiles:
+        folders = [Path(tmp) / f"{profile}_{run}" for run in range(2)]
+        runs = [evaluate_on_stand_in(args.policy, profile, folder, spec, cfg) for folder in folders]
+        results[profile] = {
+            "runs": [{k: m[k] for k in ("mean_return", "fall_rate", "policy_steps")} for m in runs],
+            **compare(*folders),
+        }
+        r = results[profile]
+        print(f"{profile:8s} returns {[round(m['mean_return'], 4) for m in r['runs']]}, falls "
+              f"{[m['fall_rate'] for m in r['runs']]}, first tick {r['first_tick_us']} us, start q Δ "
+              f"{r['start_q_max_diff_rad']:.2e} rad, obs Δ {r['obs_max_diff']:.3g}, identical: {r['identical']}")  # fmt: skip
 
 
 if __name__ == "__main__":
