@@ -390,6 +390,7 @@ class Bridge:
         self.robot_clock = RobotClock()
         self.clock: Clock = self.robot_clock if follow else WallClock()
         self.follow, self.robot_ip = follow, cfg.robot_ip  # told in every status: the runtime checks its own mode
+        self.heard_tick: int | None = None  # the newest LowState's raw tick: what --follow commands answer
         self.foot_index = sdk_foot_index(core.spec)
         self.status_period_us = round(1e6 / cfg.status_hz)
         self._status_sent: WatchdogStatus | None = None
@@ -402,6 +403,7 @@ class Bridge:
         if not self.robot.receive():
             return False
         state = read_state(self.robot.state, self.core.spec, self.foot_index)
+        self.heard_tick = state.tick
         robot_time_us = self.robot_clock.observe(state.tick)
         self.core.observe_tick(robot_time_us)
         now = wall_us()
@@ -425,8 +427,8 @@ class Bridge:
         now = self.clock.now_us()
         command = self.core.command(now)
         self.robot.write(command)
-        if self.follow:  # which state this answers: the stand-in runs no tick for a resend
-            self.robot.cmd.reserve = answer_tag(self.robot.state.tick)
+        if self.follow:  # which state this answers (none yet: any tick will do); no tick for a resend
+            self.robot.cmd.reserve = 0 if self.heard_tick is None else answer_tag(self.heard_tick)
         if not command.damping and not self.robot.protect():
             self.core.on_power_violation(self.robot.power_level)
             command = self.core.command(now)

@@ -32,7 +32,15 @@ from real_robot.clock import now_us
 from real_robot.lcm_bus import LcmNode
 from real_robot.lcm_types.go1lcm import arm_request_t, pd_target_t
 from real_robot.sim_robot import StandInRobot
-from real_robot.unitree_wire import POS_STOP_F, LowState, RemoteState, decode_low_cmd, encode_low_state, encode_remote
+from real_robot.unitree_wire import (
+    POS_STOP_F,
+    LowState,
+    RemoteState,
+    answer_tag,
+    decode_low_cmd,
+    encode_low_state,
+    encode_remote,
+)
 from real_robot.watchdog import Watchdog, WatchdogStatus
 from robot_spec.config import ConfigError
 
@@ -383,6 +391,13 @@ def test_wire_damping_first_then_target_then_latched_damping_on_timeout(spec, ri
     assert not wire_is_damping(rig.step(), cfg)
     rig.step()
     assert not rig.statuses[-1].tripped and rig.statuses[-1].trip_count == 1
+
+
+def test_wire_follow_commands_name_the_state_they_answer(rig):
+    # The stand-in runs a tick only for a command answering its newest state, so a resend runs none.
+    for _ in range(3):
+        cmd = rig.step()
+        assert cmd.reserve == answer_tag(rig.tick)
 
 
 def test_wire_follow_waits_for_a_late_controller_instead_of_moving_robot_time(spec, rig):
