@@ -66,11 +66,10 @@ def main() -> None:
         p.error(f"policy not found: {args.policy}")
     spec = load_robot("go1")
     cfg = RobotEvalConfig(episodes=args.episodes, episode_s=args.episode_s, seed=args.seed)
-    results = {}
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         with tempfile.TemporaryDirectory(prefix="repeat_") as tmp:
-            measure(args, spec, cfg, Path(tmp), results)
+            results = measure(args, spec, cfg, Path(tmp))
     finally:
         for loop in busy:
             loop.kill()
@@ -78,8 +77,9 @@ def main() -> None:
          {"setting": {**vars(args), "policy": str(args.policy)}, "profiles": results})
 
 
-def measure(args: argparse.Namespace, spec, cfg: RobotEvalConfig, tmp: Path, results: dict) -> None:
-    """Each profile evaluated twice into `tmp`; its row into `results`."""
+def measure(args: argparse.Namespace, spec, cfg: RobotEvalConfig, tmp: Path) -> dict:
+    """Each profile evaluated twice into `tmp`: its row."""
+    results = {}
     for profile in args.profiles:
         folders = [Path(tmp) / f"{profile}_{run}" for run in range(2)]
         runs = [evaluate_on_stand_in(args.policy, profile, folder, spec, cfg) for folder in folders]
@@ -91,6 +91,7 @@ def measure(args: argparse.Namespace, spec, cfg: RobotEvalConfig, tmp: Path, res
         print(f"{profile:8s} returns {[round(m['mean_return'], 4) for m in r['runs']]}, falls "
               f"{[m['fall_rate'] for m in r['runs']]}, first tick {r['first_tick_us']} us, start q Δ "
               f"{r['start_q_max_diff_rad']:.2e} rad, obs Δ {r['obs_max_diff']:.3g}, identical: {r['identical']}")  # fmt: skip
+    return results
 
 
 if __name__ == "__main__":

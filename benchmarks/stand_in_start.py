@@ -26,6 +26,8 @@ def main() -> None:
     p.add_argument("--profile", default="strong")
     p.add_argument("--starts", type=int, default=5)
     args = p.parse_args()
+    if args.starts < 1:
+        p.error(f"--starts must be at least 1, got {args.starts}")
     starts, totals = [], []
     for _ in range(args.starts):
         began = time.perf_counter()

@@ -472,11 +472,17 @@ class StandInRobot:
                 self.stats.malformed_packets += 1
                 continue
             self.client = address
-            if self.fast and cmd.reserve and self.sent_tick is not None and cmd.reserve != wire.answer_tag(self.sent_tick):
+            if self._is_resend(cmd):
                 self.stats.resent_commands += 1
                 continue
             self._accept_command(cmd)
             fresh = True
+
+    def _is_resend(self, cmd: wire.LowCmd) -> bool:
+        """Fast mode: tagged as answering a state older than the newest sent (untagged commands never are)."""
+        if not self.fast or cmd.reserve == 0 or self.sent_tick is None:
+            return False
+        return cmd.reserve != wire.answer_tag(self.sent_tick)
 
     def _accept_command(self, cmd: wire.LowCmd) -> None:
         """Queue a received command to act after the actuation latency (and jitter)."""

@@ -11,7 +11,7 @@ _HOMES = {
     "load_config": "robot_spec.config",
     "save_config": "robot_spec.config",
     "ObservationHistory": "robot_spec.observation",
-    "ObservationLayout": "robot_spec.observation",
+    "ObservationLayout": "robot_spec.observation_layout",
     "projected_gravity": "robot_spec.observation",
     "ActionMap": "robot_spec.policy_map",
     "ObservationBuilder": "robot_spec.policy_map",
