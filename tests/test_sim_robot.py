@@ -449,6 +449,7 @@ def test_cli_rejects_bad_input_and_runs(capsys):
         sim_robot.main(["--lcm-url", "udpm://239.255.76.67:7667?ttl=1"])
     assert sim_robot.main(["--port", "0", "--channel-prefix", "a.*", "--lcm-url", "memq://"]) == 2
     assert "channel prefix" in capsys.readouterr().err
-    run = ["--profile", "none", "--port", "0", "--fast", "--duration", "0.05", "--lcm-url", "memq://"]
+    # real time: a fast stand-in with no client would idle FAST_IDLE_TIMEOUT_S per tick
+    run = ["--profile", "none", "--port", "0", "--duration", "0.05", "--lcm-url", "memq://"]
     assert sim_robot.main(run) == 0
     assert "25 ticks" in capsys.readouterr().out
