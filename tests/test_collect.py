@@ -291,3 +291,24 @@ def test_a_loopback_robot_whose_port_was_taken_after_the_probe_starts_on_new_por
             assert "joint_state" in robot.node.latest and all(p.poll() is None for p in robot.processes)
     finally:
         taken.close()
+
+
+def test_a_pipeline_collection_stopped_by_the_operator_is_not_taken_for_a_finished_one(files, tmp_path):
+    """Ctrl-C during the main job's collection: it raises instead of fine-tuning on the short log, writes no
+    'collected' marker, and the rerun sets the short log aside and collects afresh."""
+    pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
+    import threading
+
+    from uni_o4.pipeline import PipelineRequest, collect
+
+    folder, request = tmp_path / "data_logs", PipelineRequest(profile="none", collect_steps=5000)
+    timer = threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGINT))  # the session turns it into a stop
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="stopped by the operator after"):
+            collect(request, files / "policy.pt", folder)
+    finally:
+        timer.cancel()
+    assert not (folder / "collected.json").exists()
+    short = sum(len(e.records["step"]) for e in read_log_folder(folder).episodes)
+    assert 0 < short < 5000

@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"uni_o4 {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # what is done stays done: a rerun with the same --out resumes
+        print(f"uni_o4 {args.command}: {err or 'stopped by the operator'}; rerun with the same --out to resume",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.ABORTED
 
 
 # --------------------------------------------------------------------------------------------- commands

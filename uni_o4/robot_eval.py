@@ -171,7 +171,7 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
     policy steps if given, else `episodes` episodes; `behaviour`, `extra_meta` and `action_noise` as in
     deploy.session. `robot_seed` picks the robot (its sensor biases), `seed` the sensor noise of each episode and
     the action noise: a pipeline collects, fine-tunes and evaluates on one robot, as it would on hardware.
-    `stop_after_ended_early`: CollectConfig's."""
+    `stop_after_ended_early`: CollectConfig's. KeyboardInterrupt when the operator stopped it short (Ctrl-C)."""
     from real_robot.loopback import LoopbackRobot
 
     amount = {"steps": steps} if steps is not None else {"episodes": episodes}
@@ -179,7 +179,11 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
                         action_noise=action_noise, seed=seed, stand_in_profile=profile,
                         stop_after_ended_early=stop_after_ended_early)  # fmt: skip
     with LoopbackRobot(profile=profile, fast=True, seed=robot_seed, robot=robot) as stand_in:
-        collect(stand_in_session(stand_in), run, behaviour, extra_meta)
+        collector = collect(stand_in_session(stand_in), run, behaviour, extra_meta)
+    # only the operator's stop (Ctrl-C) ends it short: a short log must never pass for the amount asked
+    if (steps is not None or episodes is not None) and not collector.done:
+        raise KeyboardInterrupt(f"stopped by the operator after {collector.steps} policy steps, "
+                                f"{collector.episodes} episodes (kept in {out})")  # fmt: skip
 
 
 def stand_in_session(robot) -> SessionConfig:
