@@ -302,13 +302,24 @@ def test_a_pipeline_collection_stopped_by_the_operator_is_not_taken_for_a_finish
     from uni_o4.pipeline import PipelineRequest, collect
 
     folder, request = tmp_path / "data_logs", PipelineRequest(profile="none", collect_steps=5000)
-    timer = threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGINT))  # the session turns it into a stop
-    timer.start()
+    collecting = threading.Event()
+
+    def stop_once_an_episode_is_logged():  # the session turns SIGINT into an operator stop
+        deadline = time.monotonic() + 120
+        while not collecting.wait(0.2) and time.monotonic() < deadline:
+            if any(folder.glob("episode_*")):
+                time.sleep(1.0)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    stopper = threading.Thread(target=stop_once_an_episode_is_logged, daemon=True)
+    stopper.start()
     try:
         with pytest.raises(KeyboardInterrupt, match="stopped by the operator after"):
             collect(request, files / "policy.pt", folder)
     finally:
-        timer.cancel()
+        collecting.set()
+        stopper.join()
     assert not (folder / "collected.json").exists()
     short = sum(len(e.records["step"]) for e in read_log_folder(folder).episodes)
     assert 0 < short < 5000
