@@ -208,6 +208,11 @@ class Collector:
             self.max_episodes is not None and self.episodes >= self.max_episodes
         ) or (self.max_ended_early is not None and self.ended_early > self.max_ended_early)
 
+    @property
+    def cut_short(self) -> bool:
+        """An amount was asked and the run ended before it: only a stop request (Ctrl-C) does that."""
+        return (self.max_steps is not None or self.max_episodes is not None) and not self.done
+
     def on_step(self, record: dict) -> None:
         outcome = self.log.on_step(record)
         if record["phase"] == Phase.POLICY and record["trip"] is None:  # a policy step: one transition of data

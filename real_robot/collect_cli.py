@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except EpisodeStartError as err:
         print(f"real_robot collect: stopped short: {err}", file=sys.stderr)
         return ExitCode.SHORTFALL
-    asked = args.steps is not None or args.episodes is not None
-    if asked and not collector.done:  # only a stop request (Ctrl-C) ends a collection early
+    if collector.cut_short:
         print(f"real_robot collect: stopped by the operator after {collector.steps} policy steps, "
               f"{collector.episodes} episodes", file=sys.stderr)  # fmt: skip
         return ExitCode.ABORTED

@@ -365,9 +365,9 @@ def test_collect_and_online_exit_codes_tell_a_shortfall_an_abort_and_a_trip(monk
     argv = ["--policy", str(SHIPPED / "policy.pt"), "--steps", "100"]
     monkeypatch.setattr(collect_cli, "collect", cannot_start)
     assert collect_main(argv) == ExitCode.SHORTFALL and "stale_state" in capsys.readouterr().err
-    monkeypatch.setattr(collect_cli, "collect", lambda *_: Namespace(done=False, steps=40, episodes=2))  # Ctrl-C
+    monkeypatch.setattr(collect_cli, "collect", lambda *_: Namespace(cut_short=True, steps=40, episodes=2))  # Ctrl-C
     assert collect_main(argv) == ExitCode.ABORTED and "stopped by the operator" in capsys.readouterr().err
-    monkeypatch.setattr(collect_cli, "collect", lambda *_: Namespace(done=True, steps=100, episodes=5))
+    monkeypatch.setattr(collect_cli, "collect", lambda *_: Namespace(cut_short=False, steps=100, episodes=5))
     assert collect_main(argv) == ExitCode.OK
     monkeypatch.setattr(finetune, "finetune_online", cannot_start)
     online = ["finetune", "--online", "--policy", str(tmp_path), "--out", str(tmp_path / "o")]

@@ -180,8 +180,7 @@ def collect_on_stand_in(policy: str | Path, profile: str, out: str | Path, episo
                         stop_after_ended_early=stop_after_ended_early)  # fmt: skip
     with LoopbackRobot(profile=profile, fast=True, seed=robot_seed, robot=robot) as stand_in:
         collector = collect(stand_in_session(stand_in), run, behaviour, extra_meta)
-    # only the operator's stop (Ctrl-C) ends it short: a short log must never pass for the amount asked
-    if (steps is not None or episodes is not None) and not collector.done:
+    if collector.cut_short:  # a short log must never pass for the amount asked
         raise KeyboardInterrupt(f"stopped by the operator after {collector.steps} policy steps, "
                                 f"{collector.episodes} episodes (kept in {out})")  # fmt: skip
 
