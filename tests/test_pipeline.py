@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from real_robot.datalog import read_log_folder
+from robot_spec.exit_codes import ExitCode
 from uni_o4.cli import main
 
 pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the stand-in path needs the Unitree SDK")
@@ -37,6 +38,10 @@ def uni_o4_run(tmp_path_factory) -> tuple[list[str], Path]:
     return argv, Path(argv[argv.index("--out") + 1])
 
 
+def stop_by_operator(request):
+    raise KeyboardInterrupt("stopped by the operator")
+
+
 def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(uni_o4_run, capsys):
     argv, out = uni_o4_run
     rows = json.loads((out / "pipeline.json").read_text())
@@ -54,6 +59,15 @@ def test_the_pipeline_runs_every_stage_and_a_rerun_resumes(uni_o4_run, capsys):
     gate = json.loads((out / "offline" / "gate.json").read_text())  # judged in the simulator calibrated from the logs
     assert gate["evaluator"] == "calibrated" and (out / "offline" / "calibration" / "calibrated.yaml").is_file()
     assert set(gate["calibrated"]["sim"]) == {"candidate", "incumbent"} and gate["candidate_score"] is not None
+
+    # Ctrl-C in the online stage: no "after online" row, the exit code of a stopped run; the next run resumes
+    marker = out / "online" / "deploy" / "policy.pt"
+    marker.rename(marker.with_suffix(".kept"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("uni_o4.pipeline.finetune_online", stop_by_operator)
+        assert main(argv) == ExitCode.ABORTED
+    assert [r["stage"] for r in json.loads((out / "pipeline.json").read_text())] == stages[:-1]
+    marker.with_suffix(".kept").rename(marker)
 
     capsys.readouterr()
     assert main(argv) == 0

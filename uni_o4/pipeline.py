@@ -135,8 +135,11 @@ def run_pipeline(args: PipelineRequest) -> int:
             offline, online, args.online_preset, args.profile, robot=args.robot, seed=args.seed, device=args.device,
         ))  # fmt: skip
         evaluate("after online", online / "deploy" / "policy.pt", args.profile, online_note(online))
-    except (ValueError, FileNotFoundError, TimeoutError, EpisodeStartError, KeyboardInterrupt) as err:
+    except (ValueError, FileNotFoundError, TimeoutError, EpisodeStartError) as err:
         print(f"pipeline: online stage not run: {err!r}")
+    except KeyboardInterrupt:  # the operator's stop is no finished run: the table so far, then exit as stopped
+        print_table(rows)
+        raise
     print_table(rows)
     print(f"pipeline: table in {out / 'pipeline.md'}, plot {out / 'pipeline.png'}")
     return 0
