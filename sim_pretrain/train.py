@@ -39,6 +39,11 @@ class StopTraining(Exception):
     """Raised between iterations after Ctrl-C, so the checkpoint saved is a consistent one."""
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """Ctrl-C ended the run short of its iterations: its checkpoint is saved and its policy so far exported into
+    stopped/, never as the run's policy.pt, which callers (a pipeline's rerun) take for the finished run's."""
+
+
 @dataclass
 class TrainingHistory:
     iteration: list[int] = field(default_factory=list)
@@ -49,7 +54,8 @@ class TrainingHistory:
 
 def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | None = None,
           init: Path | None = None) -> Path:
-    """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too.
+    """Train, checkpoint and export; returns the exported policy path. Ctrl-C saves and exports too, then raises
+    TrainingStopped.
     `resume` continues a run; `init` starts a new run (iterations counted from 0) from another run's checkpoint:
     actor, critic, normalisers and optimiser, so fine-tuning in another simulator needs no critic warm-up.
     Under torchrun each process trains its share (sim_pretrain.distributed) and rank 0 alone writes `run_dir`."""
@@ -79,7 +85,7 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
     # A resumed run keeps its history up to the checkpoint (iterations after it are trained again).
     history = load_history(run_dir, runner.current_learning_iteration) if resume is not None else TrainingHistory()
     remaining = cfg.iterations - runner.current_learning_iteration
-    stop_requested = _install_sigint_flag(say)
+    stop_requested, stopped = _install_sigint_flag(say), None
     try:
         with tqdm(total=max(remaining, 0), desc="PPO", unit="it", dynamic_ncols=True,
                   disable=not ranks.is_main) as bar:
@@ -87,20 +93,23 @@ def train(cfg: TrainConfig, run_dir: Path, device: str = "cpu", resume: Path | N
             if remaining > 0:
                 runner.learn(num_learning_iterations=remaining, init_at_random_ep_len=resume is None)
     except StopTraining:
-        checkpoint = run_dir / f"model_{runner.current_learning_iteration}.pt"
+        stopped = run_dir / f"model_{runner.current_learning_iteration}.pt"
         if ranks.is_main:
-            runner.save(str(checkpoint))
-            say(f"interrupted: saved {checkpoint}; resume with --resume {checkpoint}")
+            runner.save(str(stopped))
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         env.close()
         close()
 
-    if not ranks.is_main:
-        return run_dir / "policy.pt"  # rank 0's
-    policy_path = export_policy(runner, run_dir, cfg)
-    _plot_history(history, run_dir)
-    return policy_path
+    export_dir = run_dir / "stopped" if stopped else run_dir
+    if ranks.is_main:  # rank 0 alone writes the run folder
+        export_policy(runner, export_dir, cfg)
+        _plot_history(history, run_dir)
+    if stopped:
+        raise TrainingStopped(f"stopped by the operator at iteration {runner.current_learning_iteration} of "
+                              f"{cfg.iterations}: resume with --resume {stopped}; its policy so far: "
+                              f"{export_dir / 'policy.pt'}")  # fmt: skip
+    return export_dir / "policy.pt"
 
 
 def load_history(run_dir: Path, before_iteration: int) -> TrainingHistory:
@@ -200,6 +209,7 @@ def export_policy(runner: OnPolicyRunner, run_dir: Path, cfg: TrainConfig) -> Pa
     actor = actor_from_state_dict(runner.alg.get_policy().state_dict(), cfg)
     info = {"source": "sim_pretrain", "run": str(run_dir), "iteration": runner.current_learning_iteration}
     path = run_dir / "policy.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_policy(actor, load_robot(cfg.env.robot), path, info)
     return path
 

@@ -70,3 +70,28 @@ def test_eval_writes_metrics_and_plot(tiny_run, tmp_path):
 def test_bad_input_is_answered_clearly(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_run_stopped_with_ctrl_c_is_never_taken_for_a_finished_one(tmp_path):
+    """Ctrl-C saves a checkpoint and exports the policy so far into stopped/, not as the run's policy.pt (a
+    pipeline's rerun takes that for a finished run's), and the command exits as stopped."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from robot_spec.exit_codes import ExitCode
+
+    def stop_after_the_first_checkpoint():
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("go1/*/model_*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # the training loop's handler: finish the iteration, save, stop
+
+    threading.Thread(target=stop_after_the_first_checkpoint, daemon=True).start()
+    argv = ["train", "--preset", "tiny", "--iterations", "1000", "--runs", str(tmp_path), "--seed", "5"]
+    assert main(argv) == ExitCode.ABORTED
+    (run_dir,) = (tmp_path / "go1").iterdir()
+    assert not (run_dir / "policy.pt").exists() and (run_dir / "stopped" / "policy.pt").is_file()
+    checkpoints = sorted(run_dir.glob("model_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    assert torch.load(checkpoints[-1], weights_only=False)["iter"] < 1000
