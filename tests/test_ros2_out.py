@@ -121,7 +121,9 @@ def test_deploy_publishes_the_state_at_the_step_rate_with_the_logged_values(spec
             break
     log = episode.records
     assert len(log["step"]) >= 100, episode.reason
-    assert np.isfinite(log["odom_position"]).all()  # the stand-in has odometry: every step has its /odom
+    # the stand-in has odometry: every step has its /odom, but the first, whose state may arrive before the first
+    # odometry message does (two channels; seen once in CI)
+    assert np.isfinite(log["odom_position"][1:]).all()
 
     # One message per logged step on each state topic, in order, with the logged values. The first steps may
     # go out before discovery has matched this subscriber (volatile QoS, as for any sensor topic): on a quiet
