@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"sim_pretrain {args.command}: error: {err}", file=sys.stderr)
         return ExitCode.BAD_INPUT
-    except KeyboardInterrupt as err:  # train / finetune: Ctrl-C saved a checkpoint (sim_pretrain.train.TrainingStopped)
+    except KeyboardInterrupt as err:  # train / finetune: one Ctrl-C saves a checkpoint (TrainingStopped), a second aborts
         _say(f"sim_pretrain {args.command}: {err or 'stopped by the operator'}")
         return ExitCode.ABORTED
 
