@@ -114,8 +114,10 @@ def _tracking_ang_vel(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> t
 
 
 def _feet_air_time(f: RewardFunction, x: RewardInputs, t: RewardTracker) -> torch.Tensor:
-    # Paid once, at touchdown, for the swing that just ended; only while asked to move.
-    touchdown = x.foot_contact & ~t.last_contact
+    # Paid once, at touchdown, for the swing that just ended; only while asked to move. A foot read off the ground
+    # for one step alone is a dropped contact reading (a Go1's foot sensors drop them; legged_gym filters contacts
+    # over two steps for this), not a step: without this a stance with dropouts pays -0.5 s per dropped reading.
+    touchdown = x.foot_contact & ~t.last_contact & (t.air_time > 1.5 * f.dt)
     swing = t.air_time + f.dt
     reward = ((swing - f.cfg.air_time_target) * touchdown).sum(-1)
     return reward * (x.command[:, :2].norm(dim=-1) > 0.1)

@@ -308,6 +308,16 @@ def test_tracking_reward_peaks_at_the_command():
     assert total[1] == pytest.approx(0.02 * np.exp(-1 / 0.25))
 
 
+def test_feet_air_time_pays_a_real_swing_and_not_a_dropped_contact_reading():
+    """Foot 0 swings for 10 steps; foot 1 stands but its sensor reads 0 for one step (a dropped reading)."""
+    f, tracker = _reward_fn(feet_air_time=1.0), RewardTracker(1, 12, 4)
+    contacts = [[True] * 4] + [[False, True, True, True] for _ in range(10)] + [[True] * 4] * 3
+    contacts[5][1] = False
+    paid = torch.stack([f(_inputs(1, foot_contact=torch.tensor([c])), tracker)[1]["feet_air_time"] for c in contacts])
+    assert paid[11].item() == pytest.approx((11 * 0.02 - 0.5) * 0.02)  # the swing, paid at touchdown
+    assert (paid[:11] == 0).all() and (paid[12:] == 0).all()  # the dropped reading costs nothing
+
+
 def test_penalties_have_the_right_sign_and_size():
     f = _reward_fn(orientation=-1.0, action_rate=-0.01)
     tilted = _inputs(projected_gravity=torch.tensor([[0.0, 0.0, -1.0], [0.6, 0.0, -0.8]]),
