@@ -249,6 +249,28 @@ def test_a_cached_evaluation_is_reused_only_for_the_policy_it_evaluated(tmp_path
     assert runs == [tmp_path / "b.pt"] and not out.exists()  # set aside beside itself, re-evaluated
 
 
+def test_a_cached_evaluation_follows_the_policy_by_its_bytes_not_its_path(tmp_path, monkeypatch):
+    """A run folder whose policy came from a clone since moved (or deleted) keeps its evaluations: the metrics name
+    the policy file's digest; a different file at the same place is evaluated again."""
+    from uni_o4 import robot_eval
+
+    runs = []
+    monkeypatch.setattr(robot_eval, "collect_on_stand_in", lambda policy, _p, out, *_a, **_k: runs.append(policy) or Path(out).mkdir())
+    monkeypatch.setattr(robot_eval, "log_metrics", lambda folder, spec: {"episodes": 4})
+    old, moved, other, out = tmp_path / "clone_a" / "policy.pt", tmp_path / "policy.pt", tmp_path / "b.pt", tmp_path / "ev"
+    old.parent.mkdir()
+    for path, data in ((old, b"weights"), (moved, b"weights"), (other, b"other weights")):
+        path.write_bytes(data)
+    cfg, go1 = robot_eval.RobotEvalConfig(episodes=4), SimpleNamespace(name="go1")
+    robot_eval.evaluation_of(old, "strong", out, go1, cfg)
+    assert runs == [old]
+    old.unlink()  # the clone it came from is gone
+    robot_eval.evaluation_of(moved, "strong", out, go1, cfg)
+    assert runs == [old]  # reused: the same bytes
+    robot_eval.evaluation_of(other, "strong", out, go1, cfg)
+    assert runs == [old, other]
+
+
 def test_a_cached_evaluation_is_reused_only_with_the_settings_it_was_run_with(tmp_path, monkeypatch):
     """Asking for 24 episodes where 4 were evaluated (or for another robot) runs the evaluation again; the same
     settings reuse it, and a file from before metrics named their settings counts by its episodes."""

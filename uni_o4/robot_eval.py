@@ -8,6 +8,7 @@ SDK bridge + `real_robot collect`, deterministic, a fixed command schedule) and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,7 +133,8 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
 
 def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec, cfg: RobotEvalConfig) -> dict:
     """The metrics of an evaluation's logs in `out`, also written to out/metrics.json with the settings it ran with."""
-    metrics = {"policy": str(policy), "profile": profile, "evaluation": asdict(cfg), **log_metrics(out, spec)}
+    metrics = {"policy": str(policy), "policy_sha256": file_digest(policy), "profile": profile,
+               "evaluation": asdict(cfg), **log_metrics(out, spec)}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -147,10 +149,25 @@ def evaluation_of(policy: str | Path, profile: str, out: str | Path, spec: Robot
     metrics_file = Path(out) / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
-        if Path(metrics.get("policy", policy)).resolve() == Path(policy).resolve() and _same_settings(metrics, cfg):
+        if _same_policy(metrics, policy) and _same_settings(metrics, cfg):
             return measure(policy, metrics.get("profile", profile), Path(out), spec, cfg)
     set_aside(Path(out))
     return evaluate_on_stand_in(policy, profile, out, spec, cfg)
+
+
+def file_digest(path: str | Path) -> str | None:
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _same_policy(metrics: dict, policy: str | Path) -> bool:
+    """Whether cached metrics are of `policy`: the same file, or one with the same bytes (a run folder whose
+    policy came from a clone since moved, or a copy, is not evaluated again)."""
+    recorded = Path(metrics.get("policy", policy))
+    if recorded.resolve() == Path(policy).resolve():
+        return True
+    digest = file_digest(policy)
+    return digest is not None and digest in (metrics.get("policy_sha256"), file_digest(recorded))
 
 
 def _same_settings(metrics: dict, cfg: RobotEvalConfig) -> bool:
