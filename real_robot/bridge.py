@@ -54,7 +54,10 @@ from robot_spec.spec import RobotSpec, load_robot
 TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")
 FOLLOW_POLL_S = 100e-6  # --follow: SDK Recv() is non-blocking, so poll for the next LowState this often
 FOLLOW_IDLE_SEND_S = 0.02  # --follow: send anyway after this long without a LowState (see run_follow)
-FOLLOW_CONTROLLER_WAIT_S = 1.0  # --follow: wall time a due pd_target is waited for before robot time moves on
+# --follow: wall time a due pd_target is waited for before robot time moves on. At 1 s a collection beside a PPO run
+# and two busy loops (load 8 on 2 cores) tripped stale_state in 14 of 23 episodes: the runtime was descheduled
+# longer than that, and robot time ran on without it. A dead controller still trips the watchdog, this much later.
+FOLLOW_CONTROLLER_WAIT_S = 3.0
 EXIT_DAMPING_CYCLES = 5  # damping commands sent on shutdown, so the motors do not keep the last target
 
 

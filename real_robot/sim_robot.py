@@ -86,7 +86,7 @@ BOARD_DT = 0.002  # the board's 500 Hz loop
 ODOMETRY_PERIOD_TICKS = 5  # 100 Hz
 # Longer than a lockstep bridge waits for its controller (bridge.FOLLOW_CONTROLLER_WAIT_S): while a live bridge
 # holds the robot for a slow controller, no idle tick moves robot time (that would make runs irreproducible).
-FAST_IDLE_TIMEOUT_S = 2.0
+FAST_IDLE_TIMEOUT_S = 4.0
 STOP_POLL_S = 0.05  # fast mode: how soon stop() ends serve_forever while no command comes
 MAX_LATE_S = 0.1  # real-time mode: further behind than this, the schedule restarts (counted as an overrun)
 SETTLE_S = 1.0  # the start pose: lie down holding the lying pose this long, then this long with the motors off
