@@ -393,7 +393,9 @@ def test_fast_mode_runs_no_tick_for_a_resend_of_a_command_answering_an_older_sta
     assert client.receive(polls=5000) == 0 and client.state.tick > answered
     ticks = robot.stats.ticks
     client.send(mode=0)  # the same answer again: a resend
-    time.sleep(0.3)
+    deadline = time.monotonic() + 1.5  # (under FAST_IDLE_TIMEOUT_S, after which the board ticks on its own)
+    while robot.stats.resent_commands == 0 and time.monotonic() < deadline:  # the server thread took it in
+        time.sleep(0.01)
     assert robot.stats.ticks == ticks and robot.stats.resent_commands == 1
     client.cmd.reserve = wire.answer_tag(client.state.tick)
     client.send(mode=0)  # the next answer: a tick
