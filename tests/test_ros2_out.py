@@ -93,6 +93,24 @@ def match(messages, timestamps_us) -> list[int | None]:
     return found
 
 
+def wait_for_the_last_step(monitor: StateSubscriber, timestamps_us, timeout_s: float = 30.0) -> None:
+    """Until every state topic has delivered the last logged step's message, then until nothing more arrives for
+    half a second (the last /diagnostics): what was in flight when deploy exited can take a while to reach this
+    subscriber on a starved host. A message that never comes still fails the checks, after `timeout_s`."""
+    deadline, last = time.monotonic() + timeout_s, timestamps_us[-1:]
+
+    def heard_the_last_step(topic: str) -> bool:
+        messages = list(monitor.messages[topic])
+        return len(last) == 0 or (bool(messages) and match(messages, last)[0] is not None)
+
+    while not all(map(heard_the_last_step, ("/joint_states", "/imu", "/odom"))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    heard = -1
+    while heard != sum(map(len, monitor.messages.values())) and time.monotonic() < deadline:
+        heard = sum(map(len, monitor.messages.values()))
+        time.sleep(0.5)
+
+
 def diagnostics_values(msg) -> dict:
     status = msg.status[0]
     return {"level": status.level[0], "message": status.message, **{kv.key: kv.value for kv in status.values}}
@@ -113,10 +131,10 @@ def test_deploy_publishes_the_state_at_the_step_rate_with_the_logged_values(spec
             )  # fmt: skip
             # 0, or the exit code of a safety trip (a busy host): never bad input or a crash
             assert deploy.returncode != 2 and "Traceback" not in deploy.stderr, deploy.stderr[-2000:]
-            time.sleep(0.5)  # the last messages in flight
+            (episode,) = read_log_folder(log_dir).episodes
+            wait_for_the_last_step(monitor, episode.records["timestamp_us"])
         finally:
             monitor.close()
-        (episode,) = read_log_folder(log_dir).episodes
         if len(episode.records["step"]) >= 100:
             break
     log = episode.records
