@@ -69,10 +69,10 @@ def test_an_online_run_killed_mid_run_resumes_and_continues(tmp_path):
     cmd = [sys.executable, str(script), str(out), "3"]
     first = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: beside two busy loops this whole test took up to ~190 s
     while _checkpoint_iteration(out) < 1:  # the first update is checkpointed
         assert first.poll() is None, first.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.1)
     time.sleep(1.0)  # into the next rollout
     os.killpg(first.pid, signal.SIGKILL)  # the loop, the stand-in and the bridge, all at once
@@ -80,7 +80,7 @@ def test_an_online_run_killed_mid_run_resumes_and_continues(tmp_path):
     done_before = _checkpoint_iteration(out)
     assert 1 <= done_before < 3
 
-    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)  # a starved host is slow
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming at update {done_before}" in second.stdout
     history = json.loads((out / "online_history.json").read_text())
