@@ -21,6 +21,8 @@ from real_robot.datalog import read_log_folder, salvage_episode
 from real_robot.loopback import LoopbackRobot
 from robot_spec.policy_io import ActorMLP, save_policy
 
+STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
+
 
 def runtime_record(spec, step: int, phase: Phase, trip: Trip | None = None) -> dict:
     """A record as deploy.runtime.Runtime.step hands it out."""
@@ -167,7 +169,7 @@ def test_noisy_policy_is_the_mean_plus_seeded_gaussian_noise(spec):
 @pytest.fixture(scope="module")
 def robot():
     pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
-    with LoopbackRobot(profile="none", fast=True) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
         yield robot
 
 
@@ -254,7 +256,7 @@ def test_a_stand_in_collection_repeats_exactly_from_its_seeds(spec, files, tmp_p
     pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
 
     def run(name: str) -> list[dict]:
-        with LoopbackRobot(profile="strong", fast=True, seed=5) as robot:
+        with LoopbackRobot(profile="strong", fast=True, seed=5, startup_timeout_s=STARTUP_S) as robot:
             args = collect_args(robot, files, tmp_path / name, "--episodes", "2", "--episode-s", "1.0",
                                 "--action-noise", "0.3", "--seed", "2")  # fmt: skip
             assert collect_main(args) == 0
@@ -287,7 +289,7 @@ def test_a_loopback_robot_whose_port_was_taken_after_the_probe_starts_on_new_por
     real_probe = loopback.free_udp_port
     monkeypatch.setattr(loopback, "free_udp_port", lambda: ports.pop() if ports else real_probe())
     try:
-        with LoopbackRobot(profile="none", fast=True) as robot:
+        with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
             assert "joint_state" in robot.node.latest and all(p.poll() is None for p in robot.processes)
     finally:
         taken.close()

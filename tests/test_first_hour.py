@@ -33,6 +33,8 @@ from robot_spec.exit_codes import ExitCode
 from robot_spec.policy_io import load_policy
 from test_collect import runtime_record
 
+STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
+
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "policies" / "go1_walk"
 MODULES = {"real_robot": "real_robot.cli", "deploy": "deploy.cli"}  # the console scripts, run by this Python
@@ -138,7 +140,7 @@ def test_the_readme_walk_recipe_walks_the_shipped_policy_on_the_stand_in(tmp_pat
 @pytest.fixture(scope="module")
 def robot():
     needs_sdk()
-    with LoopbackRobot(profile="none", fast=True) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
         yield robot
 
 

@@ -19,6 +19,8 @@ from real_robot.lcm_types.go1lcm import sim_control_t
 from robot_spec.config import named_config, read_yaml
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 
+STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 START = {"soft_start_s": 1.0, "stand_s": 0.5}  # robot time: stands the weak robot up a little faster than deploy
 STEPPING_PERIOD_STEPS = 10  # the stepping policy's legs go round once every 10 policy steps (5 Hz)
@@ -74,7 +76,7 @@ def policies(spec, tmp_path_factory):
 @pytest.fixture(scope="module")
 def laggy():
     pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
-    with LoopbackRobot(profile="laggy_weak", fast=True) as robot:
+    with LoopbackRobot(profile="laggy_weak", fast=True, startup_timeout_s=STARTUP_S) as robot:
         yield robot
 
 
@@ -124,7 +126,7 @@ class Rig:
 def test_a_late_soft_weak_robot_stands_and_steps_without_a_trip(spec, policies, tmp_path, latency_ms, policy):
     name = f"laggy_weak_{latency_ms}ms"
     profile = profile_file(tmp_path, "laggy_weak", name, actuator_latency_s=latency_ms / 1e3)
-    with LoopbackRobot(profile=profile, fast=True) as robot:
+    with LoopbackRobot(profile=profile, fast=True, startup_timeout_s=STARTUP_S) as robot:
         rig = Rig(spec, robot, policies[policy])
         try:
             record = rig.run(4.0, phase=Phase.POLICY)
@@ -180,7 +182,7 @@ def test_motors_at_a_third_of_their_strength_trip_motor_response(spec, policies,
     """Every motor at 0.3 of its torque (the stand-in's strength is one figure for all of them): far below the
     weakest healthy motor, it cannot stand the robot up."""
     profile = profile_file(tmp_path, "none", "weak_motors", motor_strength=0.3)
-    with LoopbackRobot(profile=profile, fast=True) as robot:
+    with LoopbackRobot(profile=profile, fast=True, startup_timeout_s=STARTUP_S) as robot:
         rig = Rig(spec, robot, policies["standing"])
         try:
             record = rig.run(5.0)
