@@ -669,7 +669,7 @@ def test_the_bridge_watchdog_damps_when_deploy_is_killed(robot, policy_file):
         deploy.wait()
         bridge = statuses["bridge"]
         trips_before = bridge[-1].trip_count
-        deadline = time.monotonic() + 30  # ~1 s (the bridge's wait for a late controller, then the watchdog)
+        deadline = time.monotonic() + 30  # the bridge's wait for a late controller (FOLLOW_CONTROLLER_WAIT_S), then the watchdog
         while not bridge[-1].tripped:
             assert time.monotonic() < deadline, "the bridge kept applying the dead process's last target"
             robot.node.handle(0.05)
