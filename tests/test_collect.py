@@ -20,8 +20,7 @@ from real_robot.collect_cli import main as collect_main
 from real_robot.datalog import read_log_folder, salvage_episode
 from real_robot.loopback import LoopbackRobot
 from robot_spec.policy_io import ActorMLP, save_policy
-
-STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
+from loaded_host import STARTUP_S
 
 
 def runtime_record(spec, step: int, phase: Phase, trip: Trip | None = None) -> dict:

@@ -42,8 +42,7 @@ from robot_spec.config import ConfigError
 from robot_spec.observation import ObservationLayout
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
 from robot_spec.policy_map import ObservationBuilder
-
-STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
+from loaded_host import STARTUP_S
 
 QUICK_START = {"soft_start_s": 0.6, "stand_s": 0.4}  # robot time; the stand-in stands up fine this fast
 
@@ -685,7 +684,7 @@ def test_a_killed_run_leaves_no_stand_in_or_bridge_behind(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import time\nfrom real_robot.loopback import LoopbackRobot\n"
-        "with LoopbackRobot(profile='none', fast=True, startup_timeout_s=120) as robot:\n"
+        f"with LoopbackRobot(profile='none', fast=True, startup_timeout_s={STARTUP_S}) as robot:\n"
         "    print(*[p.pid for p in robot.processes], flush=True)\n    time.sleep(60)\n"
     )
     repo = Path(__file__).resolve().parent.parent

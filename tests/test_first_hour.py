@@ -31,9 +31,8 @@ from real_robot.logs_cli import format_summary, summarize
 from real_robot.loopback import LoopbackRobot, free_udp_port
 from robot_spec.exit_codes import ExitCode
 from robot_spec.policy_io import load_policy
+from loaded_host import STARTUP_S
 from test_collect import runtime_record
-
-STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "policies" / "go1_walk"

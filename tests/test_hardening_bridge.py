@@ -22,10 +22,10 @@ from real_robot.lcm_bus import CHANNELS, DEFAULT_LCM_URL, LcmNode
 from real_robot.lcm_types.go1lcm import arm_request_t, pd_target_t
 from real_robot.loopback import LoopbackRobot
 from real_robot.sockets import parse_ss, process_sockets
+from loaded_host import STARTUP_S
 
 MS = 1000
 SESSION = 777
-STARTUP_S = 120  # a loaded host starts the stand-in and bridge slowly (over 30 s at load 15 on 2 cores)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from deploy.record import Phase
 from real_robot.datalog import read_log_folder
 from real_robot.loopback import LoopbackRobot
 from robot_spec.policy_io import ActorMLP, save_policy
+from loaded_host import STARTUP_S
 
 STEP_US = 20_000  # the Go1's 50 Hz control period in robot time
 TOPICS = ("/joint_states", "/imu", "/odom", "/diagnostics")
@@ -26,7 +27,7 @@ TOPICS = ("/joint_states", "/imu", "/odom", "/diagnostics")
 @pytest.fixture(scope="module")
 def robot():
     pytest.importorskip("unitree_legged_sdk.robot_interface", reason="the bridge needs the Unitree SDK")
-    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=120) as robot:
+    with LoopbackRobot(profile="none", fast=True, startup_timeout_s=STARTUP_S) as robot:
         yield robot
 
 

@@ -18,8 +18,7 @@ from real_robot.lcm_bus import now_us
 from real_robot.lcm_types.go1lcm import sim_control_t
 from robot_spec.config import named_config, read_yaml
 from robot_spec.policy_io import ActorMLP, load_policy, save_policy
-
-STARTUP_S = 120  # the stand-in and bridge start slowly on a loaded host (over 30 s, LoopbackRobot's default)
+from loaded_host import STARTUP_S
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 START = {"soft_start_s": 1.0, "stand_s": 0.5}  # robot time: stands the weak robot up a little faster than deploy
