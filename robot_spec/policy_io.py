@@ -183,8 +183,13 @@ def load_policy(path: str | Path, spec: RobotSpec | None = None, device: str = "
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: the contract's architecture does not fit the weights ({first})") from err
     actor.eval()
-    policy_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    policy_id = policy_digest(path)[:16]
     return LoadedPolicy(actor.to(device), contract, policy_id, path)
+
+
+def policy_digest(path: str | Path) -> str:
+    """sha256 of a policy file's bytes: the same policy wherever it lies (its first 16 digits are its policy_id)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def require_feed_forward(policy: LoadedPolicy, purpose: str) -> LoadedPolicy:

@@ -8,7 +8,6 @@ SDK bridge + `real_robot collect`, deterministic, a fixed command schedule) and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from deploy.runtime import Behaviour
 from deploy.session import CollectConfig, SessionConfig, collect
 from real_robot.datalog import read_log_folder, set_aside
+from robot_spec.policy_io import policy_digest
 from robot_spec.spec import RobotSpec
 from uni_o4.log_dataset import LogDataConfig, LogEpisode, episode_segments, make_reward_function, relabel_reward_terms
 
@@ -133,7 +133,7 @@ def evaluate_on_stand_in(policy: str | Path, profile: str, out: str | Path, spec
 
 def measure(policy: str | Path, profile: str, out: Path, spec: RobotSpec, cfg: RobotEvalConfig) -> dict:
     """The metrics of an evaluation's logs in `out`, also written to out/metrics.json with the settings it ran with."""
-    metrics = {"policy": str(policy), "policy_sha256": file_digest(policy), "profile": profile,
+    metrics = {"policy": str(policy), "policy_sha256": _digest_or_none(policy), "profile": profile,
                "evaluation": asdict(cfg), **log_metrics(out, spec)}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -155,19 +155,18 @@ def evaluation_of(policy: str | Path, profile: str, out: str | Path, spec: Robot
     return evaluate_on_stand_in(policy, profile, out, spec, cfg)
 
 
-def file_digest(path: str | Path) -> str | None:
-    path = Path(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 def _same_policy(metrics: dict, policy: str | Path) -> bool:
     """Whether cached metrics are of `policy`: the same file, or one with the same bytes (a run folder whose
     policy came from a clone since moved, or a copy, is not evaluated again)."""
     recorded = Path(metrics.get("policy", policy))
     if recorded.resolve() == Path(policy).resolve():
         return True
-    digest = file_digest(policy)
-    return digest is not None and digest in (metrics.get("policy_sha256"), file_digest(recorded))
+    digest = _digest_or_none(policy)
+    return digest is not None and digest in (metrics.get("policy_sha256"), _digest_or_none(recorded))
+
+
+def _digest_or_none(path: str | Path) -> str | None:
+    return policy_digest(path) if Path(path).is_file() else None
 
 
 def _same_settings(metrics: dict, cfg: RobotEvalConfig) -> bool:
