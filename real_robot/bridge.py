@@ -54,9 +54,9 @@ from robot_spec.spec import RobotSpec, load_robot
 TARGET_FIELDS = ("q_des", "dq_des", "kp", "kd", "tau_ff")
 FOLLOW_POLL_S = 100e-6  # --follow: SDK Recv() is non-blocking, so poll for the next LowState this often
 FOLLOW_IDLE_SEND_S = 0.02  # --follow: send anyway after this long without a LowState (see run_follow)
-# --follow: wall time a due pd_target is waited for before robot time moves on. At 1 s a collection beside a PPO run
-# and two busy loops (load 8 on 2 cores) tripped stale_state in 14 of 23 episodes: the runtime was descheduled
-# longer than that, and robot time ran on without it. A dead controller still trips the watchdog, this much later.
+# --follow: wall time a due pd_target is waited for before robot time moves on. At 1 s a collection on a loaded host
+# (a PPO run and busy loops on 2 cores) tripped stale_state in most episodes: its runtime was descheduled longer than
+# that and robot time ran on without it (docs/reality_gap.md). A dead controller still trips the watchdog, this later.
 FOLLOW_CONTROLLER_WAIT_S = 3.0
 EXIT_DAMPING_CYCLES = 5  # damping commands sent on shutdown, so the motors do not keep the last target
 

@@ -255,9 +255,11 @@ def test_a_cached_evaluation_follows_the_policy_by_its_bytes_not_its_path(tmp_pa
     from uni_o4 import robot_eval
 
     runs = []
-    monkeypatch.setattr(robot_eval, "collect_on_stand_in", lambda policy, _p, out, *_a, **_k: runs.append(policy) or Path(out).mkdir())
+    monkeypatch.setattr(robot_eval, "collect_on_stand_in",
+                        lambda policy, _p, out, *_a, **_k: runs.append(policy) or Path(out).mkdir())
     monkeypatch.setattr(robot_eval, "log_metrics", lambda folder, spec: {"episodes": 4})
-    old, moved, other, out = tmp_path / "clone_a" / "policy.pt", tmp_path / "policy.pt", tmp_path / "b.pt", tmp_path / "ev"
+    old, moved = tmp_path / "clone_a" / "policy.pt", tmp_path / "policy.pt"
+    other, out = tmp_path / "b.pt", tmp_path / "ev"
     old.parent.mkdir()
     for path, data in ((old, b"weights"), (moved, b"weights"), (other, b"other weights")):
         path.write_bytes(data)
